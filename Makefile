@@ -1,0 +1,59 @@
+# Thin wrapper: everything real lives in CMake and scripts/.
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+.PHONY: all bootstrap build run stop test test-unit test-asan fuzz format format-check bench clean
+
+all: build
+
+bootstrap:
+	@bash scripts/bootstrap
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+build: bootstrap $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Start a local cluster on loopback, data under ./var. Stop it with `make stop`.
+run: build
+	@bash scripts/cluster start
+
+stop:
+	@bash scripts/cluster stop
+
+# The whole suite: unit + integration tests, then a bounded fuzz run.
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	$(MAKE) fuzz
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
+
+# Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: bootstrap
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+	cd $(BUILD_ASAN) && ctest --output-on-failure -j $(JOBS) -L unit
+
+# Build the libFuzzer targets with clang and run each for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 30
+fuzz: bootstrap
+	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_FUZZ=ON -DBUILD_TESTING=ON
+	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	bash scripts/run-fuzzers $(BUILD_FUZZ)/fuzz $(FUZZ_SECONDS)
+
+format:
+	git ls-files '*.c' '*.h' | xargs clang-format -i
+
+format-check:
+	git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
+
+bench: build
+	bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

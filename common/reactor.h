@@ -1,0 +1,81 @@
+/*
+ * The event loop every daemon shares: one io_uring per reactor, one reactor thread per core.
+ *
+ * Operations are queued as SQEs and submitted once per loop turn (st_reactor_run batches
+ * everything queued by callbacks of the previous turn into one io_uring_submit_and_wait).
+ * Each operation is described by a caller-owned struct st_io, which must stay valid until its
+ * callback runs; io_uring's user_data points at it. Callbacks run on the reactor thread with
+ * res = the CQE result (bytes, a new fd, 0) or a negative errno.
+ *
+ * Only st_reactor_post() and st_reactor_stop() may be called from other threads; everything
+ * else belongs to the reactor thread.
+ */
+#ifndef STRATA_COMMON_REACTOR_H
+#define STRATA_COMMON_REACTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <linux/time_types.h>
+
+struct st_reactor;
+
+typedef void (*st_io_cb)(void *cb_arg, int res);
+
+struct st_io {
+	st_io_cb cb;
+	void *cb_arg;
+	struct __kernel_timespec ts; /* timers keep their timeout here */
+	bool busy;		     /* queued or in flight */
+};
+
+/* Create a reactor with an SQ of `entries` (0 = 256). Returns 0 or -errno. */
+int st_reactor_create(struct st_reactor **out, unsigned entries) __attribute__((nonnull));
+void st_reactor_destroy(struct st_reactor *r);
+
+/* Run until st_reactor_stop(). Returns 0, or -errno if io_uring itself fails. */
+int st_reactor_run(struct st_reactor *r) __attribute__((nonnull));
+
+/* Thread-safe: ask run() to return after the current turn. */
+void st_reactor_stop(struct st_reactor *r) __attribute__((nonnull));
+
+/* Thread-safe cross-thread wakeup: run fn(arg) on the reactor thread soon. Returns 0 or -ENOMEM. */
+int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg) __attribute__((nonnull(1, 2)));
+
+/* The io_uring itself, for components that register fixed buffers or files. */
+struct io_uring *st_reactor_ring(struct st_reactor *r) __attribute__((nonnull));
+
+/* Sockets. */
+void st_reactor_accept(struct st_reactor *r, struct st_io *io, int fd, st_io_cb cb, void *cb_arg);
+void st_reactor_recv(struct st_reactor *r, struct st_io *io, int fd, void *buf, size_t len,
+		     st_io_cb cb, void *cb_arg);
+void st_reactor_send(struct st_reactor *r, struct st_io *io, int fd, const void *buf, size_t len,
+		     st_io_cb cb, void *cb_arg);
+void st_reactor_sendmsg(struct st_reactor *r, struct st_io *io, int fd, const struct msghdr *msg,
+			st_io_cb cb, void *cb_arg);
+
+/* Files (O_DIRECT or not). iov must stay valid until the callback. */
+void st_reactor_readv(struct st_reactor *r, struct st_io *io, int fd, const struct iovec *iov,
+		      int iovcnt, uint64_t off, st_io_cb cb, void *cb_arg);
+void st_reactor_writev(struct st_reactor *r, struct st_io *io, int fd, const struct iovec *iov,
+		       int iovcnt, uint64_t off, st_io_cb cb, void *cb_arg);
+void st_reactor_read_fixed(struct st_reactor *r, struct st_io *io, int fd, void *buf, size_t len,
+			   uint64_t off, int buf_index, st_io_cb cb, void *cb_arg);
+void st_reactor_write_fixed(struct st_reactor *r, struct st_io *io, int fd, const void *buf,
+			    size_t len, uint64_t off, int buf_index, st_io_cb cb, void *cb_arg);
+void st_reactor_fsync(struct st_reactor *r, struct st_io *io, int fd, bool datasync, st_io_cb cb,
+		      void *cb_arg);
+
+/* One-shot timer: cb(arg, 0) after ms milliseconds, or cb(arg, -ECANCELED) if cancelled. */
+void st_reactor_timer(struct st_reactor *r, struct st_io *io, uint64_t ms, st_io_cb cb,
+		      void *cb_arg);
+
+/* Ask the kernel to cancel io (its callback still runs, usually with -ECANCELED). */
+void st_reactor_cancel(struct st_reactor *r, struct st_io *io);
+
+/* Monotonic milliseconds. */
+uint64_t st_now_ms(void);
+
+#endif
