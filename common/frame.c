@@ -182,8 +182,8 @@ int st_decoder_want(struct st_decoder *d, void **ptr, size_t *len)
 
 int st_decoder_advance(struct st_decoder *d, size_t n)
 {
-	void *ptr;
-	size_t want;
+	void *ptr = NULL;
+	size_t want = 0;
 	int rc = st_decoder_want(d, &ptr, &want);
 
 	if (rc < 0) {
@@ -226,8 +226,8 @@ ssize_t st_decoder_feed(struct st_decoder *d, const void *buf, size_t len)
 	size_t used = 0;
 
 	while (used < len && d->state != ST_DEC_READY) {
-		void *dst;
-		size_t want;
+		void *dst = NULL;
+		size_t want = 0;
 		int rc = st_decoder_want(d, &dst, &want);
 		if (rc < 0) {
 			return rc;
