@@ -1,0 +1,1759 @@
+/*
+ * The catalog: pools, volumes and the layer tree, kept in memory and persisted in RocksDB.
+ *
+ * RocksDB keys (ids big-endian so iteration is in id order):
+ *   "schema"        -> decimal schema version (MD_SCHEMA_VERSION)
+ *   "c"             -> Counters (epoch and the next ids)
+ *   "p" + be32 id   -> Pool          "n" + be32 id -> Node
+ *   "v" + be64 id   -> VolumeRec     "l" + be64 id -> LayerRec
+ *   "r" + be64 id   -> Reclaim (a dropped layer whose blocks blockd may free)
+ *
+ * Layer tree of one family (the tree grown from one root volume):
+ *
+ *   vol A: [S1 snap] <- [S2 snap] <- [head A]
+ *                ^
+ *                +---- [head B]       vol B = clone of A@S1 (same family)
+ *
+ * Crash safety: every operation validates first, then changes memory and collects every changed
+ * record (plus the counters) in one WriteBatch, written with sync=true before the caller
+ * replies. RocksDB applies a batch atomically, so after kill -9 the catalog is the state after
+ * some prefix of acknowledged operations, at least all of them. If the write itself fails the
+ * in-memory state is thrown away and reloaded from disk, so memory never runs ahead of disk.
+ *
+ * Cost: snapshot, clone, template, rollback and rename touch a constant number of records,
+ * whatever the volume size. Delete and the dependency checks walk the family, never the data.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <rocksdb/c.h>
+
+#include "common/log.h"
+#include "internal.h"
+
+struct md_counters {
+	uint64_t epoch;
+	uint32_t next_pool, next_node;
+	uint64_t next_volume, next_layer, next_family;
+};
+
+struct md_catalog {
+	rocksdb_t *db;
+	rocksdb_options_t *opts;
+	rocksdb_writeoptions_t *wo;
+	rocksdb_readoptions_t *ro;
+	char *dir;
+	struct md_counters ctr;
+	struct md_pool **pools;
+	size_t npools;
+	struct md_node **nodes;
+	size_t nnodes;
+	struct md_map volumes; /* be64 id -> md_volume */
+	struct md_map vnames;  /* be32 pool id + name -> md_volume */
+	struct md_map layers;  /* be64 id -> md_layer */
+	struct md_map snaps;   /* be64 volume id + name -> md_layer (kind SNAP) */
+	struct md_reclaim *reclaims;
+	size_t nreclaims, cap_reclaims;
+	char err[512];
+};
+
+/* ---- small helpers ---- */
+
+int md_fail(struct md_catalog *cat, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cat->err, sizeof(cat->err), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+const char *md_catalog_error(const struct md_catalog *cat)
+{
+	return cat->err;
+}
+
+uint64_t md_catalog_epoch(const struct md_catalog *cat)
+{
+	return cat->ctr.epoch;
+}
+
+bool md_name_valid(const char *name)
+{
+	if (name == NULL) {
+		return false;
+	}
+	size_t n = 0;
+	for (const char *p = name; *p; p++, n++) {
+		char c = *p;
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+		if (!ok || n >= MD_NAME_MAX) {
+			return false;
+		}
+	}
+	return n >= 1;
+}
+
+static uint64_t wall_now(void)
+{
+	return (uint64_t)time(NULL);
+}
+
+static void be32(uint8_t *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--, v >>= 8) {
+		p[i] = (uint8_t)v;
+	}
+}
+
+static void be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8) {
+		p[i] = (uint8_t)v;
+	}
+}
+
+static uint64_t get_be(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		v = (v << 8) | p[i];
+	}
+	return v;
+}
+
+static size_t vname_key(uint8_t *k, uint32_t pool_id, const char *name)
+{
+	size_t n = strlen(name);
+	be32(k, pool_id);
+	memcpy(k + 4, name, n);
+	return 4 + n;
+}
+
+static size_t snap_key(uint8_t *k, uint64_t vol, const char *name)
+{
+	size_t n = strlen(name);
+	be64(k, vol);
+	memcpy(k + 8, name, n);
+	return 8 + n;
+}
+
+static void copy_name(char *dst, const char *src)
+{
+	snprintf(dst, MD_NAME_MAX + 1, "%s", src ? src : "");
+}
+
+/* ---- record encoding ---- */
+
+static void batch_put_msg(rocksdb_writebatch_t *b, char prefix, uint64_t id, size_t idlen,
+			  const ProtobufCMessage *m)
+{
+	uint8_t key[9];
+	key[0] = (uint8_t)prefix;
+	if (idlen == 4) {
+		be32(key + 1, (uint32_t)id);
+	} else {
+		be64(key + 1, id);
+	}
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t stackbuf[1024];
+	uint8_t *buf = len <= sizeof(stackbuf) ? stackbuf : malloc(len);
+	if (buf == NULL) {
+		abort(); /* tiny records; failing here would desync memory and disk */
+	}
+	protobuf_c_message_pack(m, buf);
+	rocksdb_writebatch_put(b, (const char *)key, 1 + idlen, (const char *)buf, len);
+	if (buf != stackbuf) {
+		free(buf);
+	}
+}
+
+static void batch_del(rocksdb_writebatch_t *b, char prefix, uint64_t id, size_t idlen)
+{
+	uint8_t key[9];
+	key[0] = (uint8_t)prefix;
+	if (idlen == 4) {
+		be32(key + 1, (uint32_t)id);
+	} else {
+		be64(key + 1, id);
+	}
+	rocksdb_writebatch_delete(b, (const char *)key, 1 + idlen);
+}
+
+static void put_pool(rocksdb_writebatch_t *b, const struct md_pool *p)
+{
+	Strata__Meta__Pool m = STRATA__META__POOL__INIT;
+	m.id = p->id;
+	m.name = (char *)p->name;
+	m.replicas = p->replicas;
+	m.object_size = p->object_size;
+	m.pg_count = p->pg_count;
+	batch_put_msg(b, 'p', p->id, 4, &m.base);
+}
+
+void md_batch_put_node(rocksdb_writebatch_t *b, const struct md_node *n)
+{
+	Strata__Meta__Node m = STRATA__META__NODE__INIT;
+	m.id = n->id;
+	m.addr = (char *)n->addr;
+	m.uuid = (char *)n->uuid;
+	m.capacity = n->capacity;
+	m.used = n->used;
+	m.weight = n->weight;
+	m.state = n->state;
+	m.down_since = n->down_since;
+	batch_put_msg(b, 'n', n->id, 4, &m.base);
+}
+
+static void put_volume(rocksdb_writebatch_t *b, const struct md_volume *v)
+{
+	Strata__Meta__VolumeRec m = STRATA__META__VOLUME_REC__INIT;
+	m.id = v->id;
+	m.pool_id = v->pool_id;
+	m.name = (char *)v->name;
+	m.size = v->size;
+	m.used = v->used;
+	m.family = v->family;
+	m.head = v->head;
+	m.template_ = v->is_template;
+	m.template_base = v->template_base;
+	m.created = v->created;
+	m.origin = v->origin;
+	m.flatten_state = v->flatten_state;
+	m.flatten_done = v->flatten_done;
+	m.flatten_total = v->flatten_total;
+	batch_put_msg(b, 'v', v->id, 8, &m.base);
+}
+
+static void put_layer(rocksdb_writebatch_t *b, const struct md_layer *l)
+{
+	Strata__Meta__LayerRec m = STRATA__META__LAYER_REC__INIT;
+	m.id = l->id;
+	m.family = l->family;
+	m.parent = l->parent;
+	m.volume = l->volume;
+	m.kind = l->kind;
+	m.name = (char *)l->name;
+	m.created = l->created;
+	m.size = l->size;
+	batch_put_msg(b, 'l', l->id, 8, &m.base);
+}
+
+static void put_counters(rocksdb_writebatch_t *b, const struct md_counters *c)
+{
+	Strata__Meta__Counters m = STRATA__META__COUNTERS__INIT;
+	m.epoch = c->epoch;
+	m.next_pool = c->next_pool;
+	m.next_node = c->next_node;
+	m.next_volume = c->next_volume;
+	m.next_layer = c->next_layer;
+	m.next_family = c->next_family;
+	size_t len = protobuf_c_message_get_packed_size(&m.base);
+	uint8_t buf[128];
+	protobuf_c_message_pack(&m.base, buf);
+	rocksdb_writebatch_put(b, "c", 1, (const char *)buf, len);
+}
+
+rocksdb_writebatch_t *md_batch(void)
+{
+	return rocksdb_writebatch_create();
+}
+
+void md_batch_bump_epoch(struct md_catalog *cat, rocksdb_writebatch_t *b)
+{
+	cat->ctr.epoch++;
+}
+
+static void catalog_clear(struct md_catalog *cat);
+static int catalog_load(struct md_catalog *cat);
+
+int md_commit(struct md_catalog *cat, rocksdb_writebatch_t *b)
+{
+	char *err = NULL;
+	put_counters(b, &cat->ctr);
+	rocksdb_write(cat->db, cat->wo, b, &err);
+	rocksdb_writebatch_destroy(b);
+	if (err == NULL) {
+		return 0;
+	}
+	st_error("catalog write failed: %s; reloading from disk", err);
+	md_fail(cat, -EIO, "catalog write failed: %s", err);
+	char saved[sizeof(cat->err)];
+	memcpy(saved, cat->err, sizeof(saved));
+	rocksdb_free(err);
+	catalog_clear(cat);
+	if (catalog_load(cat) < 0) {
+		st_error("catalog reload failed: %s", cat->err);
+	}
+	memcpy(cat->err, saved, sizeof(saved));
+	return -EIO;
+}
+
+/* ---- in-memory structure ---- */
+
+static int add_child(struct md_layer *parent, struct md_layer *child)
+{
+	if (parent->nchildren == parent->cap_children) {
+		uint32_t ncap = parent->cap_children ? parent->cap_children * 2 : 4;
+		struct md_layer **n = realloc(parent->children, ncap * sizeof(*n));
+		if (n == NULL) {
+			return -ENOMEM;
+		}
+		parent->children = n;
+		parent->cap_children = ncap;
+	}
+	parent->children[parent->nchildren++] = child;
+	return 0;
+}
+
+static void remove_child(struct md_layer *parent, const struct md_layer *child)
+{
+	for (uint32_t i = 0; i < parent->nchildren; i++) {
+		if (parent->children[i] == child) {
+			memmove(&parent->children[i], &parent->children[i + 1],
+				(parent->nchildren - i - 1) * sizeof(parent->children[0]));
+			parent->nchildren--;
+			return;
+		}
+	}
+}
+
+struct md_volume *md_volume_by_id(const struct md_catalog *cat, uint64_t id)
+{
+	uint8_t k[8];
+	be64(k, id);
+	return md_map_get(&cat->volumes, k, 8);
+}
+
+struct md_layer *md_layer_by_id(const struct md_catalog *cat, uint64_t id)
+{
+	uint8_t k[8];
+	be64(k, id);
+	return md_map_get(&cat->layers, k, 8);
+}
+
+static int index_volume(struct md_catalog *cat, struct md_volume *v)
+{
+	uint8_t k[8 + MD_NAME_MAX];
+	be64(k, v->id);
+	int rc = md_map_put(&cat->volumes, k, 8, v);
+	if (rc == 0) {
+		rc = md_map_put(&cat->vnames, k, vname_key(k, v->pool_id, v->name), v);
+	}
+	return rc;
+}
+
+static void unindex_volume(struct md_catalog *cat, struct md_volume *v)
+{
+	uint8_t k[8 + MD_NAME_MAX];
+	be64(k, v->id);
+	md_map_del(&cat->volumes, k, 8);
+	md_map_del(&cat->vnames, k, vname_key(k, v->pool_id, v->name));
+}
+
+/* Index a layer by id (and by name if a snapshot) and link it under its parent. */
+static int index_layer(struct md_catalog *cat, struct md_layer *l)
+{
+	uint8_t k[8 + MD_NAME_MAX];
+	be64(k, l->id);
+	int rc = md_map_put(&cat->layers, k, 8, l);
+	if (rc == 0 && l->kind == MD_LAYER_SNAP) {
+		rc = md_map_put(&cat->snaps, k, snap_key(k, l->volume, l->name), l);
+	}
+	return rc;
+}
+
+static int link_layer(struct md_catalog *cat, struct md_layer *l)
+{
+	if (l->parent == 0) {
+		return 0;
+	}
+	struct md_layer *p = md_layer_by_id(cat, l->parent);
+	if (p == NULL) {
+		return -EUCLEAN;
+	}
+	return add_child(p, l);
+}
+
+static struct md_layer *new_layer(struct md_catalog *cat, uint64_t family, uint64_t parent,
+				  uint64_t volume, uint32_t kind)
+{
+	struct md_layer *l = calloc(1, sizeof(*l));
+	if (l == NULL) {
+		return NULL;
+	}
+	l->id = cat->ctr.next_layer++;
+	l->family = family;
+	l->parent = parent;
+	l->volume = volume;
+	l->kind = kind;
+	l->created = wall_now();
+	return l;
+}
+
+static void free_layer(struct md_layer *l)
+{
+	if (l != NULL) {
+		free(l->children);
+		free(l);
+	}
+}
+
+static int add_reclaim(struct md_catalog *cat, rocksdb_writebatch_t *b, const struct md_layer *l,
+		       uint32_t pool_id)
+{
+	if (cat->nreclaims == cat->cap_reclaims) {
+		size_t ncap = cat->cap_reclaims ? cat->cap_reclaims * 2 : 16;
+		struct md_reclaim *n = realloc(cat->reclaims, ncap * sizeof(*n));
+		if (n == NULL) {
+			return -ENOMEM;
+		}
+		cat->reclaims = n;
+		cat->cap_reclaims = ncap;
+	}
+	struct md_reclaim *r = &cat->reclaims[cat->nreclaims++];
+	*r = (struct md_reclaim){.layer_id = l->id, .family = l->family, .pool_id = pool_id};
+	Strata__Meta__Reclaim m = STRATA__META__RECLAIM__INIT;
+	m.layer_id = r->layer_id;
+	m.family = r->family;
+	m.pool_id = r->pool_id;
+	batch_put_msg(b, 'r', r->layer_id, 8, &m.base);
+	return 0;
+}
+
+/*
+ * Drop one layer: its record goes, a reclaim record comes, it leaves its parent's children.
+ * A hidden parent (a deleted snapshot kept only for its descendants) that is left without
+ * children is dropped too, and so on up the chain.
+ */
+static void drop_layer(struct md_catalog *cat, rocksdb_writebatch_t *b, struct md_layer *l,
+		       uint32_t pool_id)
+{
+	while (l != NULL) {
+		struct md_layer *parent = l->parent ? md_layer_by_id(cat, l->parent) : NULL;
+		if (parent != NULL) {
+			remove_child(parent, l);
+		}
+		uint8_t k[8 + MD_NAME_MAX];
+		be64(k, l->id);
+		md_map_del(&cat->layers, k, 8);
+		if (l->kind == MD_LAYER_SNAP) {
+			md_map_del(&cat->snaps, k, snap_key(k, l->volume, l->name));
+		}
+		batch_del(b, 'l', l->id, 8);
+		(void)add_reclaim(cat, b, l, pool_id);
+		free_layer(l);
+		l = (parent != NULL && parent->kind == MD_LAYER_HIDDEN && parent->nchildren == 0)
+			    ? parent
+			    : NULL;
+	}
+}
+
+/* ---- load ---- */
+
+static void catalog_clear(struct md_catalog *cat)
+{
+	size_t pos = 0;
+	void *v;
+	while ((v = md_map_next(&cat->layers, &pos)) != NULL) {
+		free_layer(v);
+	}
+	pos = 0;
+	while ((v = md_map_next(&cat->volumes, &pos)) != NULL) {
+		free(v);
+	}
+	md_map_free(&cat->layers);
+	md_map_free(&cat->snaps);
+	md_map_free(&cat->volumes);
+	md_map_free(&cat->vnames);
+	for (size_t i = 0; i < cat->npools; i++) {
+		free(cat->pools[i]);
+	}
+	free(cat->pools);
+	cat->pools = NULL;
+	cat->npools = 0;
+	for (size_t i = 0; i < cat->nnodes; i++) {
+		free(cat->nodes[i]);
+	}
+	free(cat->nodes);
+	cat->nodes = NULL;
+	cat->nnodes = 0;
+	free(cat->reclaims);
+	cat->reclaims = NULL;
+	cat->nreclaims = cat->cap_reclaims = 0;
+	memset(&cat->ctr, 0, sizeof(cat->ctr));
+}
+
+static int push_ptr(void ***arr, size_t *n, void *p)
+{
+	void **na = realloc(*arr, (*n + 1) * sizeof(void *));
+	if (na == NULL) {
+		return -ENOMEM;
+	}
+	na[(*n)++] = p;
+	*arr = na;
+	return 0;
+}
+
+struct md_node *md_node_alloc(struct md_catalog *cat)
+{
+	struct md_node *n = calloc(1, sizeof(*n));
+	if (n == NULL || push_ptr((void ***)&cat->nodes, &cat->nnodes, n) < 0) {
+		free(n);
+		return NULL;
+	}
+	return n;
+}
+
+struct md_node *md_node_by_id(const struct md_catalog *cat, uint32_t id)
+{
+	for (size_t i = 0; i < cat->nnodes; i++) {
+		if (cat->nodes[i]->id == id) {
+			return cat->nodes[i];
+		}
+	}
+	return NULL;
+}
+
+size_t md_nodes(const struct md_catalog *cat, const struct md_node *const **out)
+{
+	*out = (const struct md_node *const *)cat->nodes;
+	return cat->nnodes;
+}
+
+/* Decode one record into memory. Returns 0 or -errno. */
+static int load_record(struct md_catalog *cat, const uint8_t *k, size_t klen, const uint8_t *v,
+		       size_t vlen)
+{
+	if (klen == 1 && k[0] == 'c') {
+		Strata__Meta__Counters *m = strata__meta__counters__unpack(NULL, vlen, v);
+		if (m == NULL) {
+			return md_fail(cat, -EUCLEAN, "corrupt counters record");
+		}
+		cat->ctr = (struct md_counters){m->epoch,       m->next_pool,  m->next_node,
+						m->next_volume, m->next_layer, m->next_family};
+		strata__meta__counters__free_unpacked(m, NULL);
+		return 0;
+	}
+	if (klen == 5 && k[0] == 'p') {
+		Strata__Meta__Pool *m = strata__meta__pool__unpack(NULL, vlen, v);
+		struct md_pool *p = m ? calloc(1, sizeof(*p)) : NULL;
+		if (p == NULL) {
+			if (m) {
+				strata__meta__pool__free_unpacked(m, NULL);
+			}
+			return md_fail(cat, -EUCLEAN, "corrupt pool record");
+		}
+		*p = (struct md_pool){.id = m->id,
+				      .replicas = m->replicas,
+				      .object_size = m->object_size,
+				      .pg_count = m->pg_count};
+		copy_name(p->name, m->name);
+		strata__meta__pool__free_unpacked(m, NULL);
+		return push_ptr((void ***)&cat->pools, &cat->npools, p);
+	}
+	if (klen == 5 && k[0] == 'n') {
+		Strata__Meta__Node *m = strata__meta__node__unpack(NULL, vlen, v);
+		if (m == NULL) {
+			return md_fail(cat, -EUCLEAN, "corrupt node record");
+		}
+		struct md_node *n = md_node_alloc(cat);
+		if (n != NULL) {
+			n->id = m->id;
+			snprintf(n->addr, sizeof(n->addr), "%s", m->addr);
+			snprintf(n->uuid, sizeof(n->uuid), "%s", m->uuid);
+			n->capacity = m->capacity;
+			n->used = m->used;
+			n->weight = m->weight;
+			n->state = m->state;
+			n->down_since = m->down_since;
+		}
+		strata__meta__node__free_unpacked(m, NULL);
+		return n ? 0 : -ENOMEM;
+	}
+	if (klen == 9 && k[0] == 'v') {
+		Strata__Meta__VolumeRec *m = strata__meta__volume_rec__unpack(NULL, vlen, v);
+		struct md_volume *vol = m ? calloc(1, sizeof(*vol)) : NULL;
+		if (vol == NULL) {
+			if (m) {
+				strata__meta__volume_rec__free_unpacked(m, NULL);
+			}
+			return md_fail(cat, -EUCLEAN, "corrupt volume record");
+		}
+		*vol = (struct md_volume){.id = m->id,
+					  .pool_id = m->pool_id,
+					  .size = m->size,
+					  .used = m->used,
+					  .family = m->family,
+					  .head = m->head,
+					  .is_template = m->template_,
+					  .template_base = m->template_base,
+					  .created = m->created,
+					  .origin = m->origin,
+					  .flatten_state = m->flatten_state,
+					  .flatten_done = m->flatten_done,
+					  .flatten_total = m->flatten_total};
+		copy_name(vol->name, m->name);
+		strata__meta__volume_rec__free_unpacked(m, NULL);
+		int rc = index_volume(cat, vol);
+		if (rc < 0) {
+			free(vol);
+		}
+		return rc;
+	}
+	if (klen == 9 && k[0] == 'l') {
+		Strata__Meta__LayerRec *m = strata__meta__layer_rec__unpack(NULL, vlen, v);
+		struct md_layer *l = m ? calloc(1, sizeof(*l)) : NULL;
+		if (l == NULL) {
+			if (m) {
+				strata__meta__layer_rec__free_unpacked(m, NULL);
+			}
+			return md_fail(cat, -EUCLEAN, "corrupt layer record");
+		}
+		l->id = m->id;
+		l->family = m->family;
+		l->parent = m->parent;
+		l->volume = m->volume;
+		l->kind = m->kind;
+		copy_name(l->name, m->name);
+		l->created = m->created;
+		l->size = m->size;
+		strata__meta__layer_rec__free_unpacked(m, NULL);
+		int rc = index_layer(cat, l);
+		if (rc < 0) {
+			free_layer(l);
+		}
+		return rc;
+	}
+	if (klen == 9 && k[0] == 'r') {
+		Strata__Meta__Reclaim *m = strata__meta__reclaim__unpack(NULL, vlen, v);
+		if (m == NULL) {
+			return md_fail(cat, -EUCLEAN, "corrupt reclaim record");
+		}
+		struct md_reclaim r = {m->layer_id, m->family, m->pool_id};
+		strata__meta__reclaim__free_unpacked(m, NULL);
+		struct md_reclaim *n = realloc(cat->reclaims, (cat->nreclaims + 1) * sizeof(*n));
+		if (n == NULL) {
+			return -ENOMEM;
+		}
+		cat->reclaims = n;
+		cat->reclaims[cat->nreclaims++] = r;
+		cat->cap_reclaims = cat->nreclaims;
+		return 0;
+	}
+	(void)get_be;
+	return 0; /* "schema" and unknown keys */
+}
+
+static int catalog_load(struct md_catalog *cat)
+{
+	char *err = NULL;
+	size_t vlen = 0;
+	char *ver = rocksdb_get(cat->db, cat->ro, "schema", 6, &vlen, &err);
+	if (err != NULL) {
+		md_fail(cat, -EIO, "reading schema version: %s", err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	if (ver == NULL) {
+		/* A fresh catalog: write the schema version and the first counters together. */
+		rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+		char vs[16];
+		int n = snprintf(vs, sizeof(vs), "%d", MD_SCHEMA_VERSION);
+		rocksdb_writebatch_put(b, "schema", 6, vs, (size_t)n);
+		cat->ctr = (struct md_counters){.epoch = 1,
+						.next_pool = 1,
+						.next_node = 1,
+						.next_volume = 1,
+						.next_layer = 1,
+						.next_family = 1};
+		put_counters(b, &cat->ctr);
+		rocksdb_write(cat->db, cat->wo, b, &err);
+		rocksdb_writebatch_destroy(b);
+		if (err != NULL) {
+			md_fail(cat, -EIO, "initialising catalog: %s", err);
+			rocksdb_free(err);
+			return -EIO;
+		}
+		return 0;
+	}
+	char vbuf[16];
+	snprintf(vbuf, sizeof(vbuf), "%.*s", (int)(vlen < 15 ? vlen : 15), ver);
+	rocksdb_free(ver);
+	if (atoi(vbuf) != MD_SCHEMA_VERSION) {
+		return md_fail(cat, -EPROTO, "catalog schema version %s is not supported (want %d)",
+			       vbuf, MD_SCHEMA_VERSION);
+	}
+
+	int rc = 0;
+	rocksdb_iterator_t *it = rocksdb_create_iterator(cat->db, cat->ro);
+	for (rocksdb_iter_seek_to_first(it); rc == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+		rc = load_record(cat, (const uint8_t *)k, kl, (const uint8_t *)v, vl);
+	}
+	if (rc == 0) {
+		rocksdb_iter_get_error(it, &err);
+		if (err != NULL) {
+			rc = md_fail(cat, -EIO, "reading catalog: %s", err);
+			rocksdb_free(err);
+		}
+	}
+	rocksdb_iter_destroy(it);
+	if (rc < 0) {
+		return rc;
+	}
+	/* Link the tree once every layer is known. */
+	size_t pos = 0;
+	struct md_layer *l;
+	while ((l = md_map_next(&cat->layers, &pos)) != NULL) {
+		if (link_layer(cat, l) < 0) {
+			return md_fail(cat, -EUCLEAN, "layer %llu has a missing parent %llu",
+				       (unsigned long long)l->id, (unsigned long long)l->parent);
+		}
+	}
+	return md_catalog_check(cat);
+}
+
+int md_catalog_open(const char *dir, struct md_catalog **out)
+{
+	struct md_catalog *cat = calloc(1, sizeof(*cat));
+	if (cat == NULL) {
+		return -ENOMEM;
+	}
+	int rc = -ENOMEM;
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		rc = -errno;
+		goto out_free;
+	}
+	cat->dir = strdup(dir);
+	cat->opts = rocksdb_options_create();
+	rocksdb_options_set_create_if_missing(cat->opts, 1);
+	cat->wo = rocksdb_writeoptions_create();
+	rocksdb_writeoptions_set_sync(cat->wo, 1);
+	cat->ro = rocksdb_readoptions_create();
+	char *err = NULL;
+	cat->db = rocksdb_open(cat->opts, dir, &err);
+	if (err != NULL) {
+		st_error("opening catalog %s: %s", dir, err);
+		rocksdb_free(err);
+		rc = -EIO;
+		goto out_close;
+	}
+	rc = catalog_load(cat);
+	if (rc < 0) {
+		st_error("loading catalog %s: %s", dir, cat->err);
+		goto out_close;
+	}
+	*out = cat;
+	return 0;
+
+out_close:
+	md_catalog_close(cat);
+	return rc;
+out_free:
+	free(cat);
+	return rc;
+}
+
+void md_catalog_close(struct md_catalog *cat)
+{
+	if (cat == NULL) {
+		return;
+	}
+	catalog_clear(cat);
+	if (cat->db) {
+		rocksdb_close(cat->db);
+	}
+	if (cat->wo) {
+		rocksdb_writeoptions_destroy(cat->wo);
+	}
+	if (cat->ro) {
+		rocksdb_readoptions_destroy(cat->ro);
+	}
+	if (cat->opts) {
+		rocksdb_options_destroy(cat->opts);
+	}
+	free(cat->dir);
+	free(cat);
+}
+
+/* ---- pools ---- */
+
+const struct md_pool *md_pool_find(const struct md_catalog *cat, const char *name)
+{
+	for (size_t i = 0; i < cat->npools; i++) {
+		if (strcmp(cat->pools[i]->name, name) == 0) {
+			return cat->pools[i];
+		}
+	}
+	return NULL;
+}
+
+const struct md_pool *md_pool_by_id(const struct md_catalog *cat, uint32_t id)
+{
+	for (size_t i = 0; i < cat->npools; i++) {
+		if (cat->pools[i]->id == id) {
+			return cat->pools[i];
+		}
+	}
+	return NULL;
+}
+
+size_t md_pools(const struct md_catalog *cat, const struct md_pool *const **out)
+{
+	*out = (const struct md_pool *const *)cat->pools;
+	return cat->npools;
+}
+
+int md_pool_create(struct md_catalog *cat, const char *name, uint32_t replicas, uint64_t obj_size,
+		   uint32_t pgs, const struct md_pool **out)
+{
+	if (!md_name_valid(name)) {
+		return md_fail(
+			cat, -EINVAL,
+			"invalid pool name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 characters)",
+			name);
+	}
+	replicas = replicas ? replicas : MD_DEFAULT_REPLICAS;
+	obj_size = obj_size ? obj_size : MD_DEFAULT_OBJ_SIZE;
+	pgs = pgs ? pgs : MD_DEFAULT_PGS;
+	if (replicas < 1 || replicas > 3) {
+		return md_fail(cat, -EINVAL, "replicas must be 1 to 3, not %u", replicas);
+	}
+	if (obj_size < MD_MIN_OBJ_SIZE || obj_size > MD_MAX_OBJ_SIZE ||
+	    (obj_size & (obj_size - 1)) != 0) {
+		return md_fail(cat, -EINVAL,
+			       "object size must be a power of two from 64K to 64M, not %llu",
+			       (unsigned long long)obj_size);
+	}
+	if (pgs > 65536) {
+		return md_fail(cat, -EINVAL, "pg count must be 1 to 65536, not %u", pgs);
+	}
+	if (md_pool_find(cat, name) != NULL) {
+		return md_fail(cat, -EEXIST, "pool '%s' already exists", name);
+	}
+	struct md_pool *p = calloc(1, sizeof(*p));
+	if (p == NULL || push_ptr((void ***)&cat->pools, &cat->npools, p) < 0) {
+		free(p);
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	p->id = cat->ctr.next_pool++;
+	copy_name(p->name, name);
+	p->replicas = replicas;
+	p->object_size = obj_size;
+	p->pg_count = pgs;
+	rocksdb_writebatch_t *b = md_batch();
+	put_pool(b, p);
+	md_batch_bump_epoch(cat, b); /* pools are part of the cluster map */
+	int rc = md_commit(cat, b);
+	if (rc < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = p;
+	}
+	return 0;
+}
+
+/* ---- volumes ---- */
+
+char *md_volume_spec(const struct md_catalog *cat, const struct md_volume *v, char *buf, size_t len)
+{
+	const struct md_pool *p = md_pool_by_id(cat, v->pool_id);
+	snprintf(buf, len, "%s/%s", p ? p->name : "?", v->name);
+	return buf;
+}
+
+static int find_pool(struct md_catalog *cat, const char *pool, const struct md_pool **out)
+{
+	if (!md_name_valid(pool)) {
+		return md_fail(cat, -EINVAL, "invalid pool name '%.140s'", pool);
+	}
+	*out = md_pool_find(cat, pool);
+	if (*out == NULL) {
+		return md_fail(cat, -ENOENT, "pool '%s' does not exist", pool);
+	}
+	return 0;
+}
+
+int md_volume_lookup(struct md_catalog *cat, const char *pool, const char *name,
+		     struct md_volume **out)
+{
+	const struct md_pool *p;
+	int rc = find_pool(cat, pool, &p);
+	if (rc < 0) {
+		return rc;
+	}
+	if (!md_name_valid(name)) {
+		return md_fail(cat, -EINVAL, "invalid volume name '%.140s'", name);
+	}
+	uint8_t k[4 + MD_NAME_MAX];
+	*out = md_map_get(&cat->vnames, k, vname_key(k, p->id, name));
+	if (*out == NULL) {
+		return md_fail(cat, -ENOENT, "volume '%s/%s' does not exist", pool, name);
+	}
+	return 0;
+}
+
+int md_snap_lookup(struct md_catalog *cat, const struct md_volume *v, const char *snap,
+		   struct md_layer **out)
+{
+	char spec[300];
+	if (!md_name_valid(snap)) {
+		return md_fail(cat, -EINVAL, "invalid snapshot name '%.140s'", snap);
+	}
+	uint8_t k[8 + MD_NAME_MAX];
+	*out = md_map_get(&cat->snaps, k, snap_key(k, v->id, snap));
+	if (*out == NULL) {
+		return md_fail(cat, -ENOENT, "snapshot '%s@%s' does not exist",
+			       md_volume_spec(cat, v, spec, sizeof(spec)), snap);
+	}
+	return 0;
+}
+
+static int check_size(struct md_catalog *cat, uint64_t size)
+{
+	if (size == 0 || size > MD_MAX_VOLUME_SIZE || size % 512 != 0) {
+		return md_fail(cat, -EINVAL,
+			       "invalid size %llu: must be a non-zero multiple of 512 bytes, at "
+			       "most 1 EiB",
+			       (unsigned long long)size);
+	}
+	return 0;
+}
+
+/* Create volume + head layer in memory; the caller adds them to a batch. */
+static int make_volume(struct md_catalog *cat, const struct md_pool *p, const char *name,
+		       uint64_t size, uint64_t family, uint64_t parent_layer,
+		       struct md_volume **out, struct md_layer **head_out)
+{
+	struct md_volume *v = calloc(1, sizeof(*v));
+	if (v == NULL) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	v->id = cat->ctr.next_volume++;
+	v->pool_id = p->id;
+	copy_name(v->name, name);
+	v->size = size;
+	v->family = family ? family : cat->ctr.next_family++;
+	v->created = wall_now();
+	v->origin = parent_layer;
+	struct md_layer *h = new_layer(cat, v->family, parent_layer, v->id, MD_LAYER_HEAD);
+	if (h == NULL) {
+		free(v);
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	h->size = size;
+	v->head = h->id;
+	if (index_volume(cat, v) < 0 || index_layer(cat, h) < 0 || link_layer(cat, h) < 0) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	*out = v;
+	*head_out = h;
+	return 0;
+}
+
+int md_volume_create(struct md_catalog *cat, const char *pool, const char *name, uint64_t size,
+		     struct md_volume **out)
+{
+	const struct md_pool *p;
+	int rc = find_pool(cat, pool, &p);
+	if (rc < 0) {
+		return rc;
+	}
+	if (!md_name_valid(name)) {
+		return md_fail(cat, -EINVAL,
+			       "invalid volume name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 "
+			       "characters)",
+			       name);
+	}
+	if ((rc = check_size(cat, size)) < 0) {
+		return rc;
+	}
+	uint8_t k[4 + MD_NAME_MAX];
+	if (md_map_get(&cat->vnames, k, vname_key(k, p->id, name)) != NULL) {
+		return md_fail(cat, -EEXIST, "volume '%s/%s' already exists", pool, name);
+	}
+	struct md_volume *v;
+	struct md_layer *h;
+	if ((rc = make_volume(cat, p, name, size, 0, 0, &v, &h)) < 0) {
+		return rc;
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	put_volume(b, v);
+	put_layer(b, h);
+	if ((rc = md_commit(cat, b)) < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = v;
+	}
+	return 0;
+}
+
+static int volume_writable(struct md_catalog *cat, const struct md_volume *v, const char *what)
+{
+	char spec[300];
+	if (v->is_template) {
+		return md_fail(cat, -EROFS, "cannot %s '%s': it is a template (unmark it first)",
+			       what, md_volume_spec(cat, v, spec, sizeof(spec)));
+	}
+	return 0;
+}
+
+int md_volume_resize(struct md_catalog *cat, const char *pool, const char *name, uint64_t size,
+		     bool allow_shrink, struct md_volume **out)
+{
+	struct md_volume *v;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0 || (rc = check_size(cat, size)) < 0 ||
+	    (rc = volume_writable(cat, v, "resize")) < 0) {
+		return rc;
+	}
+	if (size < v->size && !allow_shrink) {
+		return md_fail(
+			cat, -EINVAL,
+			"refusing to shrink '%s/%s' from %llu to %llu bytes without --allow-shrink",
+			pool, name, (unsigned long long)v->size, (unsigned long long)size);
+	}
+	v->size = size;
+	rocksdb_writebatch_t *b = md_batch();
+	put_volume(b, v);
+	if ((rc = md_commit(cat, b)) < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = v;
+	}
+	return 0;
+}
+
+int md_volume_rename(struct md_catalog *cat, const char *pool, const char *name,
+		     const char *new_name, struct md_volume **out)
+{
+	struct md_volume *v;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0) {
+		return rc;
+	}
+	if (!md_name_valid(new_name)) {
+		return md_fail(cat, -EINVAL,
+			       "invalid volume name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 "
+			       "characters)",
+			       new_name);
+	}
+	uint8_t k[8 + MD_NAME_MAX];
+	if (md_map_get(&cat->vnames, k, vname_key(k, v->pool_id, new_name)) != NULL) {
+		return md_fail(cat, -EEXIST, "volume '%s/%s' already exists", pool, new_name);
+	}
+	unindex_volume(cat, v);
+	copy_name(v->name, new_name);
+	if (index_volume(cat, v) < 0) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	put_volume(b, v);
+	if ((rc = md_commit(cat, b)) < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = v;
+	}
+	return 0;
+}
+
+int md_ancestry(const struct md_catalog *cat, const struct md_layer *l, uint64_t **out)
+{
+	size_t n = 0, cap = 0;
+	uint64_t *a = NULL;
+	for (uint64_t p = l->parent; p != 0;) {
+		const struct md_layer *pl = md_layer_by_id(cat, p);
+		if (pl == NULL) {
+			break;
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			uint64_t *na = realloc(a, cap * sizeof(*a));
+			if (na == NULL) {
+				free(a);
+				return -ENOMEM;
+			}
+			a = na;
+		}
+		a[n++] = p;
+		p = pl->parent;
+	}
+	*out = a;
+	return (int)n;
+}
+
+static int cmp_volume(const void *a, const void *b)
+{
+	const struct md_volume *x = *(const struct md_volume *const *)a;
+	const struct md_volume *y = *(const struct md_volume *const *)b;
+	if (x->pool_id != y->pool_id) {
+		return x->pool_id < y->pool_id ? -1 : 1;
+	}
+	return strcmp(x->name, y->name);
+}
+
+int md_volumes(struct md_catalog *cat, const char *pool, bool templates_only,
+	       struct md_volume ***out)
+{
+	const struct md_pool *p = NULL;
+	if (pool != NULL && pool[0] != '\0') {
+		int rc = find_pool(cat, pool, &p);
+		if (rc < 0) {
+			return rc;
+		}
+	}
+	struct md_volume **arr = malloc((cat->volumes.count + 1) * sizeof(*arr));
+	if (arr == NULL) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	size_t n = 0, pos = 0;
+	struct md_volume *v;
+	while ((v = md_map_next(&cat->volumes, &pos)) != NULL) {
+		if ((p == NULL || v->pool_id == p->id) && (!templates_only || v->is_template)) {
+			arr[n++] = v;
+		}
+	}
+	qsort(arr, n, sizeof(*arr), cmp_volume);
+	*out = arr;
+	return (int)n;
+}
+
+static int cmp_layer_id(const void *a, const void *b)
+{
+	const struct md_layer *x = *(const struct md_layer *const *)a;
+	const struct md_layer *y = *(const struct md_layer *const *)b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+int md_snapshots(struct md_catalog *cat, const struct md_volume *v, struct md_layer ***out)
+{
+	struct md_layer **arr = malloc((cat->snaps.count + 1) * sizeof(*arr));
+	if (arr == NULL) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	size_t n = 0, pos = 0;
+	struct md_layer *l;
+	while ((l = md_map_next(&cat->snaps, &pos)) != NULL) {
+		if (l->volume == v->id) {
+			arr[n++] = l;
+		}
+	}
+	qsort(arr, n, sizeof(*arr), cmp_layer_id);
+	*out = arr;
+	return (int)n;
+}
+
+/* Does w's head descend from layer (or, if layer is NULL, from any layer owned by owner)? */
+static bool descends(const struct md_catalog *cat, const struct md_volume *w,
+		     const struct md_layer *layer, uint64_t owner)
+{
+	const struct md_layer *l = md_layer_by_id(cat, w->head);
+	for (l = l ? md_layer_by_id(cat, l->parent) : NULL; l != NULL;
+	     l = l->parent ? md_layer_by_id(cat, l->parent) : NULL) {
+		if (layer != NULL ? l == layer : l->volume == owner) {
+			return true;
+		}
+	}
+	return false;
+}
+
+int md_dependents(struct md_catalog *cat, const struct md_volume *v, const struct md_layer *layer,
+		  struct md_volume ***out)
+{
+	struct md_volume **arr = malloc((cat->volumes.count + 1) * sizeof(*arr));
+	if (arr == NULL) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	size_t n = 0, pos = 0;
+	struct md_volume *w;
+	while ((w = md_map_next(&cat->volumes, &pos)) != NULL) {
+		if (w != v && w->family == v->family && descends(cat, w, layer, v->id)) {
+			arr[n++] = w;
+		}
+	}
+	qsort(arr, n, sizeof(*arr), cmp_volume);
+	*out = arr;
+	return (int)n;
+}
+
+/* Fail with -EBUSY naming the dependents of (v, layer), or return 0 if there are none. */
+static int refuse_if_dependents(struct md_catalog *cat, const struct md_volume *v,
+				const struct md_layer *layer, const char *what)
+{
+	struct md_volume **deps;
+	int n = md_dependents(cat, v, layer, &deps);
+	if (n <= 0) {
+		return n;
+	}
+	char list[300] = "", spec[300];
+	size_t off = 0;
+	for (int i = 0; i < n && off < sizeof(list) - 1; i++) {
+		int w = snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "",
+				 md_volume_spec(cat, deps[i], spec, sizeof(spec)));
+		off += w > 0 ? (size_t)w : 0;
+	}
+	if (off >= sizeof(list) - 1) {
+		snprintf(list + sizeof(list) - 5, 5, "...");
+	}
+	free(deps);
+	return md_fail(
+		cat, -EBUSY,
+		"cannot remove %s: %d clone%s depend%s on it: %s (remove or flatten them first)",
+		what, n, n == 1 ? "" : "s", n == 1 ? "s" : "", list);
+}
+
+int md_volume_remove(struct md_catalog *cat, const char *pool, const char *name)
+{
+	struct md_volume *v;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0) {
+		return rc;
+	}
+	char what[320], spec[300];
+	snprintf(what, sizeof(what), "volume '%s'", md_volume_spec(cat, v, spec, sizeof(spec)));
+	if ((rc = refuse_if_dependents(cat, v, NULL, what)) < 0) {
+		return rc;
+	}
+	/* Collect the layers v owns. None has a child owned by another volume (checked above). */
+	struct md_layer **own = malloc((cat->layers.count + 1) * sizeof(*own));
+	if (own == NULL) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	size_t n = 0, pos = 0;
+	struct md_layer *l;
+	while ((l = md_map_next(&cat->layers, &pos)) != NULL) {
+		if (l->volume == v->id) {
+			own[n++] = l;
+		}
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	/* Detach from foreign parents (the origin snapshot) first; drop those afterwards if they
+	 * were hidden and are now childless. */
+	uint64_t foreign[8];
+	size_t nforeign = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct md_layer *p = own[i]->parent ? md_layer_by_id(cat, own[i]->parent) : NULL;
+		if (p != NULL && p->volume != v->id) {
+			remove_child(p, own[i]);
+			own[i]->parent = 0;
+			if (nforeign < 8) {
+				foreign[nforeign++] = p->id;
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint8_t k[8 + MD_NAME_MAX];
+		be64(k, own[i]->id);
+		md_map_del(&cat->layers, k, 8);
+		if (own[i]->kind == MD_LAYER_SNAP) {
+			md_map_del(&cat->snaps, k, snap_key(k, own[i]->volume, own[i]->name));
+		}
+		batch_del(b, 'l', own[i]->id, 8);
+		(void)add_reclaim(cat, b, own[i], v->pool_id);
+	}
+	for (size_t i = 0; i < n; i++) {
+		free_layer(own[i]);
+	}
+	free(own);
+	for (size_t i = 0; i < nforeign; i++) {
+		struct md_layer *p = md_layer_by_id(cat, foreign[i]);
+		if (p != NULL && p->kind == MD_LAYER_HIDDEN && p->nchildren == 0) {
+			struct md_volume *pv = md_volume_by_id(cat, p->volume);
+			drop_layer(cat, b, p, pv ? pv->pool_id : v->pool_id);
+		}
+	}
+	unindex_volume(cat, v);
+	batch_del(b, 'v', v->id, 8);
+	free(v);
+	return md_commit(cat, b);
+}
+
+/* ---- snapshots, clones, templates ---- */
+
+/* Freeze v's head as snapshot `snap` and start a new head whose parent it is. O(1). */
+static int freeze_head(struct md_catalog *cat, rocksdb_writebatch_t *b, struct md_volume *v,
+		       const char *snap, struct md_layer **out)
+{
+	struct md_layer *h = md_layer_by_id(cat, v->head);
+	if (h == NULL) {
+		return md_fail(cat, -EUCLEAN, "volume '%s' has no head layer", v->name);
+	}
+	struct md_layer *nh = new_layer(cat, v->family, h->id, v->id, MD_LAYER_HEAD);
+	if (nh == NULL) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	h->kind = MD_LAYER_SNAP;
+	copy_name(h->name, snap);
+	h->created = wall_now();
+	h->size = v->size;
+	nh->size = v->size;
+	v->head = nh->id;
+	if (index_layer(cat, h) < 0 || index_layer(cat, nh) < 0 || link_layer(cat, nh) < 0) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	put_layer(b, h);
+	put_layer(b, nh);
+	put_volume(b, v);
+	*out = h;
+	return 0;
+}
+
+int md_snap_create(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
+		   struct md_layer **out)
+{
+	struct md_volume *v;
+	struct md_layer *s;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0) {
+		return rc;
+	}
+	if (!md_name_valid(snap)) {
+		return md_fail(cat, -EINVAL,
+			       "invalid snapshot name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 "
+			       "characters)",
+			       snap);
+	}
+	uint8_t k[8 + MD_NAME_MAX];
+	if (md_map_get(&cat->snaps, k, snap_key(k, v->id, snap)) != NULL) {
+		return md_fail(cat, -EEXIST, "snapshot '%s/%s@%s' already exists", pool, name,
+			       snap);
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	rc = freeze_head(cat, b, v, snap, &s);
+	if (rc < 0) {
+		rocksdb_writebatch_destroy(b);
+		return rc;
+	}
+	if ((rc = md_commit(cat, b)) < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = s;
+	}
+	return 0;
+}
+
+int md_snap_remove(struct md_catalog *cat, const char *pool, const char *name, const char *snap)
+{
+	struct md_volume *v;
+	struct md_layer *s;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0 || (rc = md_snap_lookup(cat, v, snap, &s)) < 0) {
+		return rc;
+	}
+	char what[400];
+	snprintf(what, sizeof(what), "snapshot '%s/%s@%s'", pool, name, snap);
+	if ((rc = refuse_if_dependents(cat, v, s, what)) < 0) {
+		return rc;
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	if (v->template_base == s->id) {
+		v->template_base = 0;
+		put_volume(b, v);
+	}
+	if (s->nchildren > 0) {
+		/* The volume's own later layers still read through it: keep the blocks, drop the
+		 * name. The parent links stay immutable. */
+		uint8_t k[8 + MD_NAME_MAX];
+		md_map_del(&cat->snaps, k, snap_key(k, v->id, s->name));
+		s->kind = MD_LAYER_HIDDEN;
+		s->name[0] = '\0';
+		put_layer(b, s);
+	} else {
+		drop_layer(cat, b, s, v->pool_id);
+	}
+	return md_commit(cat, b);
+}
+
+int md_snap_rollback(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
+		     struct md_volume **out)
+{
+	struct md_volume *v;
+	struct md_layer *s;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0 || (rc = md_snap_lookup(cat, v, snap, &s)) < 0 ||
+	    (rc = volume_writable(cat, v, "roll back")) < 0) {
+		return rc;
+	}
+	struct md_layer *old = md_layer_by_id(cat, v->head);
+	struct md_layer *nh = new_layer(cat, v->family, s->id, v->id, MD_LAYER_HEAD);
+	if (old == NULL || nh == NULL) {
+		free_layer(nh);
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	nh->size = s->size;
+	if (index_layer(cat, nh) < 0 || link_layer(cat, nh) < 0) {
+		return md_fail(cat, -ENOMEM, "out of memory");
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	v->head = nh->id;
+	v->size = s->size;
+	if (v->flatten_state == MD_FLATTEN_RUNNING) {
+		v->flatten_state = MD_FLATTEN_NONE; /* the flattened head is gone */
+	}
+	put_layer(b, nh);
+	put_volume(b, v);
+	drop_layer(cat, b, old, v->pool_id);
+	if ((rc = md_commit(cat, b)) < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = v;
+	}
+	return 0;
+}
+
+/* The snapshot a template's clones use; taken on first use after marking. */
+static int template_base(struct md_catalog *cat, rocksdb_writebatch_t *b, struct md_volume *v,
+			 struct md_layer **out)
+{
+	if (v->template_base != 0) {
+		*out = md_layer_by_id(cat, v->template_base);
+		if (*out != NULL) {
+			return 0;
+		}
+	}
+	char nm[MD_NAME_MAX + 1];
+	uint8_t k[8 + MD_NAME_MAX];
+	snprintf(nm, sizeof(nm), "template");
+	for (unsigned i = 2; md_map_get(&cat->snaps, k, snap_key(k, v->id, nm)) != NULL; i++) {
+		snprintf(nm, sizeof(nm), "template.%u", i);
+	}
+	int rc = freeze_head(cat, b, v, nm, out);
+	if (rc == 0) {
+		v->template_base = (*out)->id;
+		put_volume(b, v);
+	}
+	return rc;
+}
+
+int md_clone(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
+	     const char *dst_pool, const char *dst_name, struct md_volume **out)
+{
+	struct md_volume *v, *w;
+	struct md_layer *s = NULL, *h;
+	const struct md_pool *dp;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0) {
+		return rc;
+	}
+	if (snap[0] != '\0') {
+		if ((rc = md_snap_lookup(cat, v, snap, &s)) < 0) {
+			return rc;
+		}
+	} else if (!v->is_template) {
+		return md_fail(cat, -EINVAL,
+			       "'%s/%s' is not a template: clone a snapshot (POOL/VOL@SNAP)", pool,
+			       name);
+	}
+	if ((rc = find_pool(cat, dst_pool, &dp)) < 0) {
+		return rc;
+	}
+	if (dp->id != v->pool_id) {
+		return md_fail(cat, -EXDEV,
+			       "a clone must stay in the pool of its parent ('%s'), not '%s'", pool,
+			       dst_pool);
+	}
+	if (!md_name_valid(dst_name)) {
+		return md_fail(cat, -EINVAL,
+			       "invalid volume name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 "
+			       "characters)",
+			       dst_name);
+	}
+	uint8_t k[4 + MD_NAME_MAX];
+	if (md_map_get(&cat->vnames, k, vname_key(k, dp->id, dst_name)) != NULL) {
+		return md_fail(cat, -EEXIST, "volume '%s/%s' already exists", dst_pool, dst_name);
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	if (s == NULL && (rc = template_base(cat, b, v, &s)) < 0) {
+		rocksdb_writebatch_destroy(b);
+		return rc;
+	}
+	if ((rc = make_volume(cat, dp, dst_name, s->size ? s->size : v->size, v->family, s->id, &w,
+			      &h)) < 0) {
+		rocksdb_writebatch_destroy(b);
+		return rc;
+	}
+	put_volume(b, w);
+	put_layer(b, h);
+	if ((rc = md_commit(cat, b)) < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = w;
+	}
+	return 0;
+}
+
+int md_template_set(struct md_catalog *cat, const char *pool, const char *name, bool mark,
+		    struct md_volume **out)
+{
+	struct md_volume *v;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0) {
+		return rc;
+	}
+	if (v->is_template == mark) {
+		return md_fail(cat, mark ? -EEXIST : -EINVAL, "'%s/%s' is %s a template", pool,
+			       name, mark ? "already" : "not");
+	}
+	v->is_template = mark;
+	if (!mark) {
+		v->template_base = 0; /* the head becomes writable again */
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	put_volume(b, v);
+	if ((rc = md_commit(cat, b)) < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = v;
+	}
+	return 0;
+}
+
+/*
+ * Flatten is recorded, not performed here: meta records the operation and its progress, and a
+ * data-path worker copies the ancestors' blocks into the head and reports progress with
+ * FLATTEN_PROGRESS. When it completes, the head's parent link is cut (the one link that ever
+ * changes, and only once the head holds every block).
+ */
+int md_flatten_start(struct md_catalog *cat, const char *pool, const char *name,
+		     struct md_volume **out)
+{
+	struct md_volume *v;
+	int rc = md_volume_lookup(cat, pool, name, &v);
+	if (rc < 0) {
+		return rc;
+	}
+	if (out) {
+		*out = v;
+	}
+	if (v->flatten_state == MD_FLATTEN_RUNNING) {
+		return 0; /* report progress */
+	}
+	struct md_layer *h = md_layer_by_id(cat, v->head);
+	const struct md_pool *p = md_pool_by_id(cat, v->pool_id);
+	if (h == NULL || p == NULL) {
+		return md_fail(cat, -EUCLEAN, "volume '%s/%s' is inconsistent", pool, name);
+	}
+	if ((rc = volume_writable(cat, v, "flatten")) < 0) {
+		return rc;
+	}
+	v->flatten_done = 0;
+	v->flatten_total = (v->size + p->object_size - 1) / p->object_size;
+	v->flatten_state = h->parent == 0 ? MD_FLATTEN_DONE : MD_FLATTEN_RUNNING;
+	if (v->flatten_state == MD_FLATTEN_DONE) {
+		v->flatten_done = v->flatten_total;
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	put_volume(b, v);
+	return md_commit(cat, b);
+}
+
+int md_flatten_progress(struct md_catalog *cat, uint64_t volume_id, uint64_t done, uint64_t total,
+			bool complete, struct md_volume **out)
+{
+	struct md_volume *v = md_volume_by_id(cat, volume_id);
+	if (v == NULL) {
+		return md_fail(cat, -ENOENT, "volume id %llu does not exist",
+			       (unsigned long long)volume_id);
+	}
+	if (v->flatten_state != MD_FLATTEN_RUNNING) {
+		return md_fail(cat, -EINVAL, "volume '%s' has no flatten in progress", v->name);
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	v->flatten_done = done;
+	v->flatten_total = total ? total : v->flatten_total;
+	if (complete) {
+		struct md_layer *h = md_layer_by_id(cat, v->head);
+		struct md_layer *p = h && h->parent ? md_layer_by_id(cat, h->parent) : NULL;
+		if (p != NULL) {
+			remove_child(p, h);
+			h->parent = 0;
+			put_layer(b, h);
+			if (p->kind == MD_LAYER_HIDDEN && p->nchildren == 0) {
+				struct md_volume *pv = md_volume_by_id(cat, p->volume);
+				drop_layer(cat, b, p, pv ? pv->pool_id : v->pool_id);
+			}
+		}
+		v->origin = 0;
+		v->flatten_state = MD_FLATTEN_DONE;
+		v->flatten_done = v->flatten_total;
+	}
+	put_volume(b, v);
+	int rc = md_commit(cat, b);
+	if (rc == 0 && out) {
+		*out = v;
+	}
+	return rc;
+}
+
+int md_volume_open(struct md_catalog *cat, const char *spec, struct md_volume **vol,
+		   struct md_layer **layer, bool *read_only)
+{
+	char buf[3 * (MD_NAME_MAX + 1)];
+	if (strlen(spec) >= sizeof(buf)) {
+		return md_fail(cat, -EINVAL, "volume spec too long");
+	}
+	strcpy(buf, spec);
+	char *slash = strchr(buf, '/');
+	if (slash == NULL) {
+		return md_fail(cat, -EINVAL, "invalid volume spec '%s' (want POOL/VOL[@SNAP])",
+			       spec);
+	}
+	*slash = '\0';
+	char *at = strchr(slash + 1, '@');
+	if (at != NULL) {
+		*at = '\0';
+	}
+	int rc = md_volume_lookup(cat, buf, slash + 1, vol);
+	if (rc < 0) {
+		return rc;
+	}
+	if (at != NULL) {
+		if ((rc = md_snap_lookup(cat, *vol, at + 1, layer)) < 0) {
+			return rc;
+		}
+		*read_only = true;
+		return 0;
+	}
+	*layer = md_layer_by_id(cat, (*vol)->head);
+	if (*layer == NULL) {
+		return md_fail(cat, -EUCLEAN, "volume '%s' has no head layer", spec);
+	}
+	*read_only = (*vol)->is_template;
+	return 0;
+}
+
+size_t md_reclaims(const struct md_catalog *cat, const struct md_reclaim **out)
+{
+	*out = cat->reclaims;
+	return cat->nreclaims;
+}
+
+int md_reclaim_done(struct md_catalog *cat, const uint64_t *ids, size_t n)
+{
+	rocksdb_writebatch_t *b = md_batch();
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < cat->nreclaims; j++) {
+			if (cat->reclaims[j].layer_id == ids[i]) {
+				batch_del(b, 'r', ids[i], 8);
+				cat->reclaims[j] = cat->reclaims[--cat->nreclaims];
+				break;
+			}
+		}
+	}
+	return md_commit(cat, b);
+}
+
+void md_catalog_counts(const struct md_catalog *cat, uint32_t *volumes, uint32_t *snapshots,
+		       uint64_t *provisioned)
+{
+	*volumes = (uint32_t)cat->volumes.count;
+	*snapshots = (uint32_t)cat->snaps.count;
+	uint64_t sum = 0;
+	size_t pos = 0;
+	struct md_volume *v;
+	while ((v = md_map_next(&cat->volumes, &pos)) != NULL) {
+		sum += v->size;
+	}
+	*provisioned = sum;
+}
+
+/* ---- invariants ---- */
+
+int md_catalog_check(struct md_catalog *cat)
+{
+	size_t pos = 0, nlayers = cat->layers.count;
+	struct md_layer *l;
+	while ((l = md_map_next(&cat->layers, &pos)) != NULL) {
+		unsigned long long id = (unsigned long long)l->id;
+		struct md_volume *owner = md_volume_by_id(cat, l->volume);
+		if (owner == NULL) {
+			return md_fail(cat, -EUCLEAN, "layer %llu: owner volume missing", id);
+		}
+		if (l->family != owner->family) {
+			return md_fail(cat, -EUCLEAN, "layer %llu: family differs from owner", id);
+		}
+		if (l->kind == MD_LAYER_HEAD && owner->head != l->id) {
+			return md_fail(cat, -EUCLEAN, "layer %llu: a head not its volume's head",
+				       id);
+		}
+		if (l->kind == MD_LAYER_HEAD && l->nchildren != 0) {
+			return md_fail(cat, -EUCLEAN, "layer %llu: a head with children", id);
+		}
+		if (l->kind == MD_LAYER_HIDDEN && l->nchildren == 0) {
+			return md_fail(cat, -EUCLEAN, "layer %llu: unreferenced hidden layer", id);
+		}
+		if (l->kind == MD_LAYER_SNAP) {
+			uint8_t k[8 + MD_NAME_MAX];
+			if (md_map_get(&cat->snaps, k, snap_key(k, l->volume, l->name)) != l) {
+				return md_fail(cat, -EUCLEAN, "layer %llu: snapshot not indexed",
+					       id);
+			}
+		}
+		if (l->parent != 0) {
+			struct md_layer *p = md_layer_by_id(cat, l->parent);
+			if (p == NULL || p->family != l->family || p->kind == MD_LAYER_HEAD) {
+				return md_fail(cat, -EUCLEAN, "layer %llu: bad parent %llu", id,
+					       (unsigned long long)l->parent);
+			}
+			bool found = false;
+			for (uint32_t i = 0; i < p->nchildren; i++) {
+				found |= p->children[i] == l;
+			}
+			if (!found) {
+				return md_fail(cat, -EUCLEAN,
+					       "layer %llu: not linked in its parent", id);
+			}
+		}
+		size_t depth = 0;
+		for (struct md_layer *a = l; a != NULL && a->parent != 0;
+		     a = md_layer_by_id(cat, a->parent)) {
+			if (++depth > nlayers) {
+				return md_fail(cat, -EUCLEAN, "layer %llu: parent cycle", id);
+			}
+		}
+		if (l->id >= cat->ctr.next_layer) {
+			return md_fail(cat, -EUCLEAN, "layer %llu: id beyond the counter", id);
+		}
+	}
+	pos = 0;
+	struct md_volume *v;
+	while ((v = md_map_next(&cat->volumes, &pos)) != NULL) {
+		struct md_layer *h = md_layer_by_id(cat, v->head);
+		if (h == NULL || h->kind != MD_LAYER_HEAD || h->volume != v->id) {
+			return md_fail(cat, -EUCLEAN, "volume '%s': bad head", v->name);
+		}
+		if (md_pool_by_id(cat, v->pool_id) == NULL) {
+			return md_fail(cat, -EUCLEAN, "volume '%s': pool missing", v->name);
+		}
+		if (v->id >= cat->ctr.next_volume) {
+			return md_fail(cat, -EUCLEAN, "volume '%s': id beyond the counter",
+				       v->name);
+		}
+		if (v->template_base != 0) {
+			struct md_layer *t = md_layer_by_id(cat, v->template_base);
+			if (t == NULL || t->volume != v->id || t->kind != MD_LAYER_SNAP) {
+				return md_fail(cat, -EUCLEAN, "volume '%s': bad template base",
+					       v->name);
+			}
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,259 @@
+/*
+ * strata-meta internals: the catalog (pools, nodes, volumes, the layer tree) on RocksDB, the
+ * request decoder, and the RPC server on the reactor.
+ *
+ *   main.c --> md_server (server.c) --frame--> md_request_decode (request.c)
+ *                   |                                |
+ *                   +------ md_* catalog calls ------+--> md_catalog (catalog.c, nodes.c)
+ *                                                          |  in memory, loaded at start
+ *                                                          +--> RocksDB (one synced WriteBatch
+ *                                                               per state change)
+ *
+ * The catalog is single-threaded (the reactor thread owns it) and usable without the network,
+ * which is how the unit tests drive it.
+ */
+#ifndef STRATA_META_INTERNAL_H
+#define STRATA_META_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "meta.pb-c.h"
+
+#define MD_NAME_MAX          128
+#define MD_SCHEMA_VERSION    1
+#define MD_MAX_REQUEST       (64u << 10) /* a meta request body larger than this is refused */
+#define MD_DEFAULT_REPLICAS  3
+#define MD_DEFAULT_OBJ_SIZE  (4ull << 20)
+#define MD_DEFAULT_PGS       128
+#define MD_MIN_OBJ_SIZE      (64ull << 10)
+#define MD_MAX_OBJ_SIZE      (64ull << 20)
+#define MD_MAX_VOLUME_SIZE   (1ull << 60)
+#define MD_HEARTBEAT_DOWN_MS 5000
+#define MD_DEFAULT_DOWN_OUT  600
+
+enum md_layer_kind {
+	MD_LAYER_HEAD = 0,   /* a volume's writable layer */
+	MD_LAYER_SNAP = 1,   /* a named, frozen snapshot */
+	MD_LAYER_HIDDEN = 2, /* a deleted snapshot still referenced by a descendant */
+};
+
+enum md_flatten_state {
+	MD_FLATTEN_NONE = 0,
+	MD_FLATTEN_RUNNING = 1,
+	MD_FLATTEN_DONE = 2,
+};
+
+struct md_pool {
+	uint32_t id;
+	char name[MD_NAME_MAX + 1];
+	uint32_t replicas;
+	uint64_t object_size;
+	uint32_t pg_count;
+};
+
+struct md_layer {
+	uint64_t id;
+	uint64_t family;
+	uint64_t parent; /* 0: a root */
+	uint64_t volume; /* owning volume */
+	uint32_t kind;   /* enum md_layer_kind */
+	char name[MD_NAME_MAX + 1];
+	uint64_t created;
+	uint64_t size; /* volume size when frozen */
+	/* In memory only, rebuilt at load: */
+	struct md_layer **children;
+	uint32_t nchildren, cap_children;
+};
+
+struct md_volume {
+	uint64_t id;
+	uint32_t pool_id;
+	char name[MD_NAME_MAX + 1];
+	uint64_t size;
+	uint64_t used;
+	uint64_t family;
+	uint64_t head;
+	bool is_template;
+	uint64_t template_base; /* snapshot that clones of the template use (0: none yet) */
+	uint64_t created;
+	uint64_t origin; /* snapshot layer this volume was cloned from (0: a root) */
+	uint32_t flatten_state;
+	uint64_t flatten_done, flatten_total;
+};
+
+struct md_node {
+	uint32_t id;
+	char addr[64];
+	char uuid[64];
+	uint64_t capacity;
+	uint64_t used;
+	uint32_t weight;
+	uint32_t state;      /* STRATA__META__NODE_STATE__* */
+	uint64_t down_since; /* unix seconds */
+	uint64_t last_hb_ms; /* in memory: monotonic time of the last heartbeat */
+};
+
+struct md_reclaim {
+	uint64_t layer_id;
+	uint64_t family;
+	uint32_t pool_id;
+};
+
+struct md_catalog;
+struct rocksdb_writebatch_t;
+
+/* catalog.c */
+/* Open (creating if needed) the catalog in dir and load it. Returns 0 or -errno. */
+int md_catalog_open(const char *dir, struct md_catalog **out) __attribute__((nonnull));
+void md_catalog_close(struct md_catalog *cat);
+/* The message describing the last failure (valid until the next call). */
+const char *md_catalog_error(const struct md_catalog *cat) __attribute__((nonnull));
+uint64_t md_catalog_epoch(const struct md_catalog *cat) __attribute__((nonnull));
+/* true if name matches [A-Za-z0-9._-]{1,128}. */
+bool md_name_valid(const char *name);
+
+int md_pool_create(struct md_catalog *cat, const char *name, uint32_t replicas, uint64_t obj_size,
+		   uint32_t pgs, const struct md_pool **out) __attribute__((nonnull(1, 2)));
+const struct md_pool *md_pool_find(const struct md_catalog *cat, const char *name)
+	__attribute__((nonnull));
+const struct md_pool *md_pool_by_id(const struct md_catalog *cat, uint32_t id)
+	__attribute__((nonnull));
+/* Pools in id order; returns the count and points *out at an internal array. */
+size_t md_pools(const struct md_catalog *cat, const struct md_pool *const **out)
+	__attribute__((nonnull));
+
+/* Volume lookups fail with -ENOENT and a message naming what is missing. */
+int md_volume_lookup(struct md_catalog *cat, const char *pool, const char *name,
+		     struct md_volume **out) __attribute__((nonnull));
+struct md_volume *md_volume_by_id(const struct md_catalog *cat, uint64_t id)
+	__attribute__((nonnull));
+struct md_layer *md_layer_by_id(const struct md_catalog *cat, uint64_t id) __attribute__((nonnull));
+int md_snap_lookup(struct md_catalog *cat, const struct md_volume *v, const char *snap,
+		   struct md_layer **out) __attribute__((nonnull));
+/* Every volume (optionally of one pool, optionally templates only), sorted by pool and name.
+ * *out is malloc'd; returns the count or -ENOMEM. */
+int md_volumes(struct md_catalog *cat, const char *pool, bool templates_only,
+	       struct md_volume ***out) __attribute__((nonnull(1, 4)));
+/* Snapshots of v in creation order (malloc'd array). Returns the count or -ENOMEM. */
+int md_snapshots(struct md_catalog *cat, const struct md_volume *v, struct md_layer ***out)
+	__attribute__((nonnull));
+/* Volumes other than v.owner whose head descends from layer (or, if layer is NULL, from any
+ * layer owned by v). malloc'd array; returns the count or -ENOMEM. */
+int md_dependents(struct md_catalog *cat, const struct md_volume *v, const struct md_layer *layer,
+		  struct md_volume ***out) __attribute__((nonnull(1, 2, 4)));
+/* Ancestry of layer: its parent, grandparent, ... (malloc'd). Returns the count or -ENOMEM. */
+int md_ancestry(const struct md_catalog *cat, const struct md_layer *l, uint64_t **out)
+	__attribute__((nonnull));
+/* "pool/vol" into buf. */
+char *md_volume_spec(const struct md_catalog *cat, const struct md_volume *v, char *buf, size_t len)
+	__attribute__((nonnull));
+
+int md_volume_create(struct md_catalog *cat, const char *pool, const char *name, uint64_t size,
+		     struct md_volume **out) __attribute__((nonnull(1, 2, 3)));
+int md_volume_resize(struct md_catalog *cat, const char *pool, const char *name, uint64_t size,
+		     bool allow_shrink, struct md_volume **out) __attribute__((nonnull(1, 2, 3)));
+int md_volume_rename(struct md_catalog *cat, const char *pool, const char *name,
+		     const char *new_name, struct md_volume **out)
+	__attribute__((nonnull(1, 2, 3, 4)));
+int md_volume_remove(struct md_catalog *cat, const char *pool, const char *name)
+	__attribute__((nonnull));
+int md_snap_create(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
+		   struct md_layer **out) __attribute__((nonnull(1, 2, 3, 4)));
+int md_snap_remove(struct md_catalog *cat, const char *pool, const char *name, const char *snap)
+	__attribute__((nonnull));
+int md_snap_rollback(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
+		     struct md_volume **out) __attribute__((nonnull(1, 2, 3, 4)));
+/* snap may be "" when the source is a template. */
+int md_clone(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
+	     const char *dst_pool, const char *dst_name, struct md_volume **out)
+	__attribute__((nonnull(1, 2, 3, 4, 5, 6)));
+int md_template_set(struct md_catalog *cat, const char *pool, const char *name, bool mark,
+		    struct md_volume **out) __attribute__((nonnull(1, 2, 3)));
+int md_flatten_start(struct md_catalog *cat, const char *pool, const char *name,
+		     struct md_volume **out) __attribute__((nonnull(1, 2, 3)));
+int md_flatten_progress(struct md_catalog *cat, uint64_t volume_id, uint64_t done, uint64_t total,
+			bool complete, struct md_volume **out) __attribute__((nonnull(1)));
+/* Resolve "pool/vol" or "pool/vol@snap". */
+int md_volume_open(struct md_catalog *cat, const char *spec, struct md_volume **vol,
+		   struct md_layer **layer, bool *read_only) __attribute__((nonnull));
+size_t md_reclaims(const struct md_catalog *cat, const struct md_reclaim **out)
+	__attribute__((nonnull));
+int md_reclaim_done(struct md_catalog *cat, const uint64_t *ids, size_t n)
+	__attribute__((nonnull(1)));
+/* Catalog totals for status. */
+void md_catalog_counts(const struct md_catalog *cat, uint32_t *volumes, uint32_t *snapshots,
+		       uint64_t *provisioned) __attribute__((nonnull));
+/* Check every tree invariant (used by tests). Returns 0 or -EUCLEAN with a message. */
+int md_catalog_check(struct md_catalog *cat) __attribute__((nonnull));
+
+/* For nodes.c: persistence helpers shared with the catalog. */
+int md_fail(struct md_catalog *cat, int rc, const char *fmt, ...)
+	__attribute__((nonnull(1, 3), format(printf, 3, 4)));
+struct rocksdb_writebatch_t *md_batch(void);
+void md_batch_put_node(struct rocksdb_writebatch_t *b, const struct md_node *n)
+	__attribute__((nonnull));
+/* Bump the epoch in b (and in memory once committed). */
+void md_batch_bump_epoch(struct md_catalog *cat, struct rocksdb_writebatch_t *b)
+	__attribute__((nonnull));
+/* Write b synced and destroy it. On failure reloads the catalog from disk, returns -EIO. */
+int md_commit(struct md_catalog *cat, struct rocksdb_writebatch_t *b) __attribute__((nonnull));
+struct md_node *md_node_alloc(struct md_catalog *cat) __attribute__((nonnull));
+struct md_node *md_node_by_id(const struct md_catalog *cat, uint32_t id) __attribute__((nonnull));
+
+/* nodes.c */
+int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity, uint32_t weight,
+		     const char *uuid, uint64_t now_ms, const struct md_node **out)
+	__attribute__((nonnull(1, 2, 5)));
+int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64_t capacity,
+		      uint64_t now_ms) __attribute__((nonnull));
+/* Mark nodes down/out. Returns the number of state changes (the epoch moved if > 0) or -errno. */
+int md_nodes_tick(struct md_catalog *cat, uint64_t now_ms, uint64_t wall_s, uint64_t down_ms,
+		  uint64_t down_out_s) __attribute__((nonnull));
+size_t md_nodes(const struct md_catalog *cat, const struct md_node *const **out)
+	__attribute__((nonnull));
+
+/* request.c */
+struct md_request {
+	uint16_t type;
+	ProtobufCMessage *msg; /* unpacked, validated; NULL only on failure */
+};
+/*
+ * Unpack a request body of the given frame type and validate it (names, sizes, ranges).
+ * Returns 0, or -ENOTSUP (unknown type), -EMSGSIZE (too large), -EBADMSG (not a valid
+ * protobuf), -EINVAL (invalid field); why receives a one-line reason.
+ */
+int md_request_decode(uint16_t type, const uint8_t *body, size_t len, struct md_request *req,
+		      char *why, size_t whylen) __attribute__((nonnull(4, 5)));
+void md_request_free(struct md_request *req) __attribute__((nonnull));
+
+/* server.c */
+struct st_reactor;
+struct md_server;
+struct md_server_config {
+	const char *listen;
+	uint64_t down_out_s;
+	uint64_t down_ms;
+	uint64_t watch_timeout_ms;
+};
+int md_server_start(struct st_reactor *r, struct md_catalog *cat,
+		    const struct md_server_config *cfg, struct md_server **out)
+	__attribute__((nonnull));
+int md_server_port(const struct md_server *s) __attribute__((nonnull));
+void md_server_stop(struct md_server *s);
+
+/* map.c: a byte-string keyed hash map (open addressing) */
+struct md_map {
+	struct md_map_ent *ents;
+	size_t cap, count, used;
+};
+void *md_map_get(const struct md_map *m, const void *key, size_t klen) __attribute__((nonnull(1)));
+int md_map_put(struct md_map *m, const void *key, size_t klen, void *val)
+	__attribute__((nonnull(1)));
+void *md_map_del(struct md_map *m, const void *key, size_t klen) __attribute__((nonnull(1)));
+/* Iterate: start with *pos = 0; returns NULL at the end. */
+void *md_map_next(const struct md_map *m, size_t *pos) __attribute__((nonnull));
+void md_map_free(struct md_map *m) __attribute__((nonnull));
+
+#endif

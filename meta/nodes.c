@@ -1,0 +1,152 @@
+/*
+ * Nodes and their liveness.
+ *
+ *   register ----> UP --no heartbeat for down_ms--> DOWN --down for down_out_s--> OUT
+ *                   ^                                 |                            |
+ *                   +------- heartbeat / register ----+----------------------------+
+ *
+ * Every state change is persisted with an epoch bump in one synced batch. Heartbeats themselves
+ * only touch memory (used bytes, last-seen time): persisting 1 Hz per node would put fsyncs on a
+ * path that needs none. After a restart every UP node gets a fresh grace period of down_ms.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <rocksdb/c.h>
+
+#include "common/log.h"
+#include "common/net.h"
+#include "internal.h"
+
+int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity, uint32_t weight,
+		     const char *uuid, uint64_t now_ms, const struct md_node **out)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (strlen(addr) >= 64 || st_parse_hostport(addr, &ss, &sl) < 0) {
+		return md_fail(cat, -EINVAL, "invalid node address '%.80s' (want HOST:PORT)", addr);
+	}
+	if (strlen(uuid) >= 64) {
+		return md_fail(cat, -EINVAL, "node uuid longer than 63 characters");
+	}
+	weight = weight ? weight : 100;
+	const struct md_node *const *nodes;
+	size_t nn = md_nodes(cat, &nodes);
+	struct md_node *n = NULL;
+	for (size_t i = 0; i < nn && n == NULL; i++) {
+		const struct md_node *c = nodes[i];
+		if (uuid[0] != '\0' ? strcmp(c->uuid, uuid) == 0
+				    : (c->uuid[0] == '\0' && strcmp(c->addr, addr) == 0)) {
+			n = (struct md_node *)c;
+		}
+	}
+	bool changed = true;
+	if (n == NULL) {
+		n = md_node_alloc(cat);
+		if (n == NULL) {
+			return md_fail(cat, -ENOMEM, "out of memory");
+		}
+		/* Take the id from the counter; it is persisted with the batch below. */
+		uint32_t id = 0;
+		for (size_t i = 0; i < nn; i++) {
+			id = nodes[i]->id > id ? nodes[i]->id : id;
+		}
+		n->id = id + 1;
+		snprintf(n->uuid, sizeof(n->uuid), "%s", uuid);
+	} else {
+		changed = n->state != STRATA__META__NODE_STATE__NODE_UP ||
+			  strcmp(n->addr, addr) != 0 || n->weight != weight ||
+			  n->capacity != capacity;
+	}
+	snprintf(n->addr, sizeof(n->addr), "%s", addr);
+	n->capacity = capacity;
+	n->weight = weight;
+	n->state = STRATA__META__NODE_STATE__NODE_UP;
+	n->down_since = 0;
+	n->last_hb_ms = now_ms;
+	if (changed) {
+		struct rocksdb_writebatch_t *b = md_batch();
+		md_batch_put_node(b, n);
+		md_batch_bump_epoch(cat, b);
+		int rc = md_commit(cat, b);
+		if (rc < 0) {
+			return rc;
+		}
+		st_info("node %u registered at %s (epoch %llu)", n->id, addr,
+			(unsigned long long)md_catalog_epoch(cat));
+	}
+	if (out) {
+		*out = n;
+	}
+	return 0;
+}
+
+int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64_t capacity,
+		      uint64_t now_ms)
+{
+	struct md_node *n = md_node_by_id(cat, id);
+	if (n == NULL) {
+		return md_fail(cat, -ENOENT, "node %u is not registered", id);
+	}
+	n->last_hb_ms = now_ms;
+	n->used = used;
+	bool cap_changed = capacity != 0 && capacity != n->capacity;
+	if (n->state == STRATA__META__NODE_STATE__NODE_UP && !cap_changed) {
+		return 0;
+	}
+	struct rocksdb_writebatch_t *b = md_batch();
+	if (cap_changed) {
+		n->capacity = capacity;
+	}
+	if (n->state != STRATA__META__NODE_STATE__NODE_UP) {
+		st_info("node %u is up again", id);
+		n->state = STRATA__META__NODE_STATE__NODE_UP;
+		n->down_since = 0;
+		md_batch_bump_epoch(cat, b);
+	}
+	md_batch_put_node(b, n);
+	return md_commit(cat, b);
+}
+
+int md_nodes_tick(struct md_catalog *cat, uint64_t now_ms, uint64_t wall_s, uint64_t down_ms,
+		  uint64_t down_out_s)
+{
+	const struct md_node *const *nodes;
+	size_t nn = md_nodes(cat, &nodes);
+	struct rocksdb_writebatch_t *b = NULL;
+	int changes = 0;
+	for (size_t i = 0; i < nn; i++) {
+		struct md_node *n = (struct md_node *)nodes[i];
+		if (n->last_hb_ms == 0) {
+			n->last_hb_ms = now_ms; /* loaded from disk: start the grace period now */
+		}
+		uint32_t old = n->state;
+		if (n->state == STRATA__META__NODE_STATE__NODE_UP &&
+		    now_ms - n->last_hb_ms > down_ms) {
+			n->state = STRATA__META__NODE_STATE__NODE_DOWN;
+			n->down_since = wall_s;
+			st_warn("node %u (%s) is down: no heartbeat for %llu ms", n->id, n->addr,
+				(unsigned long long)(now_ms - n->last_hb_ms));
+		} else if (n->state == STRATA__META__NODE_STATE__NODE_DOWN &&
+			   wall_s >= n->down_since + down_out_s) {
+			n->state = STRATA__META__NODE_STATE__NODE_OUT;
+			st_warn("node %u (%s) is out after %llu s down", n->id, n->addr,
+				(unsigned long long)(wall_s - n->down_since));
+		}
+		if (n->state != old) {
+			if (b == NULL) {
+				b = md_batch();
+			}
+			md_batch_put_node(b, n);
+			changes++;
+		}
+	}
+	if (b == NULL) {
+		return 0;
+	}
+	md_batch_bump_epoch(cat, b);
+	int rc = md_commit(cat, b);
+	return rc < 0 ? rc : changes;
+}
