@@ -723,15 +723,36 @@ static int catalog_load(struct md_catalog *cat)
 	return md_catalog_check(cat);
 }
 
+/* mkdir -p. Returns 0 or -errno. */
+static int mkdir_p(const char *dir)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof(buf), "%s", dir) >= (int)sizeof(buf)) {
+		return -ENAMETOOLONG;
+	}
+	for (char *p = buf + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
+				return -errno;
+			}
+			*p = '/';
+		}
+	}
+	if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
+		return -errno;
+	}
+	return 0;
+}
+
 int md_catalog_open(const char *dir, struct md_catalog **out)
 {
 	struct md_catalog *cat = calloc(1, sizeof(*cat));
 	if (cat == NULL) {
 		return -ENOMEM;
 	}
-	int rc = -ENOMEM;
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-		rc = -errno;
+	int rc = mkdir_p(dir);
+	if (rc < 0) {
 		goto out_free;
 	}
 	cat->dir = strdup(dir);
