@@ -1,0 +1,405 @@
+/*
+ * The reactor: one io_uring, a cross-thread post queue and nothing else.
+ *
+ *   prep (any st_reactor_* op) --SQE, user_data = struct st_io *--> SQ ring
+ *   st_reactor_run: submit_and_wait(1) --> for each CQE: io->cb(io->cb_arg, res) --> advance
+ *
+ *   other threads: st_reactor_post --mutex--> posts[] --eventfd write--> persistent READ SQE
+ *                                                                          on the ring wakes run
+ *
+ * Invariants:
+ *  - Every SQE carries either a struct st_io (owned by the caller, valid until its callback)
+ *    or user_data 0 (our own cancel requests, whose CQEs are ignored).
+ *  - Nothing is malloc'd per operation. The post queue is a growable array that is swapped
+ *    out under the lock, so a steady stream of posts allocates nothing either.
+ *  - r->inflight counts SQEs with an st_io whose CQE has not been reaped yet, so destroy can
+ *    tell when every owner has had its callback.
+ */
+#include "common/reactor.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct st_post {
+	void (*fn)(void *);
+	void *arg;
+};
+
+struct st_reactor {
+	struct io_uring ring;
+	atomic_bool stop;
+	bool destroying;
+	uint64_t inflight;
+
+	/* Cross-thread wakeup: an eventfd with a persistent READ on the ring. */
+	int efd;
+	uint64_t efd_val;
+	struct st_io efd_io;
+
+	pthread_mutex_t lock; /* guards posts, nposts, capposts */
+	struct st_post *posts;
+	size_t nposts, capposts;
+	struct st_post *spare; /* the drained array, reused by the next swap */
+	size_t capspare;
+};
+
+static void efd_arm(struct st_reactor *r);
+
+/* Returns an SQE; when the SQ is full, submits what is queued to make room. */
+static struct io_uring_sqe *get_sqe(struct st_reactor *r)
+{
+	struct io_uring_sqe *sqe;
+
+	while ((sqe = io_uring_get_sqe(&r->ring)) == NULL) {
+		/* The SQ is full; hand it to the kernel. With IORING_FEAT_NODROP a full CQ does
+		 * not lose completions, so retrying is safe. */
+		(void)io_uring_submit(&r->ring);
+	}
+	return sqe;
+}
+
+static void io_start(struct st_reactor *r, struct io_uring_sqe *sqe, struct st_io *io, st_io_cb cb,
+		     void *cb_arg)
+{
+	io->cb = cb;
+	io->cb_arg = cb_arg;
+	io->busy = true;
+	io_uring_sqe_set_data(sqe, io);
+	r->inflight++;
+}
+
+static void post_drain(struct st_reactor *r)
+{
+	struct st_post *batch;
+	size_t n, cap;
+
+	pthread_mutex_lock(&r->lock);
+	batch = r->posts;
+	n = r->nposts;
+	cap = r->capposts;
+	r->posts = r->spare;
+	r->capposts = r->capspare;
+	r->nposts = 0;
+	r->spare = NULL;
+	r->capspare = 0;
+	pthread_mutex_unlock(&r->lock);
+
+	/* Run outside the lock: fn may post again. */
+	for (size_t i = 0; i < n; i++) {
+		batch[i].fn(batch[i].arg);
+	}
+
+	pthread_mutex_lock(&r->lock);
+	if (r->spare == NULL) {
+		r->spare = batch;
+		r->capspare = cap;
+		batch = NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+	free(batch);
+}
+
+static void efd_done(void *arg, int res)
+{
+	struct st_reactor *r = arg;
+
+	post_drain(r);
+	if (!r->destroying) {
+		efd_arm(r);
+	}
+}
+
+static void efd_arm(struct st_reactor *r)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_read(sqe, r->efd, &r->efd_val, sizeof(r->efd_val), 0);
+	io_start(r, sqe, &r->efd_io, efd_done, r);
+}
+
+/* Returns 0 or -errno. */
+int st_reactor_create(struct st_reactor **out, unsigned entries)
+{
+	struct io_uring_params p;
+	struct st_reactor *r;
+	int ret;
+
+	if (entries == 0) {
+		entries = 256;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		return -ENOMEM;
+	}
+	atomic_init(&r->stop, false);
+	pthread_mutex_init(&r->lock, NULL);
+
+	/* COOP_TASKRUN: completions are run when we enter the kernel anyway, so no IPIs;
+	 * SUBMIT_ALL: one bad SQE does not strand the rest of the batch. Both need 5.19+. */
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+	ret = io_uring_queue_init_params(entries, &r->ring, &p);
+	if (ret == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		ret = io_uring_queue_init_params(entries, &r->ring, &p);
+	}
+	if (ret < 0) {
+		goto err_free;
+	}
+
+	r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (r->efd < 0) {
+		ret = -errno;
+		goto err_ring;
+	}
+	efd_arm(r);
+	*out = r;
+	return 0;
+
+err_ring:
+	io_uring_queue_exit(&r->ring);
+err_free:
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return ret;
+}
+
+/* Reaps every available CQE and runs its callback. Returns the number reaped. */
+static unsigned reap(struct st_reactor *r)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&r->ring, head, cqe)
+	{
+		struct st_io *io = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+
+		n++;
+		if (io == NULL) {
+			continue; /* one of our cancel requests */
+		}
+		r->inflight--;
+		io->busy = false;
+		if (res == -ETIME) {
+			res = 0; /* a timer that fired */
+		}
+		io->cb(io->cb_arg, res);
+	}
+	io_uring_cq_advance(&r->ring, n);
+	return n;
+}
+
+/* Returns 0, or -errno if io_uring itself fails. */
+int st_reactor_run(struct st_reactor *r)
+{
+	int ret = 0;
+
+	while (!atomic_load_explicit(&r->stop, memory_order_acquire)) {
+		ret = io_uring_submit_and_wait(&r->ring, 1);
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
+			break;
+		}
+		ret = 0;
+		reap(r);
+	}
+	/* Consume the request so the reactor can be run again. */
+	atomic_store_explicit(&r->stop, false, memory_order_release);
+	return ret;
+}
+
+static void efd_kick(struct st_reactor *r)
+{
+	uint64_t one = 1;
+	ssize_t n;
+
+	do {
+		n = write(r->efd, &one, sizeof(one));
+	} while (n < 0 && errno == EINTR);
+	/* EAGAIN means the counter is saturated: a wakeup is already pending. */
+}
+
+void st_reactor_stop(struct st_reactor *r)
+{
+	atomic_store_explicit(&r->stop, true, memory_order_release);
+	efd_kick(r);
+}
+
+/* Returns 0 or -ENOMEM. */
+int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg)
+{
+	pthread_mutex_lock(&r->lock);
+	if (r->nposts == r->capposts) {
+		size_t cap = r->capposts ? r->capposts * 2 : 64;
+		struct st_post *p = realloc(r->posts, cap * sizeof(*p));
+
+		if (p == NULL) {
+			pthread_mutex_unlock(&r->lock);
+			return -ENOMEM;
+		}
+		r->posts = p;
+		r->capposts = cap;
+	}
+	r->posts[r->nposts++] = (struct st_post){fn, arg};
+	pthread_mutex_unlock(&r->lock);
+	efd_kick(r);
+	return 0;
+}
+
+/*
+ * Cancels everything still in flight and runs those callbacks (with -ECANCELED or whatever the
+ * op finished with) so their owners can free themselves, then tears the ring down. Callbacks
+ * that re-arm are cancelled again; after about a second we give up and let
+ * io_uring_queue_exit() drop whatever is left.
+ */
+void st_reactor_destroy(struct st_reactor *r)
+{
+	struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+	uint64_t deadline;
+
+	if (r == NULL) {
+		return;
+	}
+	r->destroying = true;
+	deadline = st_now_ms() + 1000;
+	while (r->inflight > 0 && st_now_ms() < deadline) {
+		struct io_uring_sqe *sqe = get_sqe(r);
+		struct io_uring_cqe *cqe;
+
+		io_uring_prep_cancel(sqe, NULL, IORING_ASYNC_CANCEL_ANY);
+		io_uring_sqe_set_data(sqe, NULL);
+		(void)io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+		reap(r);
+	}
+	post_drain(r); /* posts are owed their run, e.g. ones that free memory */
+	io_uring_queue_exit(&r->ring);
+	close(r->efd);
+	free(r->posts);
+	free(r->spare);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+struct io_uring *st_reactor_ring(struct st_reactor *r)
+{
+	return &r->ring;
+}
+
+void st_reactor_accept(struct st_reactor *r, struct st_io *io, int fd, st_io_cb cb, void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_recv(struct st_reactor *r, struct st_io *io, int fd, void *buf, size_t len,
+		     st_io_cb cb, void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_recv(sqe, fd, buf, len, 0);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_send(struct st_reactor *r, struct st_io *io, int fd, const void *buf, size_t len,
+		     st_io_cb cb, void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_sendmsg(struct st_reactor *r, struct st_io *io, int fd, const struct msghdr *msg,
+			st_io_cb cb, void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_sendmsg(sqe, fd, msg, MSG_NOSIGNAL);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_readv(struct st_reactor *r, struct st_io *io, int fd, const struct iovec *iov,
+		      int iovcnt, uint64_t off, st_io_cb cb, void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, off);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_writev(struct st_reactor *r, struct st_io *io, int fd, const struct iovec *iov,
+		       int iovcnt, uint64_t off, st_io_cb cb, void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, off);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_read_fixed(struct st_reactor *r, struct st_io *io, int fd, void *buf, size_t len,
+			   uint64_t off, int buf_index, st_io_cb cb, void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)len, off, buf_index);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_write_fixed(struct st_reactor *r, struct st_io *io, int fd, const void *buf,
+			    size_t len, uint64_t off, int buf_index, st_io_cb cb, void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_write_fixed(sqe, fd, buf, (unsigned)len, off, buf_index);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_fsync(struct st_reactor *r, struct st_io *io, int fd, bool datasync, st_io_cb cb,
+		      void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_timer(struct st_reactor *r, struct st_io *io, uint64_t ms, st_io_cb cb,
+		      void *cb_arg)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	/* The kernel reads ts at submit time, but the header promises it lives in io anyway. */
+	io->ts.tv_sec = (long long)(ms / 1000);
+	io->ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+	io_uring_prep_timeout(sqe, &io->ts, 0, 0);
+	io_start(r, sqe, io, cb, cb_arg);
+}
+
+void st_reactor_cancel(struct st_reactor *r, struct st_io *io)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!io->busy) {
+		return; /* nothing to cancel: its callback has already run */
+	}
+	sqe = get_sqe(r);
+	io_uring_prep_cancel(sqe, io, 0);
+	io_uring_sqe_set_data(sqe, NULL); /* the cancel's own CQE is ignored by reap() */
+}
+
+uint64_t st_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
