@@ -28,11 +28,17 @@ struct st_io {
 	st_io_cb cb;
 	void *cb_arg;
 	struct __kernel_timespec ts; /* timers keep their timeout here */
-	bool busy;		     /* queued or in flight */
+	bool busy;                   /* queued or in flight */
 };
 
 /* Create a reactor with an SQ of `entries` (0 = 256). Returns 0 or -errno. */
 int st_reactor_create(struct st_reactor **out, unsigned entries) __attribute__((nonnull));
+/*
+ * Call with run() not running. Cancels every operation still in flight and runs its callback
+ * (usually with -ECANCELED) so owners can free themselves (st_conns get on_close, st_servers
+ * free themselves), runs any pending posts, then frees the reactor. Callbacks must not re-arm
+ * forever: after about a second whatever is left is dropped without its callback.
+ */
 void st_reactor_destroy(struct st_reactor *r);
 
 /* Run until st_reactor_stop(). Returns 0, or -errno if io_uring itself fails. */
@@ -42,7 +48,8 @@ int st_reactor_run(struct st_reactor *r) __attribute__((nonnull));
 void st_reactor_stop(struct st_reactor *r) __attribute__((nonnull));
 
 /* Thread-safe cross-thread wakeup: run fn(arg) on the reactor thread soon. Returns 0 or -ENOMEM. */
-int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg) __attribute__((nonnull(1, 2)));
+int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg)
+	__attribute__((nonnull(1, 2)));
 
 /* The io_uring itself, for components that register fixed buffers or files. */
 struct io_uring *st_reactor_ring(struct st_reactor *r) __attribute__((nonnull));

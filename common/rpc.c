@@ -539,6 +539,7 @@ struct st_server {
 	uint32_t max_payload;
 	struct st_io accept_io; /* the accept, or the retry timer after an error */
 	bool stopping;
+	bool failing; /* in a streak of accept errors: warn once, not every retry */
 };
 
 static void server_accept_arm(struct st_server *s);
@@ -568,6 +569,10 @@ static void server_accept_done(void *arg, int res)
 		return;
 	}
 	if (res >= 0) {
+		if (s->failing) {
+			st_info("server :%d: accepting again", s->port);
+			s->failing = false;
+		}
 		/* st_conn_new closes the fd itself on failure. */
 		if (st_conn_new(s->r, res, s->ops, s->arg, s->max_payload) == NULL) {
 			st_warn("server :%d: out of memory for a new connection", s->port);
@@ -588,8 +593,11 @@ static void server_accept_done(void *arg, int res)
 		break;
 	default:
 		/* EMFILE, ENFILE, ENOBUFS, ENOMEM: retrying at once would spin. */
-		st_warn("server :%d: accept: %s; retrying in %d ms", s->port, strerror(-res),
-			ACCEPT_RETRY_MS);
+		if (!s->failing) {
+			st_warn("server :%d: accept: %s; retrying every %d ms", s->port,
+				strerror(-res), ACCEPT_RETRY_MS);
+			s->failing = true;
+		}
 		st_reactor_timer(s->r, &s->accept_io, ACCEPT_RETRY_MS, server_retry_done, s);
 		break;
 	}

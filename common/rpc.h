@@ -38,7 +38,8 @@ struct st_conn *st_conn_new(struct st_reactor *r, int fd, const struct st_conn_o
 /*
  * Queue one frame. msg may be NULL (empty message). payload is referenced, not copied, until
  * the bytes are on the wire; then done(done_arg) runs (also if the connection closes first).
- * Returns 0, or -ENOTCONN if the conn is closing, -ENOMEM.
+ * Returns 0, or -ENOTCONN if the conn is closing, -ENOMEM, -EMSGSIZE. On an error done does
+ * not run: the caller still owns payload.
  */
 int st_conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t status, uint8_t flags,
 		 const ProtobufCMessage *msg, const void *payload, size_t payload_len,
@@ -48,7 +49,10 @@ int st_conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t stat
 int st_conn_send_error(struct st_conn *c, uint16_t req_type, uint64_t req_id, int32_t status,
 		       const char *fmt, ...) __attribute__((nonnull(1, 5), format(printf, 5, 6)));
 
-/* Start an orderly close; on_close runs once in-flight I/O has drained. */
+/*
+ * Start an orderly close: stop reading, let frames already queued reach the peer (for at most
+ * 10 s), then on_close runs once in-flight I/O has drained. Safe to call from on_frame.
+ */
 void st_conn_close(struct st_conn *c) __attribute__((nonnull));
 const char *st_conn_peer(const struct st_conn *c) __attribute__((nonnull)); /* "127.0.0.1:5555" */
 void st_conn_set_arg(struct st_conn *c, void *arg) __attribute__((nonnull(1)));
@@ -59,7 +63,9 @@ int st_server_start(struct st_reactor *r, const char *hostport, const struct st_
 		    void *arg, uint32_t max_payload, struct st_server **out)
 	__attribute__((nonnull(1, 2, 3, 6)));
 int st_server_port(const struct st_server *s) __attribute__((nonnull));
-void st_server_stop(struct st_server *s); /* stops accepting; existing conns live on */
+/* Stops accepting; existing conns live on. s is freed on a later loop turn (or by
+ * st_reactor_destroy, which also frees a server that was never stopped). */
+void st_server_stop(struct st_server *s);
 
 /*
  * Async client. Replies are matched by req_id. cb gets err = 0 or a negative errno (the reply's
@@ -73,7 +79,11 @@ int st_client_connect(struct st_reactor *r, const char *hostport, struct st_clie
 int st_client_call(struct st_client *cl, uint16_t type, uint8_t flags, const ProtobufCMessage *msg,
 		   const void *payload, size_t payload_len, st_client_cb cb, void *cb_arg)
 	__attribute__((nonnull(1)));
-/* Fails every outstanding call with -ECONNRESET (or -ECANCELED), then frees the client. */
+/*
+ * Fails every outstanding call with -ECANCELED (calls already failed by a dead connection got
+ * -ECONNRESET), then frees the client. Must be called once for every connected client, also
+ * after its connection died or its reactor was destroyed.
+ */
 void st_client_close(struct st_client *cl);
 bool st_client_alive(const struct st_client *cl);
 
@@ -88,6 +98,7 @@ int st_rpc_call(int fd, uint16_t type, uint8_t flags, const ProtobufCMessage *ms
 		size_t errlen) __attribute__((nonnull(7)));
 
 /* Pack a protobuf message into a malloc'd buffer (NULL msg -> empty). Returns 0 or -ENOMEM. */
-int st_pack_msg(const ProtobufCMessage *msg, uint8_t **out, size_t *len) __attribute__((nonnull(2, 3)));
+int st_pack_msg(const ProtobufCMessage *msg, uint8_t **out, size_t *len)
+	__attribute__((nonnull(2, 3)));
 
 #endif

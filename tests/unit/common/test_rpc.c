@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/frame.h"
@@ -350,4 +351,48 @@ Test(rpc, pack_msg)
 	cr_assert_eq(back->nonce, 5);
 	strata__ping__free_unpacked(back, NULL);
 	free(buf);
+}
+
+/* ---- an accept error (EMFILE) backs off and retries instead of killing the server -------- */
+
+Test(rpc, accept_survives_emfile)
+{
+	struct rlimit old, lim;
+	int fds[64], nfds = 0, fd, probe;
+	struct st_frame reply;
+
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	probe = dup(0);
+	cr_assert_geq(probe, 0);
+	close(probe);
+	/* Leave room for exactly our dups: then every fd slot is taken. */
+	lim = old;
+	lim.rlim_cur = (rlim_t)probe + 40;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	while (nfds < 64 && (fds[nfds] = dup(0)) >= 0) {
+		nfds++;
+	}
+	cr_assert_eq(errno, EMFILE);
+	cr_assert_gt(nfds, 2);
+
+	/* One slot for our end of the connection; the server's accept then hits EMFILE. */
+	close(fds[--nfds]);
+	fd = st_tcp_connect(srv.hostport, 2000);
+	cr_assert_geq(fd, 0);
+	usleep(300 * 1000); /* a few accept retries fail meanwhile */
+
+	while (nfds > 0) {
+		close(fds[--nfds]);
+	}
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	cr_assert_eq(st_rpc_call(fd, T_PING, 0, NULL, NULL, 0, &reply, NULL, 0), 0);
+	st_frame_release(&reply);
+	close(fd);
+
+	/* And the server still accepts new connections normally. */
+	fd = st_tcp_connect(srv.hostport, 2000);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(st_rpc_call(fd, T_PING, 0, NULL, NULL, 0, &reply, NULL, 0), 0);
+	st_frame_release(&reply);
+	close(fd);
 }
