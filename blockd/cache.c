@@ -1,0 +1,169 @@
+/*
+ * The hot in-memory front of the extent index: a chained hash table of bd_centry keyed by
+ * (family, layer, object, seg), with an LRU list bounding its size.
+ *
+ * Entries are only used synchronously on the reactor thread (an op copies the block mappings
+ * it needs before it submits I/O), so evicting the least recently used entry is always safe.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+TAILQ_HEAD(centry_list, bd_centry);
+
+struct bd_cache {
+	struct bd_centry **b;
+	size_t nb, n, max;
+	uint64_t gen;
+	struct centry_list lru; /* most recent first */
+};
+
+static size_t khash(const struct bd_mkey *k)
+{
+	uint64_t h = k->family * 0x9E3779B97F4A7C15ull;
+	h ^= (k->layer + 0x632BE59BD9B4E019ull) * 0xC2B2AE3D27D4EB4Full;
+	h = (h ^ (h >> 31)) * 0x94D049BB133111EBull;
+	h ^= (k->object * 0xBF58476D1CE4E5B9ull) ^ ((uint64_t)k->seg << 17);
+	return (size_t)(h ^ (h >> 32));
+}
+
+static bool keq(const struct bd_mkey *a, const struct bd_mkey *b)
+{
+	return a->family == b->family && a->layer == b->layer && a->object == b->object &&
+	       a->seg == b->seg;
+}
+
+int bd_cache_new(struct bd_cache **out, size_t max_entries)
+{
+	struct bd_cache *c = calloc(1, sizeof(*c));
+	if (!c) {
+		return -ENOMEM;
+	}
+	c->nb = 1024;
+	c->b = calloc(c->nb, sizeof(*c->b));
+	if (!c->b) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->max = max_entries ? max_entries : 65536;
+	c->gen = 1;
+	TAILQ_INIT(&c->lru);
+	*out = c;
+	return 0;
+}
+
+void bd_cache_free(struct bd_cache *c)
+{
+	if (!c) {
+		return;
+	}
+	struct bd_centry *e;
+	while ((e = TAILQ_FIRST(&c->lru))) {
+		TAILQ_REMOVE(&c->lru, e, lru);
+		free(e->map);
+		free(e);
+	}
+	free(c->b);
+	free(c);
+}
+
+static struct bd_centry **cfind(struct bd_cache *c, const struct bd_mkey *k)
+{
+	struct bd_centry **pp = &c->b[khash(k) & (c->nb - 1)];
+	while (*pp && !keq(&(*pp)->key, k)) {
+		pp = &(*pp)->hnext;
+	}
+	return pp;
+}
+
+struct bd_centry *bd_cache_find(struct bd_cache *c, const struct bd_mkey *k)
+{
+	struct bd_centry *e = *cfind(c, k);
+	if (e && e != TAILQ_FIRST(&c->lru)) {
+		TAILQ_REMOVE(&c->lru, e, lru);
+		TAILQ_INSERT_HEAD(&c->lru, e, lru);
+	}
+	return e;
+}
+
+static void cremove(struct bd_cache *c, struct bd_centry *e)
+{
+	struct bd_centry **pp = cfind(c, &e->key);
+	if (*pp == e) {
+		*pp = e->hnext;
+	}
+	TAILQ_REMOVE(&c->lru, e, lru);
+	free(e->map);
+	free(e);
+	c->n--;
+}
+
+static void cgrow(struct bd_cache *c)
+{
+	size_t nb = c->nb * 2;
+	struct bd_centry **b = calloc(nb, sizeof(*b));
+	if (!b) {
+		return;
+	}
+	for (size_t i = 0; i < c->nb; i++) {
+		struct bd_centry *e = c->b[i];
+		while (e) {
+			struct bd_centry *nx = e->hnext;
+			size_t h = khash(&e->key) & (nb - 1);
+			e->hnext = b[h];
+			b[h] = e;
+			e = nx;
+		}
+	}
+	free(c->b);
+	c->b = b;
+	c->nb = nb;
+}
+
+struct bd_centry *bd_cache_get(struct bd_cache *c, const struct bd_mkey *k)
+{
+	struct bd_centry *e = bd_cache_find(c, k);
+	if (e) {
+		return e;
+	}
+	while (c->n >= c->max && !TAILQ_EMPTY(&c->lru)) {
+		cremove(c, TAILQ_LAST(&c->lru, centry_list));
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		return NULL;
+	}
+	e->key = *k;
+	struct bd_centry **pp = &c->b[khash(k) & (c->nb - 1)];
+	e->hnext = *pp;
+	*pp = e;
+	TAILQ_INSERT_HEAD(&c->lru, e, lru);
+	if (++c->n > c->nb) {
+		cgrow(c);
+	}
+	return e;
+}
+
+void bd_cache_drop(struct bd_cache *c, const struct bd_mkey *k)
+{
+	struct bd_centry *e = *cfind(c, k);
+	if (e) {
+		cremove(c, e);
+	}
+}
+
+void bd_cache_invalidate(struct bd_cache *c)
+{
+	c->gen++;
+}
+
+uint64_t bd_cache_gen(const struct bd_cache *c)
+{
+	return c->gen;
+}
+
+size_t bd_cache_size(const struct bd_cache *c)
+{
+	return c->n;
+}

@@ -1,0 +1,338 @@
+/*
+ * The extent index on RocksDB.
+ *
+ *   'E' family(8) layer(8) object(8) seg(4)   -> extent list (extmap.c encoding)
+ *   'B' chunk(8)                              -> 512-byte persisted allocation bitmap chunk
+ *   'S'                                       -> superblock (version, block size, nblocks, uuid)
+ *
+ * Integers in keys are big-endian so that one family's (or one layer's) lists are one
+ * contiguous key range: layer delete and flatten scan a prefix. Reads never scan: they get the
+ * one key their cached resolution names.
+ *
+ * Every mutation of the extent index is one WriteBatch; the engine commits it only after the
+ * data it points at has been written, so a crash leaves the old or the new list.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <rocksdb/c.h>
+
+#include "common/log.h"
+#include "internal.h"
+
+#define KEY_MAP_LEN   29
+#define KEY_CHUNK_LEN 9
+
+struct bd_index {
+	rocksdb_t *db;
+	rocksdb_options_t *opts;
+	rocksdb_block_based_table_options_t *bbo;
+	rocksdb_filterpolicy_t *bloom; /* owned by bbo */
+	rocksdb_writeoptions_t *wo, *wo_sync;
+	rocksdb_readoptions_t *ro;
+};
+
+struct bd_batch {
+	rocksdb_writebatch_t *wb;
+};
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) {
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+	}
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++) {
+		v = v << 8 | p[i];
+	}
+	return v;
+}
+
+static void map_key(uint8_t k[KEY_MAP_LEN], const struct bd_mkey *mk)
+{
+	k[0] = 'E';
+	put_be64(k + 1, mk->family);
+	put_be64(k + 9, mk->layer);
+	put_be64(k + 17, mk->object);
+	k[25] = (uint8_t)(mk->seg >> 24);
+	k[26] = (uint8_t)(mk->seg >> 16);
+	k[27] = (uint8_t)(mk->seg >> 8);
+	k[28] = (uint8_t)mk->seg;
+}
+
+static void chunk_key(uint8_t k[KEY_CHUNK_LEN], uint64_t c)
+{
+	k[0] = 'B';
+	put_be64(k + 1, c);
+}
+
+/* Returns 0 or -errno. */
+int bd_index_open(struct bd_index **out, const char *path)
+{
+	struct bd_index *ix = calloc(1, sizeof(*ix));
+	if (!ix) {
+		return -ENOMEM;
+	}
+	ix->opts = rocksdb_options_create();
+	rocksdb_options_set_create_if_missing(ix->opts, 1);
+	rocksdb_options_increase_parallelism(ix->opts, 2);
+	rocksdb_options_set_max_open_files(ix->opts, 256);
+	ix->bbo = rocksdb_block_based_options_create();
+	ix->bloom = rocksdb_filterpolicy_create_bloom(10);
+	rocksdb_block_based_options_set_filter_policy(ix->bbo, ix->bloom);
+	rocksdb_options_set_block_based_table_factory(ix->opts, ix->bbo);
+	ix->wo = rocksdb_writeoptions_create();
+	ix->wo_sync = rocksdb_writeoptions_create();
+	rocksdb_writeoptions_set_sync(ix->wo_sync, 1);
+	ix->ro = rocksdb_readoptions_create();
+	char *err = NULL;
+	ix->db = rocksdb_open(ix->opts, path, &err);
+	if (err) {
+		st_error("rocksdb open %s: %s", path, err);
+		rocksdb_free(err);
+		bd_index_close(ix);
+		return -EIO;
+	}
+	*out = ix;
+	return 0;
+}
+
+void bd_index_close(struct bd_index *ix)
+{
+	if (!ix) {
+		return;
+	}
+	if (ix->db) {
+		rocksdb_close(ix->db);
+	}
+	if (ix->ro) {
+		rocksdb_readoptions_destroy(ix->ro);
+	}
+	if (ix->wo) {
+		rocksdb_writeoptions_destroy(ix->wo);
+	}
+	if (ix->wo_sync) {
+		rocksdb_writeoptions_destroy(ix->wo_sync);
+	}
+	if (ix->bbo) {
+		rocksdb_block_based_options_destroy(ix->bbo);
+	}
+	if (ix->opts) {
+		rocksdb_options_destroy(ix->opts);
+	}
+	free(ix);
+}
+
+/* Returns 1 with *val (rocksdb_free) set, 0 when absent, -EIO. */
+static int get_raw(struct bd_index *ix, const uint8_t *k, size_t klen, char **val, size_t *vlen)
+{
+	char *err = NULL;
+	*val = rocksdb_get(ix->db, ix->ro, (const char *)k, klen, vlen, &err);
+	if (err) {
+		st_error("rocksdb get: %s", err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return *val ? 1 : 0;
+}
+
+int bd_index_get_map(struct bd_index *ix, const struct bd_mkey *k, struct bd_extmap *m)
+{
+	uint8_t key[KEY_MAP_LEN];
+	map_key(key, k);
+	char *v;
+	size_t vlen;
+	int rc = get_raw(ix, key, sizeof(key), &v, &vlen);
+	if (rc <= 0) {
+		return rc;
+	}
+	rc = bd_extmap_decode(m, (const uint8_t *)v, vlen);
+	rocksdb_free(v);
+	return rc < 0 ? rc : 1;
+}
+
+int bd_index_get_chunk(struct bd_index *ix, uint64_t c, uint8_t out[BD_CHUNK_BYTES])
+{
+	uint8_t key[KEY_CHUNK_LEN];
+	chunk_key(key, c);
+	char *v;
+	size_t vlen;
+	int rc = get_raw(ix, key, sizeof(key), &v, &vlen);
+	if (rc <= 0) {
+		return rc;
+	}
+	memset(out, 0, BD_CHUNK_BYTES);
+	memcpy(out, v, vlen < BD_CHUNK_BYTES ? vlen : BD_CHUNK_BYTES);
+	rocksdb_free(v);
+	return 1;
+}
+
+static void super_encode(const struct bd_super *s, uint8_t out[40])
+{
+	memset(out, 0, 40);
+	put_be64(out, s->version);
+	put_be64(out + 8, s->block_size);
+	put_be64(out + 16, s->nblocks);
+	memcpy(out + 24, s->uuid, 16);
+}
+
+int bd_index_get_super(struct bd_index *ix, struct bd_super *s)
+{
+	char *v;
+	size_t vlen;
+	int rc = get_raw(ix, (const uint8_t *)"S", 1, &v, &vlen);
+	if (rc <= 0) {
+		return rc;
+	}
+	if (vlen != 40) {
+		rocksdb_free(v);
+		return -EBADMSG;
+	}
+	const uint8_t *p = (const uint8_t *)v;
+	s->version = (uint32_t)get_be64(p);
+	s->block_size = (uint32_t)get_be64(p + 8);
+	s->nblocks = get_be64(p + 16);
+	memcpy(s->uuid, p + 24, 16);
+	rocksdb_free(v);
+	return 1;
+}
+
+int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_fn fn, void *arg)
+{
+	uint8_t lo[17], hi[17];
+	size_t plen = 1;
+	lo[0] = 'E';
+	if (family) {
+		put_be64(lo + 1, family);
+		plen = 9;
+		if (layer) {
+			put_be64(lo + 9, layer);
+			plen = 17;
+		}
+	}
+	memcpy(hi, lo, plen);
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro);
+	int rc = 0;
+	for (rocksdb_iter_seek(it, (const char *)lo, plen); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t klen, vlen;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		if (klen < plen || memcmp(k, hi, plen) != 0) {
+			break;
+		}
+		if (klen != KEY_MAP_LEN) {
+			continue;
+		}
+		struct bd_mkey mk = {
+			.family = get_be64(k + 1),
+			.layer = get_be64(k + 9),
+			.object = get_be64(k + 17),
+			.seg = (uint32_t)k[25] << 24 | (uint32_t)k[26] << 16 |
+			       (uint32_t)k[27] << 8 | k[28],
+		};
+		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+		struct bd_extmap m;
+		int err = bd_extmap_decode(&m, v, vlen);
+		rc = fn(arg, &mk, err ? NULL : &m, err);
+		if (rc) {
+			break;
+		}
+	}
+	char *err = NULL;
+	rocksdb_iter_get_error(it, &err);
+	if (err) {
+		st_error("rocksdb scan: %s", err);
+		rocksdb_free(err);
+		rc = -EIO;
+	}
+	rocksdb_iter_destroy(it);
+	return rc;
+}
+
+struct bd_batch *bd_batch_new(void)
+{
+	struct bd_batch *b = malloc(sizeof(*b));
+	if (!b) {
+		return NULL;
+	}
+	b->wb = rocksdb_writebatch_create();
+	return b;
+}
+
+void bd_batch_free(struct bd_batch *b)
+{
+	if (!b) {
+		return;
+	}
+	rocksdb_writebatch_destroy(b->wb);
+	free(b);
+}
+
+void bd_batch_clear(struct bd_batch *b)
+{
+	rocksdb_writebatch_clear(b->wb);
+}
+
+size_t bd_batch_count(const struct bd_batch *b)
+{
+	return (size_t)rocksdb_writebatch_count(b->wb);
+}
+
+void bd_batch_put_map(struct bd_batch *b, const struct bd_mkey *k, const struct bd_extmap *m)
+{
+	uint8_t key[KEY_MAP_LEN];
+	uint8_t val[BD_EXTMAP_MAX_ENC];
+	map_key(key, k);
+	size_t vlen = bd_extmap_encode(m, val);
+	rocksdb_writebatch_put(b->wb, (const char *)key, sizeof(key), (const char *)val, vlen);
+}
+
+void bd_batch_del_map(struct bd_batch *b, const struct bd_mkey *k)
+{
+	uint8_t key[KEY_MAP_LEN];
+	map_key(key, k);
+	rocksdb_writebatch_delete(b->wb, (const char *)key, sizeof(key));
+}
+
+void bd_batch_put_chunk(struct bd_batch *b, uint64_t c, const uint8_t bits[BD_CHUNK_BYTES])
+{
+	uint8_t key[KEY_CHUNK_LEN];
+	chunk_key(key, c);
+	rocksdb_writebatch_put(b->wb, (const char *)key, sizeof(key), (const char *)bits,
+			       BD_CHUNK_BYTES);
+}
+
+void bd_batch_put_super(struct bd_batch *b, const struct bd_super *s)
+{
+	uint8_t val[40];
+	super_encode(s, val);
+	rocksdb_writebatch_put(b->wb, "S", 1, (const char *)val, sizeof(val));
+}
+
+int bd_index_commit(struct bd_index *ix, struct bd_batch *b, bool sync)
+{
+	char *err = NULL;
+	rocksdb_write(ix->db, sync ? ix->wo_sync : ix->wo, b->wb, &err);
+	if (err) {
+		st_error("rocksdb write: %s", err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return 0;
+}
+
+int bd_index_sync(struct bd_index *ix)
+{
+	char *err = NULL;
+	rocksdb_flush_wal(ix->db, 1, &err);
+	if (err) {
+		st_error("rocksdb flush_wal: %s", err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return 0;
+}

@@ -1,0 +1,359 @@
+/*
+ * strata-blockd internals: the storage engine and its RPC service.
+ *
+ *   service.c  frames -> validated bd_req -> engine ops -> replies
+ *   engine.c   read/write/zero/trim/CAW/flush over io_uring (one reactor thread owns it all)
+ *   cache.c    (family, layer, object, seg) -> own extent list or the resolved ancestor
+ *   layers.c   layer -> ancestry (immutable, cached from requests or meta)
+ *   extmap.c   one segment's extent list: runs of 4 KiB blocks with a crc32c per block
+ *   index.c    RocksDB: extent lists, persisted allocation bitmap, superblock
+ *   alloc.c    in-memory bitmap + reference counts + deferred frees
+ *
+ * An object is cut into segments of BD_SEG_BLOCKS blocks (256 KiB); each (family, layer,
+ * object, segment) has at most one extent list, which is the unit of copy-up and of an index
+ * key. All engine state belongs to the reactor thread.
+ */
+#ifndef STRATA_BLOCKD_INTERNAL_H
+#define STRATA_BLOCKD_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "common/reactor.h"
+
+#define BD_BLOCK          4096u
+#define BD_BLOCK_SHIFT    12
+#define BD_SEG_BLOCKS     64u
+#define BD_SEG_SHIFT      6
+#define BD_MAX_IO         (64u << 20)
+#define BD_PBLK_NONE      (UINT64_MAX - 1) /* unallocated: reads as zeros */
+#define BD_PBLK_ZERO      UINT64_MAX       /* explicitly zeroed */
+#define BD_CHUNK_BLOCKS   4096u            /* blocks per persisted bitmap chunk */
+#define BD_CHUNK_BYTES    (BD_CHUNK_BLOCKS / 8)
+#define BD_ERR_MISCOMPARE (-EBADE)
+
+/* ------------------------------------------------------------------------------------------ */
+/* alloc.c */
+
+/* One physically contiguous run handed out by the allocator. */
+struct bd_prun {
+	uint64_t pblk;
+	uint32_t len;
+};
+
+struct bd_limbo {
+	uint64_t pblk;
+	uint64_t seq;
+};
+
+/*
+ * Block states:   free --get--> reserved --ref--> referenced --unref to 0--> limbo --reap--> free
+ *                   ^              |put (write failed)
+ *                   +--------------+
+ * `inuse` has a bit set for every block that is not free. `ref` counts references from the
+ * committed extent index; a persisted chunk of the bitmap is exactly (ref > 0).
+ */
+struct bd_alloc {
+	uint64_t nblocks;
+	uint64_t *inuse;
+	uint32_t *ref;
+	uint64_t cursor;
+	uint64_t nfree;       /* clear bits in inuse */
+	uint64_t nreferenced; /* blocks with ref > 0 */
+	uint8_t *chunk_dirty; /* per persisted chunk */
+	uint64_t *dirty;      /* list of dirty chunk numbers */
+	size_t ndirty, dirty_cap;
+	struct bd_limbo *limbo; /* FIFO ring */
+	size_t limbo_head, limbo_len, limbo_cap;
+};
+
+/* Returns 0 or -ENOMEM. */
+int bd_alloc_init(struct bd_alloc *a, uint64_t nblocks) __attribute__((nonnull));
+void bd_alloc_fini(struct bd_alloc *a) __attribute__((nonnull));
+/* Reserve n blocks as at most maxruns runs. Returns the number of runs, or -ENOSPC (nothing
+ * reserved). */
+int bd_alloc_get(struct bd_alloc *a, uint32_t n, struct bd_prun *runs, int maxruns)
+	__attribute__((nonnull));
+/* Undo a reservation that never got referenced. */
+void bd_alloc_put(struct bd_alloc *a, uint64_t pblk, uint32_t n) __attribute__((nonnull));
+/* Add a reference (0 -> 1 marks the persisted chunk dirty). */
+void bd_alloc_ref(struct bd_alloc *a, uint64_t pblk) __attribute__((nonnull));
+/* Drop a reference. Returns true when it was the last: the caller must defer the free. */
+bool bd_alloc_unref(struct bd_alloc *a, uint64_t pblk) __attribute__((nonnull));
+/* Queue a block whose last reference is gone; freed once no read older than seq runs. Returns
+ * 0 or -ENOMEM (the block then leaks until restart, which rebuilds the bitmap). */
+int bd_alloc_defer_free(struct bd_alloc *a, uint64_t pblk, uint64_t seq) __attribute__((nonnull));
+/* Free limbo blocks with seq < min_seq. Returns how many. */
+uint64_t bd_alloc_reap(struct bd_alloc *a, uint64_t min_seq) __attribute__((nonnull));
+/* Persisted form of chunk c: bit i set when block c*BD_CHUNK_BLOCKS+i has ref > 0. */
+void bd_alloc_chunk_encode(const struct bd_alloc *a, uint64_t c, uint8_t out[BD_CHUNK_BYTES])
+	__attribute__((nonnull));
+uint64_t bd_alloc_nchunks(const struct bd_alloc *a) __attribute__((nonnull));
+void bd_alloc_clear_dirty(struct bd_alloc *a) __attribute__((nonnull));
+/* After a rebuild: inuse := ref > 0 (limbo emptied), counters recomputed. */
+void bd_alloc_sync_inuse(struct bd_alloc *a) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* extmap.c */
+
+/* A run of logical blocks [lblk, lblk+len) of one segment at pblk.. (or BD_PBLK_ZERO). */
+struct bd_run {
+	uint16_t lblk;
+	uint16_t len;
+	uint32_t pad;
+	uint64_t pblk;
+};
+_Static_assert(sizeof(struct bd_run) == 16, "bd_run is 16 bytes");
+
+/* One segment's extent list: sorted, disjoint runs; crc[i] valid where block i is data. */
+struct bd_extmap {
+	uint32_t nruns;
+	struct bd_run runs[BD_SEG_BLOCKS];
+	uint32_t crc[BD_SEG_BLOCKS];
+};
+
+/* What one logical block maps to. */
+struct bd_bmap {
+	uint64_t pblk; /* physical block, BD_PBLK_ZERO or BD_PBLK_NONE */
+	uint32_t crc;
+};
+
+#define BD_EXTMAP_MAX_ENC (2 + BD_SEG_BLOCKS * 10 + BD_SEG_BLOCKS * 4)
+
+void bd_extmap_init(struct bd_extmap *m) __attribute__((nonnull));
+/* Fill out[0..BD_SEG_BLOCKS) with the mapping of every block. */
+void bd_extmap_expand(const struct bd_extmap *m, struct bd_bmap out[BD_SEG_BLOCKS])
+	__attribute__((nonnull));
+/* Rebuild runs from a per-block view, merging neighbours that are physically contiguous (or
+ * both zero). */
+void bd_extmap_compact(struct bd_extmap *m, const struct bd_bmap in[BD_SEG_BLOCKS])
+	__attribute__((nonnull));
+/* The mapping of one block. */
+struct bd_bmap bd_extmap_lookup(const struct bd_extmap *m, uint32_t lblk) __attribute__((nonnull));
+/*
+ * Map [lblk, lblk+n) to pblk, pblk+1, ... with crcs (pblk may be BD_PBLK_ZERO or BD_PBLK_NONE,
+ * crcs then NULL). Data blocks displaced by the change are stored in displaced[] (room for n)
+ * and counted in the return value.
+ */
+uint32_t bd_extmap_set(struct bd_extmap *m, uint32_t lblk, uint32_t n, uint64_t pblk,
+		       const uint32_t *crcs, uint64_t *displaced) __attribute__((nonnull(1)));
+/* Number of data blocks. */
+uint32_t bd_extmap_data_blocks(const struct bd_extmap *m) __attribute__((nonnull));
+/* Encode into buf (BD_EXTMAP_MAX_ENC bytes suffice). Returns the length. */
+size_t bd_extmap_encode(const struct bd_extmap *m, uint8_t *buf) __attribute__((nonnull));
+/* Decode and validate. Returns 0 or -EBADMSG. */
+int bd_extmap_decode(struct bd_extmap *m, const uint8_t *buf, size_t len)
+	__attribute__((nonnull(1)));
+
+/* ------------------------------------------------------------------------------------------ */
+/* index.c */
+
+struct bd_index;
+struct bd_batch;
+
+/* Key of one extent list. */
+struct bd_mkey {
+	uint64_t family, layer, object;
+	uint32_t seg;
+};
+
+struct bd_super {
+	uint32_t version;
+	uint32_t block_size;
+	uint64_t nblocks;
+	uint8_t uuid[16];
+};
+
+/* Open (creating) the RocksDB at path. Returns 0 or -errno. */
+int bd_index_open(struct bd_index **out, const char *path) __attribute__((nonnull));
+void bd_index_close(struct bd_index *ix);
+/* Returns 1 and fills m, 0 when absent, or -EIO/-EBADMSG. */
+int bd_index_get_map(struct bd_index *ix, const struct bd_mkey *k, struct bd_extmap *m)
+	__attribute__((nonnull));
+/* Returns 1 and fills s, 0 when absent, or -errno. */
+int bd_index_get_super(struct bd_index *ix, struct bd_super *s) __attribute__((nonnull));
+/* Returns 1 and fills out, 0 when absent, or -errno. */
+int bd_index_get_chunk(struct bd_index *ix, uint64_t c, uint8_t out[BD_CHUNK_BYTES])
+	__attribute__((nonnull));
+/* Calls fn for every extent list (family != 0: only that family; layer != 0: only that layer
+ * of it). fn returns 0 to go on, nonzero to stop (returned). -EBADMSG for an undecodable list
+ * is passed to fn as err with m NULL. */
+typedef int (*bd_map_fn)(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err);
+int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_fn fn, void *arg)
+	__attribute__((nonnull(1, 4)));
+
+struct bd_batch *bd_batch_new(void);
+void bd_batch_free(struct bd_batch *b);
+void bd_batch_clear(struct bd_batch *b) __attribute__((nonnull));
+size_t bd_batch_count(const struct bd_batch *b) __attribute__((nonnull));
+void bd_batch_put_map(struct bd_batch *b, const struct bd_mkey *k, const struct bd_extmap *m)
+	__attribute__((nonnull));
+void bd_batch_del_map(struct bd_batch *b, const struct bd_mkey *k) __attribute__((nonnull));
+void bd_batch_put_chunk(struct bd_batch *b, uint64_t c, const uint8_t bits[BD_CHUNK_BYTES])
+	__attribute__((nonnull));
+void bd_batch_put_super(struct bd_batch *b, const struct bd_super *s) __attribute__((nonnull));
+/* Commit atomically; sync = the WAL is synced before returning. Returns 0 or -EIO. */
+int bd_index_commit(struct bd_index *ix, struct bd_batch *b, bool sync) __attribute__((nonnull));
+/* Sync the WAL (everything committed so far survives power loss). Returns 0 or -EIO. */
+int bd_index_sync(struct bd_index *ix) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* layers.c: (family, layer) -> ancestry. Parent links never change, so entries never go stale;
+ * a delete only forgets them. */
+
+struct bd_layers;
+int bd_layers_new(struct bd_layers **out) __attribute__((nonnull));
+void bd_layers_free(struct bd_layers *ls);
+/* Remember the ancestry (parent first). Returns 0, -ENOMEM, or -EINVAL (> BD_MAX_DEPTH). */
+int bd_layers_set(struct bd_layers *ls, uint64_t family, uint64_t layer, const uint64_t *anc,
+		  uint32_t n) __attribute__((nonnull(1)));
+/* Returns the cached ancestry length and sets *anc, or -ENOENT. */
+int bd_layers_get(struct bd_layers *ls, uint64_t family, uint64_t layer, const uint64_t **anc)
+	__attribute__((nonnull));
+void bd_layers_forget(struct bd_layers *ls, uint64_t family, uint64_t layer)
+	__attribute__((nonnull));
+#define BD_MAX_DEPTH 1024
+
+/* ------------------------------------------------------------------------------------------ */
+/* cache.c: the hot in-memory front of the index.
+ *
+ *   (f, L, o, s) --> entry { resolved: L itself, an ancestor R, or 0 (nothing), gen, map? }
+ *                                       |
+ *                                       +--> entry (f, R, o, s) { map }
+ *
+ * A resolution is valid while entry.gen == cache.gen; layer delete and flatten bump the gen.
+ * Ordinary writes only ever give the head its own list, which updates the head's entry. */
+
+struct bd_cache;
+struct bd_centry {
+	struct bd_mkey key;
+	uint64_t resolved; /* layer whose list serves this key, 0 = none */
+	uint64_t gen;
+	struct bd_extmap *map; /* own list, when resolved == key.layer and loaded */
+	struct bd_centry *hnext;
+	TAILQ_ENTRY(bd_centry) lru;
+};
+
+int bd_cache_new(struct bd_cache **out, size_t max_entries) __attribute__((nonnull));
+void bd_cache_free(struct bd_cache *c);
+struct bd_centry *bd_cache_find(struct bd_cache *c, const struct bd_mkey *k)
+	__attribute__((nonnull));
+/* Find or create (evicting the least recently used beyond the limit). NULL on ENOMEM. */
+struct bd_centry *bd_cache_get(struct bd_cache *c, const struct bd_mkey *k)
+	__attribute__((nonnull));
+void bd_cache_drop(struct bd_cache *c, const struct bd_mkey *k) __attribute__((nonnull));
+void bd_cache_invalidate(struct bd_cache *c) __attribute__((nonnull)); /* bump gen */
+uint64_t bd_cache_gen(const struct bd_cache *c) __attribute__((nonnull));
+size_t bd_cache_size(const struct bd_cache *c) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* engine.c */
+
+struct bd_engine;
+
+struct bd_engine_opts {
+	const char *data_path;
+	const char *db_path; /* NULL: data_path + ".db" */
+	uint64_t size;       /* create the data file sparse at this size if it does not exist */
+	size_t cache_entries;
+	bool fsck_only; /* open, check, do not repair */
+};
+
+/* One object request, as validated by the service (or a test). */
+struct bd_req {
+	uint64_t family, object, layer;
+	const uint64_t *ancestry; /* parent first; NULL/0: use the cached ancestry or none */
+	uint32_t nancestry;
+	uint64_t offset; /* bytes, multiple of BD_BLOCK */
+	uint32_t length; /* bytes, multiple of BD_BLOCK, > 0 */
+	uint64_t client_id, seq;
+	bool fua;
+};
+
+struct bd_fsck_report {
+	uint64_t lists;
+	uint64_t bad_lists;       /* undecodable */
+	uint64_t referenced;      /* blocks with references */
+	uint64_t references;      /* total references */
+	uint64_t persisted;       /* blocks the persisted bitmap marks allocated */
+	uint64_t leaked;          /* persisted allocated, unreferenced */
+	uint64_t missing;         /* referenced, persisted free */
+	uint64_t out_of_range;    /* references past the end of the data file */
+	uint64_t double_refs;     /* one block referenced from two different logical places */
+	uint64_t checksum_errors; /* with verify_data */
+};
+
+struct bd_space {
+	uint64_t total_blocks, used_blocks, free_blocks;
+	uint64_t checksum_errors;
+	uint64_t lists;
+};
+
+struct bd_status_ext {
+	uint64_t offset, length;
+	int state; /* STRATA__BLOCKD__BLOCK_STATE__* values: 0 unallocated, 1 data, 2 zero */
+};
+
+typedef void (*bd_done_cb)(void *cb_arg, int err);
+
+/* Open the data file and index, rebuild reference counts and the bitmap from the index
+ * (reclaiming space a crash leaked), and repair the persisted bitmap. Returns 0 or -errno. */
+int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct bd_engine **out)
+	__attribute__((nonnull));
+/* Waits for nothing: call with no operation in flight. */
+void bd_engine_close(struct bd_engine *e);
+/* The report of the last rebuild (open). */
+const struct bd_fsck_report *bd_engine_fsck_report(const struct bd_engine *e)
+	__attribute__((nonnull));
+/* Read every referenced block and check its crc (slow; for --fsck). Returns 0 or -errno. */
+int bd_engine_verify_data(struct bd_engine *e, struct bd_fsck_report *rep) __attribute__((nonnull));
+
+/*
+ * Async ops: cb(cb_arg, err) runs on the reactor thread, possibly before the call returns.
+ * Buffers are BD_BLOCK-aligned, req->length bytes, and must stay valid until cb.
+ * read: 0 or -EINVAL, -EILSEQ (checksum), -EIO. write: 0, -ENOSPC, -EIO, -EINPROGRESS.
+ */
+void bd_read(struct bd_engine *e, const struct bd_req *q, void *buf, bd_done_cb cb, void *cb_arg)
+	__attribute__((nonnull(1, 2, 3, 4)));
+void bd_write(struct bd_engine *e, const struct bd_req *q, const void *buf, bd_done_cb cb,
+	      void *cb_arg) __attribute__((nonnull(1, 2, 3, 4)));
+void bd_write_zeroes(struct bd_engine *e, const struct bd_req *q, bd_done_cb cb, void *cb_arg)
+	__attribute__((nonnull(1, 2, 3)));
+void bd_trim(struct bd_engine *e, const struct bd_req *q, bd_done_cb cb, void *cb_arg)
+	__attribute__((nonnull(1, 2, 3)));
+/* Compare [cmp] with the current data; if equal write [data] atomically (no other mutation of
+ * the object interleaves). On a miscompare: BD_ERR_MISCOMPARE, *miscompare = byte offset. */
+void bd_compare_and_write(struct bd_engine *e, const struct bd_req *q, const void *cmp,
+			  const void *data, uint64_t *miscompare, bd_done_cb cb, void *cb_arg)
+	__attribute__((nonnull(1, 2, 3, 4, 6)));
+/* Make every completed write durable: fdatasync(data) then a synced WAL. */
+void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg) __attribute__((nonnull(1, 2)));
+
+/* Synchronous metadata ops. Return 0 or -errno. */
+int bd_block_status(struct bd_engine *e, const struct bd_req *q, struct bd_status_ext *out,
+		    size_t max, size_t *n) __attribute__((nonnull));
+int bd_layer_delete(struct bd_engine *e, uint64_t family, uint64_t layer, const uint64_t *children,
+		    uint32_t nchildren, uint64_t *lists_dropped, uint64_t *lists_moved,
+		    uint64_t *blocks_freed) __attribute__((nonnull(1)));
+int bd_flatten(struct bd_engine *e, uint64_t family, uint64_t layer, const uint64_t *anc,
+	       uint32_t nanc, uint64_t *lists_copied) __attribute__((nonnull(1)));
+void bd_engine_space(struct bd_engine *e, struct bd_space *s) __attribute__((nonnull));
+/* Free limbo blocks that no read can still see (also done after every op). */
+void bd_engine_reap(struct bd_engine *e) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* service.c */
+
+struct bd_service;
+struct bd_service_opts {
+	const char *listen;
+	const char *meta; /* NULL: run without meta */
+};
+int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_service_opts *o,
+		     struct bd_service **out) __attribute__((nonnull));
+void bd_service_stop(struct bd_service *s);
+int bd_service_port(const struct bd_service *s) __attribute__((nonnull));
+
+#endif

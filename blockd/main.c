@@ -1,0 +1,165 @@
+/*
+ * strata-blockd: the storage node. One reactor thread owns the engine, the RPC server and the
+ * meta session.
+ *
+ *   strata-blockd --listen 127.0.0.1:7800 --data /var/strata/d0 --size 10G [--meta HOST:PORT]
+ *   strata-blockd --fsck --data /var/strata/d0     (exit 0 clean, 1 problems found)
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/reactor.h"
+#include "common/size.h"
+#include "internal.h"
+
+static struct st_reactor *g_reactor;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (g_reactor != NULL) {
+		st_reactor_stop(g_reactor);
+	}
+}
+
+static void print_report(const struct bd_fsck_report *r, bool data)
+{
+	printf("lists: %lu (undecodable %lu)\n", (unsigned long)r->lists,
+	       (unsigned long)r->bad_lists);
+	printf("referenced blocks: %lu, references: %lu\n", (unsigned long)r->referenced,
+	       (unsigned long)r->references);
+	printf("persisted allocated: %lu\n", (unsigned long)r->persisted);
+	printf("leaked (allocated, unreferenced): %lu\n", (unsigned long)r->leaked);
+	printf("missing (referenced, not allocated): %lu\n", (unsigned long)r->missing);
+	printf("out of range references: %lu\n", (unsigned long)r->out_of_range);
+	printf("double references: %lu\n", (unsigned long)r->double_refs);
+	if (data) {
+		printf("checksum errors: %lu\n", (unsigned long)r->checksum_errors);
+	}
+}
+
+static int run_fsck(struct bd_engine_opts *eo, bool verify)
+{
+	struct st_reactor *r;
+	int rc = st_reactor_create(&r, 0);
+	if (rc < 0) {
+		fprintf(stderr, "strata-blockd: reactor: %s\n", strerror(-rc));
+		return 2;
+	}
+	struct bd_engine *e;
+	eo->fsck_only = true;
+	rc = bd_engine_open(r, eo, &e);
+	if (rc < 0) {
+		fprintf(stderr, "strata-blockd: open: %s\n", strerror(-rc));
+		st_reactor_destroy(r);
+		return 2;
+	}
+	struct bd_fsck_report rep = *bd_engine_fsck_report(e);
+	if (verify) {
+		rc = bd_engine_verify_data(e, &rep);
+	}
+	print_report(&rep, verify);
+	bool clean = rc == 0 && rep.bad_lists == 0 && rep.leaked == 0 && rep.missing == 0 &&
+		     rep.out_of_range == 0 && rep.double_refs == 0 && rep.checksum_errors == 0;
+	printf("fsck: %s\n", clean ? "clean" : "PROBLEMS FOUND");
+	bd_engine_close(e);
+	st_reactor_destroy(r);
+	return clean ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *usage = "usage: strata-blockd --listen HOST:PORT --data PATH [--size 10G] "
+			    "[--meta HOST:PORT] [--db DIR] [--fsck [--verify]]";
+	const char *listen = "127.0.0.1:7800", *data = NULL, *db = NULL, *meta = NULL;
+	const char *level = "info";
+	uint64_t size = 10ull << 30, cache = 65536;
+	bool fsck = false, verify = false;
+	const struct st_flag flags[] = {
+		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT", "strata-meta to register with"},
+		{"listen", ST_FLAG_STRING, &listen, "HOST:PORT",
+		 "RPC address (default 127.0.0.1:7800)"},
+		{"data", ST_FLAG_STRING, &data, "PATH",
+		 "data file (created sparse) or block device"},
+		{"size", ST_FLAG_SIZE, &size, "SIZE", "size of a new data file (default 10G)"},
+		{"db", ST_FLAG_STRING, &db, "DIR", "RocksDB index directory (default PATH.db)"},
+		{"cache-entries", ST_FLAG_SIZE, &cache, "N",
+		 "extent list cache entries (default 65536)"},
+		{"fsck", ST_FLAG_BOOL, &fsck, NULL,
+		 "check the index against the allocator and exit"},
+		{"verify", ST_FLAG_BOOL, &verify, NULL,
+		 "with --fsck: also read and check every block"},
+		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
+		{NULL, 0, NULL, NULL, NULL},
+	};
+	int npos = 0;
+	int rc = st_flags_parse(usage, flags, argc, argv, &npos);
+	if (rc == 1) {
+		return 0;
+	}
+	if (rc < 0 || npos > 0 || data == NULL) {
+		if (rc == 0) {
+			fprintf(stderr, "strata-blockd: --data is required\n");
+		}
+		st_flags_usage(usage, flags);
+		return 2;
+	}
+	int lv = st_log_parse_level(level);
+	if (lv < 0) {
+		fprintf(stderr, "strata-blockd: bad --log-level %s\n", level);
+		return 2;
+	}
+	st_log_init("blockd", (enum st_log_level)lv);
+	struct bd_engine_opts eo = {
+		.data_path = data,
+		.db_path = db,
+		.size = size,
+		.cache_entries = (size_t)cache,
+	};
+	if (fsck) {
+		return run_fsck(&eo, verify);
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((rc = st_reactor_create(&g_reactor, 1024)) < 0) {
+		st_error("reactor: %s", strerror(-rc));
+		return 1;
+	}
+	struct bd_engine *e = NULL;
+	if ((rc = bd_engine_open(g_reactor, &eo, &e)) < 0) {
+		st_error("engine open %s: %s", data, strerror(-rc));
+		goto out_reactor;
+	}
+	const struct bd_fsck_report *rep = bd_engine_fsck_report(e);
+	struct bd_space sp;
+	bd_engine_space(e, &sp);
+	char sz[32], used[32];
+	st_info("data %s: %s, %s used, %lu lists; rebuild: %lu leaked blocks reclaimed, %lu "
+		"missing, %lu double references",
+		data, st_format_size(sp.total_blocks * BD_BLOCK, sz, sizeof(sz)),
+		st_format_size(sp.used_blocks * BD_BLOCK, used, sizeof(used)),
+		(unsigned long)sp.lists, (unsigned long)rep->leaked, (unsigned long)rep->missing,
+		(unsigned long)rep->double_refs);
+	struct bd_service *svc = NULL;
+	struct bd_service_opts so = {.listen = listen, .meta = meta};
+	if ((rc = bd_service_start(g_reactor, e, &so, &svc)) < 0) {
+		st_error("listen %s: %s", listen, strerror(-rc));
+		goto out_engine;
+	}
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+	st_info("listening on %s", listen);
+	rc = st_reactor_run(g_reactor);
+	st_info("shutting down");
+	bd_service_stop(svc);
+out_engine:
+	bd_engine_close(e);
+out_reactor:
+	st_reactor_destroy(g_reactor);
+	return rc < 0 ? 1 : 0;
+}

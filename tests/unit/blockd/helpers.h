@@ -1,0 +1,159 @@
+/* Shared helpers for the blockd unit tests: an engine on a temporary data file, driven
+ * synchronously through the reactor. */
+#ifndef STRATA_TEST_BLOCKD_HELPERS_H
+#define STRATA_TEST_BLOCKD_HELPERS_H
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/reactor.h"
+#include "internal.h"
+
+struct tctx {
+	struct st_reactor *r;
+	struct bd_engine *e;
+	char dir[256];
+	char data[300];
+	uint64_t size;
+};
+
+struct twait {
+	struct st_reactor *r;
+	bool done;
+	int err;
+};
+
+static inline void t_cb(void *arg, int err)
+{
+	struct twait *w = arg;
+	w->done = true;
+	w->err = err;
+	st_reactor_stop(w->r);
+}
+
+static inline int t_wait(struct tctx *t, struct twait *w)
+{
+	while (!w->done) {
+		cr_assert_eq(st_reactor_run(t->r), 0);
+	}
+	return w->err;
+}
+
+static inline void t_engine_open(struct tctx *t)
+{
+	struct bd_engine_opts o = {.data_path = t->data, .size = t->size, .cache_entries = 0};
+	int rc = bd_engine_open(t->r, &o, &t->e);
+	cr_assert_eq(rc, 0, "engine open: %d", rc);
+}
+
+static inline void t_open(struct tctx *t, uint64_t size)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->dir, sizeof(t->dir), "/tmp/bdtest.XXXXXX");
+	cr_assert_not_null(mkdtemp(t->dir));
+	snprintf(t->data, sizeof(t->data), "%s/data", t->dir);
+	t->size = size;
+	cr_assert_eq(st_reactor_create(&t->r, 256), 0);
+	t_engine_open(t);
+}
+
+static inline void t_reopen(struct tctx *t)
+{
+	bd_engine_close(t->e);
+	t->e = NULL;
+	t_engine_open(t);
+}
+
+static inline void t_close(struct tctx *t)
+{
+	bd_engine_close(t->e);
+	st_reactor_destroy(t->r);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", t->dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static inline struct bd_req t_req(uint64_t layer, const uint64_t *anc, uint32_t nanc,
+				  uint64_t object, uint64_t off, uint32_t len)
+{
+	struct bd_req q = {.family = 1,
+			   .object = object,
+			   .layer = layer,
+			   .ancestry = anc,
+			   .nancestry = nanc,
+			   .offset = off,
+			   .length = len};
+	return q;
+}
+
+static inline void *t_buf(size_t len, int fill)
+{
+	void *p = aligned_alloc(BD_BLOCK, len);
+	cr_assert_not_null(p);
+	memset(p, fill, len);
+	return p;
+}
+
+static inline int t_write_q(struct tctx *t, const struct bd_req *q, const void *buf)
+{
+	struct twait w = {.r = t->r};
+	bd_write(t->e, q, buf, t_cb, &w);
+	return t_wait(t, &w);
+}
+
+static inline int t_read_q(struct tctx *t, const struct bd_req *q, void *buf)
+{
+	struct twait w = {.r = t->r};
+	bd_read(t->e, q, buf, t_cb, &w);
+	return t_wait(t, &w);
+}
+
+/* Write len bytes of `fill` at off of object obj in layer (ancestry anc). */
+static inline int t_write(struct tctx *t, uint64_t layer, const uint64_t *anc, uint32_t nanc,
+			  uint64_t obj, uint64_t off, uint32_t len, int fill)
+{
+	void *b = t_buf(len, fill);
+	struct bd_req q = t_req(layer, anc, nanc, obj, off, len);
+	int rc = t_write_q(t, &q, b);
+	free(b);
+	return rc;
+}
+
+/* Read and check every byte equals fill. Returns the read status, or -EBADE on a mismatch. */
+static inline int t_check(struct tctx *t, uint64_t layer, const uint64_t *anc, uint32_t nanc,
+			  uint64_t obj, uint64_t off, uint32_t len, int fill)
+{
+	uint8_t *b = t_buf(len, 0xEE);
+	struct bd_req q = t_req(layer, anc, nanc, obj, off, len);
+	int rc = t_read_q(t, &q, b);
+	if (rc == 0) {
+		for (uint32_t i = 0; i < len; i++) {
+			if (b[i] != (uint8_t)fill) {
+				rc = -EBADE;
+				break;
+			}
+		}
+	}
+	free(b);
+	return rc;
+}
+
+static inline int t_flush(struct tctx *t)
+{
+	struct twait w = {.r = t->r};
+	bd_flush(t->e, t_cb, &w);
+	return t_wait(t, &w);
+}
+
+static inline uint64_t t_used(struct tctx *t)
+{
+	struct bd_space s;
+	bd_engine_space(t->e, &s);
+	return s.used_blocks;
+}
+
+#endif

@@ -1,0 +1,115 @@
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+Test(alloc, get_put_and_enospc)
+{
+	struct bd_alloc a;
+	cr_assert_eq(bd_alloc_init(&a, 100), 0);
+	struct bd_prun runs[100];
+	int n = bd_alloc_get(&a, 60, runs, 100);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(runs[0].len, 60);
+	cr_assert_eq(a.nfree, 40);
+	cr_assert_eq(bd_alloc_get(&a, 41, runs, 100), -ENOSPC);
+	cr_assert_eq(a.nfree, 40, "a failed get reserves nothing");
+	n = bd_alloc_get(&a, 40, runs, 100);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(runs[0].pblk, 60);
+	cr_assert_eq(a.nfree, 0);
+	cr_assert_eq(bd_alloc_get(&a, 1, runs, 100), -ENOSPC);
+	bd_alloc_put(&a, 10, 5);
+	cr_assert_eq(a.nfree, 5);
+	n = bd_alloc_get(&a, 5, runs, 100);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(runs[0].pblk, 10);
+	bd_alloc_fini(&a);
+}
+
+Test(alloc, fragmented_runs)
+{
+	struct bd_alloc a;
+	cr_assert_eq(bd_alloc_init(&a, 200), 0);
+	struct bd_prun runs[200];
+	cr_assert_eq(bd_alloc_get(&a, 200, runs, 200), 1);
+	/* Free every other block: a 10-block request needs 10 runs. */
+	for (uint64_t b = 0; b < 200; b += 2) {
+		bd_alloc_put(&a, b, 1);
+	}
+	int n = bd_alloc_get(&a, 10, runs, 200);
+	cr_assert_eq(n, 10);
+	for (int i = 0; i < n; i++) {
+		cr_assert_eq(runs[i].len, 1);
+		cr_assert_eq(runs[i].pblk % 2, 0);
+	}
+	/* Too few runs allowed: nothing is taken. */
+	uint64_t before = a.nfree;
+	cr_assert_eq(bd_alloc_get(&a, 10, runs, 3), -ENOSPC);
+	cr_assert_eq(a.nfree, before);
+	bd_alloc_fini(&a);
+}
+
+Test(alloc, wraps_around_cursor)
+{
+	struct bd_alloc a;
+	cr_assert_eq(bd_alloc_init(&a, 130), 0);
+	struct bd_prun runs[130];
+	cr_assert_eq(bd_alloc_get(&a, 120, runs, 130), 1);
+	bd_alloc_put(&a, 0, 64);
+	/* 10 free at the end, 64 at the start: 20 blocks come as two runs. */
+	int n = bd_alloc_get(&a, 20, runs, 130);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(runs[0].pblk, 120);
+	cr_assert_eq(runs[0].len, 10);
+	cr_assert_eq(runs[1].pblk, 0);
+	cr_assert_eq(runs[1].len, 10);
+	bd_alloc_fini(&a);
+}
+
+Test(alloc, refcounts_and_deferred_free)
+{
+	struct bd_alloc a;
+	cr_assert_eq(bd_alloc_init(&a, 64), 0);
+	struct bd_prun r;
+	cr_assert_eq(bd_alloc_get(&a, 1, &r, 1), 1);
+	uint64_t p = r.pblk;
+	bd_alloc_ref(&a, p);
+	bd_alloc_ref(&a, p); /* shared by a copy-up */
+	cr_assert_eq(a.ref[p], 2);
+	cr_assert_eq(a.nreferenced, 1);
+	cr_assert_not(bd_alloc_unref(&a, p));
+	cr_assert(bd_alloc_unref(&a, p), "the last reference reports it");
+	cr_assert_eq(a.nreferenced, 0);
+	/* In limbo: still not free until reads older than seq 5 are gone. */
+	cr_assert_eq(bd_alloc_defer_free(&a, p, 5), 0);
+	cr_assert_eq(a.nfree, 63);
+	cr_assert_eq(bd_alloc_reap(&a, 5), 0);
+	cr_assert_eq(a.nfree, 63);
+	cr_assert_eq(bd_alloc_reap(&a, 6), 1);
+	cr_assert_eq(a.nfree, 64);
+	bd_alloc_fini(&a);
+}
+
+Test(alloc, persisted_chunks_track_references)
+{
+	struct bd_alloc a;
+	cr_assert_eq(bd_alloc_init(&a, BD_CHUNK_BLOCKS * 2 + 10), 0);
+	cr_assert_eq(bd_alloc_nchunks(&a), 3);
+	bd_alloc_ref(&a, 3);
+	bd_alloc_ref(&a, BD_CHUNK_BLOCKS * 2 + 9);
+	cr_assert_eq(a.ndirty, 2);
+	uint8_t bits[BD_CHUNK_BYTES];
+	bd_alloc_chunk_encode(&a, 0, bits);
+	cr_assert_eq(bits[0], 1u << 3);
+	bd_alloc_chunk_encode(&a, 2, bits);
+	cr_assert_eq(bits[1], 1u << 1);
+	bd_alloc_clear_dirty(&a);
+	cr_assert_eq(a.ndirty, 0);
+	/* A rebuild makes inuse exactly the referenced set. */
+	bd_alloc_sync_inuse(&a);
+	cr_assert_eq(a.nfree, BD_CHUNK_BLOCKS * 2 + 10 - 2);
+	cr_assert_eq(a.nreferenced, 2);
+	bd_alloc_fini(&a);
+}

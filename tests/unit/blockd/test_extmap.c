@@ -1,0 +1,118 @@
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+static const uint32_t crcs[BD_SEG_BLOCKS] = {
+	[0] = 0x10, [1] = 0x11, [2] = 0x12, [3] = 0x13, [4] = 0x14,
+	[5] = 0x15, [6] = 0x16, [7] = 0x17, [8] = 0x18, [9] = 0x19,
+};
+
+Test(extmap, adjacent_contiguous_writes_merge)
+{
+	struct bd_extmap m;
+	bd_extmap_init(&m);
+	cr_assert_eq(bd_extmap_set(&m, 0, 4, 100, crcs, NULL), 0);
+	cr_assert_eq(bd_extmap_set(&m, 4, 4, 104, crcs + 4, NULL), 0);
+	cr_assert_eq(m.nruns, 1, "physically contiguous neighbours merge");
+	cr_assert_eq(m.runs[0].len, 8);
+	/* Logically adjacent but physically apart: two runs. */
+	bd_extmap_set(&m, 8, 2, 500, crcs + 8, NULL);
+	cr_assert_eq(m.nruns, 2);
+	struct bd_bmap b = bd_extmap_lookup(&m, 9);
+	cr_assert_eq(b.pblk, 501);
+	cr_assert_eq(b.crc, 0x19);
+	cr_assert_eq(bd_extmap_data_blocks(&m), 10);
+}
+
+Test(extmap, overwrite_middle_splits)
+{
+	struct bd_extmap m;
+	uint64_t displaced[BD_SEG_BLOCKS];
+	bd_extmap_init(&m);
+	bd_extmap_set(&m, 0, 10, 100, crcs, NULL);
+	uint32_t nd = bd_extmap_set(&m, 3, 2, 900, crcs, displaced);
+	cr_assert_eq(nd, 2);
+	cr_assert_eq(displaced[0], 103);
+	cr_assert_eq(displaced[1], 104);
+	cr_assert_eq(m.nruns, 3);
+	cr_assert_eq(m.runs[0].lblk, 0);
+	cr_assert_eq(m.runs[0].len, 3);
+	cr_assert_eq(m.runs[1].pblk, 900);
+	cr_assert_eq(m.runs[2].lblk, 5);
+	cr_assert_eq(m.runs[2].pblk, 105);
+	cr_assert_eq(bd_extmap_lookup(&m, 6).crc, 0x16, "crcs follow their blocks");
+	/* Putting the original blocks back merges again. */
+	bd_extmap_set(&m, 3, 2, 103, crcs + 3, NULL);
+	cr_assert_eq(m.nruns, 1);
+}
+
+Test(extmap, zero_and_trim_states)
+{
+	struct bd_extmap m;
+	uint64_t displaced[BD_SEG_BLOCKS];
+	bd_extmap_init(&m);
+	bd_extmap_set(&m, 0, 8, 100, crcs, NULL);
+	cr_assert_eq(bd_extmap_set(&m, 2, 2, BD_PBLK_ZERO, NULL, displaced), 2);
+	cr_assert_eq(bd_extmap_set(&m, 4, 2, BD_PBLK_ZERO, NULL, displaced), 2);
+	cr_assert_eq(bd_extmap_lookup(&m, 3).pblk, BD_PBLK_ZERO);
+	cr_assert_eq(m.nruns, 3, "zero runs merge with each other");
+	cr_assert_eq(bd_extmap_set(&m, 0, 64, BD_PBLK_NONE, NULL, displaced), 4);
+	cr_assert_eq(m.nruns, 0);
+	cr_assert_eq(bd_extmap_lookup(&m, 0).pblk, BD_PBLK_NONE);
+	cr_assert_eq(bd_extmap_lookup(&m, 63).pblk, BD_PBLK_NONE);
+}
+
+Test(extmap, encode_decode_roundtrip)
+{
+	struct bd_extmap m, d;
+	uint8_t buf[BD_EXTMAP_MAX_ENC];
+	bd_extmap_init(&m);
+	/* Worst case: 64 one-block runs alternating data and zero. */
+	for (uint32_t i = 0; i < BD_SEG_BLOCKS; i++) {
+		uint32_t c = 0xabc00000 | i;
+		if (i % 2) {
+			bd_extmap_set(&m, i, 1, BD_PBLK_ZERO, NULL, NULL);
+		} else {
+			bd_extmap_set(&m, i, 1, 1000 + 7 * i, &c, NULL);
+		}
+	}
+	cr_assert_eq(m.nruns, 64);
+	size_t len = bd_extmap_encode(&m, buf);
+	cr_assert_leq(len, BD_EXTMAP_MAX_ENC);
+	cr_assert_eq(bd_extmap_decode(&d, buf, len), 0);
+	cr_assert_eq(d.nruns, m.nruns);
+	for (uint32_t i = 0; i < BD_SEG_BLOCKS; i++) {
+		struct bd_bmap a = bd_extmap_lookup(&m, i), b = bd_extmap_lookup(&d, i);
+		cr_assert_eq(a.pblk, b.pblk);
+		cr_assert_eq(a.crc, b.crc);
+	}
+	/* Empty list. */
+	bd_extmap_init(&m);
+	len = bd_extmap_encode(&m, buf);
+	cr_assert_eq(bd_extmap_decode(&d, buf, len), 0);
+	cr_assert_eq(d.nruns, 0);
+}
+
+Test(extmap, decode_rejects_garbage)
+{
+	struct bd_extmap m;
+	uint8_t buf[BD_EXTMAP_MAX_ENC];
+	bd_extmap_init(&m);
+	bd_extmap_set(&m, 0, 4, 100, crcs, NULL);
+	bd_extmap_set(&m, 10, 4, 200, crcs, NULL);
+	size_t len = bd_extmap_encode(&m, buf);
+	cr_assert_eq(bd_extmap_decode(&m, buf, len - 1), -EBADMSG, "truncated");
+	uint8_t bad[BD_EXTMAP_MAX_ENC];
+	memcpy(bad, buf, len);
+	bad[0] = 9;
+	cr_assert_eq(bd_extmap_decode(&m, bad, len), -EBADMSG, "version");
+	memcpy(bad, buf, len);
+	bad[2 + 10] = 2; /* second run starts inside the first */
+	cr_assert_eq(bd_extmap_decode(&m, bad, len), -EBADMSG, "overlap");
+	memcpy(bad, buf, len);
+	bad[3] = 70; /* length past the segment */
+	cr_assert_eq(bd_extmap_decode(&m, bad, len), -EBADMSG, "range");
+	cr_assert_eq(bd_extmap_decode(&m, buf, 1), -EBADMSG);
+}
