@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Shared helpers for integration tests. Source it: `. "$(dirname "$0")/lib.sh"`.
+#
+#   TEST_TMP            a private temp dir under $TMPDIR, removed on exit (KEEP_TMP=1 keeps it)
+#   fail MSG            print "FAIL: MSG" to stderr and exit 1
+#   skip MSG            exit 77 (ctest: skipped); never use it to hide a missing tool
+#   free_port           print a free TCP port on 127.0.0.1
+#   start_daemon NAME CMD...  run CMD in the background, log to $TEST_TMP/NAME.log; sets
+#                       LAST_PID and remembers it for cleanup
+#   stop_daemon PID [SIG]     signal one daemon (default TERM) and reap it
+#   wait_port PORT [SECS]     wait until 127.0.0.1:PORT accepts connections
+#   wait_for SECS CMD...      retry CMD every 0.1 s until it succeeds or SECS pass
+set -euo pipefail
+
+STRATA_SRC=${STRATA_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+STRATA_BIN=${STRATA_BIN:-$STRATA_SRC/build/bin}
+STRATA_TEST_BIN=${STRATA_TEST_BIN:-$STRATA_SRC/build/tests}
+
+TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/strata-$(basename "$0" .sh).XXXXXX")
+_DAEMON_PIDS=()
+LAST_PID=
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+skip() {
+	echo "SKIP: $*"
+	exit 77
+}
+
+_lib_cleanup() {
+	local rc=$?
+	local p
+	for p in "${_DAEMON_PIDS[@]}"; do
+		if kill -0 "$p" 2>/dev/null; then
+			kill -TERM "$p" 2>/dev/null || true
+		fi
+	done
+	for p in "${_DAEMON_PIDS[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
+		for f in "$TEST_TMP"/*.log; do
+			[ -f "$f" ] || continue
+			echo "---- $f (last 30 lines) ----" >&2
+			tail -n 30 "$f" >&2
+		done
+	fi
+	if [ -z "${KEEP_TMP:-}" ]; then
+		rm -rf "$TEST_TMP"
+	else
+		echo "kept $TEST_TMP" >&2
+	fi
+	exit "$rc"
+}
+trap _lib_cleanup EXIT
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+start_daemon() {
+	local name=$1
+	shift
+	"$@" >>"$TEST_TMP/$name.log" 2>&1 &
+	LAST_PID=$!
+	_DAEMON_PIDS+=("$LAST_PID")
+}
+
+stop_daemon() {
+	local pid=$1 sig=${2:-TERM}
+	kill -"$sig" "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+wait_port() {
+	local port=$1 secs=${2:-10}
+	python3 - "$port" "$secs" <<'PY' || fail "nothing listening on 127.0.0.1:$port after ${secs}s"
+import socket, sys, time
+port, secs = int(sys.argv[1]), float(sys.argv[2])
+end = time.time() + secs
+while time.time() < end:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)
+PY
+}
+
+wait_for() {
+	local secs=$1
+	shift
+	local end=$((SECONDS + secs))
+	until "$@"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.1
+	done
+}
