@@ -1,0 +1,395 @@
+/* Engine semantics through the real io_uring path on a temporary data file. */
+#include <fcntl.h>
+
+#include "helpers.h"
+
+#define MiB (1024u * 1024u)
+#define OBJ (4 * MiB)
+
+Test(engine, unwritten_reads_zero_and_roundtrip)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, OBJ, 0), 0, "unwritten reads as zeros");
+	cr_assert_eq(t_used(&t), 0);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 8192, 3 * 4096, 0xAB), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 8192, 3 * 4096, 0xAB), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 8192, 0), 0);
+	cr_assert_eq(t_used(&t), 3);
+	/* Overwrite redirects: the old blocks are released. */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 8192, 3 * 4096, 0xCD), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 8192, 3 * 4096, 0xCD), 0);
+	cr_assert_eq(t_used(&t), 3);
+	/* A write spanning segments and a whole object. */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 7, 0, OBJ, 0x11), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 7, 0, OBJ, 0x11), 0);
+	cr_assert_eq(t_used(&t), 3 + OBJ / 4096);
+	/* Misaligned requests are refused. */
+	struct bd_req q = t_req(1, NULL, 0, 0, 512, 4096);
+	void *b = t_buf(4096, 0);
+	cr_assert_eq(t_write_q(&t, &q, b), -EINVAL);
+	free(b);
+	t_close(&t);
+}
+
+Test(engine, survives_reopen)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 3, 0, 64 * 4096, 0x42), 0);
+	cr_assert_eq(t_flush(&t), 0);
+	t_reopen(&t);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 3, 0, 64 * 4096, 0x42), 0);
+	cr_assert_eq(t_used(&t), 64);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert_eq(r->leaked + r->missing + r->double_refs + r->bad_lists, 0);
+	cr_assert_eq(r->referenced, 64);
+	t_close(&t);
+}
+
+Test(engine, child_write_leaves_parent_unchanged)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc2[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 16 * 4096, 0xAA), 0);
+	/* Layer 1 is frozen (a snapshot); layer 2 is the head. */
+	cr_assert_eq(t_check(&t, 2, anc2, 1, 0, 0, 16 * 4096, 0xAA), 0, "child sees parent");
+	uint64_t used = t_used(&t);
+	cr_assert_eq(t_write(&t, 2, anc2, 1, 0, 4096, 4096, 0xBB), 0);
+	cr_assert_eq(t_used(&t), used + 1, "copy-up is metadata only");
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 16 * 4096, 0xAA), 0, "parent unchanged");
+	cr_assert_eq(t_check(&t, 2, NULL, 0, 0, 0, 4096, 0xAA), 0);
+	cr_assert_eq(t_check(&t, 2, NULL, 0, 0, 4096, 4096, 0xBB), 0);
+	cr_assert_eq(t_check(&t, 2, NULL, 0, 0, 8192, 14 * 4096, 0xAA), 0);
+	t_close(&t);
+}
+
+Test(engine, snapshot_reads_stable_while_head_written)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 64 * 4096, 0x01), 0);
+	for (int round = 0; round < 20; round++) {
+		cr_assert_eq(t_write(&t, 2, anc, 1, 0, (uint64_t)(round % 64) * 4096, 4096,
+				     0x80 + round),
+			     0);
+		/* Interleave a read of the snapshot with an in-flight head write. */
+		uint8_t *wb = t_buf(4096, 0x55), *rb = t_buf(64 * 4096, 0);
+		struct bd_req wq = t_req(2, anc, 1, 0, 4096 * 10, 4096);
+		struct bd_req rq = t_req(1, NULL, 0, 0, 0, 64 * 4096);
+		struct twait w1 = {.r = t.r}, w2 = {.r = t.r};
+		bd_write(t.e, &wq, wb, t_cb, &w1);
+		bd_read(t.e, &rq, rb, t_cb, &w2);
+		cr_assert_eq(t_wait(&t, &w1), 0);
+		cr_assert_eq(t_wait(&t, &w2), 0);
+		for (size_t i = 0; i < 64 * 4096; i++) {
+			cr_assert_eq(rb[i], 0x01, "snapshot changed at %zu", i);
+		}
+		free(wb);
+		free(rb);
+	}
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 64 * 4096, 0x01), 0);
+	t_close(&t);
+}
+
+Test(engine, rollback_and_layer_delete_return_space)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc2[] = {1}, anc3[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 32 * 4096, 0x10), 0);
+	cr_assert_eq(t_write(&t, 2, anc2, 1, 0, 0, 32 * 4096, 0x20), 0);
+	cr_assert_eq(t_used(&t), 64);
+	/* Roll back to snapshot 1: drop head 2, start head 3 from 1. */
+	uint64_t dropped, moved, freed;
+	cr_assert_eq(bd_layer_delete(t.e, 1, 2, NULL, 0, &dropped, &moved, &freed), 0);
+	cr_assert_eq(dropped, 1);
+	cr_assert_eq(freed, 32, "the head's unshared blocks are freed");
+	bd_engine_reap(t.e);
+	cr_assert_eq(t_used(&t), 32);
+	cr_assert_eq(t_check(&t, 3, anc3, 1, 0, 0, 32 * 4096, 0x10), 0, "rolled back");
+	cr_assert_eq(t_check(&t, 2, NULL, 0, 0, 0, 32 * 4096, 0), 0, "deleted layer is empty");
+	/* Deleting the snapshot while head 3 still needs it hands its list to 3. */
+	const uint64_t kids[] = {3};
+	cr_assert_eq(bd_layer_delete(t.e, 1, 1, kids, 1, &dropped, &moved, &freed), 0);
+	cr_assert_eq(moved, 1);
+	cr_assert_eq(freed, 0, "blocks the child still reads stay");
+	cr_assert_eq(t_check(&t, 3, NULL, 0, 0, 0, 32 * 4096, 0x10), 0);
+	cr_assert_eq(t_used(&t), 32);
+	/* Overwriting in 3 now frees the old blocks: nothing shares them. */
+	cr_assert_eq(t_write(&t, 3, NULL, 0, 0, 0, 32 * 4096, 0x30), 0);
+	bd_engine_reap(t.e);
+	cr_assert_eq(t_used(&t), 32);
+	t_reopen(&t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert_eq(r->leaked + r->missing + r->double_refs, 0);
+	cr_assert_eq(t_used(&t), 32);
+	t_close(&t);
+}
+
+Test(engine, reference_counts_shared_by_clones)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 8 * 4096, 0x77), 0);
+	/* Ten clones each copy the list up with one small write: 8 shared + 1 own each. */
+	for (uint64_t c = 10; c < 20; c++) {
+		cr_assert_eq(t_write(&t, c, anc, 1, 0, 0, 4096, (int)c), 0);
+	}
+	cr_assert_eq(t_used(&t), 8 + 10);
+	t_reopen(&t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert_eq(r->referenced, 18);
+	cr_assert_eq(r->references, 8 + 10 * 8, "each clone references 7 shared + 1 own");
+	cr_assert_eq(r->double_refs, 0);
+	/* Deleting the template keeps blocks the clones use; deleting clones frees them. */
+	uint64_t freed;
+	cr_assert_eq(bd_layer_delete(t.e, 1, 1, NULL, 0, NULL, NULL, &freed), 0);
+	cr_assert_eq(freed, 1, "only block 0 of the template was unshared");
+	for (uint64_t c = 10; c < 20; c++) {
+		cr_assert_eq(t_check(&t, c, anc, 1, 0, 4096, 7 * 4096, 0x77), 0);
+		cr_assert_eq(bd_layer_delete(t.e, 1, c, NULL, 0, NULL, NULL, NULL), 0);
+	}
+	bd_engine_reap(t.e);
+	cr_assert_eq(t_used(&t), 0);
+	t_close(&t);
+}
+
+Test(engine, depth_64_chain)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	uint64_t anc[64];
+	cr_assert_eq(t_write(&t, 100, NULL, 0, 5, 0, 64 * 4096, 0x64), 0);
+	/* Layer 100+d has the ancestry 100+d-1, ..., 100. Layer 110 overrides block 3. */
+	for (int i = 0; i < 10; i++) {
+		anc[i] = (uint64_t)(110 - 1 - i);
+	}
+	cr_assert_eq(t_write(&t, 110, anc, 10, 5, 3 * 4096, 4096, 0x10), 0);
+	for (int i = 0; i < 64; i++) {
+		anc[i] = (uint64_t)(164 - 1 - i);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		cr_assert_eq(t_check(&t, 164, anc, 64, 5, 0, 3 * 4096, 0x64), 0);
+		cr_assert_eq(t_check(&t, 164, NULL, 0, 5, 3 * 4096, 4096, 0x10), 0);
+		cr_assert_eq(t_check(&t, 164, NULL, 0, 5, 4 * 4096, 60 * 4096, 0x64), 0);
+		cr_assert_eq(t_check(&t, 164, NULL, 0, 5, 64 * 4096, 4096, 0), 0);
+	}
+	/* Flatten 164: it gets its own copy and no longer needs any ancestor. */
+	uint64_t copied;
+	cr_assert_eq(bd_flatten(t.e, 1, 164, anc, 64, &copied), 0);
+	cr_assert_eq(copied, 1);
+	for (int l = 100; l < 164; l++) {
+		cr_assert_eq(bd_layer_delete(t.e, 1, (uint64_t)l, NULL, 0, NULL, NULL, NULL), 0);
+	}
+	cr_assert_eq(t_check(&t, 164, NULL, 0, 5, 0, 3 * 4096, 0x64), 0);
+	cr_assert_eq(t_check(&t, 164, NULL, 0, 5, 3 * 4096, 4096, 0x10), 0);
+	bd_engine_reap(t.e);
+	cr_assert_eq(t_used(&t), 64, "block 3 of layer 100 was freed");
+	t_close(&t);
+}
+
+Test(engine, checksum_mismatch_is_an_error)
+{
+	struct tctx t;
+	t_open(&t, 16 * MiB);
+	uint8_t *b = t_buf(4096, 0);
+	for (int i = 0; i < 4096; i++) {
+		b[i] = (uint8_t)(i * 7 + 3);
+	}
+	memcpy(b, "STRATA-CANARY-BLOCK", 19);
+	struct bd_req q = t_req(1, NULL, 0, 0, 4096, 4096);
+	cr_assert_eq(t_write_q(&t, &q, b), 0);
+	cr_assert_eq(t_flush(&t), 0);
+	/* Find the block in the data file and flip one byte behind the engine's back. */
+	int fd = open(t.data, O_RDWR);
+	cr_assert_geq(fd, 0);
+	uint8_t blk[4096];
+	off_t found = -1;
+	for (off_t off = 0; off < 16 * MiB; off += 4096) {
+		cr_assert_eq(pread(fd, blk, 4096, off), 4096);
+		if (memcmp(blk, b, 4096) == 0) {
+			found = off;
+			break;
+		}
+	}
+	cr_assert_geq(found, 0);
+	blk[100] ^= 0x01;
+	cr_assert_eq(pwrite(fd, blk, 4096, found), 4096);
+	close(fd);
+	uint8_t *r = t_buf(3 * 4096, 0xEE);
+	struct bd_req rq = t_req(1, NULL, 0, 0, 0, 3 * 4096);
+	cr_assert_eq(t_read_q(&t, &rq, r), -EILSEQ);
+	for (int i = 4096; i < 8192; i++) {
+		cr_assert_eq(r[i], 0, "bad data is never returned");
+	}
+	struct bd_space s;
+	bd_engine_space(t.e, &s);
+	cr_assert_eq(s.checksum_errors, 1);
+	/* Blocks around it still read; a rewrite heals it. */
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0), 0);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 4096, 4096, 0x99), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 4096, 4096, 0x99), 0);
+	free(b);
+	free(r);
+	t_close(&t);
+}
+
+Test(engine, enospc_corrupts_nothing)
+{
+	struct tctx t;
+	t_open(&t, 1 * MiB); /* 256 blocks */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 200 * 4096, 0x01), 0);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 1, 0, 100 * 4096, 0x02), -ENOSPC);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 100 * 4096, 0x03), -ENOSPC,
+		     "an overwrite needs new blocks too");
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 200 * 4096, 0x01), 0, "reads continue");
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 1, 0, 100 * 4096, 0), 0);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 1, 0, 56 * 4096, 0x04), 0, "what fits still fits");
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 1, 56 * 4096, 4096, 0x05), -ENOSPC);
+	/* Trim gives space back. */
+	struct twait w = {.r = t.r};
+	struct bd_req q = t_req(1, NULL, 0, 0, 0, 100 * 4096);
+	bd_trim(t.e, &q, t_cb, &w);
+	cr_assert_eq(t_wait(&t, &w), 0);
+	bd_engine_reap(t.e);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 1, 56 * 4096, 100 * 4096, 0x06), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 100 * 4096, 0), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 100 * 4096, 100 * 4096, 0x01), 0);
+	t_reopen(&t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert_eq(r->leaked + r->missing + r->double_refs, 0);
+	t_close(&t);
+}
+
+Test(engine, zero_trim_and_block_status)
+{
+	struct tctx t;
+	t_open(&t, 16 * MiB);
+	const uint64_t anc[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 8 * 4096, 0x33), 0);
+	struct twait w = {.r = t.r};
+	struct bd_req zq = t_req(1, NULL, 0, 0, 2 * 4096, 2 * 4096);
+	bd_write_zeroes(t.e, &zq, t_cb, &w);
+	cr_assert_eq(t_wait(&t, &w), 0);
+	cr_assert_eq(t_used(&t), 6);
+	struct bd_status_ext ext[16];
+	size_t n;
+	struct bd_req sq = t_req(1, NULL, 0, 0, 0, 16 * 4096);
+	cr_assert_eq(bd_block_status(t.e, &sq, ext, 16, &n), 0);
+	cr_assert_eq(n, 4);
+	cr_assert_eq(ext[0].state, 1);
+	cr_assert_eq(ext[0].length, 2 * 4096);
+	cr_assert_eq(ext[1].state, 2);
+	cr_assert_eq(ext[1].offset, 2 * 4096);
+	cr_assert_eq(ext[2].state, 1);
+	cr_assert_eq(ext[2].length, 4 * 4096);
+	cr_assert_eq(ext[3].state, 0);
+	cr_assert_eq(ext[3].length, 8 * 4096);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 2 * 4096, 2 * 4096, 0), 0);
+	/* Trim in a child hides the parent's data there; the parent keeps it. */
+	w.done = false;
+	struct bd_req tq = t_req(2, anc, 1, 0, 0, 4 * 4096);
+	bd_trim(t.e, &tq, t_cb, &w);
+	cr_assert_eq(t_wait(&t, &w), 0);
+	cr_assert_eq(t_check(&t, 2, NULL, 0, 0, 0, 4 * 4096, 0), 0);
+	cr_assert_eq(t_check(&t, 2, NULL, 0, 0, 4 * 4096, 4 * 4096, 0x33), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 2 * 4096, 0x33), 0);
+	struct bd_req sq2 = t_req(2, NULL, 0, 0, 0, 8 * 4096);
+	cr_assert_eq(bd_block_status(t.e, &sq2, ext, 16, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(ext[0].state, 0);
+	cr_assert_eq(ext[1].state, 1);
+	t_close(&t);
+}
+
+Test(engine, compare_and_write_and_idempotent_retry)
+{
+	struct tctx t;
+	t_open(&t, 16 * MiB);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 4096, 0x01), 0);
+	uint8_t *cmp = t_buf(4096, 0x01), *data = t_buf(4096, 0x02);
+	uint64_t mis = 0;
+	struct bd_req q = t_req(1, NULL, 0, 0, 0, 4096);
+	q.client_id = 77;
+	q.seq = 1;
+	struct twait w = {.r = t.r};
+	bd_compare_and_write(t.e, &q, cmp, data, &mis, t_cb, &w);
+	cr_assert_eq(t_wait(&t, &w), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x02), 0);
+	/* A retry of the same request is not applied again (it would miscompare now). */
+	w.done = false;
+	bd_compare_and_write(t.e, &q, cmp, data, &mis, t_cb, &w);
+	cr_assert_eq(t_wait(&t, &w), 0);
+	/* A new request with stale compare data miscompares at byte 0 and writes nothing. */
+	q.seq = 2;
+	w.done = false;
+	memset(data, 0x03, 4096);
+	bd_compare_and_write(t.e, &q, cmp, data, &mis, t_cb, &w);
+	cr_assert_eq(t_wait(&t, &w), BD_ERR_MISCOMPARE);
+	cr_assert_eq(mis, 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x02), 0);
+	/* Miscompare in the middle reports the offset. */
+	memset(cmp, 0x02, 4096);
+	cmp[1234] = 0;
+	q.seq = 3;
+	w.done = false;
+	bd_compare_and_write(t.e, &q, cmp, data, &mis, t_cb, &w);
+	cr_assert_eq(t_wait(&t, &w), BD_ERR_MISCOMPARE);
+	cr_assert_eq(mis, 1234);
+	/* Concurrent CAWs on one object serialise: exactly one of two identical ones wins. */
+	memset(cmp, 0x02, 4096);
+	struct bd_req q1 = q, q2 = q;
+	q1.seq = 10;
+	q2.seq = 11;
+	uint64_t m1, m2;
+	struct twait w1 = {.r = t.r}, w2 = {.r = t.r};
+	bd_compare_and_write(t.e, &q1, cmp, data, &m1, t_cb, &w1);
+	bd_compare_and_write(t.e, &q2, cmp, data, &m2, t_cb, &w2);
+	int r1 = t_wait(&t, &w1), r2 = t_wait(&t, &w2);
+	cr_assert((r1 == 0 && r2 == BD_ERR_MISCOMPARE) || (r2 == 0 && r1 == BD_ERR_MISCOMPARE),
+		  "r1 %d r2 %d", r1, r2);
+	/* An idempotent plain write: the retry does not allocate again. */
+	struct bd_req wq = t_req(1, NULL, 0, 1, 0, 4096);
+	wq.client_id = 5;
+	wq.seq = 9;
+	cr_assert_eq(t_write_q(&t, &wq, data), 0);
+	uint64_t used = t_used(&t);
+	memset(data, 0x44, 4096);
+	cr_assert_eq(t_write_q(&t, &wq, data), 0);
+	cr_assert_eq(t_used(&t), used);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 1, 0, 4096, 0x03), 0, "the retry was not applied");
+	free(cmp);
+	free(data);
+	t_close(&t);
+}
+
+Test(engine, fua_and_many_in_flight)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	enum { N = 64 };
+	uint8_t *bufs[N];
+	struct twait w[N];
+	struct bd_req q[N];
+	for (int i = 0; i < N; i++) {
+		bufs[i] = t_buf(8192, i + 1);
+		q[i] = t_req(1, NULL, 0, (uint64_t)(i % 4), (uint64_t)(i / 4) * 8192, 8192);
+		q[i].fua = (i % 8) == 0;
+		w[i] = (struct twait){.r = t.r};
+		bd_write(t.e, &q[i], bufs[i], t_cb, &w[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(t_wait(&t, &w[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(t_check(&t, 1, NULL, 0, (uint64_t)(i % 4), (uint64_t)(i / 4) * 8192,
+				     8192, i + 1),
+			     0);
+		free(bufs[i]);
+	}
+	t_close(&t);
+}
