@@ -187,8 +187,9 @@ static void conn_send_done(void *arg, int res)
 	struct st_send *s;
 	size_t n;
 
+	/* `sending` stays set while frames are retired: a done() callback that queues another
+	 * frame must not start a SENDMSG before sent_off and the queue agree again. */
 	c->inflight--;
-	c->sending = false;
 	c->in_cb++;
 	if (res == -EAGAIN || res == -EINTR) {
 		res = 0; /* requeue as a zero-length short send */
@@ -199,6 +200,7 @@ static void conn_send_done(void *arg, int res)
 		if (!c->failed && res != -ECANCELED) {
 			st_debug("%s: send: %s", c->peer, strerror(-res));
 		}
+		c->sending = false;
 		conn_fail(c, res);
 		goto out;
 	}
@@ -217,6 +219,7 @@ static void conn_send_done(void *arg, int res)
 		TAILQ_REMOVE(&c->sendq, s, link);
 		send_free(c, s);
 	}
+	c->sending = false;
 	if (!c->failed) {
 		conn_send_arm(c);
 		conn_send_drained(c);

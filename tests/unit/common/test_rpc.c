@@ -25,6 +25,25 @@
 #define T_HANG  0x00F1 /* closes the connection without a reply */
 #define T_BARE  0x00F2 /* replies -EIO with no body at all */
 #define T_WRONG 0x00F3 /* replies with a mismatched req_id */
+#define T_CHAIN 0x00F4 /* four replies; the second one's done() queues a fifth */
+
+struct chain {
+	struct st_conn *c;
+	uint64_t req_id;
+	char text[64];
+};
+
+/* Runs while the conn retires sent frames: a send from here must queue behind the others. */
+static void chain_done(void *arg)
+{
+	struct chain *ch = arg;
+	Strata__Ping p = STRATA__PING__INIT;
+
+	p.nonce = 4;
+	p.text = ch->text;
+	st_conn_send(ch->c, T_CHAIN | ST_FRAME_REPLY, ch->req_id + 4, 0, 0, &p.base, NULL, 0, free,
+		     ch);
+}
 
 struct server {
 	struct st_reactor *r;
@@ -69,6 +88,23 @@ static void on_frame(struct st_conn *c, struct st_frame *f, void *arg)
 		st_conn_send(c, T_WRONG | ST_FRAME_REPLY, f->hdr.req_id + 1000, 0, 0, NULL, NULL, 0,
 			     NULL, NULL);
 		break;
+	case T_CHAIN: {
+		struct chain *ch = calloc(1, sizeof(*ch));
+		Strata__Ping q = STRATA__PING__INIT;
+
+		ch->c = c;
+		ch->req_id = f->hdr.req_id;
+		memset(ch->text, 'x', sizeof(ch->text) - 1);
+		q.text = ch->text;
+		/* Frame 0 goes out alone; 1-3 are gathered into the next SENDMSG, and retiring 1
+		 * runs chain_done while 2 and 3 are still to be retired. */
+		for (int i = 0; i < 4; i++) {
+			q.nonce = (uint64_t)i;
+			st_conn_send(c, T_CHAIN | ST_FRAME_REPLY, f->hdr.req_id + (uint64_t)i, 0, 0,
+				     &q.base, NULL, 0, i == 1 ? chain_done : NULL, ch);
+		}
+		break;
+	}
 	default:
 		st_conn_send_error(c, f->hdr.type, f->hdr.req_id, -EOPNOTSUPP,
 				   "unknown type 0x%04x", f->hdr.type);
@@ -261,6 +297,37 @@ Test(rpc, transport_failures)
 	cr_assert_null(reply.payload);
 	cr_assert_eq(st_rpc_call(fd, T_HANG, 0, NULL, NULL, 0, &reply, NULL, 0), -ECONNRESET);
 	cr_assert_null(reply.msg);
+	close(fd);
+}
+
+/* A done() callback that sends again must not disturb the frames still being retired. */
+Test(rpc, send_from_done_callback_keeps_order)
+{
+	int fd = st_tcp_connect(srv.hostport, 2000);
+	struct st_frame reply;
+	uint64_t first;
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(st_rpc_call(fd, T_CHAIN, 0, NULL, NULL, 0, &reply, NULL, 0), 0);
+	first = reply.hdr.req_id;
+	st_frame_release(&reply);
+	for (uint64_t i = 1; i < 5; i++) {
+		uint8_t hdr[ST_FRAME_HDR_SIZE], msg[256];
+		struct st_frame_hdr h;
+		Strata__Ping *p;
+
+		cr_assert_eq(st_read_full(fd, hdr, sizeof(hdr)), 0);
+		cr_assert_eq(st_frame_hdr_decode(hdr, 0, 0, &h, NULL), 0, "frame %llu",
+			     (unsigned long long)i);
+		cr_assert_eq(h.req_id, first + i);
+		cr_assert_leq(h.hdr_len, sizeof(msg));
+		cr_assert_eq(st_read_full(fd, msg, h.hdr_len), 0);
+		p = strata__ping__unpack(NULL, h.hdr_len, msg);
+		cr_assert_not_null(p);
+		cr_assert_eq(p->nonce, i);
+		cr_assert_eq(strlen(p->text), 63);
+		strata__ping__free_unpacked(p, NULL);
+	}
 	close(fd);
 }
 
