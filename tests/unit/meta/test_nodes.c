@@ -1,0 +1,77 @@
+/* Node registration, persistent identity, heartbeats, down/out transitions and epochs. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+#include "tmpdir.h"
+
+static char dir[256];
+static struct md_catalog *cat;
+
+static void setup(void)
+{
+	cr_assert_not_null(test_mkdtemp(dir, sizeof(dir)));
+	cr_assert_eq(md_catalog_open(dir, &cat), 0);
+}
+
+static void teardown(void)
+{
+	md_catalog_close(cat);
+	test_rmtree(dir);
+}
+
+TestSuite(nodes, .init = setup, .fini = teardown);
+
+Test(nodes, register_and_identity)
+{
+	const struct md_node *n1, *n2, *again;
+	uint64_t e0 = md_catalog_epoch(cat);
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", 1 << 30, 0, "uuid-a", 1000, &n1), 0);
+	cr_assert_eq(md_catalog_epoch(cat), e0 + 1);
+	cr_assert_eq(n1->weight, 100);
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7801", 1 << 30, 10, "uuid-b", 1000, &n2), 0);
+	cr_assert_neq(n1->id, n2->id);
+	uint64_t e1 = md_catalog_epoch(cat);
+	/* Re-registration with the same uuid and the same facts: same id, no epoch bump. */
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", 1 << 30, 0, "uuid-a", 2000, &again),
+		     0);
+	cr_assert_eq(again->id, n1->id);
+	cr_assert_eq(md_catalog_epoch(cat), e1);
+	/* A restarted blockd on a new port keeps its id; the map changes. */
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7900", 1 << 30, 0, "uuid-a", 3000, &again),
+		     0);
+	cr_assert_eq(again->id, n1->id);
+	cr_assert_eq(md_catalog_epoch(cat), e1 + 1);
+	cr_assert_eq(md_node_register(cat, "not-an-address", 1, 1, "u", 0, NULL), -EINVAL);
+	uint32_t id1 = n1->id;
+	md_catalog_close(cat);
+	cr_assert_eq(md_catalog_open(dir, &cat), 0);
+	const struct md_node *const *nodes;
+	cr_assert_eq(md_nodes(cat, &nodes), 2);
+	cr_assert_eq(nodes[0]->id, id1);
+	cr_assert_str_eq(nodes[0]->addr, "127.0.0.1:7900");
+}
+
+Test(nodes, down_and_out)
+{
+	const struct md_node *n;
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", 1 << 30, 1, "u", 1000, &n), 0);
+	uint32_t id = n->id;
+	uint64_t e = md_catalog_epoch(cat);
+	cr_assert_eq(md_nodes_tick(cat, 5000, 100, 5000, 600), 0, "4 s without heartbeat is fine");
+	cr_assert_eq(md_node_heartbeat(cat, id, 12345, 0, 5500), 0);
+	cr_assert_eq(n->used, 12345);
+	cr_assert_eq(md_nodes_tick(cat, 10400, 100, 5000, 600), 0);
+	cr_assert_eq(md_nodes_tick(cat, 10600, 100, 5000, 600), 1, "down after 5 s");
+	cr_assert_eq(n->state, STRATA__META__NODE_STATE__NODE_DOWN);
+	cr_assert_eq(md_catalog_epoch(cat), e + 1);
+	cr_assert_eq(md_nodes_tick(cat, 20000, 699, 5000, 600), 0);
+	cr_assert_eq(md_nodes_tick(cat, 20000, 700, 5000, 600), 1, "out after down-out interval");
+	cr_assert_eq(n->state, STRATA__META__NODE_STATE__NODE_OUT);
+	cr_assert_eq(md_catalog_epoch(cat), e + 2);
+	cr_assert_eq(md_node_heartbeat(cat, id, 0, 0, 30000), 0);
+	cr_assert_eq(n->state, STRATA__META__NODE_STATE__NODE_UP, "a heartbeat brings it back");
+	cr_assert_eq(md_catalog_epoch(cat), e + 3);
+	cr_assert_eq(md_node_heartbeat(cat, 99, 0, 0, 30000), -ENOENT);
+}
