@@ -153,7 +153,7 @@ int main(int argc, char **argv)
 	}
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
-	st_info("listening on %s", listen);
+	st_info("listening on %s port %d", listen, bd_service_port(svc));
 	rc = st_reactor_run(g_reactor);
 	st_info("shutting down");
 	bd_service_stop(svc);
