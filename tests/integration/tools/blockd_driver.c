@@ -132,7 +132,7 @@ static int save_state(const char *path, const uint32_t *ver)
 	return rename(tmp, path);
 }
 
-static int cmd_stream(const char *state, long ops)
+static int stream_loop(const char *state, long ops, uint8_t *buf)
 {
 	static uint32_t acked[NBLK], flushed[NBLK];
 	FILE *f = fopen(state, "rb");
@@ -150,7 +150,6 @@ static int cmd_stream(const char *state, long ops)
 		}
 	}
 	next += 1000000; /* versions from an unflushed earlier life may exist: stay above them */
-	uint8_t *buf = st_payload_alloc(16 * BLK);
 	srand((unsigned)getpid());
 	for (long n = 0; ops < 0 || n < ops; n++) {
 		uint32_t obj = (uint32_t)rand() % NOBJ;
@@ -195,6 +194,17 @@ static int cmd_stream(const char *state, long ops)
 		}
 	}
 	return 0;
+}
+
+static int cmd_stream(const char *state, long ops)
+{
+	uint8_t *buf = st_payload_alloc(16 * BLK);
+	if (!buf) {
+		return 2;
+	}
+	int rc = stream_loop(state, ops, buf);
+	free(buf);
+	return rc;
 }
 
 static int cmd_verify(const char *state)
