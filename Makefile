@@ -43,7 +43,7 @@ test-asan: bootstrap
 FUZZ_SECONDS ?= 30
 fuzz: bootstrap
 	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_FUZZ=ON -DBUILD_TESTING=ON
-	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzzers
 	bash scripts/run-fuzzers $(BUILD_FUZZ)/fuzz $(FUZZ_SECONDS)
 
 format:
