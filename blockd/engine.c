@@ -108,6 +108,7 @@ struct bd_engine {
 	struct st_reactor *r;
 	int fd;
 	uint64_t nblocks;
+	uint8_t uuid[16];
 	struct bd_index *ix;
 	struct bd_alloc alloc;
 	struct bd_cache *cache;
@@ -1595,6 +1596,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 		goto fail;
 	}
 	e->nblocks = sb.nblocks;
+	memcpy(e->uuid, sb.uuid, sizeof(e->uuid));
 	if (e->nblocks == 0) {
 		st_error("%s: data file too small", o->data_path);
 		rc = -EINVAL;
@@ -1611,6 +1613,14 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 fail:
 	bd_engine_close(e);
 	return rc;
+}
+
+void bd_engine_uuid(const struct bd_engine *e, char out[37])
+{
+	const uint8_t *u = e->uuid;
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
+		 u[13], u[14], u[15]);
 }
 
 const struct bd_fsck_report *bd_engine_fsck_report(const struct bd_engine *e)

@@ -304,6 +304,8 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	__attribute__((nonnull));
 /* Waits for nothing: call with no operation in flight. */
 void bd_engine_close(struct bd_engine *e);
+/* The data file's persistent identity (from the index superblock), as text. */
+void bd_engine_uuid(const struct bd_engine *e, char out[37]) __attribute__((nonnull));
 /* The report of the last rebuild (open). */
 const struct bd_fsck_report *bd_engine_fsck_report(const struct bd_engine *e)
 	__attribute__((nonnull));
@@ -355,5 +357,17 @@ int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_
 		     struct bd_service **out) __attribute__((nonnull));
 void bd_service_stop(struct bd_service *s);
 int bd_service_port(const struct bd_service *s) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* meta.c: registration with strata-meta, heartbeats every second, and the cluster map epoch
+ * (MAP_WATCH long-poll). Reconnects on its own; blockd serves I/O whether or not meta is up. */
+
+struct bd_meta;
+/* self: the address peers and clients reach this blockd at. Returns 0 or -ENOMEM. */
+int bd_meta_start(struct st_reactor *r, struct bd_engine *e, const char *meta, const char *self,
+		  struct bd_meta **out) __attribute__((nonnull));
+void bd_meta_stop(struct bd_meta *m);
+uint64_t bd_meta_epoch(const struct bd_meta *m) __attribute__((nonnull));
+uint32_t bd_meta_node_id(const struct bd_meta *m) __attribute__((nonnull));
 
 #endif

@@ -9,6 +9,7 @@
  * (a negative errno) with an ErrorReply text.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -435,6 +436,19 @@ int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_
 		free(s);
 		return rc;
 	}
+	if (o->meta) {
+		/* Register the address we really listen on (the port may have been 0). */
+		char self[300];
+		const char *colon = strrchr(o->listen, ':');
+		int hl = colon ? (int)(colon - o->listen) : (int)strlen(o->listen);
+		snprintf(self, sizeof(self), "%.*s:%d", hl, o->listen, st_server_port(s->srv));
+		rc = bd_meta_start(r, e, o->meta, self, &s->meta);
+		if (rc) {
+			st_server_stop(s->srv);
+			free(s);
+			return rc;
+		}
+	}
 	*out = s;
 	return 0;
 }
@@ -449,6 +463,7 @@ void bd_service_stop(struct bd_service *s)
 	if (!s) {
 		return;
 	}
+	bd_meta_stop(s->meta);
 	st_server_stop(s->srv);
 	free(s);
 }

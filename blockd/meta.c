@@ -1,0 +1,245 @@
+/*
+ * The meta session: register, heartbeat, follow the cluster map.
+ *
+ *   tick (every 1 s) --no client--> connect --> NODE_REGISTER {addr, capacity, weight, uuid}
+ *        |                                         --> node_id, map epoch
+ *        +--registered--> NODE_HEARTBEAT {node_id, used, capacity}
+ *        +--no watch out--> MAP_WATCH {known_epoch} --> newer ClusterMap --> epoch
+ *   any error: drop the client; the next tick reconnects and registers again (the uuid gives
+ *   the node its old id back).
+ *
+ * The data path never waits on any of this.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "internal.h"
+#include "meta.pb-c.h"
+
+struct bd_meta {
+	struct st_reactor *r;
+	struct bd_engine *e;
+	char *meta_addr;
+	char *self;
+	char uuid[37];
+	struct st_client *cl;
+	struct st_io timer;
+	bool stopping;
+	bool broken;
+	bool registered;
+	bool reg_pending, hb_pending, watch_pending;
+	uint32_t node_id;
+	uint64_t epoch;
+	bool warned;
+};
+
+static void tick(void *arg, int res);
+
+static void arm(struct bd_meta *m, uint64_t ms)
+{
+	if (!m->stopping) {
+		st_reactor_timer(m->r, &m->timer, ms, tick, m);
+	}
+}
+
+static void set_epoch(struct bd_meta *m, uint64_t epoch)
+{
+	if (epoch > m->epoch) {
+		st_debug("cluster map epoch %lu", (unsigned long)epoch);
+		m->epoch = epoch;
+	}
+}
+
+static void register_done(void *arg, int err, struct st_frame *reply)
+{
+	struct bd_meta *m = arg;
+	m->reg_pending = false;
+	if (err || !reply) {
+		if (err != -ECANCELED) {
+			st_warn("meta %s: register failed: %s", m->meta_addr, strerror(-err));
+		}
+		m->broken = true;
+		return;
+	}
+	Strata__Meta__NodeRegisterReply *r =
+		strata__meta__node_register_reply__unpack(NULL, reply->hdr.hdr_len, reply->msg);
+	if (!r) {
+		m->broken = true;
+		return;
+	}
+	m->node_id = r->node_id;
+	m->registered = true;
+	if (r->map) {
+		set_epoch(m, r->map->epoch);
+	}
+	st_info("registered with meta %s as node %u (map epoch %lu)", m->meta_addr, m->node_id,
+		(unsigned long)m->epoch);
+	m->warned = false;
+	strata__meta__node_register_reply__free_unpacked(r, NULL);
+}
+
+static void heartbeat_done(void *arg, int err, struct st_frame *reply)
+{
+	struct bd_meta *m = arg;
+	m->hb_pending = false;
+	if (err || !reply) {
+		m->broken = true;
+		return;
+	}
+	Strata__Meta__NodeHeartbeatReply *r =
+		strata__meta__node_heartbeat_reply__unpack(NULL, reply->hdr.hdr_len, reply->msg);
+	if (r) {
+		set_epoch(m, r->epoch);
+		strata__meta__node_heartbeat_reply__free_unpacked(r, NULL);
+	}
+}
+
+static void watch_done(void *arg, int err, struct st_frame *reply)
+{
+	struct bd_meta *m = arg;
+	m->watch_pending = false;
+	if (err || !reply) {
+		m->broken = true;
+		return;
+	}
+	Strata__Meta__ClusterMap *map =
+		strata__meta__cluster_map__unpack(NULL, reply->hdr.hdr_len, reply->msg);
+	if (map) {
+		set_epoch(m, map->epoch);
+		strata__meta__cluster_map__free_unpacked(map, NULL);
+	}
+	/* Re-arm the long-poll at once. */
+	if (!m->broken && m->cl && !m->stopping) {
+		Strata__Meta__MapWatchReq w = STRATA__META__MAP_WATCH_REQ__INIT;
+		w.known_epoch = m->epoch;
+		if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_MAP_WATCH, 0, &w.base,
+				   NULL, 0, watch_done, m) == 0) {
+			m->watch_pending = true;
+		}
+	}
+}
+
+static void drop_client(struct bd_meta *m)
+{
+	if (m->cl) {
+		struct st_client *cl = m->cl;
+		m->cl = NULL;
+		st_client_close(cl);
+	}
+	m->broken = false;
+	m->registered = false;
+	m->reg_pending = m->hb_pending = m->watch_pending = false;
+}
+
+static void tick(void *arg, int res)
+{
+	struct bd_meta *m = arg;
+	if (res == -ECANCELED || m->stopping) {
+		return;
+	}
+	if (m->cl && (m->broken || !st_client_alive(m->cl))) {
+		drop_client(m);
+	}
+	if (!m->cl) {
+		int rc = st_client_connect(m->r, m->meta_addr, &m->cl);
+		if (rc < 0) {
+			m->cl = NULL;
+			if (!m->warned) {
+				st_warn("meta %s unreachable (%s); retrying every second",
+					m->meta_addr, strerror(-rc));
+				m->warned = true;
+			}
+			arm(m, 1000);
+			return;
+		}
+	}
+	struct bd_space sp;
+	bd_engine_space(m->e, &sp);
+	if (!m->registered) {
+		if (!m->reg_pending) {
+			Strata__Meta__NodeRegisterReq q = STRATA__META__NODE_REGISTER_REQ__INIT;
+			q.addr = m->self;
+			q.capacity = sp.total_blocks * BD_BLOCK;
+			q.weight = 1;
+			q.uuid = m->uuid;
+			if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_NODE_REGISTER,
+					   0, &q.base, NULL, 0, register_done, m) == 0) {
+				m->reg_pending = true;
+			} else {
+				m->broken = true;
+			}
+		}
+		arm(m, m->reg_pending ? 200 : 1000);
+		return;
+	}
+	if (!m->hb_pending) {
+		Strata__Meta__NodeHeartbeatReq h = STRATA__META__NODE_HEARTBEAT_REQ__INIT;
+		h.node_id = m->node_id;
+		h.used = sp.used_blocks * BD_BLOCK;
+		h.capacity = sp.total_blocks * BD_BLOCK;
+		if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_NODE_HEARTBEAT, 0,
+				   &h.base, NULL, 0, heartbeat_done, m) == 0) {
+			m->hb_pending = true;
+		} else {
+			m->broken = true;
+		}
+	}
+	if (!m->watch_pending && !m->broken) {
+		Strata__Meta__MapWatchReq w = STRATA__META__MAP_WATCH_REQ__INIT;
+		w.known_epoch = m->epoch;
+		if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_MAP_WATCH, 0, &w.base,
+				   NULL, 0, watch_done, m) == 0) {
+			m->watch_pending = true;
+		}
+	}
+	arm(m, 1000);
+}
+
+int bd_meta_start(struct st_reactor *r, struct bd_engine *e, const char *meta, const char *self,
+		  struct bd_meta **out)
+{
+	struct bd_meta *m = calloc(1, sizeof(*m));
+	if (!m) {
+		return -ENOMEM;
+	}
+	m->r = r;
+	m->e = e;
+	m->meta_addr = strdup(meta);
+	m->self = strdup(self);
+	if (!m->meta_addr || !m->self) {
+		free(m->meta_addr);
+		free(m->self);
+		free(m);
+		return -ENOMEM;
+	}
+	bd_engine_uuid(e, m->uuid);
+	arm(m, 0);
+	*out = m;
+	return 0;
+}
+
+void bd_meta_stop(struct bd_meta *m)
+{
+	if (!m) {
+		return;
+	}
+	/* Called after the reactor stopped running: no callback of ours can run any more. */
+	m->stopping = true;
+	drop_client(m);
+	free(m->meta_addr);
+	free(m->self);
+	free(m);
+}
+
+uint64_t bd_meta_epoch(const struct bd_meta *m)
+{
+	return m->epoch;
+}
+
+uint32_t bd_meta_node_id(const struct bd_meta *m)
+{
+	return m->node_id;
+}
