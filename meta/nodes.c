@@ -44,14 +44,15 @@ int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity
 	}
 	bool changed = true;
 	if (n == NULL) {
-		n = md_node_alloc(cat);
-		if (n == NULL) {
-			return md_fail(cat, -ENOMEM, "out of memory");
-		}
-		/* Take the id from the counter; it is persisted with the batch below. */
+		/* Ids are never reused: one past the largest (nodes are never removed). Compute it
+		 * before md_node_alloc, which may move the nodes array. */
 		uint32_t id = 0;
 		for (size_t i = 0; i < nn; i++) {
 			id = nodes[i]->id > id ? nodes[i]->id : id;
+		}
+		n = md_node_alloc(cat);
+		if (n == NULL) {
+			return md_fail(cat, -ENOMEM, "out of memory");
 		}
 		n->id = id + 1;
 		snprintf(n->uuid, sizeof(n->uuid), "%s", uuid);
