@@ -68,20 +68,16 @@ err_free:
 	return ret;
 }
 
+/*
+ * Drop a reference. An unused export stays open: opening costs round trips to strata-meta,
+ * clients tend to come back (OPT_INFO then OPT_GO, reconnects), and the size and read-only
+ * state libstrata reports stay current while it is open. strata_disconnect closes them at exit.
+ */
 void nbd_export_put(struct nbd_export *e)
 {
-	int ret;
-
-	if (e == NULL || --e->refs > 0) {
-		return;
+	if (e != NULL && e->refs > 0) {
+		e->refs--;
 	}
-	LIST_REMOVE(e, link);
-	ret = strata_close(e->vol);
-	if (ret < 0) {
-		st_warn("closing export %s: %s", e->name, strerror(-ret));
-	}
-	free(e->name);
-	free(e);
 }
 
 struct strata_volume *nbd_export_volume(struct nbd_export *e)

@@ -414,8 +414,10 @@ struct nbd_conn {
 	struct msghdr msg;
 	struct iovec siov[64];
 	bool sending_outq;
+	bool sending; /* a send is in flight or its completion is being accounted */
 	struct st_io send_io;
 
+	unsigned holds;     /* callbacks on the stack: the conn may not be freed */
 	unsigned executing; /* requests inside libstrata: the conn may not be freed */
 	unsigned active;    /* requests not yet released (executing or reply queued) */
 	TAILQ_HEAD(, nbd_req) freereqs;
@@ -425,6 +427,8 @@ struct nbd_conn {
 void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o) __attribute__((nonnull));
 void nbd_conn_req_released(struct nbd_conn *c) __attribute__((nonnull));
 void nbd_conn_maybe_free(struct nbd_conn *c) __attribute__((nonnull));
+void nbd_conn_hold(struct nbd_conn *c) __attribute__((nonnull));
+void nbd_conn_unhold(struct nbd_conn *c) __attribute__((nonnull));
 
 /* ---- request.c ---- */
 struct nbd_req *nbd_req_get(struct nbd_conn *c) __attribute__((nonnull));

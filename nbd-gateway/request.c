@@ -277,9 +277,11 @@ static void req_complete(void *arg)
 	struct nbd_req *r = arg;
 	struct nbd_conn *c = r->conn;
 
+	nbd_conn_hold(c);
 	c->executing--;
 	if (c->closing) {
 		nbd_req_put(r);
+		nbd_conn_unhold(c);
 		return;
 	}
 	if (r->err == 0 && r->stage == 0 && r->req.type == NBD_CMD_TRIM &&
@@ -291,12 +293,14 @@ static void req_complete(void *arg)
 		c->executing++;
 		ret = strata_aio_flush(nbd_export_volume(c->exp), strata_done, r);
 		if (ret == 0) {
+			nbd_conn_unhold(c);
 			return;
 		}
 		c->executing--;
 		r->err = ret;
 	}
 	req_reply(r);
+	nbd_conn_unhold(c);
 }
 
 /* On libstrata's I/O thread: hand the request back to the reactor. */

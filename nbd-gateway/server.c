@@ -90,7 +90,7 @@ void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
 
 static bool conn_output_idle(struct nbd_conn *c)
 {
-	return !c->send_io.busy && c->hsbuf.len == 0 && TAILQ_EMPTY(&c->outq) &&
+	return !c->sending && c->hsbuf.len == 0 && TAILQ_EMPTY(&c->outq) &&
 	       (c->tls == NULL || nbd_tls_cipher_out(c->tls)->len == 0);
 }
 
@@ -120,9 +120,34 @@ static void conn_output_drained(struct nbd_conn *c)
 	}
 }
 
+/* Callbacks pin the connection so nothing they call can free it under them. */
+static void conn_hold(struct nbd_conn *c)
+{
+	c->holds++;
+}
+
+static void conn_unhold(struct nbd_conn *c)
+{
+	c->holds--;
+	nbd_conn_maybe_free(c);
+}
+
+static void send_done_locked(struct nbd_conn *c, int res);
+
 static void send_done(void *arg, int res)
 {
 	struct nbd_conn *c = arg;
+
+	conn_hold(c);
+	send_done_locked(c, res);
+	conn_unhold(c);
+}
+
+static void send_done_locked(struct nbd_conn *c, int res)
+{
+	/* Retiring messages runs request releases, which may queue output: keep conn_pump from
+	 * starting a send until the accounting below is finished. */
+	c->sending = true;
 
 	if (res < 0 && res != -EAGAIN && res != -EINTR) {
 		if (!c->closing) {
@@ -172,8 +197,8 @@ static void send_done(void *arg, int res)
 			c->sendoff = 0;
 		}
 	}
+	c->sending = false;
 	if (c->closing) {
-		nbd_conn_maybe_free(c);
 		return;
 	}
 	conn_pump(c);
@@ -184,11 +209,12 @@ static void conn_pump(struct nbd_conn *c)
 {
 	struct nbd_server *srv = c->srv;
 
-	if (c->closing || c->send_io.busy) {
+	if (c->closing || c->sending) {
 		return;
 	}
 	if (c->sendbuf.len > c->sendoff) {
 		c->sending_outq = false;
+		c->sending = true;
 		st_reactor_send(srv->r, &c->send_io, c->fd, c->sendbuf.p + c->sendoff,
 				c->sendbuf.len - c->sendoff, send_done, c);
 		return;
@@ -226,6 +252,7 @@ static void conn_pump(struct nbd_conn *c)
 			cipher->len = 0;
 			c->sendoff = 0;
 			c->sending_outq = false;
+			c->sending = true;
 			st_reactor_send(srv->r, &c->send_io, c->fd, c->sendbuf.p, c->sendbuf.len,
 					send_done, c);
 			return;
@@ -238,6 +265,7 @@ static void conn_pump(struct nbd_conn *c)
 		c->hsbuf.len = 0;
 		c->sendoff = 0;
 		c->sending_outq = false;
+		c->sending = true;
 		st_reactor_send(srv->r, &c->send_io, c->fd, c->sendbuf.p, c->sendbuf.len, send_done,
 				c);
 		return;
@@ -261,6 +289,7 @@ static void conn_pump(struct nbd_conn *c)
 			c->msg.msg_iov = c->siov;
 			c->msg.msg_iovlen = (size_t)n;
 			c->sending_outq = true;
+			c->sending = true;
 			st_reactor_sendmsg(srv->r, &c->send_io, c->fd, &c->msg, send_done, c);
 			return;
 		}
@@ -515,9 +544,19 @@ static bool conn_may_read(struct nbd_conn *c)
 	return true;
 }
 
+static void recv_done_locked(struct nbd_conn *c, int res);
+
 static void recv_done(void *arg, int res)
 {
 	struct nbd_conn *c = arg;
+
+	conn_hold(c);
+	recv_done_locked(c, res);
+	conn_unhold(c);
+}
+
+static void recv_done_locked(struct nbd_conn *c, int res)
+{
 
 	if (c->closing) {
 		nbd_conn_maybe_free(c);
@@ -604,20 +643,28 @@ static void conn_recv_arm(struct nbd_conn *c)
 /* A request was released: maybe resume reading, or finish a DISC. */
 void nbd_conn_req_released(struct nbd_conn *c)
 {
+	conn_hold(c);
 	if (c->closing) {
-		nbd_conn_maybe_free(c);
-		return;
-	}
-	if (c->close_drained) {
+		/* conn_unhold frees it once the last request is gone */
+	} else if (c->close_drained) {
 		if (c->active == 0 && conn_output_idle(c)) {
 			conn_close(c);
 		}
-		return;
-	}
-	if (c->active + 1 == c->srv->cfg.max_inflight) {
-		conn_process(c);
+	} else if (c->active + 1 == c->srv->cfg.max_inflight) {
+		conn_process(c); /* we had stopped reading at the limit */
 		conn_recv_arm(c);
 	}
+	conn_unhold(c);
+}
+
+void nbd_conn_hold(struct nbd_conn *c)
+{
+	conn_hold(c);
+}
+
+void nbd_conn_unhold(struct nbd_conn *c)
+{
+	conn_unhold(c);
 }
 
 /* ---- lifecycle ---- */
@@ -649,7 +696,7 @@ void nbd_conn_maybe_free(struct nbd_conn *c)
 {
 	struct nbd_server *srv = c->srv;
 
-	if (!c->closing || c->recv_io.busy || c->send_io.busy || c->executing > 0 ||
+	if (!c->closing || c->holds > 0 || c->recv_io.busy || c->send_io.busy || c->executing > 0 ||
 	    c->active > 0) {
 		return;
 	}
