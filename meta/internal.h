@@ -241,7 +241,10 @@ int md_server_start(struct st_reactor *r, struct md_catalog *cat,
 		    const struct md_server_config *cfg, struct md_server **out)
 	__attribute__((nonnull));
 int md_server_port(const struct md_server *s) __attribute__((nonnull));
+/* Stop accepting (the reactor may still deliver callbacks); free only after the reactor is
+ * destroyed. */
 void md_server_stop(struct md_server *s);
+void md_server_free(struct md_server *s);
 
 /* map.c: a byte-string keyed hash map (open addressing) */
 struct md_map {

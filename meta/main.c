@@ -83,6 +83,9 @@ int main(int argc, char **argv)
 	rc = st_reactor_run(g_reactor);
 	st_info("shutting down");
 	md_server_stop(srv);
+	st_reactor_destroy(g_reactor); /* delivers the cancelled timers to the server */
+	md_server_free(srv);
+	goto out_catalog;
 out_reactor:
 	st_reactor_destroy(g_reactor);
 out_catalog:

@@ -288,7 +288,7 @@ static void waiter_timer(void *arg, int res)
 {
 	struct md_waiter *w = arg;
 	struct md_server *s = w->s;
-	if (!w->done && w->c != NULL) {
+	if (!w->done && w->c != NULL && !s->stopping) {
 		reply_map(s, w->c, STRATA__META__META_MSG_TYPE__META_MAP_WATCH, w->req_id);
 	}
 	TAILQ_REMOVE(&s->waiters, w, link);
@@ -857,8 +857,17 @@ void md_server_stop(struct md_server *s)
 	}
 	s->stopping = true;
 	st_server_stop(s->srv);
-	/* The reactor is no longer running: the tick and waiter timers are simply abandoned
-	 * with it; free what we own. */
+}
+
+/*
+ * After st_reactor_destroy(): the reactor has delivered (cancelled) every outstanding timer by
+ * then, and waiter_timer() frees each waiter it sees while stopping; free what is left.
+ */
+void md_server_free(struct md_server *s)
+{
+	if (s == NULL) {
+		return;
+	}
 	struct md_waiter *w;
 	while ((w = TAILQ_FIRST(&s->waiters)) != NULL) {
 		TAILQ_REMOVE(&s->waiters, w, link);
