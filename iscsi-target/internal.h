@@ -422,7 +422,7 @@ struct isc_cdb {
 /* Geometry of one logical unit, as the CDB checks need it. */
 struct isc_geom {
 	uint64_t nblocks;
-	uint32_t block_size; /* 4096: see docs/ARCHITECTURE.md ## strata-iscsi */
+	uint32_t block_size; /* 512 or 4096; libstrata works in 4096 (see scsi_sbc.c) */
 	bool read_only;
 	uint32_t max_xfer_blocks;
 	uint32_t max_unmap_blocks;
@@ -564,6 +564,7 @@ struct isc_config {
 	const char *meta;
 	const char *iqn_prefix;
 	const char *listen;
+	uint32_t block_size; /* logical block size exposed: 512 (default) or 4096 */
 	struct isc_auth discovery_auth;
 	struct isc_target_conf *targets; /* per-target auth and ACLs */
 	size_t ntargets;

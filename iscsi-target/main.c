@@ -39,12 +39,15 @@ int main(int argc, char **argv)
 {
 	const char *meta = NULL, *listen_addr = "127.0.0.1:3260";
 	const char *prefix = "iqn.2026-11.io.strata", *config = NULL, *level = "info";
+	int64_t block_size = 512;
 	const struct st_flag flags[] = {
 		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT",
 		 "strata-meta address (default $STRATA_META)"},
 		{"listen", ST_FLAG_STRING, &listen_addr, "HOST:PORT", "portal to listen on"},
 		{"iqn-prefix", ST_FLAG_STRING, &prefix, "IQN", "target names are IQN:<pool>.<vol>"},
 		{"config", ST_FLAG_STRING, &config, "FILE", "CHAP credentials and ACLs"},
+		{"block-size", ST_FLAG_INT, &block_size, "BYTES",
+		 "logical block size: 512 or 4096"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
@@ -63,6 +66,11 @@ int main(int argc, char **argv)
 	cfg.meta = meta;
 	cfg.iqn_prefix = prefix;
 	cfg.listen = listen_addr;
+	if (block_size != 512 && block_size != 4096) {
+		fprintf(stderr, "strata-iscsi: --block-size must be 512 or 4096\n");
+		return 2;
+	}
+	cfg.block_size = (uint32_t)block_size;
 	if (config && isc_config_load(&cfg, config))
 		return 1;
 

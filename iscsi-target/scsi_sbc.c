@@ -4,7 +4,23 @@
  * t->cont once every op of the step has completed (t->pending reaches 0). The first error
  * of a step wins (t->err) and is mapped to sense by isc_errno_to_sense().
  *
- * Blocks are 4096 bytes, so every libstrata request is 4096-aligned by construction.
+ * Logical blocks may be 512 bytes (the default, what BIOS/iPXE boot code and qemu's iscsi
+ * driver handle best) while libstrata works in 4096-byte units. So every medium access goes
+ * through two byte-range helpers:
+ *
+ *   read_range   reads the 4 KiB-aligned span around [off, off+len) into a bounce buffer
+ *   write_range  writes the aligned interior directly and each partial 4 KiB block at the
+ *                edges by read-modify-write, committed with strata_aio_compare_and_write
+ *                against the block as read, retried on a miscompare
+ *
+ * Committing the merge with compare-and-write is what keeps two concurrent sub-block writes
+ * to one 4 KiB block (from this gateway or another) from losing either: the loser's
+ * compare fails and it re-reads. COMPARE AND WRITE of 512-byte blocks uses the same
+ * machinery with an extra compare of the initiator's verify data.
+ *
+ * The RMW chain runs on libstrata's I/O thread (callbacks may issue further async calls); it
+ * only touches its own struct rmw and reads the task's immutable buffers, then reports to
+ * the task with isc_task_backend_cb like any other op.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -12,8 +28,20 @@
 
 #include "internal.h"
 
-#define WS_CHUNK           (1024 * 1024) /* WRITE SAME of non-zero data writes this much per step */
+#define SBLK               4096u           /* libstrata's alignment */
+#define WS_CHUNK           (1024u * 1024u) /* WRITE SAME of a pattern: bytes per step */
+#define RMW_TRIES          64
 #define LBA_STATUS_MAX_EXT 64
+
+static uint64_t align_down(uint64_t x)
+{
+	return x & ~(uint64_t)(SBLK - 1);
+}
+
+static uint64_t align_up(uint64_t x)
+{
+	return (x + SBLK - 1) & ~(uint64_t)(SBLK - 1);
+}
 
 static uint64_t byte_off(struct isc_task *t, uint64_t lba)
 {
@@ -31,22 +59,176 @@ static void finish(struct isc_task *t)
 	isc_task_complete(t);
 }
 
-/* A libstrata call refused up front (rc < 0) completes the task right here. */
+/*
+ * Account one op and report a libstrata call refused up front (rc < 0) as its completion.
+ * Going through the post keeps every completion on the same path, so a refusal in the
+ * middle of a multi-op step cannot finish the task under the loop that issues the rest.
+ */
 static void issued(struct isc_task *t, int rc)
 {
-	if (rc < 0) {
-		t->pending--;
-		t->refs--; /* the reference isc_task_backend_start took; the list still holds one */
-		if (!t->err)
-			t->err = rc;
-		if (t->pending == 0) {
-			t->cont = NULL;
-			finish(t);
-		}
-	}
+	if (rc < 0)
+		isc_task_backend_cb(t, rc);
 }
 
+/* ---- read-modify-write of one partial 4 KiB block ---- */
+
+struct rmw {
+	struct isc_task *t;
+	strata_volume *vol;
+	uint64_t blk;       /* aligned byte offset of the block */
+	uint32_t at, len;   /* the bytes to replace within it */
+	const uint8_t *src; /* NULL: zeros */
+	const uint8_t *cmp; /* COMPARE AND WRITE: these bytes must match first */
+	int tries;
+	uint8_t old[SBLK];
+	uint8_t nw[SBLK];
+};
+
+static void rmw_read(struct rmw *m);
+
+static void rmw_finish(struct rmw *m, int err)
+{
+	struct isc_task *t = m->t;
+
+	free(m);
+	isc_task_backend_cb(t, err);
+}
+
+static void rmw_caw_done(void *arg, int err)
+{
+	struct rmw *m = arg;
+
+	if (err == -EILSEQ && ++m->tries < RMW_TRIES) {
+		rmw_read(m); /* someone wrote the block since we read it: merge again */
+		return;
+	}
+	rmw_finish(m, err);
+}
+
+static void rmw_read_done(void *arg, int err)
+{
+	struct rmw *m = arg;
+	int rc;
+
+	if (err) {
+		rmw_finish(m, err);
+		return;
+	}
+	if (m->cmp && memcmp(m->old + m->at, m->cmp, m->len)) {
+		uint32_t i = 0;
+		while (m->old[m->at + i] == m->cmp[i])
+			i++;
+		m->t->miscompare_off = i;
+		rmw_finish(m, -EILSEQ);
+		return;
+	}
+	memcpy(m->nw, m->old, SBLK);
+	if (m->src)
+		memcpy(m->nw + m->at, m->src, m->len);
+	else
+		memset(m->nw + m->at, 0, m->len);
+	rc = strata_aio_compare_and_write(m->vol, m->blk, SBLK, m->old, m->nw, NULL, rmw_caw_done,
+					  m);
+	if (rc < 0)
+		rmw_finish(m, rc);
+}
+
+static void rmw_read(struct rmw *m)
+{
+	int rc = strata_aio_read(m->vol, m->blk, SBLK, m->old, rmw_read_done, m);
+
+	if (rc < 0)
+		rmw_finish(m, rc);
+}
+
+/* Start one RMW op on the task (reactor thread). */
+static void rmw_start(struct isc_task *t, uint64_t blk, uint32_t at, uint32_t len,
+		      const uint8_t *src, const uint8_t *cmp)
+{
+	struct rmw *m = malloc(sizeof(*m));
+
+	isc_task_backend_start(t);
+	if (!m) {
+		isc_task_backend_cb(t, -ENOMEM);
+		return;
+	}
+	m->t = t;
+	m->vol = isc_task_lu(t)->vol;
+	m->blk = blk;
+	m->at = at;
+	m->len = len;
+	m->src = src;
+	m->cmp = cmp;
+	m->tries = 0;
+	t->step = 1; /* an RMW happened: FUA needs a flush afterwards */
+	rmw_read(m);
+}
+
+/*
+ * Write [off, off+len) from src (NULL: zeros, zflags for strata_aio_write_zeroes), at any
+ * 512-byte alignment. Adds its ops to the task's current step.
+ */
+static void write_range(struct isc_task *t, uint64_t off, uint64_t len, const uint8_t *src,
+			unsigned wflags, unsigned zflags)
+{
+	strata_volume *vol = isc_task_lu(t)->vol;
+	uint64_t end = off + len, a = align_up(off), b = align_down(end);
+
+	if (len == 0)
+		return;
+	if (a > b) { /* inside one block */
+		uint64_t blk = align_down(off);
+		rmw_start(t, blk, (uint32_t)(off - blk), (uint32_t)len, src, NULL);
+		return;
+	}
+	if (off < a)
+		rmw_start(t, a - SBLK, (uint32_t)(off - (a - SBLK)), (uint32_t)(a - off), src,
+			  NULL);
+	if (a < b) {
+		isc_task_backend_start(t);
+		if (src)
+			issued(t, strata_aio_write(vol, a, (size_t)(b - a), src + (a - off), wflags,
+						   isc_task_backend_cb, t));
+		else
+			issued(t, strata_aio_write_zeroes(vol, a, (size_t)(b - a), zflags,
+							  isc_task_backend_cb, t));
+	}
+	if (b < end)
+		rmw_start(t, b, 0, (uint32_t)(end - b), src ? src + (b - off) : NULL, NULL);
+}
+
+/* Read the aligned span around [off, off+len) into t->aux; the data is at t->aux + t->next. */
+static int read_range(struct isc_task *t, uint64_t off, uint64_t len)
+{
+	uint64_t a = align_down(off), b = align_up(off + len);
+
+	free(t->aux);
+	t->aux = malloc((size_t)(b - a));
+	if (!t->aux)
+		return -ENOMEM;
+	t->next = (size_t)(off - a);
+	isc_task_backend_start(t);
+	issued(t, strata_aio_read(isc_task_lu(t)->vol, a, (size_t)(b - a), t->aux,
+				  isc_task_backend_cb, t));
+	return 0;
+}
+
+/* ---- READ, WRITE, VERIFY ---- */
+
 static void read_done(struct isc_task *t)
+{
+	if (!t->err) {
+		if (isc_task_buf(t, t->c.xfer_len)) {
+			isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
+			return;
+		}
+		memcpy(t->buf, t->aux + t->next, t->c.xfer_len);
+		t->in_len = t->c.xfer_len;
+	}
+	finish(t);
+}
+
+static void read_direct_done(struct isc_task *t)
 {
 	if (!t->err)
 		t->in_len = t->c.xfer_len;
@@ -55,36 +237,54 @@ static void read_done(struct isc_task *t)
 
 static void sbc_read(struct isc_task *t)
 {
-	struct isc_lu *lu = isc_task_lu(t);
-	size_t len = t->c.xfer_len;
+	uint64_t off = byte_off(t, t->c.lba), len = t->c.xfer_len;
 
 	if (len == 0) {
 		isc_task_status(t, ISC_STATUS_GOOD);
 		return;
 	}
-	if (isc_task_buf(t, len)) {
-		isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
+	if (!(off % SBLK) && !(len % SBLK)) {
+		if (isc_task_buf(t, len)) {
+			isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
+			return;
+		}
+		t->cont = read_direct_done;
+		isc_task_backend_start(t);
+		issued(t, strata_aio_read(isc_task_lu(t)->vol, off, (size_t)len, t->buf,
+					  isc_task_backend_cb, t));
 		return;
 	}
 	t->cont = read_done;
-	isc_task_backend_start(t);
-	issued(t, strata_aio_read(lu->vol, byte_off(t, t->c.lba), len, t->buf, isc_task_backend_cb,
-				  t));
+	if (read_range(t, off, len))
+		isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
+}
+
+static void write_done(struct isc_task *t)
+{
+	if (!t->err && t->c.fua && t->step) {
+		/* The RMW edges went through compare-and-write, which has no FUA flag. */
+		t->step = 0;
+		t->cont = finish;
+		isc_task_backend_start(t);
+		issued(t, strata_aio_flush(isc_task_lu(t)->vol, isc_task_backend_cb, t));
+		return;
+	}
+	finish(t);
 }
 
 static void sbc_write(struct isc_task *t)
 {
-	struct isc_lu *lu = isc_task_lu(t);
-	size_t len = (size_t)t->c.nblocks * lu->geom.block_size;
+	uint64_t len = (uint64_t)t->c.nblocks * isc_task_lu(t)->geom.block_size;
 
 	if (len == 0) {
 		isc_task_status(t, ISC_STATUS_GOOD);
 		return;
 	}
-	t->cont = finish;
-	isc_task_backend_start(t);
-	issued(t, strata_aio_write(lu->vol, byte_off(t, t->c.lba), len, t->buf,
-				   t->c.fua ? STRATA_WRITE_FUA : 0, isc_task_backend_cb, t));
+	t->cont = write_done;
+	t->step = 0;
+	isc_task_backend_start(t); /* hold the step open while issuing */
+	write_range(t, byte_off(t, t->c.lba), len, t->buf, t->c.fua ? STRATA_WRITE_FUA : 0, 0);
+	isc_task_backend_cb(t, 0);
 }
 
 /* VERIFY with BYTCHK: read the range and compare with the Data-Out buffer. */
@@ -92,6 +292,7 @@ static void verify_done(struct isc_task *t)
 {
 	uint32_t bs = isc_task_lu(t)->geom.block_size;
 	size_t len = (size_t)t->c.nblocks * bs;
+	const uint8_t *got = t->aux + t->next;
 
 	if (t->err) {
 		finish(t);
@@ -99,7 +300,7 @@ static void verify_done(struct isc_task *t)
 	}
 	for (size_t i = 0; i < len; i++) {
 		uint8_t want = t->c.bytchk == 3 ? t->buf[i % bs] : t->buf[i];
-		if (t->aux[i] != want) {
+		if (got[i] != want) {
 			t->sense_info_valid = true;
 			t->sense_info = i;
 			isc_task_fail(t, ISC_SENSE_MISCOMPARE_VERIFY);
@@ -111,23 +312,16 @@ static void verify_done(struct isc_task *t)
 
 static void sbc_verify(struct isc_task *t)
 {
-	struct isc_lu *lu = isc_task_lu(t);
-	size_t len = (size_t)t->c.nblocks * lu->geom.block_size;
+	uint64_t len = (uint64_t)t->c.nblocks * isc_task_lu(t)->geom.block_size;
 
 	if (t->c.bytchk == 0 || len == 0) {
 		/* Every read is checksum-verified by blockd; nothing more to prove. */
 		isc_task_status(t, ISC_STATUS_GOOD);
 		return;
 	}
-	t->aux = malloc(len);
-	if (!t->aux) {
-		isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
-		return;
-	}
 	t->cont = verify_done;
-	isc_task_backend_start(t);
-	issued(t, strata_aio_read(lu->vol, byte_off(t, t->c.lba), len, t->aux, isc_task_backend_cb,
-				  t));
+	if (read_range(t, byte_off(t, t->c.lba), len))
+		isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
 }
 
 /* ---- WRITE SAME ---- */
@@ -151,56 +345,53 @@ static void ws_next(struct isc_task *t)
 	ws_step(t);
 }
 
-/* t->next counts blocks written so far. */
+/*
+ * A pattern WRITE SAME goes out in chunks ending on WS_CHUNK boundaries of the volume, so
+ * every chunk but the first starts aligned. t->next is the byte offset written up to.
+ */
 static void ws_step(struct isc_task *t)
 {
-	struct isc_lu *lu = isc_task_lu(t);
-	uint32_t bs = lu->geom.block_size;
-	uint64_t left = t->c.nblocks - t->next;
-	uint64_t chunk = WS_CHUNK / bs;
-	size_t n;
+	uint32_t bs = isc_task_lu(t)->geom.block_size;
+	uint64_t end = byte_off(t, t->c.lba + t->c.nblocks), off = t->next, stop;
 
-	if (left == 0) {
+	if (off >= end) {
 		finish(t);
 		return;
 	}
-	if (chunk > left)
-		chunk = left;
-	n = (size_t)chunk * bs;
+	stop = (off / WS_CHUNK + 1) * WS_CHUNK;
+	if (stop > end)
+		stop = end;
+	t->next = (size_t)stop;
 	t->cont = ws_next;
+	(void)bs;
 	isc_task_backend_start(t);
-	uint64_t off = byte_off(t, t->c.lba + t->next);
-	t->next += chunk;
-	issued(t, strata_aio_write(lu->vol, off, n, t->aux, 0, isc_task_backend_cb, t));
+	write_range(t, off, stop - off, t->aux, 0, 0);
+	isc_task_backend_cb(t, 0);
 }
 
 static void sbc_write_same(struct isc_task *t)
 {
-	struct isc_lu *lu = isc_task_lu(t);
-	uint32_t bs = lu->geom.block_size;
-	size_t len = (size_t)t->c.nblocks * bs;
-	uint64_t chunk;
+	uint32_t bs = isc_task_lu(t)->geom.block_size;
+	uint64_t off = byte_off(t, t->c.lba), len = (uint64_t)t->c.nblocks * bs;
 
 	if (t->c.ndob || all_zero(t->buf, bs)) {
 		/* Zeros: let libstrata deallocate when UNMAP is set; LBPRZ holds either way. */
 		t->cont = finish;
 		isc_task_backend_start(t);
-		issued(t, strata_aio_write_zeroes(lu->vol, byte_off(t, t->c.lba), len,
-						  t->c.unmap ? STRATA_ZERO_MAY_TRIM : 0,
-						  isc_task_backend_cb, t));
+		write_range(t, off, len, NULL, 0, t->c.unmap ? STRATA_ZERO_MAY_TRIM : 0);
+		isc_task_backend_cb(t, 0);
 		return;
 	}
-	chunk = WS_CHUNK / bs;
-	if (chunk > t->c.nblocks)
-		chunk = t->c.nblocks;
-	t->aux = malloc((size_t)chunk * bs);
+	/* The pattern buffer starts at phase 0 of the block; chunk starts are multiples of bs
+	 * away from off, so one buffer serves every chunk. */
+	t->aux = malloc(WS_CHUNK);
 	if (!t->aux) {
 		isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
 		return;
 	}
-	for (uint64_t i = 0; i < chunk; i++)
-		memcpy(t->aux + i * bs, t->buf, bs);
-	t->next = 0;
+	for (uint32_t i = 0; i < WS_CHUNK / bs; i++)
+		memcpy(t->aux + (size_t)i * bs, t->buf, bs);
+	t->next = (size_t)off;
 	ws_step(t);
 }
 
@@ -208,8 +399,7 @@ static void sbc_write_same(struct isc_task *t)
 
 static void sbc_unmap(struct isc_task *t)
 {
-	struct isc_lu *lu = isc_task_lu(t);
-	const struct isc_geom *g = &lu->geom;
+	const struct isc_geom *g = &isc_task_lu(t)->geom;
 	uint32_t plen = t->c.xfer_len;
 	const uint8_t *p = t->buf;
 	uint32_t bdl, ndesc;
@@ -243,57 +433,43 @@ static void sbc_unmap(struct isc_task *t)
 			return;
 		}
 	}
+	/* Unmapped blocks must read as zeros (LBPRZ): zero-with-trim gives exactly that. */
 	t->cont = finish;
-	/* Hold one reference for the loop so an early completion cannot finish us. */
 	isc_task_backend_start(t);
 	for (uint32_t i = 0; i < ndesc; i++) {
 		uint64_t lba = isc_get64(p + 8 + 16 * i);
 		uint32_t n = isc_get32(p + 8 + 16 * i + 8);
-		if (n == 0)
-			continue;
-		isc_task_backend_start(t);
-		issued(t, strata_aio_write_zeroes(lu->vol, lba * g->block_size,
-						  (size_t)n * g->block_size, STRATA_ZERO_MAY_TRIM,
-						  isc_task_backend_cb, t));
+		write_range(t, lba * g->block_size, (uint64_t)n * g->block_size, NULL, 0,
+			    STRATA_ZERO_MAY_TRIM);
 	}
 	isc_task_backend_cb(t, 0);
 }
 
 /* ---- GET LBA STATUS ---- */
 
-static void lba_status_done(struct isc_task *t);
-
-/* t->next has the extent count from libstrata; t->step is what lba_status_done walks. */
-static void lba_status_fix(struct isc_task *t)
-{
-	t->step = (uint32_t)t->next;
-	lba_status_done(t);
-}
-
 static void lba_status_done(struct isc_task *t)
 {
-	struct isc_lu *lu = isc_task_lu(t);
-	uint32_t bs = lu->geom.block_size;
-	size_t nd = 0, off = 8;
+	uint32_t bs = isc_task_lu(t)->geom.block_size;
+	size_t off = 8, n = t->next;
 	uint8_t *d;
 
 	if (t->err) {
 		finish(t);
 		return;
 	}
-	if (isc_task_buf(t, 8 + 16 * (t->step + 1))) {
+	if (isc_task_buf(t, 8 + 16 * (n + 1))) {
 		isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
 		return;
 	}
 	d = t->buf;
-	for (size_t i = 0; i < t->step; i++) {
+	for (size_t i = 0; i < n; i++) {
 		const struct strata_extent *e = &t->ext[i];
 		uint8_t st = (e->flags & STRATA_EXTENT_HOLE) ? 1 : 0;
 		uint64_t lba = e->offset / bs, nb = (e->length + bs - 1) / bs;
-		if (nd && d[off - 16 + 12] == st &&
-		    isc_get64(d + off - 16) + isc_get32(d + off - 16 + 8) == lba &&
-		    isc_get32(d + off - 16 + 8) + nb <= 0xffffffffull) {
-			isc_put32(d + off - 16 + 8, (uint32_t)(isc_get32(d + off - 16 + 8) + nb));
+		uint8_t *prev = d + off - 16;
+		if (off > 8 && prev[12] == st && isc_get64(prev) + isc_get32(prev + 8) == lba &&
+		    isc_get32(prev + 8) + nb <= 0xffffffffull) {
+			isc_put32(prev + 8, (uint32_t)(isc_get32(prev + 8) + nb));
 			continue;
 		}
 		if (nb > 0xffffffffull)
@@ -302,41 +478,47 @@ static void lba_status_done(struct isc_task *t)
 		isc_put32(d + off + 8, (uint32_t)nb);
 		d[off + 12] = st;
 		off += 16;
-		nd++;
 	}
 	isc_put32(d, (uint32_t)(off - 4));
 	t->in_len = (uint32_t)off < t->c.xfer_len ? (uint32_t)off : t->c.xfer_len;
 	finish(t);
 }
 
+static void lba_status_trim(struct isc_task *t);
+
 static void sbc_get_lba_status(struct isc_task *t)
 {
 	struct isc_lu *lu = isc_task_lu(t);
 	uint32_t bs = lu->geom.block_size;
-	uint64_t left = (lu->geom.nblocks - t->c.lba) * bs;
+	uint64_t start = align_down(t->c.lba * bs);
+	uint64_t left = lu->geom.nblocks * bs - start;
 	size_t len = left > (1ull << 30) ? (size_t)1 << 30 : (size_t)left;
 
-	if (t->c.xfer_len < 24) {
-		/* Too small for one descriptor: header only. */
-		if (isc_task_buf(t, 8)) {
-			isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
-			return;
-		}
-		isc_put32(t->buf, 4);
-		t->in_len = t->c.xfer_len < 8 ? t->c.xfer_len : 8;
-		t->status = ISC_STATUS_GOOD;
-		isc_task_complete(t);
-		return;
-	}
 	t->ext = calloc(LBA_STATUS_MAX_EXT, sizeof(*t->ext));
 	if (!t->ext) {
 		isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
 		return;
 	}
-	t->cont = lba_status_fix;
+	t->cont = lba_status_trim;
 	isc_task_backend_start(t);
-	issued(t, strata_aio_block_status(lu->vol, t->c.lba * bs, len, t->ext, LBA_STATUS_MAX_EXT,
-					  &t->next, isc_task_backend_cb, t));
+	issued(t, strata_aio_block_status(lu->vol, start, len, t->ext, LBA_STATUS_MAX_EXT, &t->next,
+					  isc_task_backend_cb, t));
+}
+
+/* GET LBA STATUS must start its first descriptor at the requested LBA. */
+static void lba_status_trim(struct isc_task *t)
+{
+	uint32_t bs = isc_task_lu(t)->geom.block_size;
+	uint64_t want = t->c.lba * bs;
+
+	if (!t->err && t->next && t->ext[0].offset < want) {
+		uint64_t cut = want - t->ext[0].offset;
+		if (cut < t->ext[0].length) {
+			t->ext[0].offset += cut;
+			t->ext[0].length -= cut;
+		}
+	}
+	lba_status_done(t);
 }
 
 /* ---- COMPARE AND WRITE ---- */
@@ -355,6 +537,7 @@ static void caw_done(struct isc_task *t)
 static void sbc_compare_and_write(struct isc_task *t)
 {
 	struct isc_lu *lu = isc_task_lu(t);
+	uint64_t off = byte_off(t, t->c.lba);
 	size_t len = (size_t)t->c.nblocks * lu->geom.block_size;
 
 	if (len == 0) {
@@ -362,19 +545,26 @@ static void sbc_compare_and_write(struct isc_task *t)
 		return;
 	}
 	t->cont = caw_done;
-	isc_task_backend_start(t);
-	issued(t, strata_aio_compare_and_write(lu->vol, byte_off(t, t->c.lba), len, t->buf,
-					       t->buf + len, &t->miscompare_off,
-					       isc_task_backend_cb, t));
+	if (!(off % SBLK) && !(len % SBLK)) {
+		isc_task_backend_start(t);
+		issued(t, strata_aio_compare_and_write(lu->vol, off, len, t->buf, t->buf + len,
+						       &t->miscompare_off, isc_task_backend_cb, t));
+		return;
+	}
+	if (align_down(off) != align_down(off + len - 1)) {
+		/* max_caw_blocks keeps 512-byte CAW inside one 4 KiB block */
+		isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
+		return;
+	}
+	rmw_start(t, align_down(off), (uint32_t)(off - align_down(off)), (uint32_t)len,
+		  t->buf + len, t->buf);
 }
 
 static void sbc_sync_cache(struct isc_task *t)
 {
-	struct isc_lu *lu = isc_task_lu(t);
-
 	t->cont = finish;
 	isc_task_backend_start(t);
-	issued(t, strata_aio_flush(lu->vol, isc_task_backend_cb, t));
+	issued(t, strata_aio_flush(isc_task_lu(t)->vol, isc_task_backend_cb, t));
 }
 
 void isc_sbc_exec(struct isc_task *t)

@@ -3,8 +3,9 @@
  * isc_cdb_validate(), which decodes and checks every CDB before anything executes, and
  * isc_errno_to_sense(), which maps libstrata's errno values to sense data.
  *
- * Logical blocks are 4096 bytes (libstrata writes are 4096-aligned; exposing 512-byte LBAs
- * would need read-modify-write in the gateway). See docs/ARCHITECTURE.md, ## strata-iscsi.
+ * Logical blocks are 512 bytes by default (--block-size 4096 is the other choice) over
+ * libstrata's 4096-byte units: 4096-byte physical blocks are reported (LBPPBE), and
+ * scsi_sbc.c does read-modify-write for partial blocks. See docs/ARCHITECTURE.md.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -530,12 +531,12 @@ static int inquiry_vpd(struct isc_task *t, uint8_t page, uint8_t *d)
 	case 0xb0:
 		d[3] = 0x3c;
 		d[5] = (uint8_t)g->max_caw_blocks;
-		isc_put16(d + 6, 1);
+		isc_put16(d + 6, (uint16_t)(4096 / g->block_size)); /* optimal granularity */
 		isc_put32(d + 8, g->max_xfer_blocks);
-		isc_put32(d + 12, 256); /* optimal: 1 MiB */
+		isc_put32(d + 12, (1u << 20) / g->block_size); /* optimal: 1 MiB */
 		isc_put32(d + 20, g->max_unmap_blocks);
 		isc_put32(d + 24, 256);
-		isc_put32(d + 28, 1);
+		isc_put32(d + 28, 4096 / g->block_size); /* unmap granularity */
 		isc_put64(d + 36, g->max_ws_blocks);
 		return 64;
 	case 0xb1:
@@ -871,6 +872,8 @@ static void sbc_read_capacity16(struct isc_task *t)
 	}
 	isc_put64(t->buf, lu->geom.nblocks ? lu->geom.nblocks - 1 : 0);
 	isc_put32(t->buf + 8, lu->geom.block_size);
+	for (uint32_t b = lu->geom.block_size; b < 4096; b <<= 1)
+		t->buf[13]++;     /* logical blocks per physical block exponent */
 	t->buf[14] = 0x80 | 0x40; /* LBPME, LBPRZ */
 	t->in_len = 32 < t->c.xfer_len ? 32 : t->c.xfer_len;
 	t->status = ISC_STATUS_GOOD;

@@ -623,6 +623,8 @@ static int handle_scsi_cmd(struct isc_conn *c, const struct isc_pdu *pdu)
 	TAILQ_INSERT_TAIL(&c->tasks, t, link);
 
 	sense = isc_cdb_validate(t->cdb, 16, s->lu ? &s->lu->geom : &g_no_lu_geom, &t->c);
+	st_debug("%s: itt %#x cdb %02x %02x.. edtl %u flags %#x dlen %u sense %#x", c->peer, t->itt,
+		 t->cdb[0], t->cdb[1], t->edtl, t->flags, pdu->dlen, sense);
 	if (pdu->dlen > c->params.first_burst || (pdu->dlen && !c->params.immediate_data) ||
 	    (pdu->dlen && !(t->flags & ISC_CMD_WRITE)) || pdu->dlen > t->edtl) {
 		t->state = ISC_TASK_EXEC;

@@ -178,12 +178,12 @@ static void lu_geometry(struct isc_lu *lu)
 {
 	struct isc_geom *g = &lu->geom;
 
-	g->block_size = 4096;
+	g->block_size = g_cfg->block_size ? g_cfg->block_size : 512;
 	g->nblocks = strata_size(lu->vol) / g->block_size;
 	g->read_only = strata_read_only(lu->vol);
-	g->max_xfer_blocks = 8192; /* 32 MiB per command */
-	g->max_unmap_blocks = 65536;
-	g->max_ws_blocks = 65536;
+	g->max_xfer_blocks = (32u << 20) / g->block_size; /* 32 MiB per command */
+	g->max_unmap_blocks = (256u << 20) / g->block_size;
+	g->max_ws_blocks = (256u << 20) / g->block_size;
 	g->max_caw_blocks = 1;
 }
 
