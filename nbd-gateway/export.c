@@ -56,8 +56,8 @@ int nbd_export_open(struct nbd_server *srv, const char *name, struct nbd_export 
 	e->srv = srv;
 	e->refs = 1;
 	LIST_INSERT_HEAD(&srv->exports, e, link);
-	st_info("opened export %s (%llu bytes%s)", name, (unsigned long long)strata_size(e->vol),
-		strata_read_only(e->vol) ? ", read-only" : "");
+	st_debug("opened export %s (%llu bytes%s)", name, (unsigned long long)strata_size(e->vol),
+		 strata_read_only(e->vol) ? ", read-only" : "");
 	*out = e;
 	return 0;
 
@@ -69,15 +69,25 @@ err_free:
 }
 
 /*
- * Drop a reference. An unused export stays open: opening costs round trips to strata-meta,
- * clients tend to come back (OPT_INFO then OPT_GO, reconnects), and the size and read-only
- * state libstrata reports stay current while it is open. strata_disconnect closes them at exit.
+ * Drop a reference; the last one closes the volume. Exports are shared only while in use:
+ * a later open sees the catalog as it is then (a volume marked as a template since, say, must
+ * come back read-only), at the price of a strata-meta round trip per first open.
  */
 void nbd_export_put(struct nbd_export *e)
 {
-	if (e != NULL && e->refs > 0) {
-		e->refs--;
+	int ret;
+
+	if (e == NULL || --e->refs > 0) {
+		return;
 	}
+	LIST_REMOVE(e, link);
+	ret = strata_close(e->vol);
+	if (ret < 0) {
+		st_warn("closing export %s: %s", e->name, strerror(-ret));
+	}
+	st_debug("closed export %s", e->name);
+	free(e->name);
+	free(e);
 }
 
 struct strata_volume *nbd_export_volume(struct nbd_export *e)

@@ -786,7 +786,16 @@ int nbd_server_create(struct nbd_server **out, struct st_reactor *r, struct stra
 	}
 	TAILQ_INIT(&srv->conns);
 	LIST_INIT(&srv->exports);
-	srv->lfd = st_tcp_listen(cfg->listen, 128);
+	/* A previous instance killed with a pending io_uring accept keeps its socket listening
+	 * until the kernel tears its ring down asynchronously: retry briefly on EADDRINUSE so a
+	 * restart right after a crash still comes up. */
+	for (int tries = 0;; tries++) {
+		srv->lfd = st_tcp_listen(cfg->listen, 128);
+		if (srv->lfd != -EADDRINUSE || tries == 100) {
+			break;
+		}
+		usleep(100 * 1000);
+	}
 	if (srv->lfd < 0) {
 		int ret = srv->lfd;
 
@@ -810,6 +819,9 @@ void nbd_server_destroy(struct nbd_server *srv)
 		return;
 	}
 	srv->stopping = true;
-	nbd_export_flush_all(srv);
+	/* shutdown() takes the socket out of the listening state now, even though the ring's
+	 * pending accept still holds a reference to it. */
+	shutdown(srv->lfd, SHUT_RDWR);
 	close(srv->lfd);
+	nbd_export_flush_all(srv);
 }

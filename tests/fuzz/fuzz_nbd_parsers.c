@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "nbd-gateway/internal.h"
 
 static int f_lookup(void *arg, const char *name, bool bind, struct nbd_export_info *info)
 {
