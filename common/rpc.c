@@ -670,6 +670,7 @@ struct st_client {
 	size_t npending;
 	struct st_pending *free; /* recycled entries: no malloc per call in steady state */
 	bool closing;            /* st_client_close() ran; free when the conn is gone */
+	unsigned in_cb;          /* our callbacks on the stack: st_client_close() may run in one */
 };
 
 static size_t client_bucket(const struct st_client *cl, uint64_t id)
@@ -733,7 +734,9 @@ static void client_fail_all(struct st_client *cl, int err)
 			while ((p = cl->buckets[i]) != NULL) {
 				cl->buckets[i] = p->next;
 				cl->npending--;
+				cl->in_cb++;
 				p->cb(p->cb_arg, err, NULL);
+				cl->in_cb--;
 				client_put(cl, p);
 			}
 		}
@@ -752,6 +755,15 @@ static void client_free(struct st_client *cl)
 	free(cl);
 }
 
+/* Free once closed, disconnected and no callback of ours is on the stack: a callback may call
+ * st_client_close() on its own client (e.g. when its call failed with -ECONNRESET). */
+static void client_maybe_free(struct st_client *cl)
+{
+	if (cl->closing && cl->conn == NULL && cl->in_cb == 0) {
+		client_free(cl);
+	}
+}
+
 static void client_on_frame(struct st_conn *c, struct st_frame *f, void *arg)
 {
 	struct st_client *cl = arg;
@@ -768,7 +780,9 @@ static void client_on_frame(struct st_conn *c, struct st_frame *f, void *arg)
 			 (unsigned long long)f->hdr.req_id);
 		goto out;
 	}
+	cl->in_cb++;
 	p->cb(p->cb_arg, f->hdr.status < 0 ? f->hdr.status : 0, f);
+	cl->in_cb--;
 	client_put(cl, p);
 out:
 	st_frame_release(f);
@@ -780,9 +794,7 @@ static void client_on_close(struct st_conn *c, int err, void *arg)
 
 	cl->conn = NULL;
 	client_fail_all(cl, cl->closing ? -ECANCELED : -ECONNRESET);
-	if (cl->closing) {
-		client_free(cl);
-	}
+	client_maybe_free(cl);
 }
 
 static const struct st_conn_ops client_ops = {
@@ -867,7 +879,7 @@ void st_client_close(struct st_client *cl)
 	cl->closing = true;
 	client_fail_all(cl, -ECANCELED);
 	if (cl->conn == NULL) {
-		client_free(cl);
+		client_maybe_free(cl);
 		return;
 	}
 	/* Abortive: nobody is waiting for what is still queued. client_on_close frees cl. */

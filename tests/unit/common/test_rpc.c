@@ -463,3 +463,58 @@ Test(rpc, accept_survives_emfile)
 	st_frame_release(&reply);
 	close(fd);
 }
+
+/* ---- a callback may close its own client (libstrata does, on -ECONNRESET) ---------------- */
+
+struct selfclose_ctx {
+	struct st_client *cl;
+	int calls;
+	int fired;
+	int last_err;
+};
+
+static void selfclose_cb(void *cb_arg, int err, struct st_frame *reply)
+{
+	struct selfclose_ctx *sc = cb_arg;
+
+	sc->fired++;
+	sc->last_err = err;
+	if (err < 0 && sc->cl != NULL) {
+		struct st_client *cl = sc->cl;
+		sc->cl = NULL;
+		st_client_close(cl); /* inside the client's own failure callback */
+	}
+}
+
+static void selfclose_fn(void *arg)
+{
+	struct selfclose_ctx *sc = arg;
+
+	cr_assert_eq(st_client_connect(srv.r, srv.hostport, &sc->cl), 0);
+	/* Several outstanding calls, so the failure loop continues after the close. */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(st_client_call(sc->cl, T_HANG, 0, NULL, NULL, 0, selfclose_cb, sc), 0);
+		sc->calls++;
+	}
+}
+
+static void selfclose_poll(void *arg)
+{
+	(void)arg;
+}
+
+Test(rpc, client_close_from_its_own_callback)
+{
+	struct selfclose_ctx sc = {0};
+	uint64_t deadline = st_now_ms() + 10000;
+
+	on_loop(srv.r, selfclose_fn, &sc);
+	while (sc.fired < sc.calls && st_now_ms() < deadline) {
+		usleep(1000);
+		on_loop(srv.r, selfclose_poll, NULL);
+	}
+	/* Every call failed exactly once; ASan flags a double free or use after free. */
+	cr_assert_eq(sc.fired, 3);
+	cr_assert_lt(sc.last_err, 0);
+	cr_assert_null(sc.cl);
+}
