@@ -484,7 +484,8 @@ struct isc_task {
 	uint32_t r2t_sn;
 	uint32_t r2t_off, r2t_len; /* the outstanding R2T, if r2t_len */
 	uint32_t ttt;
-	uint32_t data_sn;
+	uint32_t data_sn;     /* next Data-In DataSN */
+	uint32_t out_data_sn; /* next Data-Out DataSN expected in the current sequence */
 	/* data buffer: write payload or read result */
 	uint8_t *buf;
 	size_t buf_cap;

