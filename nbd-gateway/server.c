@@ -824,4 +824,5 @@ void nbd_server_destroy(struct nbd_server *srv)
 	shutdown(srv->lfd, SHUT_RDWR);
 	close(srv->lfd);
 	nbd_export_flush_all(srv);
+	free(srv);
 }

@@ -320,6 +320,7 @@ Test(handshake, export_name_zeroes_and_unknown_closes)
 	nbd_hs_feed(&hs, flags, 4, &used);
 	cr_assert_eq(send_opt(NBD_OPT_EXPORT_NAME, "p/v", 3), NBD_HS_GO);
 	cr_assert_eq(out.len, 10 + 124);
+	teardown();
 	setup();
 	cr_assert_eq(send_opt(NBD_OPT_EXPORT_NAME, "x/y", 3), NBD_HS_CLOSE);
 	cr_assert_eq(out.len, 0);
