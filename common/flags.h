@@ -31,8 +31,8 @@ struct st_flag {
  * On an unknown flag, a missing value or a bad number, prints one line to stderr and returns
  * -EINVAL.
  */
-int st_flags_parse(const char *usage, const struct st_flag *flags, int argc, char **argv,
-		   int *npos) __attribute__((nonnull(1, 2, 4, 5)));
+int st_flags_parse(const char *usage, const struct st_flag *flags, int argc, char **argv, int *npos)
+	__attribute__((nonnull(1, 2, 4, 5)));
 
 /* Print usage and the flag table to stdout. */
 void st_flags_usage(const char *usage, const struct st_flag *flags) __attribute__((nonnull));

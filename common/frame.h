@@ -18,12 +18,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define ST_FRAME_MAGIC	     0x41525453u /* "STRA" as little-endian bytes */
-#define ST_FRAME_VERSION     1
-#define ST_FRAME_HDR_SIZE    32
-#define ST_FRAME_MAX_MSG     (1u << 20)	      /* default cap on the protobuf part */
-#define ST_FRAME_MAX_PAYLOAD (64u << 20)      /* default cap on the data part */
-#define ST_FRAME_PAYLOAD_ALIGN 4096	      /* payload buffers suit O_DIRECT */
+#define ST_FRAME_MAGIC         0x41525453u /* "STRA" as little-endian bytes */
+#define ST_FRAME_VERSION       1
+#define ST_FRAME_HDR_SIZE      32
+#define ST_FRAME_MAX_MSG       (1u << 20)  /* default cap on the protobuf part */
+#define ST_FRAME_MAX_PAYLOAD   (64u << 20) /* default cap on the data part */
+#define ST_FRAME_PAYLOAD_ALIGN 4096        /* payload buffers suit O_DIRECT */
 
 /* Reply types are the request type with this bit set. */
 #define ST_FRAME_REPLY 0x8000u
@@ -101,7 +101,7 @@ struct st_decoder {
 	uint8_t hbuf[ST_FRAME_HDR_SIZE];
 	size_t have; /* bytes of the current part received so far */
 	struct st_frame frame;
-	int err;	 /* negative errno once in ERROR */
+	int err;         /* negative errno once in ERROR */
 	const char *why; /* static text once in ERROR */
 };
 

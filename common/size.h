@@ -1,4 +1,5 @@
-/* Human-readable sizes: "10G", "4M", "512K", "1T", "4096", with optional "iB"/"B" suffix. Powers of 1024. */
+/* Human-readable sizes: "10G", "4M", "512K", "1T", "4096", with optional "iB"/"B" suffix. Powers of
+ * 1024. */
 #ifndef STRATA_COMMON_SIZE_H
 #define STRATA_COMMON_SIZE_H
 

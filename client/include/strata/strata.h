@@ -127,9 +127,8 @@ STRATA_API int strata_trim(strata_volume *v, uint64_t off, size_t len);
 STRATA_API int strata_write_zeroes(strata_volume *v, uint64_t off, size_t len, unsigned flags);
 STRATA_API int strata_block_status(strata_volume *v, uint64_t off, size_t len,
 				   struct strata_extent *ext, size_t max, size_t *n);
-STRATA_API int strata_compare_and_write(strata_volume *v, uint64_t off, size_t len,
-					const void *cmp, const void *data,
-					uint64_t *miscompare_off);
+STRATA_API int strata_compare_and_write(strata_volume *v, uint64_t off, size_t len, const void *cmp,
+					const void *data, uint64_t *miscompare_off);
 
 /** List volume specs ("pool/vol") for NBD_OPT_LIST / SendTargets. *out is malloc'd strings
  * in a malloc'd array; free with strata_free_list. */
