@@ -267,8 +267,9 @@ static enum nbd_hs_event handle_info_go(struct nbd_hs *hs, const struct nbd_hs_o
 	}
 	tflags = nbd_transmission_flags(hs, &info);
 
-	/* INFO_EXPORT always; BLOCK_SIZE always (min 512 only for a client that asked: one that
-	 * did not ask is not bound by it, so we must then accept any alignment). */
+	/* INFO_EXPORT and BLOCK_SIZE always. libstrata (and blockd) write whole 4 KiB blocks, so
+	 * the minimum is 4096; a client that did not ask is not bound by it, and gets EINVAL for
+	 * unaligned writes, as proto.md requires of a server with stricter constraints. */
 	ret = nbd_buf_put_be16(&b, NBD_INFO_EXPORT);
 	ret = ret ?: nbd_buf_put_be64(&b, info.size);
 	ret = ret ?: nbd_buf_put_be16(&b, tflags);
@@ -287,7 +288,7 @@ static enum nbd_hs_event handle_info_go(struct nbd_hs *hs, const struct nbd_hs_o
 		b.len = 0;
 	}
 	if (ret == 0) {
-		ret = put_info_block_size(&b, want_bs ? NBD_MIN_BLOCK : 1);
+		ret = put_info_block_size(&b, NBD_MIN_BLOCK);
 		ret = ret ?: reply(out, hs->opt, NBD_REP_INFO, b.p, b.len);
 	}
 	nbd_buf_free(&b);

@@ -129,7 +129,7 @@
 #define NBD_MAX_NAME      4096u        /* export names and meta context queries */
 #define NBD_MAX_OPTION    (64u * 1024) /* larger option payloads close the connection */
 #define NBD_MAX_PAYLOAD   (32u << 20)  /* largest READ/WRITE, advertised as max_block */
-#define NBD_MIN_BLOCK     512u         /* advertised to clients that ask for block sizes */
+#define NBD_MIN_BLOCK     4096u        /* libstrata writes whole 4 KiB blocks */
 #define NBD_PREF_BLOCK    4096u
 #define NBD_EXPORT_ZEROES 124u
 
@@ -322,7 +322,8 @@ struct nbd_tx_ctx {
 	bool read_only;
 	bool structured;
 	bool meta_allocation;
-	uint32_t min_block; /* 1 unless the client agreed to NBD_MIN_BLOCK */
+	uint32_t min_block; /* alignment of WRITE, TRIM, WRITE_ZEROES (and READ if align_reads) */
+	bool align_reads;   /* the client agreed to the block size (INFO_BLOCK_SIZE in GO) */
 };
 
 void nbd_rx_init(struct nbd_rx *rx) __attribute__((nonnull));

@@ -313,7 +313,8 @@ static void conn_enter_transmission(struct nbd_conn *c)
 	c->tx.read_only = c->hs.export.read_only;
 	c->tx.structured = c->hs.structured;
 	c->tx.meta_allocation = c->hs.meta_allocation;
-	c->tx.min_block = c->hs.block_size_requested ? NBD_MIN_BLOCK : 1;
+	c->tx.min_block = NBD_MIN_BLOCK;
+	c->tx.align_reads = c->hs.block_size_requested;
 	nbd_rx_init(&c->rx);
 	st_info("conn %u: export %s%s%s", c->id, c->hs.export_name,
 		c->tx.read_only ? " read-only" : "", c->tx.structured ? " structured" : "");

@@ -114,7 +114,7 @@ void nbd_rx_payload_advance(struct nbd_rx *rx, size_t n)
  * reply with; the connection stays up either way. Order matters: flags before range (an
  * unknown flag is EINVAL whatever the range), read-only before range (a write to a snapshot
  * is EPERM), and writes past the end are ENOSPC while everything else past the end is EINVAL,
- * as proto.md asks.
+ * as proto.md asks. Unaligned requests are EINVAL.
  */
 int nbd_validate_request(const struct nbd_tx_ctx *ctx, const struct nbd_request *req)
 {
@@ -174,9 +174,11 @@ int nbd_validate_request(const struct nbd_tx_ctx *ctx, const struct nbd_request 
 		return req->type == NBD_CMD_WRITE || req->type == NBD_CMD_WRITE_ZEROES ? -ENOSPC
 										       : -EINVAL;
 	}
-	if (ctx->min_block > 1 &&
-	    (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE || req->type == NBD_CMD_TRIM ||
-	     req->type == NBD_CMD_WRITE_ZEROES)) {
+	/* Writes must cover whole blocks. Reads of any alignment work (libstrata reads the
+	 * enclosing blocks), so they are only held to the block size a client agreed to. */
+	if (ctx->min_block > 1 && (req->type == NBD_CMD_WRITE || req->type == NBD_CMD_TRIM ||
+				   req->type == NBD_CMD_WRITE_ZEROES ||
+				   (req->type == NBD_CMD_READ && ctx->align_reads))) {
 		if ((req->offset | req->length) & (ctx->min_block - 1)) {
 			return -EINVAL;
 		}

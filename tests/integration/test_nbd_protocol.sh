@@ -93,6 +93,8 @@ expect_err(lambda: h.trim(4096, size), errno.EINVAL, "trim past end")
 expect_err(lambda: h.pread(0, 0), errno.EINVAL, "zero-length read")
 expect_err(lambda: h.pread(512, 1), errno.EINVAL, "unaligned read")
 expect_err(lambda: h.pwrite(b"y" * 100, 0), errno.EINVAL, "unaligned write")
+expect_err(lambda: h.pwrite(b"y" * 512, 512), errno.EINVAL, "sub-block write")
+assert h.get_block_size(nbd.SIZE_MINIMUM) == 4096, h.get_block_size(nbd.SIZE_MINIMUM)
 expect_err(lambda: h.zero(4096, 0, nbd.CMD_FLAG_NO_HOLE | nbd.CMD_FLAG_FAST_ZERO),
            errno.ENOTSUP, "fast zero with no-hole")
 # The connection is still fine after all of that.

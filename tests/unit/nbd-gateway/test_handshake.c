@@ -267,9 +267,10 @@ Test(handshake, info_does_not_bind_and_snapshot_is_read_only)
 	cr_assert(f & NBD_FLAG_READ_ONLY);
 	cr_assert_not(f & NBD_FLAG_SEND_TRIM);
 	cr_assert_not(f & NBD_FLAG_SEND_FUA);
-	/* BLOCK_SIZE not requested: min 1, nothing enforced. */
+	/* BLOCK_SIZE is sent even when not requested. */
 	cr_assert_eq(next_reply(&pos, NBD_OPT_INFO, &len), NBD_REP_INFO);
-	cr_assert_eq(nbd_get_be32(out.p + pos - len + 2), 1);
+	cr_assert_eq(nbd_get_be16(out.p + pos - len), NBD_INFO_BLOCK_SIZE);
+	cr_assert_eq(nbd_get_be32(out.p + pos - len + 2), NBD_MIN_BLOCK);
 	cr_assert_eq(next_reply(&pos, NBD_OPT_INFO, &len), NBD_REP_ACK);
 	cr_assert_eq(bound, 0);
 }

@@ -114,9 +114,12 @@ Test(rx, bad_magic_and_oversized_write_are_fatal)
 	cr_assert_eq(nbd_rx_feed(&rx, p, 28, &used), NBD_RX_GOT_REQUEST);
 }
 
-static const struct nbd_tx_ctx rw = {
-	.size = 1 << 20, .structured = true, .meta_allocation = true, .min_block = 512};
-static const struct nbd_tx_ctx ro = {.size = 1 << 20, .read_only = true, .min_block = 1};
+static const struct nbd_tx_ctx rw = {.size = 1 << 20,
+				     .structured = true,
+				     .meta_allocation = true,
+				     .min_block = 4096,
+				     .align_reads = true};
+static const struct nbd_tx_ctx ro = {.size = 1 << 20, .read_only = true, .min_block = 4096};
 
 static int v(const struct nbd_tx_ctx *c, uint16_t type, uint16_t flags, uint64_t off, uint32_t len)
 {
@@ -129,24 +132,24 @@ Test(validate, accepts_good_requests)
 {
 	cr_assert_eq(v(&rw, NBD_CMD_READ, 0, 0, 4096), 0);
 	cr_assert_eq(v(&rw, NBD_CMD_READ, NBD_CMD_FLAG_DF, 0, 4096), 0);
-	cr_assert_eq(v(&rw, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, (1 << 20) - 512, 512), 0);
+	cr_assert_eq(v(&rw, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, (1 << 20) - 4096, 4096), 0);
 	cr_assert_eq(v(&rw, NBD_CMD_FLUSH, 0, 0, 0), 0);
 	cr_assert_eq(v(&rw, NBD_CMD_TRIM, NBD_CMD_FLAG_FUA, 0, 1 << 20), 0);
 	cr_assert_eq(v(&rw, NBD_CMD_WRITE_ZEROES,
-		       NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO | NBD_CMD_FLAG_FUA, 0, 512),
+		       NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO | NBD_CMD_FLAG_FUA, 0, 4096),
 		     0);
 	cr_assert_eq(v(&rw, NBD_CMD_CACHE, 0, 0, 512), 0);
 	cr_assert_eq(v(&rw, NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_REQ_ONE, 0, 512), 0);
 	cr_assert_eq(v(&rw, NBD_CMD_DISC, 0, 0, 0), 0);
-	cr_assert_eq(v(&ro, NBD_CMD_READ, 0, 1, 3), 0, "min_block 1: any alignment");
+	cr_assert_eq(v(&ro, NBD_CMD_READ, 0, 1, 3), 0, "reads unaligned unless agreed");
 }
 
 Test(validate, range)
 {
 	cr_assert_eq(v(&rw, NBD_CMD_READ, 0, 1 << 20, 512), -EINVAL);
 	cr_assert_eq(v(&rw, NBD_CMD_READ, 0, UINT64_MAX - 511, 1024), -EINVAL, "no overflow");
-	cr_assert_eq(v(&rw, NBD_CMD_WRITE, 0, 1 << 20, 512), -ENOSPC);
-	cr_assert_eq(v(&rw, NBD_CMD_WRITE_ZEROES, 0, (1 << 20) - 512, 1024), -ENOSPC);
+	cr_assert_eq(v(&rw, NBD_CMD_WRITE, 0, 1 << 20, 4096), -ENOSPC);
+	cr_assert_eq(v(&rw, NBD_CMD_WRITE_ZEROES, 0, (1 << 20) - 4096, 8192), -ENOSPC);
 	cr_assert_eq(v(&rw, NBD_CMD_TRIM, 0, 1 << 20, 512), -EINVAL);
 	cr_assert_eq(v(&rw, NBD_CMD_BLOCK_STATUS, 0, 1 << 20, 512), -EINVAL);
 	cr_assert_eq(v(&rw, NBD_CMD_READ, 0, 0, NBD_MAX_PAYLOAD + 512), -EINVAL);
@@ -158,12 +161,16 @@ Test(validate, zero_length_and_alignment)
 	cr_assert_eq(v(&rw, NBD_CMD_WRITE, 0, 0, 0), -EINVAL);
 	cr_assert_eq(v(&rw, NBD_CMD_READ, 0, 1, 512), -EINVAL);
 	cr_assert_eq(v(&rw, NBD_CMD_WRITE, 0, 0, 100), -EINVAL);
+	cr_assert_eq(v(&rw, NBD_CMD_WRITE, 0, 512, 4096), -EINVAL);
+	cr_assert_eq(v(&ro, NBD_CMD_TRIM, 0, 0, 512), -EPERM, "EPERM before alignment");
+	cr_assert_eq(v(&rw, NBD_CMD_TRIM, 0, 0, 512), -EINVAL);
+	cr_assert_eq(v(&rw, NBD_CMD_WRITE_ZEROES, 0, 4096, 100), -EINVAL);
 	cr_assert_eq(v(&rw, NBD_CMD_FLUSH, 0, 0, 512), -EINVAL);
 }
 
 Test(validate, flags)
 {
-	cr_assert_eq(v(&rw, NBD_CMD_READ, NBD_CMD_FLAG_FUA, 0, 512), -EINVAL);
+	cr_assert_eq(v(&rw, NBD_CMD_READ, NBD_CMD_FLAG_FUA, 0, 4096), -EINVAL);
 	cr_assert_eq(v(&ro, NBD_CMD_READ, NBD_CMD_FLAG_DF, 0, 512), -EINVAL, "DF needs SR");
 	cr_assert_eq(v(&rw, NBD_CMD_WRITE, NBD_CMD_FLAG_NO_HOLE, 0, 512), -EINVAL);
 	cr_assert_eq(v(&rw, NBD_CMD_READ, 0x8000, 0, 512), -EINVAL);
