@@ -50,8 +50,8 @@ static void scen_init(struct scen *s, struct st_flag *flags)
 	memcpy(flags + n, t, sizeof(t));
 }
 
-/* Parse, validate, connect to meta and make the pool. Returns -1 to go on, else an exit code. */
-static int scen_start(struct scen *s, const char *usage, struct st_flag *flags, int argc,
+/* Parse and validate the shared flags. Returns -1 to go on, else an exit code. */
+static int scen_parse(struct scen *s, const char *usage, struct st_flag *flags, int argc,
 		      char **argv)
 {
 	int npos = 0;
@@ -81,6 +81,13 @@ static int scen_start(struct scen *s, const char *usage, struct st_flag *flags, 
 		s->c.meta = "127.0.0.1:7700";
 		s->c.o.meta = s->c.meta;
 	}
+	return -1;
+}
+
+/* Connect to meta and make the pool (after every argument is validated). Returns -1 to go on,
+ * else an exit code. */
+static int scen_connect(struct scen *s)
+{
 	s->fd = bench_meta_connect(s->c.meta);
 	if (s->fd < 0) {
 		return 1;
@@ -196,7 +203,7 @@ int bench_clone_depth(int argc, char **argv)
 	memcpy(flags + BENCH_CLI_NFLAGS + SCEN_NFLAGS, extra, sizeof(extra));
 	s.c.qd = 16;
 	s.c.time = "5";
-	int rc = scen_start(&s, CD_USAGE, flags, argc, argv);
+	int rc = scen_parse(&s, CD_USAGE, flags, argc, argv);
 	if (rc >= 0) {
 		goto out;
 	}
@@ -214,6 +221,9 @@ int bench_clone_depth(int argc, char **argv)
 	}
 	if (s.c.o.span == 0) {
 		s.c.o.span = fill;
+	}
+	if ((rc = scen_connect(&s)) >= 0) {
+		goto out;
 	}
 	rc = 1;
 	if (bench_meta_volume_create(s.fd, s.pool, "d0", vol_size) < 0 ||
@@ -317,7 +327,7 @@ int bench_boot_storm(int argc, char **argv)
 	s.c.rw = "read";
 	s.c.bs = 64 << 10;
 	s.c.qd = 4;
-	int rc = scen_start(&s, BS_USAGE, flags, argc, argv);
+	int rc = scen_parse(&s, BS_USAGE, flags, argc, argv);
 	if (rc >= 0) {
 		goto out;
 	}
@@ -332,6 +342,9 @@ int bench_boot_storm(int argc, char **argv)
 	}
 	if (s.c.o.rw != BENCH_READ && s.c.o.rw != BENCH_RANDREAD) {
 		rc = bench_usage_error(BS_USAGE, "boot-storm reads: --rw read or randread");
+		goto out;
+	}
+	if ((rc = scen_connect(&s)) >= 0) {
 		goto out;
 	}
 	rc = 1;
@@ -489,7 +502,7 @@ int bench_snap_under_load(int argc, char **argv)
 	memcpy(flags + BENCH_CLI_NFLAGS + SCEN_NFLAGS, extra, sizeof(extra));
 	s.c.rw = "randwrite";
 	s.c.qd = 8;
-	int rc = scen_start(&s, SUL_USAGE, flags, argc, argv);
+	int rc = scen_parse(&s, SUL_USAGE, flags, argc, argv);
 	if (rc >= 0) {
 		goto out;
 	}
@@ -502,6 +515,9 @@ int bench_snap_under_load(int argc, char **argv)
 	}
 	if (s.c.o.span == 0 && vol_size > (256ull << 20)) {
 		s.c.o.span = 256ull << 20;
+	}
+	if ((rc = scen_connect(&s)) >= 0) {
+		goto out;
 	}
 	rc = 1;
 	if (bench_meta_volume_create(s.fd, s.pool, "vol", vol_size) < 0) {

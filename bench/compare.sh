@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# bench/compare.sh: Strata beside the peers users would pick instead, with the same fio jobs.
+#
+# Builds, starts a private one-node cluster (R=1) on free loopback ports under a temp dir, and
+# runs six jobs against every target: 4k randread and randwrite at QD1 and QD32, 1M sequential
+# read and write (QD8). Prints one Markdown table: IOPS (4k) or MB/s (1M) per target, then
+# ratio columns (Strata / peer; above 1 means Strata is faster). A peer that is missing or
+# fails prints n/a: no number here is ever estimated.
+#
+# Rows: raw file (fio io_uring O_DIRECT), qemu-nbd raw (--cache=none --aio=io_uring),
+# qemu-nbd qcow2 chain 8 deep, nbdkit file plugin, strata-nbd depth 0 and clone depth 8, and,
+# when present, strata-iscsi and tgt. fio here has no libiscsi engine, so the two iSCSI rows
+# run the same jobs with strata-bench through libiscsi (marked *).
+#
+# Environment: RUNTIME (seconds per job, default 5), SIZE (region, default 512M),
+# BUILD (build dir, default build), NO_BUILD=1 (skip the build), KEEP_TMP=1.
+set -euo pipefail
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD:-build}
+RUNTIME=${RUNTIME:-5}
+SIZE=${SIZE:-512M}
+BIN=$SRC/$BUILD/bin
+
+die() {
+	echo "compare: $*" >&2
+	exit 1
+}
+for t in fio qemu-img python3; do
+	command -v "$t" >/dev/null || die "$t is missing (run scripts/bootstrap)"
+done
+
+if [ -z "${NO_BUILD:-}" ]; then
+	cmake -S "$SRC" -B "$SRC/$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build "$SRC/$BUILD" -j "$(nproc)" >/dev/null
+fi
+for b in strata-meta strata-blockd strata strata-nbd strata-bench; do
+	[ -x "$BIN/$b" ] || die "$BIN/$b is not built"
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/strata-compare.XXXXXX")
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+	for p in "${PIDS[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	if [ -z "${KEEP_TMP:-}" ]; then rm -rf "$tmp"; else echo "kept $tmp" >&2; fi
+}
+trap cleanup EXIT
+log() { echo "compare: $*" >&2; }
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+wait_port() {
+	local i
+	for ((i = 0; i < 150; i++)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	return 1
+}
+start() { # name cmd... : background, logged, stopped by pid on exit
+	local name=$1
+	shift
+	"$@" >"$tmp/$name.log" 2>&1 &
+	PIDS+=($!)
+}
+
+# ---- the six jobs ----
+JOBS=(rr1 rr32 rw1 rw32 sr sw)
+declare -A JOB_TITLE=([rr1]="4k randread QD1 (IOPS)" [rr32]="4k randread QD32 (IOPS)"
+	[rw1]="4k randwrite QD1 (IOPS)" [rw32]="4k randwrite QD32 (IOPS)"
+	[sr]="1M seq read QD8 (MB/s)" [sw]="1M seq write QD8 (MB/s)")
+job_args() { # job -> fio rw bs iodepth
+	case $1 in
+	rr1) echo "randread 4k 1" ;; rr32) echo "randread 4k 32" ;;
+	rw1) echo "randwrite 4k 1" ;; rw32) echo "randwrite 4k 32" ;;
+	sr) echo "read 1M 8" ;; sw) echo "write 1M 8" ;;
+	esac
+}
+
+declare -A RES # RES[row,job] = number
+ROWS=()
+
+# fio_row ROW fio-target-args... : run the six jobs, fill RES.
+fio_row() {
+	local row=$1
+	shift
+	ROWS+=("$row")
+	local j rw bs qd out
+	for j in "${JOBS[@]}"; do
+		read -r rw bs qd <<<"$(job_args "$j")"
+		out=$tmp/fio-$j.json
+		if fio --name="$j" "$@" --rw="$rw" --bs="$bs" --iodepth="$qd" --size="$SIZE" \
+			--time_based --runtime="$RUNTIME" --randrepeat=0 --norandommap \
+			--output-format=json --output="$out" >"$tmp/fio.err" 2>&1; then
+			RES[$row,$j]=$(python3 - "$out" "$j" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["jobs"][0]
+j = sys.argv[2]
+side = d["read"] if j in ("rr1", "rr32", "sr") else d["write"]
+if d.get("error"):
+    sys.exit(1)
+print("%.0f" % (side["iops"] if j in ("rr1", "rr32", "rw1", "rw32") else side["bw_bytes"] / 1e6))
+PY
+) || RES[$row,$j]=
+		else
+			log "$row $j: fio failed: $(tail -2 "$tmp/fio.err" | tr '\n' ' ')"
+		fi
+		log "$row $j: ${RES[$row,$j]:-n/a}"
+	done
+}
+
+# bench_row ROW URI : the same six jobs through strata-bench (for iSCSI).
+bench_row() {
+	local row=$1 uri=$2
+	ROWS+=("$row")
+	local j rw bs qd out
+	for j in "${JOBS[@]}"; do
+		read -r rw bs qd <<<"$(job_args "$j")"
+		out=$tmp/bench-$j.json
+		if "$BIN/strata-bench" run "$uri" --rw "$rw" --bs "$bs" --qd "$qd" --span "$SIZE" \
+			--time "$RUNTIME" --json >"$out" 2>"$tmp/bench.err"; then
+			RES[$row,$j]=$(python3 - "$out" "$j" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+j = sys.argv[2]
+side = d["read"] if j in ("rr1", "rr32", "sr") else d["write"]
+print("%.0f" % (side["iops"] if j in ("rr1", "rr32", "rw1", "rw32") else side["mbps"]))
+PY
+)
+		else
+			log "$row $j: strata-bench failed: $(tail -2 "$tmp/bench.err" | tr '\n' ' ')"
+		fi
+		log "$row $j: ${RES[$row,$j]:-n/a}"
+	done
+}
+
+# Write the whole region once so reads hit data, not holes.
+fill_fio() { fio --name=fill "$@" --rw=write --bs=1M --iodepth=8 --size="$SIZE" \
+	--output="$tmp/fill.out" >/dev/null 2>&1; }
+
+NBD_FIO=(--ioengine=nbd)
+
+# ---- raw file ----
+log "raw file (fio io_uring O_DIRECT)"
+fio_row "raw file" --ioengine=io_uring --direct=1 --filename="$tmp/raw.img"
+
+# ---- qemu-nbd raw ----
+if command -v qemu-nbd >/dev/null; then
+	log "qemu-nbd raw"
+	qemu-img create -q -f raw "$tmp/q.img" "$SIZE"
+	p=$(free_port)
+	start qemu-nbd qemu-nbd -f raw --cache=none --aio=io_uring -b 127.0.0.1 -p "$p" -x "" \
+		--persistent --shared=16 "$tmp/q.img"
+	if wait_port "$p"; then
+		fill_fio "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
+		fio_row "qemu-nbd raw" "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
+	else ROWS+=("qemu-nbd raw"); fi
+	kill "${PIDS[-1]}" 2>/dev/null || true
+
+	log "qemu-nbd qcow2 chain 8 deep"
+	# Base holds the data; eight empty overlays on top, so every read walks the chain.
+	qemu-img convert -q -f raw -O qcow2 "$tmp/raw.img" "$tmp/c0.qcow2"
+	for i in 1 2 3 4 5 6 7 8; do
+		qemu-img create -q -f qcow2 -b "$tmp/c$((i - 1)).qcow2" -F qcow2 "$tmp/c$i.qcow2"
+	done
+	p=$(free_port)
+	start qemu-nbd-qcow2 qemu-nbd -f qcow2 --cache=none --aio=io_uring -b 127.0.0.1 -p "$p" \
+		-x "" --persistent --shared=16 "$tmp/c8.qcow2"
+	if wait_port "$p"; then
+		fio_row "qemu-nbd qcow2 depth 8" "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
+	else ROWS+=("qemu-nbd qcow2 depth 8"); fi
+	kill "${PIDS[-1]}" 2>/dev/null || true
+else
+	ROWS+=("qemu-nbd raw" "qemu-nbd qcow2 depth 8")
+fi
+
+# ---- nbdkit file ----
+if command -v nbdkit >/dev/null; then
+	log "nbdkit file plugin"
+	truncate -s "$SIZE" "$tmp/k.img"
+	p=$(free_port)
+	start nbdkit nbdkit -f -i 127.0.0.1 -p "$p" file "$tmp/k.img" cache=none
+	if wait_port "$p"; then
+		fill_fio "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
+		fio_row "nbdkit file" "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
+	else ROWS+=("nbdkit file"); fi
+	kill "${PIDS[-1]}" 2>/dev/null || true
+else
+	ROWS+=("nbdkit file")
+fi
+
+# ---- Strata: meta, one blockd, strata-nbd, strata-iscsi if built ----
+log "strata cluster"
+MP=$(free_port)
+BP=$(free_port)
+NP=$(free_port)
+META=127.0.0.1:$MP
+cli() { "$BIN/strata" --meta "$META" "$@" >/dev/null; }
+start meta "$BIN/strata-meta" --listen "$META" --data "$tmp/meta" --log-level warn
+wait_port "$MP" || die "strata-meta did not start"
+start blockd "$BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BP" --data "$tmp/bd.data" \
+	--size 8G --log-level warn
+wait_port "$BP" || die "strata-blockd did not start"
+for _ in $(seq 100); do
+	"$BIN/strata" --meta "$META" status 2>/dev/null | grep -q '1 up' && break
+	sleep 0.1
+done
+cli pool create p --replicas 1
+cli volume create p/d0 --size "$SIZE"
+start strata-nbd "$BIN/strata-nbd" --meta "$META" --listen "127.0.0.1:$NP" --log-level warn
+wait_port "$NP" || die "strata-nbd did not start"
+fill_fio "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$NP/p/d0"
+# The clone chain 8 deep over the filled volume, before d0 is written again by the jobs.
+for i in 1 2 3 4 5 6 7 8; do
+	cli snap create "p/d$((i - 1))@s"
+	cli clone "p/d$((i - 1))@s" "p/d$i"
+done
+log "strata-nbd depth 8"
+fio_row "strata-nbd depth 8" "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$NP/p/d8"
+log "strata-nbd depth 0"
+cli volume create p/z0 --size "$SIZE"
+fill_fio "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$NP/p/z0"
+fio_row "strata-nbd depth 0" "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$NP/p/z0"
+
+if [ -x "$BIN/strata-iscsi" ]; then
+	log "strata-iscsi"
+	IP=$(free_port)
+	cli volume create p/i0 --size "$SIZE"
+	start strata-iscsi "$BIN/strata-iscsi" --meta "$META" --listen "127.0.0.1:$IP" \
+		--iqn-prefix iqn.2024-01.org.strata.compare --log-level warn
+	if wait_port "$IP"; then
+		uri=iscsi://127.0.0.1:$IP/iqn.2024-01.org.strata.compare:p.i0/0
+		"$BIN/strata-bench" run "$uri" --rw write --bs 1M --qd 8 --size "$SIZE" --quiet \
+			>/dev/null 2>&1 || log "strata-iscsi fill failed"
+		bench_row "strata-iscsi *" "$uri"
+	else ROWS+=("strata-iscsi *"); fi
+else
+	ROWS+=("strata-iscsi *")
+fi
+
+# ---- tgt ----
+if command -v tgtd >/dev/null && command -v tgtadm >/dev/null; then
+	log "tgt"
+	TP=$(free_port)
+	CP=$((20000 + RANDOM % 10000))
+	truncate -s "$SIZE" "$tmp/tgt.img"
+	start tgtd tgtd -f -C "$CP" --iscsi "portal=127.0.0.1:$TP"
+	tgt_ok=
+	if wait_port "$TP"; then
+		ta() { tgtadm -C "$CP" --lld iscsi "$@"; }
+		if ta --op new --mode target --tid 1 -T iqn.2024-01.org.strata.compare:tgt &&
+			ta --op new --mode logicalunit --tid 1 --lun 1 -b "$tmp/tgt.img" \
+				--bsoflags direct &&
+			ta --op bind --mode target --tid 1 -I 127.0.0.1; then
+			tgt_ok=1
+		fi
+	fi
+	if [ -n "$tgt_ok" ]; then
+		uri=iscsi://127.0.0.1:$TP/iqn.2024-01.org.strata.compare:tgt/1
+		"$BIN/strata-bench" run "$uri" --rw write --bs 1M --qd 8 --size "$SIZE" --quiet \
+			>/dev/null 2>&1 || log "tgt fill failed"
+		bench_row "tgt (file, O_DIRECT) *" "$uri"
+	else
+		log "tgt did not start: $(tail -3 "$tmp/tgtd.log" | tr '\n' ' ')"
+		ROWS+=("tgt (file, O_DIRECT) *")
+	fi
+else
+	ROWS+=("tgt (file, O_DIRECT) *")
+fi
+
+# ---- the table ----
+# Ratio columns: Strata row / peer row, per job (higher is better for Strata).
+RATIOS=("strata-nbd depth 0|raw file" "strata-nbd depth 0|qemu-nbd raw"
+	"strata-nbd depth 0|nbdkit file" "strata-nbd depth 8|qemu-nbd qcow2 depth 8"
+	"strata-iscsi *|tgt (file, O_DIRECT) *")
+short() {
+	case $1 in
+	"strata-nbd depth 0") echo "d0" ;; "strata-nbd depth 8") echo "d8" ;;
+	"strata-iscsi *") echo "s-iscsi" ;; "raw file") echo "raw" ;;
+	"qemu-nbd raw") echo "qemu-nbd" ;; "qemu-nbd qcow2 depth 8") echo "qcow2-8" ;;
+	"nbdkit file") echo "nbdkit" ;; "tgt (file, O_DIRECT) *") echo "tgt" ;;
+	*) echo "$1" ;;
+	esac
+}
+ratio() { # a b
+	if [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ]; then
+		python3 -c "print('%.2f' % ($1 / $2))"
+	else
+		echo n/a
+	fi
+}
+hdr="| target |"
+sep="|---|"
+for j in "${JOBS[@]}"; do
+	hdr+=" ${JOB_TITLE[$j]} |"
+	sep+="---:|"
+done
+echo
+echo "$hdr"
+echo "$sep"
+for r in "${ROWS[@]}"; do
+	line="| $r |"
+	for j in "${JOBS[@]}"; do line+=" ${RES[$r,$j]:-n/a} |"; done
+	echo "$line"
+done
+for pr in "${RATIOS[@]}"; do
+	a=${pr%%|*}
+	b=${pr#*|}
+	line="| ratio $(short "$a") / $(short "$b") |"
+	for j in "${JOBS[@]}"; do line+=" $(ratio "${RES[$a,$j]:-}" "${RES[$b,$j]:-}") |"; done
+	echo "$line"
+done
+echo
+echo "RUNTIME=${RUNTIME}s per job, region $SIZE; * = same job through strata-bench (libiscsi)."
