@@ -483,13 +483,13 @@ static int vpd_device_id(struct isc_lu *lu, uint8_t *d)
 	snprintf((char *)p + 12, 17, "%016llx", (unsigned long long)id);
 	p += 4 + 8 + 16;
 	/* Relative target port 1 */
-	p[0] = 0x61; /* iSCSI, binary */
+	p[0] = 0x51; /* iSCSI, binary */
 	p[1] = 0x94; /* PIV, target port, relative target port */
 	p[3] = 4;
 	isc_put16(p + 6, 1);
 	p += 8;
 	/* Target port group 1 */
-	p[0] = 0x61;
+	p[0] = 0x51;
 	p[1] = 0x95;
 	p[3] = 4;
 	isc_put16(p + 6, 1);

@@ -183,7 +183,7 @@ static void lu_geometry(struct isc_lu *lu)
 	g->read_only = strata_read_only(lu->vol);
 	g->max_xfer_blocks = (32u << 20) / g->block_size; /* 32 MiB per command */
 	g->max_unmap_blocks = (256u << 20) / g->block_size;
-	g->max_ws_blocks = (256u << 20) / g->block_size;
+	g->max_ws_blocks = g->max_xfer_blocks; /* initiators check WRITE SAME by writing it */
 	g->max_caw_blocks = 1;
 }
 
