@@ -242,6 +242,11 @@ static void conn_pump(struct nbd_conn *c)
 				conn_close(c);
 				return;
 			}
+			/* o->sent() may have resumed parsing, which can pump (and start a send)
+			 * re-entrantly. */
+			if (c->closing || c->sending) {
+				return;
+			}
 		}
 		if (cipher->len > 0) {
 			/* Swap the cipher buffer out so GnuTLS can keep appending. */
@@ -297,6 +302,9 @@ static void conn_pump(struct nbd_conn *c)
 		while ((o = TAILQ_FIRST(&c->outq)) != NULL) {
 			TAILQ_REMOVE(&c->outq, o, link);
 			o->sent(o);
+		}
+		if (c->closing || c->sending) {
+			return;
 		}
 	}
 	if (conn_output_idle(c)) {
