@@ -62,7 +62,9 @@ int strata_open(strata_cluster *c, const char *spec, int flags, strata_volume **
 		strata__meta__volume_open_reply__free_unpacked(vr, NULL);
 		return -ENOMEM;
 	}
-	memcpy(v->ancestry, vr->ancestry, vr->n_ancestry * sizeof(uint64_t));
+	if (vr->n_ancestry > 0) { /* a root layer has none, and then vr->ancestry is NULL */
+		memcpy(v->ancestry, vr->ancestry, vr->n_ancestry * sizeof(uint64_t));
+	}
 	strata__meta__volume_open_reply__free_unpacked(vr, NULL);
 	*out = v;
 	return 0;
