@@ -39,8 +39,14 @@ done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/strata-compare.XXXXXX")
 PIDS=()
+TGT_CP=
 cleanup() {
 	local p
+	if [ -n "$TGT_CP" ]; then # tgtd ignores SIGTERM while it has targets
+		tgtadm -C "$TGT_CP" --lld iscsi --op delete --mode target --tid 1 --force \
+			>/dev/null 2>&1 || true
+		tgtadm -C "$TGT_CP" --op delete --mode system >/dev/null 2>&1 || true
+	fi
 	for p in "${PIDS[@]}"; do
 		kill "$p" 2>/dev/null || true
 	done
@@ -251,6 +257,7 @@ if command -v tgtd >/dev/null && command -v tgtadm >/dev/null; then
 	CP=$((20000 + RANDOM % 10000))
 	truncate -s "$SIZE" "$tmp/tgt.img"
 	start tgtd tgtd -f -C "$CP" --iscsi "portal=127.0.0.1:$TP"
+	TGT_CP=$CP
 	tgt_ok=
 	if wait_port "$TP"; then
 		ta() { tgtadm -C "$CP" --lld iscsi "$@"; }
