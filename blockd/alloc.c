@@ -45,8 +45,9 @@ int bd_alloc_init(struct bd_alloc *a, uint64_t nblocks)
 	a->nblocks = nblocks;
 	a->inuse = calloc((nblocks + 63) / 64 + 1, sizeof(uint64_t));
 	a->ref = calloc(nblocks ? nblocks : 1, sizeof(uint32_t));
+	a->pbits = calloc(bd_alloc_nchunks(a) * (BD_CHUNK_BLOCKS / 64) + 1, sizeof(uint64_t));
 	a->chunk_dirty = calloc(bd_alloc_nchunks(a) + 1, 1);
-	if (!a->inuse || !a->ref || !a->chunk_dirty) {
+	if (!a->inuse || !a->ref || !a->pbits || !a->chunk_dirty) {
 		bd_alloc_fini(a);
 		return -ENOMEM;
 	}
@@ -58,6 +59,7 @@ void bd_alloc_fini(struct bd_alloc *a)
 {
 	free(a->inuse);
 	free(a->ref);
+	free(a->pbits);
 	free(a->chunk_dirty);
 	free(a->dirty);
 	free(a->limbo);
@@ -163,6 +165,7 @@ void bd_alloc_ref(struct bd_alloc *a, uint64_t pblk)
 	}
 	if (a->ref[pblk]++ == 0) {
 		a->nreferenced++;
+		bit_set(a->pbits, pblk);
 		mark_dirty(a, pblk);
 		if (!bit_test(a->inuse, pblk)) {
 			/* Only during a rebuild: referenced blocks are never free. */
@@ -179,6 +182,7 @@ bool bd_alloc_unref(struct bd_alloc *a, uint64_t pblk)
 	}
 	if (--a->ref[pblk] == 0) {
 		a->nreferenced--;
+		bit_clear(a->pbits, pblk);
 		mark_dirty(a, pblk);
 		return true;
 	}
@@ -228,11 +232,11 @@ uint64_t bd_alloc_reap(struct bd_alloc *a, uint64_t min_seq)
 
 void bd_alloc_chunk_encode(const struct bd_alloc *a, uint64_t c, uint8_t out[BD_CHUNK_BYTES])
 {
-	memset(out, 0, BD_CHUNK_BYTES);
-	uint64_t base = c * BD_CHUNK_BLOCKS;
-	for (uint32_t i = 0; i < BD_CHUNK_BLOCKS && base + i < a->nblocks; i++) {
-		if (a->ref[base + i]) {
-			out[i >> 3] |= (uint8_t)(1u << (i & 7));
+	/* Little-endian bytes of the words: bit i of the chunk is bit i&7 of byte i>>3. */
+	const uint64_t *w = a->pbits + c * (BD_CHUNK_BLOCKS / 64);
+	for (uint32_t i = 0; i < BD_CHUNK_BLOCKS / 64; i++) {
+		for (int b = 0; b < 8; b++) {
+			out[i * 8 + b] = (uint8_t)(w[i] >> (8 * b));
 		}
 	}
 }
@@ -254,9 +258,11 @@ void bd_alloc_sync_inuse(struct bd_alloc *a)
 	for (uint64_t b = 0; b < a->nblocks; b++) {
 		if (a->ref[b]) {
 			bit_set(a->inuse, b);
+			bit_set(a->pbits, b);
 			a->nreferenced++;
 		} else {
 			bit_clear(a->inuse, b);
+			bit_clear(a->pbits, b);
 			a->nfree++;
 		}
 	}

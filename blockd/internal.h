@@ -59,6 +59,7 @@ struct bd_alloc {
 	uint64_t nblocks;
 	uint64_t *inuse;
 	uint32_t *ref;
+	uint64_t *pbits; /* ref > 0, as a bitmap: what the persisted chunks hold */
 	uint64_t cursor;
 	uint64_t nfree;       /* clear bits in inuse */
 	uint64_t nreferenced; /* blocks with ref > 0 */
