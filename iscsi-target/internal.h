@@ -543,7 +543,13 @@ void isc_sbc_exec(struct isc_task *t) __attribute__((nonnull));
 void isc_scsi_exec(struct isc_task *t) __attribute__((nonnull));
 
 /* scsi_pr.c */
-struct isc_pr *isc_pr_create(uint64_t volume_id);
+/* Keep reservations in strata-meta at meta (NULL: $STRATA_META or 127.0.0.1:7700), trusting
+ * a cached state for cache_ms (0: revalidate before every command that needs it). Without
+ * this call the state stays in this process. Call once at start-up. */
+void isc_pr_init(const char *meta, unsigned cache_ms);
+/* spec "pool/vol[@snap]" names the record in meta; target is the target IQN. */
+struct isc_pr *isc_pr_create(uint64_t volume_id, const char *spec, const char *target)
+	__attribute__((nonnull));
 void isc_pr_destroy(struct isc_pr *pr);
 /* 0 if the command may run, else ISC_STATUS_RESERVATION_CONFLICT. */
 int isc_pr_check(struct isc_pr *pr, const char *port, const struct isc_cdb *c)

@@ -39,7 +39,7 @@ int main(int argc, char **argv)
 {
 	const char *meta = NULL, *listen_addr = "127.0.0.1:3260";
 	const char *prefix = "iqn.2026-11.io.strata", *config = NULL, *level = "info";
-	int64_t block_size = 512;
+	int64_t block_size = 512, pr_cache_ms = 0;
 	const struct st_flag flags[] = {
 		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT",
 		 "strata-meta address (default $STRATA_META)"},
@@ -48,6 +48,8 @@ int main(int argc, char **argv)
 		{"config", ST_FLAG_STRING, &config, "FILE", "CHAP credentials and ACLs"},
 		{"block-size", ST_FLAG_INT, &block_size, "BYTES",
 		 "logical block size: 512 or 4096"},
+		{"pr-cache-ms", ST_FLAG_INT, &pr_cache_ms, "MS",
+		 "trust cached reservation state for MS ms (0: ask meta before every command)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
@@ -71,6 +73,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cfg.block_size = (uint32_t)block_size;
+	if (pr_cache_ms < 0 || pr_cache_ms > 60000) {
+		fprintf(stderr, "strata-iscsi: --pr-cache-ms must be 0 to 60000\n");
+		return 2;
+	}
+	isc_pr_init(meta, (unsigned)pr_cache_ms);
 	if (config && isc_config_load(&cfg, config))
 		return 1;
 

@@ -1,28 +1,56 @@
 /*
  * Reservations: SPC-2 RESERVE/RELEASE and SPC-4 PERSISTENT RESERVE IN/OUT.
  *
- * State is per volume: registrations (I_T nexus -> key), the persistent reservation (holder,
- * type) and the SPC-2 reservation. Every PR OUT is load -> decide -> commit against a
- * struct pr_store, so the state can live elsewhere:
+ * State is per volume (or snapshot): registrations (I_T nexus -> key), the persistent
+ * reservation (holder, type) and the SPC-2 reservation. It lives in strata-meta, so every
+ * strata-iscsi process serving the volume sees one state and it survives restarts:
  *
- *   isc_pr (per open volume) --load/commit--> pr_store --> in-process memory (today)
- *                                                      \-> strata-meta (not done yet)
+ *   isc_pr (per open LU, a cached copy + its meta version)
+ *      |  load:   PR_GET {spec, known_version} -> unchanged, or the newer record
+ *      |  commit: PR_UPDATE {spec, expected_version, record} -> new version, or -EAGAIN
+ *      v
+ *   strata-meta: one RocksDB record per volume, compare-and-swap on `version`
  *
- * LIMITATION: only the in-process store exists. Two strata-iscsi processes serving one
- * volume do NOT see each other's registrations or reservations yet; the design brief puts
- * this state in strata-meta, which is future work (docs/ARCHITECTURE.md ## strata-iscsi).
+ * Every PR OUT (and RESERVE/RELEASE) is load -> decide -> commit; a lost compare-and-swap
+ * (another gateway changed the state in between) reloads and decides again, so two gateways
+ * serialise their PR OUT commands through meta.
  *
- * An I_T nexus is named by its initiator port "iqn...,i,0x<ISID>"; there is one target port
- * (portal group 1), so ALL_TG_PT changes nothing.
+ * Cost on the data path. A command that the reservation may block (READ, WRITE, TUR, ...)
+ * revalidates the cache with a PR_GET that carries the cached version; meta answers with
+ * just the version when nothing changed (a ~40-byte reply, one loopback round trip). With the
+ * default --pr-cache-ms 0 that happens before every such command: a reservation or preempt
+ * made through another gateway fences the very next command here, at the price of one meta
+ * round trip per command. --pr-cache-ms N trusts the cache for N ms instead, trading a window
+ * of N ms (in which another gateway's PREEMPT is not yet seen) for no meta traffic.
+ * The RPC is a blocking st_rpc_call on the reactor thread, as login's catalog calls are.
+ * If meta cannot be reached, PR IN/OUT fail with BUSY, and other commands are checked against
+ * the cached state (no PR change can be committed while meta is down).
+ *
+ * Without isc_pr_init() (unit tests), the state stays in this process.
+ *
+ * An I_T nexus is named by its initiator port "iqn...,i,0x<ISID>" and target port
+ * "<target iqn>,t,0x0001"; every gateway presents the target as portal group 1, so ALL_TG_PT
+ * changes nothing.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
+#include "common/log.h"
+#include "common/net.h"
+#include "common/reactor.h"
+#include "common/rpc.h"
 #include "internal.h"
+#include "meta.pb-c.h"
 
 #define PR_MAX_REGS 64
+#define PR_PORT_MAX (ISC_NAME_MAX + 32)
+#define PR_RETRIES  32
+#define PR_META_MS  2000
 
 enum pr_type {
 	PR_NONE = 0,
@@ -35,54 +63,227 @@ enum pr_type {
 };
 
 struct pr_reg {
-	char port[ISC_NAME_MAX + 32];
+	char port[PR_PORT_MAX];
+	char tport[PR_PORT_MAX];
 	uint64_t key;
 };
 
 struct pr_state {
+	uint64_t version; /* meta's compare-and-swap version of this state */
 	uint32_t generation;
 	struct pr_reg regs[PR_MAX_REGS];
 	unsigned nregs;
-	int holder;   /* index into regs, -1 for none; all-registrants types use -2 */
-	uint8_t type; /* enum pr_type when a reservation exists */
-	char spc2[ISC_NAME_MAX + 32]; /* SPC-2 RESERVE holder, "" for none */
-};
-
-/* Where the state lives. load() fills st with the newest state, commit() stores it. */
-struct pr_store {
-	int (*load)(struct isc_pr *pr, struct pr_state *st);
-	int (*commit)(struct isc_pr *pr, const struct pr_state *st);
+	int holder;             /* index into regs, -1 for none; all-registrants types use -2 */
+	uint8_t type;           /* enum pr_type when a reservation exists */
+	char spc2[PR_PORT_MAX]; /* SPC-2 RESERVE holder, "" for none */
 };
 
 struct isc_pr {
 	uint64_t volume_id;
-	const struct pr_store *store;
-	struct pr_state mem; /* the in-process store's copy */
+	char spec[ISC_NAME_MAX];
+	char tport[PR_PORT_MAX];
+	struct pr_state cache; /* the newest state seen (the whole state without meta) */
+	uint64_t checked_ms;   /* when cache was last confirmed by meta */
 };
 
-static int mem_load(struct isc_pr *pr, struct pr_state *st)
+/* The meta connection: one blocking fd, used only from the reactor thread. */
+static struct {
+	bool on;
+	char addr[256];
+	int fd;
+	unsigned cache_ms;
+	uint64_t warned_ms;
+} g_meta = {.fd = -1};
+
+void isc_pr_init(const char *meta, unsigned cache_ms)
 {
-	*st = pr->mem;
+	if (!meta)
+		meta = getenv("STRATA_META");
+	snprintf(g_meta.addr, sizeof(g_meta.addr), "%s", meta ? meta : "127.0.0.1:7700");
+	g_meta.cache_ms = cache_ms;
+	g_meta.on = true;
+}
+
+/* One blocking request to meta; reconnects once on a transport failure. Returns the reply
+ * status (0 or -errno) with *reply filled, or a transport -errno. */
+static int meta_call(uint16_t type, const ProtobufCMessage *msg, struct st_frame *reply)
+{
+	char err[256] = "";
+	int rc = -ENOTCONN;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (g_meta.fd < 0) {
+			struct timeval tv = {PR_META_MS / 1000, 0};
+			g_meta.fd = st_tcp_connect(g_meta.addr, PR_META_MS);
+			if (g_meta.fd < 0) {
+				rc = g_meta.fd;
+				g_meta.fd = -1;
+				continue;
+			}
+			/* A hung meta must not hang the reactor forever. */
+			setsockopt(g_meta.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			setsockopt(g_meta.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		}
+		memset(reply, 0, sizeof(*reply));
+		rc = st_rpc_call(g_meta.fd, type, 0, msg, NULL, 0, reply, err, sizeof(err));
+		if (reply->hdr.magic)
+			return rc; /* a reply arrived: its status */
+		close(g_meta.fd);
+		g_meta.fd = -1;
+	}
+	return rc;
+}
+
+static void state_clear(struct pr_state *st)
+{
+	memset(st, 0, offsetof(struct pr_state, regs));
+	st->nregs = 0;
+	st->holder = -1;
+	st->type = PR_NONE;
+	st->spc2[0] = '\0';
+}
+
+static bool all_registrants(uint8_t type)
+{
+	return type == PR_WE_AR || type == PR_EA_AR;
+}
+
+/* A meta record into st. Returns 0 or -EUCLEAN (more registrations than we hold). */
+static int state_from_rec(struct pr_state *st, const Strata__Meta__PrRecord *r, uint64_t version)
+{
+	if (r->n_regs > PR_MAX_REGS)
+		return -EUCLEAN;
+	state_clear(st);
+	st->version = version;
+	st->generation = r->generation;
+	st->type = (uint8_t)r->type;
+	for (size_t i = 0; i < r->n_regs; i++) {
+		snprintf(st->regs[i].port, PR_PORT_MAX, "%s", r->regs[i]->initiator_port);
+		snprintf(st->regs[i].tport, PR_PORT_MAX, "%s", r->regs[i]->target_port);
+		st->regs[i].key = r->regs[i]->key;
+		if (r->regs[i]->holder && st->type != PR_NONE && !all_registrants(st->type))
+			st->holder = (int)i;
+	}
+	st->nregs = (unsigned)r->n_regs;
+	if (st->type != PR_NONE && all_registrants(st->type))
+		st->holder = -2;
+	if (st->holder == -1)
+		st->type = PR_NONE;
+	snprintf(st->spc2, PR_PORT_MAX, "%s", r->spc2_holder);
 	return 0;
 }
 
-static int mem_commit(struct isc_pr *pr, const struct pr_state *st)
+/* Bring pr->cache up to date. force: ask meta whatever the cache age. Returns 0, or -errno
+ * when meta could not confirm the state (the cache is then unchanged). */
+static int pr_refresh(struct isc_pr *pr, bool force)
 {
-	pr->mem = *st;
+	Strata__Meta__PrGetReq req = STRATA__META__PR_GET_REQ__INIT;
+	Strata__Meta__PrGetReply *rep;
+	struct st_frame f;
+	uint64_t now = st_now_ms();
+	int rc;
+
+	if (!g_meta.on)
+		return 0;
+	if (!force && g_meta.cache_ms && now - pr->checked_ms < g_meta.cache_ms)
+		return 0;
+	req.spec = pr->spec;
+	req.known_version = pr->cache.version;
+	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_GET, &req.base, &f);
+	if (rc)
+		goto out;
+	rep = strata__meta__pr_get_reply__unpack(NULL, f.hdr.hdr_len, f.msg);
+	if (!rep) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	if (rep->record)
+		rc = state_from_rec(&pr->cache, rep->record, rep->version);
+	else if (rep->version != pr->cache.version)
+		rc = -EBADMSG; /* a different version must come with its record */
+	strata__meta__pr_get_reply__free_unpacked(rep, NULL);
+	if (!rc)
+		pr->checked_ms = now;
+out:
+	st_frame_release(&f);
+	if (rc && now - g_meta.warned_ms > 5000) {
+		g_meta.warned_ms = now;
+		st_warn("reservations of %s: meta %s: %s", pr->spec, g_meta.addr, strerror(-rc));
+	}
+	return rc;
+}
+
+/* Load the newest state into st. */
+static int pr_load(struct isc_pr *pr, struct pr_state *st)
+{
+	int rc = pr_refresh(pr, true);
+
+	if (rc)
+		return rc;
+	*st = pr->cache;
 	return 0;
 }
 
-static const struct pr_store mem_store = {mem_load, mem_commit};
+/* Store st if nobody changed the state since it was loaded. Returns 0, -EAGAIN (reload and
+ * decide again) or another -errno. */
+static int pr_commit(struct isc_pr *pr, struct pr_state *st)
+{
+	Strata__Meta__PrUpdateReq req = STRATA__META__PR_UPDATE_REQ__INIT;
+	Strata__Meta__PrRecord rec = STRATA__META__PR_RECORD__INIT;
+	Strata__Meta__PrRegistration regv[PR_MAX_REGS], *regp[PR_MAX_REGS];
+	Strata__Meta__PrGetReply *rep;
+	struct st_frame f;
+	int rc;
 
-struct isc_pr *isc_pr_create(uint64_t volume_id)
+	if (!g_meta.on) {
+		pr->cache = *st;
+		return 0;
+	}
+	rec.generation = st->generation;
+	rec.type = st->holder == -1 ? PR_NONE : st->type;
+	rec.spc2_holder = st->spc2;
+	for (unsigned i = 0; i < st->nregs; i++) {
+		strata__meta__pr_registration__init(&regv[i]);
+		regv[i].initiator_port = st->regs[i].port;
+		regv[i].target_port = st->regs[i].tport;
+		regv[i].key = st->regs[i].key;
+		regv[i].holder = st->holder == -2 || st->holder == (int)i;
+		regp[i] = &regv[i];
+	}
+	rec.n_regs = st->nregs;
+	rec.regs = regp;
+	req.spec = pr->spec;
+	req.expected_version = st->version;
+	req.record = &rec;
+	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_UPDATE, &req.base, &f);
+	if (!rc) {
+		rep = strata__meta__pr_get_reply__unpack(NULL, f.hdr.hdr_len, f.msg);
+		if (rep) {
+			st->version = rep->version;
+			pr->cache = *st;
+			pr->checked_ms = st_now_ms();
+			strata__meta__pr_get_reply__free_unpacked(rep, NULL);
+		} else {
+			rc = -EBADMSG;
+		}
+	}
+	st_frame_release(&f);
+	if (rc && rc != -EAGAIN)
+		st_warn("reservations of %s: update through meta %s: %s", pr->spec, g_meta.addr,
+			strerror(-rc));
+	return rc;
+}
+
+struct isc_pr *isc_pr_create(uint64_t volume_id, const char *spec, const char *target)
 {
 	struct isc_pr *pr = calloc(1, sizeof(*pr));
 
 	if (!pr)
 		return NULL;
 	pr->volume_id = volume_id;
-	pr->store = &mem_store;
-	pr->mem.holder = -1;
+	snprintf(pr->spec, sizeof(pr->spec), "%s", spec);
+	snprintf(pr->tport, sizeof(pr->tport), "%s,t,0x0001", target);
+	state_clear(&pr->cache);
 	return pr;
 }
 
@@ -91,17 +292,12 @@ void isc_pr_destroy(struct isc_pr *pr)
 	free(pr);
 }
 
-static int reg_find(const struct pr_state *st, const char *port)
+static int reg_find(const struct pr_state *st, const char *port, const char *tport)
 {
 	for (unsigned i = 0; i < st->nregs; i++)
-		if (!strcmp(st->regs[i].port, port))
+		if (!strcmp(st->regs[i].port, port) && !strcmp(st->regs[i].tport, tport))
 			return (int)i;
 	return -1;
-}
-
-static bool all_registrants(uint8_t type)
-{
-	return type == PR_WE_AR || type == PR_EA_AR;
 }
 
 static bool is_holder(const struct pr_state *st, int reg)
@@ -150,31 +346,33 @@ static bool pr_exempt(uint8_t op)
 	}
 }
 
+/* Allowed even under another nexus's SPC-2 reservation: no need to ask meta at all. */
+static bool pr_always_allowed(uint8_t op)
+{
+	return op == 0x12 || op == 0xa0 || op == 0x03 || op == 0x5e || op == 0x5f;
+}
+
 int isc_pr_check(struct isc_pr *pr, const char *port, const struct isc_cdb *c)
 {
-	struct pr_state st;
+	const struct pr_state *st = &pr->cache;
 	bool reserve_cmd =
 		c->opcode == 0x16 || c->opcode == 0x17 || c->opcode == 0x56 || c->opcode == 0x57;
 	bool writes = c->writes || c->opcode == 0x35 || c->opcode == 0x91 || c->opcode == 0x15 ||
 		      c->opcode == 0x55;
 	int me;
 
-	if (pr->store->load(pr, &st))
-		return ISC_STATUS_BUSY;
-	if (reserve_cmd)
-		return 0; /* isc_reserve decides */
-	if (st.spc2[0] && strcmp(st.spc2, port)) {
-		if (c->opcode == 0x12 || c->opcode == 0xa0 || c->opcode == 0x03 ||
-		    c->opcode == 0x5e || c->opcode == 0x5f)
-			return 0;
+	if (reserve_cmd || pr_always_allowed(c->opcode))
+		return 0; /* isc_reserve / the PR service actions decide */
+	/* Revalidate (see the top of the file); on failure the cached state decides. */
+	(void)pr_refresh(pr, false);
+	if (st->spc2[0] && strcmp(st->spc2, port))
 		return ISC_STATUS_RESERVATION_CONFLICT;
-	}
-	if (st.holder == -1 || pr_exempt(c->opcode))
+	if (st->holder == -1 || pr_exempt(c->opcode))
 		return 0;
-	me = reg_find(&st, port);
-	if (is_holder(&st, me))
+	me = reg_find(st, port, pr->tport);
+	if (is_holder(st, me))
 		return 0;
-	switch (st.type) {
+	switch (st->type) {
 	case PR_WE:
 		return writes ? ISC_STATUS_RESERVATION_CONFLICT : 0;
 	case PR_EA:
@@ -195,52 +393,63 @@ void isc_reserve(struct isc_task *t, bool reserve)
 	struct isc_pr *pr = isc_task_lu(t)->pr;
 	const char *port = isc_session_port(isc_task_session(t));
 	struct pr_state st;
+	int rc = -EAGAIN;
 
-	if (pr->store->load(pr, &st)) {
-		isc_task_status(t, ISC_STATUS_BUSY);
-		return;
-	}
-	if (st.holder != -1 || st.nregs) {
+	for (int i = 0; i < PR_RETRIES && rc == -EAGAIN; i++) {
+		if (pr_load(pr, &st)) {
+			isc_task_status(t, ISC_STATUS_BUSY);
+			return;
+		}
 		/* SPC-4 5.13.2: RESERVE/RELEASE conflict with persistent reservations. */
 		if (st.holder != -1) {
 			isc_task_status(t, ISC_STATUS_RESERVATION_CONFLICT);
 			return;
 		}
-	}
-	if (reserve) {
-		if (st.spc2[0] && strcmp(st.spc2, port)) {
-			isc_task_status(t, ISC_STATUS_RESERVATION_CONFLICT);
-			return;
+		if (reserve) {
+			if (st.spc2[0] && strcmp(st.spc2, port)) {
+				isc_task_status(t, ISC_STATUS_RESERVATION_CONFLICT);
+				return;
+			}
+			if (!strcmp(st.spc2, port)) {
+				rc = 0; /* already ours */
+				break;
+			}
+			snprintf(st.spc2, sizeof(st.spc2), "%s", port);
+		} else if (!strcmp(st.spc2, port)) {
+			st.spc2[0] = '\0';
+		} else {
+			rc = 0; /* nothing to release */
+			break;
 		}
-		snprintf(st.spc2, sizeof(st.spc2), "%s", port);
-	} else if (!strcmp(st.spc2, port)) {
+		rc = pr_commit(pr, &st);
+	}
+	isc_task_status(t, rc ? ISC_STATUS_BUSY : ISC_STATUS_GOOD);
+}
+
+/* Drop the SPC-2 reservation if holder matches (NULL: whoever holds it). Best effort. */
+static void spc2_drop(struct isc_pr *pr, const char *holder)
+{
+	struct pr_state st;
+	int rc = -EAGAIN;
+
+	for (int i = 0; i < PR_RETRIES && rc == -EAGAIN; i++) {
+		if (pr_load(pr, &st) || !st.spc2[0] || (holder && strcmp(st.spc2, holder)))
+			return;
 		st.spc2[0] = '\0';
+		rc = pr_commit(pr, &st);
 	}
-	if (pr->store->commit(pr, &st)) {
-		isc_task_status(t, ISC_STATUS_BUSY);
-		return;
-	}
-	isc_task_status(t, ISC_STATUS_GOOD);
 }
 
 void isc_pr_lun_reset(struct isc_pr *pr)
 {
-	struct pr_state st;
-
-	if (!pr->store->load(pr, &st) && st.spc2[0]) {
-		st.spc2[0] = '\0';
-		pr->store->commit(pr, &st);
-	}
+	spc2_drop(pr, NULL);
 }
 
 void isc_pr_nexus_gone(struct isc_pr *pr, const char *port)
 {
-	struct pr_state st;
-
-	if (!pr->store->load(pr, &st) && !strcmp(st.spc2, port)) {
-		st.spc2[0] = '\0';
-		pr->store->commit(pr, &st);
-	}
+	/* Only when this process's cache says so: no meta round trip per logout otherwise. */
+	if (!strcmp(pr->cache.spc2, port))
+		spc2_drop(pr, port);
 }
 
 /* ---- PERSISTENT RESERVE IN ---- */
@@ -259,7 +468,7 @@ void isc_pr_in(struct isc_task *t)
 	uint8_t *d;
 	size_t off = 8;
 
-	if (pr->store->load(pr, &st)) {
+	if (pr_load(pr, &st)) {
 		isc_task_status(t, ISC_STATUS_BUSY);
 		return;
 	}
@@ -331,168 +540,202 @@ static bool valid_type(uint8_t type)
 	       type == PR_WE_AR || type == PR_EA_AR;
 }
 
-/* Unit attention to the sessions of every port registered in st except me. */
-static void ua_registrants(struct isc_task *t, const struct pr_state *st, int me, uint32_t sense)
+enum pr_verdict {
+	PR_V_COMMIT,   /* st changed: store it */
+	PR_V_GOOD,     /* nothing to change */
+	PR_V_CONFLICT, /* RESERVATION CONFLICT */
+	PR_V_FAILED,   /* the task already failed with sense */
+};
+
+struct pr_out_args {
+	uint8_t sa, scope, type;
+	uint64_t key, sakey;
+	const char *port, *tport;
+	uint32_t ua; /* unit attention for the other nexuses once committed, 0 for none */
+};
+
+/* Decide one PR OUT service action on st (a freshly loaded state). Pure but for failing t. */
+static enum pr_verdict pr_out_decide(struct isc_task *t, struct pr_state *st, struct pr_out_args *a)
 {
-	(void)st;
-	(void)me;
-	isc_lu_unit_attention(isc_task_lu(t), isc_task_session(t), sense);
+	int me = reg_find(st, a->port, a->tport);
+
+	a->ua = 0;
+	switch (a->sa) {
+	case 0x00: /* REGISTER */
+	case 0x06: /* REGISTER AND IGNORE EXISTING KEY */
+		if (me < 0) {
+			if (a->sa == 0 && a->key != 0)
+				return PR_V_CONFLICT;
+			if (a->sakey == 0)
+				return PR_V_GOOD; /* nothing to register */
+			if (st->nregs == PR_MAX_REGS) {
+				isc_task_fail(t, ISC_SENSE_INSUFFICIENT_RES);
+				return PR_V_FAILED;
+			}
+			snprintf(st->regs[st->nregs].port, PR_PORT_MAX, "%s", a->port);
+			snprintf(st->regs[st->nregs].tport, PR_PORT_MAX, "%s", a->tport);
+			st->regs[st->nregs].key = a->sakey;
+			st->nregs++;
+		} else {
+			if (a->sa == 0 && a->key != st->regs[me].key)
+				return PR_V_CONFLICT;
+			if (a->sakey == 0) {
+				bool released = st->holder == me && !all_registrants(st->type) &&
+						(st->type == PR_WE_RO || st->type == PR_EA_RO);
+				reg_remove(st, me);
+				if (released)
+					a->ua = ISC_SENSE_RESERVATIONS_RELEASED;
+			} else {
+				st->regs[me].key = a->sakey;
+			}
+		}
+		st->generation++;
+		return PR_V_COMMIT;
+	case 0x01: /* RESERVE */
+		if (me < 0 || a->key != st->regs[me].key)
+			return PR_V_CONFLICT;
+		if (a->scope != 0 || !valid_type(a->type)) {
+			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
+			return PR_V_FAILED;
+		}
+		if (st->holder != -1) {
+			if (is_holder(st, me) && st->type == a->type)
+				return PR_V_GOOD;
+			return PR_V_CONFLICT;
+		}
+		st->type = a->type;
+		st->holder = all_registrants(a->type) ? -2 : me;
+		return PR_V_COMMIT;
+	case 0x02: /* RELEASE */
+		if (me < 0 || a->key != st->regs[me].key)
+			return PR_V_CONFLICT;
+		if (st->holder == -1 || !is_holder(st, me))
+			return PR_V_GOOD;
+		if (a->scope != 0 || a->type != st->type) {
+			isc_task_fail(t, ISC_SENSE(ISC_SK_ILLEGAL_REQUEST, 0x26, 0x04));
+			return PR_V_FAILED;
+		}
+		if (st->type != PR_WE && st->type != PR_EA)
+			a->ua = ISC_SENSE_RESERVATIONS_RELEASED;
+		st->holder = -1;
+		st->type = PR_NONE;
+		return PR_V_COMMIT;
+	case 0x03: /* CLEAR */
+		if (me < 0 || a->key != st->regs[me].key)
+			return PR_V_CONFLICT;
+		a->ua = ISC_SENSE_RESERVATIONS_PREEMPTED;
+		st->nregs = 0;
+		st->holder = -1;
+		st->type = PR_NONE;
+		st->generation++;
+		return PR_V_COMMIT;
+	case 0x04: /* PREEMPT */
+	case 0x05: /* PREEMPT AND ABORT */
+		if (me < 0 || a->key != st->regs[me].key)
+			return PR_V_CONFLICT;
+		if (a->sakey == 0 && !(st->holder == -2)) {
+			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_PARAM);
+			return PR_V_FAILED;
+		}
+		if (st->holder != -1 && (a->scope != 0 || !valid_type(a->type))) {
+			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
+			return PR_V_FAILED;
+		}
+		{
+			bool take = st->holder == -2 ||
+				    (st->holder >= 0 && st->regs[st->holder].key == a->sakey);
+			bool removed = false;
+			for (int i = (int)st->nregs - 1; i >= 0; i--) {
+				if (!strcmp(st->regs[i].port, a->port) &&
+				    !strcmp(st->regs[i].tport, a->tport))
+					continue; /* never preempt ourselves */
+				if ((st->holder == -2 && a->sakey == 0) ||
+				    st->regs[i].key == a->sakey) {
+					reg_remove(st, i);
+					removed = true;
+				}
+			}
+			if (!removed && !take && st->holder == -1 && a->sakey != 0) {
+				/* no registrant with that key: conflict per SPC-4 5.13.11.2.4 */
+				return PR_V_CONFLICT;
+			}
+			me = reg_find(st, a->port, a->tport);
+			if (take) {
+				st->type = a->type;
+				st->holder = all_registrants(a->type) ? -2 : me;
+			}
+			if (removed)
+				a->ua = ISC_SENSE_REGISTRATIONS_PREEMPTED;
+		}
+		st->generation++;
+		return PR_V_COMMIT;
+	default:
+		isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
+		return PR_V_FAILED;
+	}
 }
 
 void isc_pr_out(struct isc_task *t)
 {
-	struct isc_pr *pr = isc_task_lu(t)->pr;
-	const char *port = isc_session_port(isc_task_session(t));
-	uint8_t sa = t->c.sa, scope = t->cdb[2] >> 4, type = t->cdb[2] & 0x0f;
+	struct isc_lu *lu = isc_task_lu(t);
+	struct isc_pr *pr = lu->pr;
 	const uint8_t *p = t->buf;
-	uint64_t key, sakey;
-	uint8_t flags;
+	struct pr_out_args a = {
+		.sa = t->c.sa,
+		.scope = t->cdb[2] >> 4,
+		.type = t->cdb[2] & 0x0f,
+		.port = isc_session_port(isc_task_session(t)),
+		.tport = pr->tport,
+	};
 	struct pr_state st;
-	int me;
+	enum pr_verdict v = PR_V_COMMIT;
+	int rc = -EAGAIN;
 
 	if (t->c.xfer_len != 24) {
 		isc_task_fail(t, ISC_SENSE_PARAM_LIST_LENGTH);
 		return;
 	}
-	key = isc_get64(p);
-	sakey = isc_get64(p + 8);
-	flags = p[20];
-	if (flags & 0x08) { /* SPEC_I_PT: not supported */
+	a.key = isc_get64(p);
+	a.sakey = isc_get64(p + 8);
+	if (p[20] & 0x08) { /* SPEC_I_PT: not supported */
 		isc_task_fail(t, ISC_SENSE_INVALID_FIELD_PARAM);
 		return;
 	}
-	if (sa == 7) { /* REGISTER AND MOVE */
+	if (a.sa == 7) { /* REGISTER AND MOVE */
 		isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
 		return;
 	}
-	if (pr->store->load(pr, &st)) {
-		isc_task_status(t, ISC_STATUS_BUSY);
+	/* Load, decide, compare-and-swap; another gateway's change in between means decide
+	 * again on the newer state. */
+	for (int i = 0; i < PR_RETRIES && rc == -EAGAIN; i++) {
+		if (pr_load(pr, &st)) {
+			isc_task_status(t, ISC_STATUS_BUSY);
+			return;
+		}
+		v = pr_out_decide(t, &st, &a);
+		if (v != PR_V_COMMIT)
+			break;
+		rc = pr_commit(pr, &st);
+	}
+	switch (v) {
+	case PR_V_FAILED:
+		return;
+	case PR_V_CONFLICT:
+		isc_task_status(t, ISC_STATUS_RESERVATION_CONFLICT);
+		return;
+	case PR_V_GOOD:
+		isc_task_status(t, ISC_STATUS_GOOD);
+		return;
+	case PR_V_COMMIT:
+		if (rc) {
+			isc_task_status(t, ISC_STATUS_BUSY);
+			return;
+		}
+		/* Unit attentions reach this process's other sessions only (not other gateways').
+		 */
+		if (a.ua)
+			isc_lu_unit_attention(lu, isc_task_session(t), a.ua);
+		isc_task_status(t, ISC_STATUS_GOOD);
 		return;
 	}
-	me = reg_find(&st, port);
-
-	switch (sa) {
-	case 0x00: /* REGISTER */
-	case 0x06: /* REGISTER AND IGNORE EXISTING KEY */
-		if (me < 0) {
-			if (sa == 0 && key != 0)
-				goto conflict;
-			if (sakey == 0)
-				goto good; /* nothing to register */
-			if (st.nregs == PR_MAX_REGS) {
-				isc_task_fail(t, ISC_SENSE_INSUFFICIENT_RES);
-				return;
-			}
-			snprintf(st.regs[st.nregs].port, sizeof(st.regs[0].port), "%s", port);
-			st.regs[st.nregs].key = sakey;
-			st.nregs++;
-		} else {
-			if (sa == 0 && key != st.regs[me].key)
-				goto conflict;
-			if (sakey == 0) {
-				bool released = st.holder == me && !all_registrants(st.type) &&
-						(st.type == PR_WE_RO || st.type == PR_EA_RO);
-				reg_remove(&st, me);
-				if (released)
-					ua_registrants(t, &st, -1, ISC_SENSE_RESERVATIONS_RELEASED);
-			} else {
-				st.regs[me].key = sakey;
-			}
-		}
-		st.generation++;
-		break;
-	case 0x01: /* RESERVE */
-		if (me < 0 || key != st.regs[me].key)
-			goto conflict;
-		if (scope != 0 || !valid_type(type)) {
-			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
-			return;
-		}
-		if (st.holder != -1) {
-			if (is_holder(&st, me) && st.type == type)
-				goto good;
-			goto conflict;
-		}
-		st.type = type;
-		st.holder = all_registrants(type) ? -2 : me;
-		break;
-	case 0x02: /* RELEASE */
-		if (me < 0 || key != st.regs[me].key)
-			goto conflict;
-		if (st.holder == -1 || !is_holder(&st, me))
-			goto good;
-		if (scope != 0 || type != st.type) {
-			isc_task_fail(t, ISC_SENSE(ISC_SK_ILLEGAL_REQUEST, 0x26, 0x04));
-			return;
-		}
-		if (st.type != PR_WE && st.type != PR_EA)
-			ua_registrants(t, &st, me, ISC_SENSE_RESERVATIONS_RELEASED);
-		st.holder = -1;
-		st.type = PR_NONE;
-		break;
-	case 0x03: /* CLEAR */
-		if (me < 0 || key != st.regs[me].key)
-			goto conflict;
-		ua_registrants(t, &st, me, ISC_SENSE_RESERVATIONS_PREEMPTED);
-		st.nregs = 0;
-		st.holder = -1;
-		st.type = PR_NONE;
-		st.generation++;
-		break;
-	case 0x04: /* PREEMPT */
-	case 0x05: /* PREEMPT AND ABORT */
-		if (me < 0 || key != st.regs[me].key)
-			goto conflict;
-		if (sakey == 0 && !(st.holder == -2)) {
-			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_PARAM);
-			return;
-		}
-		if (st.holder != -1 && (scope != 0 || !valid_type(type))) {
-			isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
-			return;
-		}
-		{
-			bool take = st.holder == -2 ||
-				    (st.holder >= 0 && st.regs[st.holder].key == sakey);
-			bool removed = false;
-			char mine[sizeof(st.regs[0].port)];
-			snprintf(mine, sizeof(mine), "%s", port);
-			for (int i = (int)st.nregs - 1; i >= 0; i--) {
-				if (!strcmp(st.regs[i].port, mine))
-					continue;
-				if (st.holder == -2 && sakey == 0) {
-					reg_remove(&st, i);
-					removed = true;
-				} else if (st.regs[i].key == sakey) {
-					reg_remove(&st, i);
-					removed = true;
-				}
-			}
-			if (!removed && !take && st.holder == -1 && sakey != 0) {
-				/* no registrant with that key: conflict per SPC-4 5.13.11.2.4 */
-				goto conflict;
-			}
-			me = reg_find(&st, mine);
-			if (take) {
-				st.type = type;
-				st.holder = all_registrants(type) ? -2 : me;
-			}
-			if (removed)
-				ua_registrants(t, &st, me, ISC_SENSE_REGISTRATIONS_PREEMPTED);
-		}
-		st.generation++;
-		break;
-	default:
-		isc_task_fail(t, ISC_SENSE_INVALID_FIELD_CDB);
-		return;
-	}
-	if (pr->store->commit(pr, &st)) {
-		isc_task_status(t, ISC_STATUS_BUSY);
-		return;
-	}
-good:
-	isc_task_status(t, ISC_STATUS_GOOD);
-	return;
-conflict:
-	isc_task_status(t, ISC_STATUS_RESERVATION_CONFLICT);
 }

@@ -225,7 +225,7 @@ int isc_lu_get(const char *iqn, struct isc_lu **out)
 	lu->volume_id = strata_volume_id(lu->vol);
 	lu_geometry(lu);
 	strata_on_resize(lu->vol, lu_resized, lu);
-	lu->pr = isc_pr_create(lu->volume_id);
+	lu->pr = isc_pr_create(lu->volume_id, lu->spec, lu->iqn);
 	if (!lu->pr) {
 		strata_close(lu->vol);
 		free(lu);
