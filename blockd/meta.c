@@ -115,6 +115,8 @@ static void watch_done(void *arg, int err, struct st_frame *reply)
 	if (!m->broken && m->cl && !m->stopping) {
 		Strata__Meta__MapWatchReq w = STRATA__META__MAP_WATCH_REQ__INIT;
 		w.known_epoch = m->epoch;
+		w.node_id =
+			m->registered ? m->node_id : 0; /* acknowledges the epoch (meta/fence.c) */
 		if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_MAP_WATCH, 0, &w.base,
 				   NULL, 0, watch_done, m) == 0) {
 			m->watch_pending = true;
@@ -190,6 +192,8 @@ static void tick(void *arg, int res)
 	if (!m->watch_pending && !m->broken) {
 		Strata__Meta__MapWatchReq w = STRATA__META__MAP_WATCH_REQ__INIT;
 		w.known_epoch = m->epoch;
+		w.node_id =
+			m->registered ? m->node_id : 0; /* acknowledges the epoch (meta/fence.c) */
 		if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_MAP_WATCH, 0, &w.base,
 				   NULL, 0, watch_done, m) == 0) {
 			m->watch_pending = true;

@@ -269,6 +269,17 @@ static void meta_arm(strata_cluster *c)
 	}
 }
 
+struct st_client *sc_meta_client(strata_cluster *c)
+{
+	if (c->stopping) {
+		return NULL;
+	}
+	if (c->meta == NULL || !st_client_alive(c->meta)) {
+		meta_arm(c);
+	}
+	return c->meta;
+}
+
 void sc_map_refresh(strata_cluster *c)
 {
 	if (c->map_fetching || c->stopping) {

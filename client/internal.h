@@ -23,6 +23,7 @@
 #include "common/reactor.h"
 #include "common/rpc.h"
 #include "strata/strata.h"
+#include <sys/queue.h>
 
 #define SC_MAX_NODES      1024 /* node ids index the client table */
 #define SC_MAX_ANCESTRY   256
@@ -81,6 +82,17 @@ struct strata_volume {
 	_Atomic uint64_t size;
 	uint64_t object_size;
 	bool read_only;
+	bool is_snapshot; /* opened as pool/vol@snap */
+	bool open_rdonly; /* STRATA_OPEN_RDONLY: stays read-only whatever meta says */
+	/* The head layer is only valid for the map epoch it was resolved at: a snapshot, rollback,
+	 * template mark or resize moves the epoch, and blockd refuses requests from older epochs.
+	 * Before a request is sent at a newer epoch the volume is re-resolved at meta (reactor
+	 * thread only). */
+	uint64_t resolved_epoch;
+	uint64_t resolving_epoch; /* 0: no VOLUME_OPEN in flight */
+	bool gone;                /* deleted or replaced under us: -ENOENT from now on */
+	TAILQ_HEAD(, sc_sub) waiting;
+	struct st_io resolve_timer;
 	/* Nodes holding writes of this process not yet flushed (reactor thread only). */
 	uint8_t dirty[SC_MAX_NODES / 8];
 	atomic_int inflight;
@@ -134,7 +146,8 @@ struct sc_sub {
 	void *bounce; /* CAW: cmp | data */
 	struct st_io timer;
 	int last_err;
-	struct strata_extent *sext; /* STATUS results, object-relative converted to volume */
+	TAILQ_ENTRY(sc_sub) wait_link; /* parked on the volume until it is re-resolved */
+	struct strata_extent *sext;    /* STATUS results, object-relative converted to volume */
 	size_t sn;
 };
 
@@ -149,7 +162,14 @@ void sc_map_refresh(strata_cluster *c);
 int sc_primary(strata_cluster *c, uint32_t pool_id, uint64_t family, uint64_t obj,
 	       uint32_t *node_id);
 
+/* resolve.c */
+/* True if v may be used at the current map epoch; otherwise parks s and starts a re-resolve. */
+bool sc_volume_ready(strata_volume *v, struct sc_sub *s) __attribute__((nonnull));
+struct st_client *sc_meta_client(strata_cluster *c) __attribute__((nonnull));
+
 /* io.c */
+void sc_sub_resend(struct sc_sub *s) __attribute__((nonnull));
+void sc_sub_fail(struct sc_sub *s, int err) __attribute__((nonnull));
 int sc_submit(struct sc_req *req) __attribute__((nonnull));
 
 #endif

@@ -255,6 +255,17 @@ static void sub_send(struct sc_sub *s)
 	int rc;
 
 	if (req->op != SC_FLUSH) {
+		if (!sc_volume_ready(v, s)) {
+			return; /* parked until the volume is re-resolved at this epoch */
+		}
+		if (v->gone) {
+			sub_complete(s, -ENOENT);
+			return;
+		}
+		if (v->read_only && req->op != SC_READ && req->op != SC_STATUS) {
+			sub_complete(s, -EROFS); /* marked a template, or snapshotted into r/o */
+			return;
+		}
 		rc = sc_primary(c, v->pool_id, v->family, s->obj, &s->node_id);
 		if (rc < 0) {
 			sub_retry(s, rc);
@@ -323,6 +334,16 @@ static void sub_send(struct sc_sub *s)
 		sc_node_failed(c, s->node_id);
 		sub_retry(s, rc);
 	}
+}
+
+void sc_sub_resend(struct sc_sub *s)
+{
+	sub_send(s);
+}
+
+void sc_sub_fail(struct sc_sub *s, int err)
+{
+	sub_complete(s, err);
 }
 
 static void req_start(void *arg)

@@ -54,7 +54,13 @@ int strata_open(strata_cluster *c, const char *spec, int flags, strata_volume **
 	v->layer = vr->layer_id;
 	v->object_size = vr->object_size;
 	atomic_store(&v->size, vr->size);
-	v->read_only = vr->read_only || (flags & STRATA_OPEN_RDONLY);
+	v->open_rdonly = (flags & STRATA_OPEN_RDONLY) != 0;
+	v->is_snapshot = strchr(spec, '@') != NULL;
+	v->read_only = vr->read_only || v->open_rdonly;
+	TAILQ_INIT(&v->waiting);
+	/* The reply reflects the catalog at (at least) its epoch; a map older than that is
+	 * refreshed before use, and a newer one triggers a re-resolve. */
+	v->resolved_epoch = vr->epoch ? vr->epoch : strata_map_epoch(c);
 	v->n_ancestry = vr->n_ancestry;
 	v->ancestry = calloc(vr->n_ancestry ? vr->n_ancestry : 1, sizeof(uint64_t));
 	if (v->ancestry == NULL) {

@@ -426,9 +426,10 @@ err_close:
 }
 
 /* Returns 0, or -ENOTCONN if the conn is closing, -ENOMEM. */
-int st_conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t status, uint8_t flags,
-		 const ProtobufCMessage *msg, const void *payload, size_t payload_len,
-		 void (*done)(void *), void *done_arg)
+/* One of msg (packed here) or raw/raw_len (already packed) supplies the message part. */
+static int conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t status,
+		     uint8_t flags, const ProtobufCMessage *msg, const void *raw, size_t raw_len,
+		     const void *payload, size_t payload_len, void (*done)(void *), void *done_arg)
 {
 	struct st_frame_hdr h;
 	struct st_send *s;
@@ -437,7 +438,7 @@ int st_conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t stat
 	if (c->closing) {
 		return -ENOTCONN;
 	}
-	mlen = msg != NULL ? protobuf_c_message_get_packed_size(msg) : 0;
+	mlen = msg != NULL ? protobuf_c_message_get_packed_size(msg) : raw_len;
 	if (mlen > UINT32_MAX || payload_len > UINT32_MAX) {
 		return -EMSGSIZE;
 	}
@@ -461,8 +462,10 @@ int st_conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t stat
 			return -ENOMEM;
 		}
 	}
-	if (mlen > 0) {
+	if (mlen > 0 && msg != NULL) {
 		protobuf_c_message_pack(msg, s->msg);
+	} else if (mlen > 0 && raw != NULL) {
+		memcpy(s->msg, raw, mlen);
 	}
 	s->msg_len = mlen;
 	s->payload = payload;
@@ -484,6 +487,22 @@ int st_conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t stat
 	TAILQ_INSERT_TAIL(&c->sendq, s, link);
 	conn_send_arm(c);
 	return 0;
+}
+
+int st_conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t status, uint8_t flags,
+		 const ProtobufCMessage *msg, const void *payload, size_t payload_len,
+		 void (*done)(void *), void *done_arg)
+{
+	return conn_send(c, type, req_id, status, flags, msg, NULL, 0, payload, payload_len, done,
+			 done_arg);
+}
+
+int st_conn_send_packed(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t status,
+			uint8_t flags, const void *msg, size_t msg_len, const void *payload,
+			size_t payload_len, void (*done)(void *), void *done_arg)
+{
+	return conn_send(c, type, req_id, status, flags, NULL, msg, msg_len, payload, payload_len,
+			 done, done_arg);
 }
 
 /* Returns 0 or -errno as st_conn_send. */

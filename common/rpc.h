@@ -45,6 +45,12 @@ int st_conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t stat
 		 const ProtobufCMessage *msg, const void *payload, size_t payload_len,
 		 void (*done)(void *), void *done_arg) __attribute__((nonnull(1)));
 
+/* As st_conn_send, with the message already packed (msg is copied; it may be freed on return). */
+int st_conn_send_packed(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t status,
+			uint8_t flags, const void *msg, size_t msg_len, const void *payload,
+			size_t payload_len, void (*done)(void *), void *done_arg)
+	__attribute__((nonnull(1)));
+
 /* Reply with a negative errno and a human-readable message (an ErrorReply body). */
 int st_conn_send_error(struct st_conn *c, uint16_t req_type, uint64_t req_id, int32_t status,
 		       const char *fmt, ...) __attribute__((nonnull(1, 5), format(printf, 5, 6)));

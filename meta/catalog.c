@@ -1048,6 +1048,7 @@ int md_volume_resize(struct md_catalog *cat, const char *pool, const char *name,
 	}
 	v->size = size;
 	rocksdb_writebatch_t *b = md_batch();
+	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
 	put_volume(b, v);
 	if ((rc = md_commit(cat, b)) < 0) {
 		return rc;
@@ -1262,6 +1263,7 @@ int md_volume_remove(struct md_catalog *cat, const char *pool, const char *name)
 		}
 	}
 	rocksdb_writebatch_t *b = md_batch();
+	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
 	/* Detach from foreign parents (the origin snapshot) first; drop those afterwards if they
 	 * were hidden and are now childless. */
 	uint64_t foreign[8];
@@ -1299,7 +1301,6 @@ int md_volume_remove(struct md_catalog *cat, const char *pool, const char *name)
 	}
 	unindex_volume(cat, v);
 	batch_del(b, 'v', v->id, 8);
-	md_pr_batch_forget(b, v->id);
 	free(v);
 	return md_commit(cat, b);
 }
@@ -1355,6 +1356,7 @@ int md_snap_create(struct md_catalog *cat, const char *pool, const char *name, c
 			       snap);
 	}
 	rocksdb_writebatch_t *b = md_batch();
+	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
 	rc = freeze_head(cat, b, v, snap, &s);
 	if (rc < 0) {
 		rocksdb_writebatch_destroy(b);
@@ -1422,6 +1424,7 @@ int md_snap_rollback(struct md_catalog *cat, const char *pool, const char *name,
 		return md_fail(cat, -ENOMEM, "out of memory");
 	}
 	rocksdb_writebatch_t *b = md_batch();
+	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
 	v->head = nh->id;
 	v->size = s->size;
 	if (v->flatten_state == MD_FLATTEN_RUNNING) {
@@ -1538,6 +1541,7 @@ int md_template_set(struct md_catalog *cat, const char *pool, const char *name, 
 		v->template_base = 0; /* the head becomes writable again */
 	}
 	rocksdb_writebatch_t *b = md_batch();
+	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
 	put_volume(b, v);
 	if ((rc = md_commit(cat, b)) < 0) {
 		return rc;
@@ -1777,27 +1781,4 @@ int md_catalog_check(struct md_catalog *cat)
 		}
 	}
 	return 0;
-}
-
-/* ---- raw records for pr.c ---- */
-
-int md_catalog_get(struct md_catalog *cat, const void *key, size_t klen, char **val, size_t *vlen)
-{
-	char *err = NULL;
-	*val = rocksdb_get(cat->db, cat->ro, key, klen, vlen, &err);
-	if (err != NULL) {
-		md_fail(cat, -EIO, "catalog read failed: %s", err);
-		rocksdb_free(err);
-		return -EIO;
-	}
-	return 0;
-}
-
-void md_pr_batch_forget(rocksdb_writebatch_t *b, uint64_t volume_id)
-{
-	uint8_t lo[9] = {'R'}, hi[9] = {'R'};
-	be64(lo + 1, volume_id);
-	be64(hi + 1, volume_id + 1);
-	rocksdb_writebatch_delete_range(b, (const char *)lo, sizeof(lo), (const char *)hi,
-					sizeof(hi));
 }

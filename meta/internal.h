@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/queue.h>
+
 #include "meta.pb-c.h"
 
 #define MD_NAME_MAX          128
@@ -200,12 +202,6 @@ void md_batch_bump_epoch(struct md_catalog *cat, struct rocksdb_writebatch_t *b)
 /* Write b synced and destroy it. On failure reloads the catalog from disk, returns -EIO. */
 int md_commit(struct md_catalog *cat, struct rocksdb_writebatch_t *b) __attribute__((nonnull));
 struct md_node *md_node_alloc(struct md_catalog *cat) __attribute__((nonnull));
-/* For pr.c: read one raw record; *val is NULL when absent, else rocksdb_free() it. 0 or -EIO. */
-int md_catalog_get(struct md_catalog *cat, const void *key, size_t klen, char **val, size_t *vlen)
-	__attribute__((nonnull));
-/* Delete every reservation record of a volume in b (volume removal). */
-void md_pr_batch_forget(struct rocksdb_writebatch_t *b, uint64_t volume_id)
-	__attribute__((nonnull));
 struct md_node *md_node_by_id(const struct md_catalog *cat, uint32_t id) __attribute__((nonnull));
 
 /* nodes.c */
@@ -220,16 +216,6 @@ int md_nodes_tick(struct md_catalog *cat, uint64_t now_ms, uint64_t wall_s, uint
 size_t md_nodes(const struct md_catalog *cat, const struct md_node *const **out)
 	__attribute__((nonnull));
 
-/* pr.c: SCSI persistent reservation records (opaque to meta, compare-and-swap by version) */
-/* The record of spec ("pool/vol[@snap]"). *version is the stored version (0: none); *out is
- * the record (free_unpacked) or NULL when there is none or it is still known_version. */
-int md_pr_get(struct md_catalog *cat, const char *spec, uint64_t known_version, uint64_t *version,
-	      Strata__Meta__PrRecord **out) __attribute__((nonnull));
-/* Store rec if the stored version is still expected. Returns 0 with *version the new version,
- * -EAGAIN with *version the current one, or another -errno. */
-int md_pr_update(struct md_catalog *cat, const char *spec, uint64_t expected,
-		 const Strata__Meta__PrRecord *rec, uint64_t *version) __attribute__((nonnull));
-
 /* request.c */
 struct md_request {
 	uint16_t type;
@@ -243,6 +229,29 @@ struct md_request {
 int md_request_decode(uint16_t type, const uint8_t *body, size_t len, struct md_request *req,
 		      char *why, size_t whylen) __attribute__((nonnull(4, 5)));
 void md_request_free(struct md_request *req) __attribute__((nonnull));
+
+/* fence.c: replies held until every up blockd has acknowledged an epoch */
+struct st_conn;
+struct md_held;
+struct md_fence_ack {
+	uint32_t node_id;
+	uint64_t epoch;
+};
+struct md_fence {
+	TAILQ_HEAD(, md_held) held;
+	struct md_fence_ack *acks;
+	size_t nacks, capacks;
+};
+void md_fence_init(struct md_fence *f) __attribute__((nonnull));
+/* Node node_id has installed epoch (its MAP_WATCH says known_epoch = epoch). */
+void md_fence_ack(struct md_fence *f, uint32_t node_id, uint64_t epoch) __attribute__((nonnull));
+/* Hold a reply until epoch is acknowledged. Returns 0, or -ENOMEM (reply now instead). */
+int md_fence_hold(struct md_fence *f, struct st_conn *c, uint16_t type, uint64_t req_id,
+		  const ProtobufCMessage *msg, uint64_t epoch) __attribute__((nonnull));
+/* Send every held reply whose epoch all up nodes acknowledged (or that timed out). */
+void md_fence_release(struct md_fence *f, struct md_catalog *cat) __attribute__((nonnull));
+void md_fence_conn_closed(struct md_fence *f, struct st_conn *c) __attribute__((nonnull));
+void md_fence_free(struct md_fence *f) __attribute__((nonnull));
 
 /* server.c */
 struct st_reactor;

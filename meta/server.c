@@ -45,7 +45,14 @@ struct md_server {
 	struct st_io tick_io;
 	bool stopping;
 	uint64_t epoch_seen;
+	struct md_fence fence;
+	uint64_t dispatch_epoch; /* the epoch when the request being dispatched arrived */
+	bool in_dispatch;
 };
+
+/* The server whose request is being dispatched (one reactor thread): reply() consults it to
+ * hold fenced replies. */
+static struct md_server *dispatching;
 
 /* ---- a per-request arena for reply strings and arrays ---- */
 
@@ -244,8 +251,30 @@ static bool fill_snap(struct md_server *s, struct arena *a, struct md_volume *v,
 
 /* ---- replies ---- */
 
+/* Requests whose epoch move writers must see before the caller hears back (see fence.c). */
+static bool fenced_type(uint16_t type)
+{
+	switch (type) {
+	case STRATA__META__META_MSG_TYPE__META_SNAP_CREATE:
+	case STRATA__META__META_MSG_TYPE__META_SNAP_ROLLBACK:
+	case STRATA__META__META_MSG_TYPE__META_TEMPLATE_SET:
+	case STRATA__META__META_MSG_TYPE__META_VOLUME_RESIZE:
+	case STRATA__META__META_MSG_TYPE__META_VOLUME_REMOVE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static int reply(struct st_conn *c, const struct st_frame *f, const void *msg)
 {
+	struct md_server *s = dispatching;
+	if (s != NULL && s->in_dispatch && fenced_type(f->hdr.type) &&
+	    md_catalog_epoch(s->cat) > s->dispatch_epoch &&
+	    md_fence_hold(&s->fence, c, (uint16_t)(f->hdr.type | ST_FRAME_REPLY), f->hdr.req_id,
+			  msg, md_catalog_epoch(s->cat)) == 0) {
+		return 0;
+	}
 	return st_conn_send(c, (uint16_t)(f->hdr.type | ST_FRAME_REPLY), f->hdr.req_id, 0, 0, msg,
 			    NULL, 0, NULL, NULL);
 }
@@ -298,6 +327,10 @@ static void waiter_timer(void *arg, int res)
 static int do_watch(struct md_server *s, struct st_conn *c, const struct st_frame *f,
 		    const Strata__Meta__MapWatchReq *r)
 {
+	if (r->node_id != 0) {
+		md_fence_ack(&s->fence, r->node_id, r->known_epoch);
+		md_fence_release(&s->fence, s->cat);
+	}
 	if (r->known_epoch < md_catalog_epoch(s->cat)) {
 		return reply_map(s, c, f->hdr.type, f->hdr.req_id);
 	}
@@ -524,31 +557,6 @@ static int do_flatten_reply(struct md_server *s, struct st_conn *c, const struct
 	return reply(c, f, &m);
 }
 
-/* PR_GET / PR_UPDATE (pr.c). A lost compare-and-swap is -EAGAIN with the current version in
- * the ErrorReply message; the gateway reloads with PR_GET either way. */
-static int do_pr(struct md_server *s, struct st_conn *c, const struct st_frame *f,
-		 const ProtobufCMessage *msg)
-{
-	Strata__Meta__PrGetReply m = STRATA__META__PR_GET_REPLY__INIT;
-	Strata__Meta__PrRecord *rec = NULL;
-	int rc;
-	if (f->hdr.type == STRATA__META__META_MSG_TYPE__META_PR_GET) {
-		const Strata__Meta__PrGetReq *r = (const void *)msg;
-		rc = md_pr_get(s->cat, r->spec, r->known_version, &m.version, &rec);
-	} else {
-		const Strata__Meta__PrUpdateReq *r = (const void *)msg;
-		rc = md_pr_update(s->cat, r->spec, r->expected_version, r->record, &m.version);
-	}
-	if (rc == 0) {
-		m.record = rec;
-		rc = reply(c, f, &m);
-	}
-	if (rec != NULL) {
-		strata__meta__pr_record__free_unpacked(rec, NULL);
-	}
-	return rc;
-}
-
 /* Run one decoded request. Returns 0 if a reply was sent, or a negative errno (the catalog's
  * message, if any, describes it). */
 static int dispatch(struct md_server *s, struct st_conn *c, const struct st_frame *f,
@@ -593,6 +601,15 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 	case STRATA__META__META_MSG_TYPE__META_VOLUME_OPEN: {
 		bool ro;
 		const Strata__Meta__VolumeOpenReq *r = (const void *)msg;
+		if (r->volume_id != 0 && r->spec[0] == '\0') {
+			v = md_volume_by_id(s->cat, r->volume_id);
+			l = v ? md_layer_by_id(s->cat, v->head) : NULL;
+			if (l == NULL) {
+				return md_fail(s->cat, -ENOENT, "volume %llu does not exist",
+					       (unsigned long long)r->volume_id);
+			}
+			return reply_layer_ancestry(s, c, f, v, l, v->is_template);
+		}
 		if ((rc = md_volume_open(s->cat, r->spec, &v, &l, &ro)) < 0) {
 			return rc;
 		}
@@ -765,9 +782,6 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 		}
 		return reply(c, f, &empty);
 	}
-	case STRATA__META__META_MSG_TYPE__META_PR_GET:
-	case STRATA__META__META_MSG_TYPE__META_PR_UPDATE:
-		return do_pr(s, c, f, msg);
 	default:
 		return md_fail(s->cat, -ENOTSUP, "unsupported request 0x%04x", f->hdr.type);
 	}
@@ -798,13 +812,18 @@ static void on_frame(struct st_conn *c, struct st_frame *f, void *arg)
 		goto out;
 	}
 	md_fail(s->cat, 0, "%s", "");
+	dispatching = s;
+	s->in_dispatch = true;
+	s->dispatch_epoch = md_catalog_epoch(s->cat);
 	rc = dispatch(s, c, f, req.msg);
+	s->in_dispatch = false;
 	if (rc < 0) {
 		const char *msg = md_catalog_error(s->cat);
 		st_conn_send_error(c, type, f->hdr.req_id, rc, "%s", msg[0] ? msg : strerror(-rc));
 	}
 	md_request_free(&req);
 	wake_waiters(s);
+	md_fence_release(&s->fence, s->cat); /* a fence with no up node releases at once */
 out:
 	st_frame_release(f);
 }
@@ -813,6 +832,7 @@ static void on_close(struct st_conn *c, int err, void *arg)
 {
 	struct md_server *s = arg;
 	struct md_waiter *w;
+	md_fence_conn_closed(&s->fence, c);
 	TAILQ_FOREACH(w, &s->waiters, link)
 	{
 		if (w->c == c) {
@@ -842,6 +862,7 @@ static void tick(void *arg, int res)
 		st_error("node liveness update failed: %s", md_catalog_error(s->cat));
 	}
 	wake_waiters(s);
+	md_fence_release(&s->fence, s->cat); /* nodes that went down no longer hold fences */
 	st_reactor_timer(s->r, &s->tick_io, TICK_MS, tick, s);
 }
 
@@ -862,6 +883,7 @@ int md_server_start(struct st_reactor *r, struct md_catalog *cat,
 		s->cfg.watch_timeout_ms = 30000;
 	}
 	TAILQ_INIT(&s->waiters);
+	md_fence_init(&s->fence);
 	s->epoch_seen = md_catalog_epoch(cat);
 	int rc = st_server_start(r, cfg->listen, &meta_ops, s, 0, &s->srv);
 	if (rc < 0) {
@@ -900,6 +922,10 @@ void md_server_free(struct md_server *s)
 	while ((w = TAILQ_FIRST(&s->waiters)) != NULL) {
 		TAILQ_REMOVE(&s->waiters, w, link);
 		free(w);
+	}
+	md_fence_free(&s->fence);
+	if (dispatching == s) {
+		dispatching = NULL;
 	}
 	free(s);
 }
