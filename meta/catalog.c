@@ -1301,6 +1301,7 @@ int md_volume_remove(struct md_catalog *cat, const char *pool, const char *name)
 	}
 	unindex_volume(cat, v);
 	batch_del(b, 'v', v->id, 8);
+	md_pr_batch_forget(b, v->id);
 	free(v);
 	return md_commit(cat, b);
 }
@@ -1781,4 +1782,27 @@ int md_catalog_check(struct md_catalog *cat)
 		}
 	}
 	return 0;
+}
+
+/* ---- raw records for pr.c ---- */
+
+int md_catalog_get(struct md_catalog *cat, const void *key, size_t klen, char **val, size_t *vlen)
+{
+	char *err = NULL;
+	*val = rocksdb_get(cat->db, cat->ro, key, klen, vlen, &err);
+	if (err != NULL) {
+		md_fail(cat, -EIO, "catalog read failed: %s", err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return 0;
+}
+
+void md_pr_batch_forget(rocksdb_writebatch_t *b, uint64_t volume_id)
+{
+	uint8_t lo[9] = {'R'}, hi[9] = {'R'};
+	be64(lo + 1, volume_id);
+	be64(hi + 1, volume_id + 1);
+	rocksdb_writebatch_delete_range(b, (const char *)lo, sizeof(lo), (const char *)hi,
+					sizeof(hi));
 }

@@ -202,6 +202,12 @@ void md_batch_bump_epoch(struct md_catalog *cat, struct rocksdb_writebatch_t *b)
 /* Write b synced and destroy it. On failure reloads the catalog from disk, returns -EIO. */
 int md_commit(struct md_catalog *cat, struct rocksdb_writebatch_t *b) __attribute__((nonnull));
 struct md_node *md_node_alloc(struct md_catalog *cat) __attribute__((nonnull));
+/* For pr.c: read one raw record; *val is NULL when absent, else rocksdb_free() it. 0 or -EIO. */
+int md_catalog_get(struct md_catalog *cat, const void *key, size_t klen, char **val, size_t *vlen)
+	__attribute__((nonnull));
+/* Delete every reservation record of a volume in b (volume removal). */
+void md_pr_batch_forget(struct rocksdb_writebatch_t *b, uint64_t volume_id)
+	__attribute__((nonnull));
 struct md_node *md_node_by_id(const struct md_catalog *cat, uint32_t id) __attribute__((nonnull));
 
 /* nodes.c */
@@ -215,6 +221,16 @@ int md_nodes_tick(struct md_catalog *cat, uint64_t now_ms, uint64_t wall_s, uint
 		  uint64_t down_out_s) __attribute__((nonnull));
 size_t md_nodes(const struct md_catalog *cat, const struct md_node *const **out)
 	__attribute__((nonnull));
+
+/* pr.c: SCSI persistent reservation records (opaque to meta, compare-and-swap by version) */
+/* The record of spec ("pool/vol[@snap]"). *version is the stored version (0: none); *out is
+ * the record (free_unpacked) or NULL when there is none or it is still known_version. */
+int md_pr_get(struct md_catalog *cat, const char *spec, uint64_t known_version, uint64_t *version,
+	      Strata__Meta__PrRecord **out) __attribute__((nonnull));
+/* Store rec if the stored version is still expected. Returns 0 with *version the new version,
+ * -EAGAIN with *version the current one, or another -errno. */
+int md_pr_update(struct md_catalog *cat, const char *spec, uint64_t expected,
+		 const Strata__Meta__PrRecord *rec, uint64_t *version) __attribute__((nonnull));
 
 /* request.c */
 struct md_request {

@@ -46,6 +46,8 @@ static const struct req_kind kinds[] = {
 	{T(STATUS), &strata__meta__list_req__descriptor},
 	{T(RECLAIM_LIST), &strata__meta__list_req__descriptor},
 	{T(RECLAIM_DONE), &strata__meta__reclaim_done_req__descriptor},
+	{T(PR_GET), &strata__meta__pr_get_req__descriptor},
+	{T(PR_UPDATE), &strata__meta__pr_update_req__descriptor},
 };
 
 static int bad(char *why, size_t len, int rc, const char *fmt, ...)
@@ -214,6 +216,20 @@ static int validate(uint16_t type, const ProtobufCMessage *m, char *why, size_t 
 		if (r->total != 0 && r->done > r->total) {
 			return bad(why, len, -EINVAL, "flatten progress %llu beyond total %llu",
 				   (unsigned long long)r->done, (unsigned long long)r->total);
+		}
+		return 0;
+	}
+	case T(PR_GET):
+	case T(PR_UPDATE): {
+		const char *s = type == T(PR_GET) ? ((const Strata__Meta__PrGetReq *)m)->spec
+						  : ((const Strata__Meta__PrUpdateReq *)m)->spec;
+		if (s[0] == '\0' || strlen(s) > 3 * MD_NAME_MAX + 2 || strchr(s, '/') == NULL) {
+			return bad(why, len, -EINVAL,
+				   "invalid volume spec '%.140s' (want POOL/VOL[@SNAP])", s);
+		}
+		if (type == T(PR_UPDATE) &&
+		    ((const Strata__Meta__PrUpdateReq *)m)->record == NULL) {
+			return bad(why, len, -EINVAL, "PR_UPDATE without a record");
 		}
 		return 0;
 	}

@@ -557,6 +557,31 @@ static int do_flatten_reply(struct md_server *s, struct st_conn *c, const struct
 	return reply(c, f, &m);
 }
 
+/* PR_GET / PR_UPDATE (pr.c). A lost compare-and-swap is -EAGAIN with the current version in
+ * the ErrorReply message; the gateway reloads with PR_GET either way. */
+static int do_pr(struct md_server *s, struct st_conn *c, const struct st_frame *f,
+		 const ProtobufCMessage *msg)
+{
+	Strata__Meta__PrGetReply m = STRATA__META__PR_GET_REPLY__INIT;
+	Strata__Meta__PrRecord *rec = NULL;
+	int rc;
+	if (f->hdr.type == STRATA__META__META_MSG_TYPE__META_PR_GET) {
+		const Strata__Meta__PrGetReq *r = (const void *)msg;
+		rc = md_pr_get(s->cat, r->spec, r->known_version, &m.version, &rec);
+	} else {
+		const Strata__Meta__PrUpdateReq *r = (const void *)msg;
+		rc = md_pr_update(s->cat, r->spec, r->expected_version, r->record, &m.version);
+	}
+	if (rc == 0) {
+		m.record = rec;
+		rc = reply(c, f, &m);
+	}
+	if (rec != NULL) {
+		strata__meta__pr_record__free_unpacked(rec, NULL);
+	}
+	return rc;
+}
+
 /* Run one decoded request. Returns 0 if a reply was sent, or a negative errno (the catalog's
  * message, if any, describes it). */
 static int dispatch(struct md_server *s, struct st_conn *c, const struct st_frame *f,
@@ -782,6 +807,9 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 		}
 		return reply(c, f, &empty);
 	}
+	case STRATA__META__META_MSG_TYPE__META_PR_GET:
+	case STRATA__META__META_MSG_TYPE__META_PR_UPDATE:
+		return do_pr(s, c, f, msg);
 	default:
 		return md_fail(s->cat, -ENOTSUP, "unsupported request 0x%04x", f->hdr.type);
 	}
