@@ -14,8 +14,12 @@ static uint8_t *build(uint16_t type, uint64_t id, int32_t status, const void *ms
 	*total = ST_FRAME_HDR_SIZE + mlen + plen;
 	uint8_t *b = malloc(*total);
 	st_frame_hdr_encode(&h, b);
-	memcpy(b + ST_FRAME_HDR_SIZE, msg, mlen);
-	memcpy(b + ST_FRAME_HDR_SIZE + mlen, pl, plen);
+	if (mlen > 0) {
+		memcpy(b + ST_FRAME_HDR_SIZE, msg, mlen);
+	}
+	if (plen > 0) {
+		memcpy(b + ST_FRAME_HDR_SIZE + mlen, pl, plen);
+	}
 	return b;
 }
 

@@ -16,13 +16,17 @@ static size_t build(uint8_t *out, uint8_t op, uint32_t itt, const uint8_t *ahs, 
 	isc_put24(p + 5, dlen);
 	isc_put32(p + 16, itt);
 	p += ISC_BHS_LEN;
-	memcpy(p, ahs, ahs_len);
+	if (ahs_len > 0) {
+		memcpy(p, ahs, ahs_len);
+	}
 	p += ahs_len;
 	if (hd) {
 		isc_digest_put(p, st_crc32c(0, out, (size_t)(p - out)));
 		p += 4;
 	}
-	memcpy(p, data, dlen);
+	if (dlen > 0) {
+		memcpy(p, data, dlen);
+	}
 	uint32_t pad = (4 - (dlen & 3)) & 3;
 	memset(p + dlen, 0, pad);
 	if (dd && dlen) {
