@@ -173,7 +173,7 @@ static void print_volume_info(struct cli *c, const Strata__Meta__VolumeInfo *v)
 	printf("template:    %s\n", v->template_ ? "yes" : "no");
 	printf("created:     %s\n", fmt_time(v->created, t, sizeof(t)));
 	if (v->flatten_state[0]) {
-		printf("flatten:     %s (%" PRIu64 "/%" PRIu64 " objects)\n", v->flatten_state,
+		printf("flatten:     %s (%" PRIu64 "/%" PRIu64 " nodes)\n", v->flatten_state,
 		       v->flatten_done, v->flatten_total);
 	}
 }
@@ -602,7 +602,7 @@ static int cmd_flatten(struct cli *c)
 		cli_json_u64(&j, "total", s->total);
 		cli_json_obj_end(&j);
 	} else {
-		printf("flatten of %s: %s, %" PRIu64 "/%" PRIu64 " objects\n", s->volume, s->state,
+		printf("flatten of %s: %s, %" PRIu64 "/%" PRIu64 " nodes\n", s->volume, s->state,
 		       s->done, s->total);
 	}
 	protobuf_c_message_free_unpacked(&s->base, NULL);

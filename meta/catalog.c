@@ -1554,10 +1554,11 @@ int md_template_set(struct md_catalog *cat, const char *pool, const char *name, 
 }
 
 /*
- * Flatten is recorded, not performed here: meta records the operation and its progress, and a
- * data-path worker copies the ancestors' blocks into the head and reports progress with
- * FLATTEN_PROGRESS. When it completes, the head's parent link is cut (the one link that ever
- * changes, and only once the head holds every block).
+ * Flatten is recorded here and performed by the storage nodes: flatten.c sends blockd's
+ * FLATTEN (the head gets its own copy, metadata only, of every extent list it inherits) to
+ * every UP node and reports progress in nodes through md_flatten_progress. When every UP node
+ * has done it, the head's parent link is cut (the one link that ever changes, and only once
+ * the head holds every block).
  */
 int md_flatten_start(struct md_catalog *cat, const char *pool, const char *name,
 		     struct md_volume **out)
@@ -1581,8 +1582,14 @@ int md_flatten_start(struct md_catalog *cat, const char *pool, const char *name,
 	if ((rc = volume_writable(cat, v, "flatten")) < 0) {
 		return rc;
 	}
+	/* Progress counts storage nodes (flatten.c drives each UP node): done / UP nodes. */
+	const struct md_node *const *nodes;
+	size_t nn = md_nodes(cat, &nodes);
 	v->flatten_done = 0;
-	v->flatten_total = (v->size + p->object_size - 1) / p->object_size;
+	v->flatten_total = 0;
+	for (size_t i = 0; i < nn; i++) {
+		v->flatten_total += nodes[i]->state == STRATA__META__NODE_STATE__NODE_UP;
+	}
 	v->flatten_state = h->parent == 0 ? MD_FLATTEN_DONE : MD_FLATTEN_RUNNING;
 	if (v->flatten_state == MD_FLATTEN_DONE) {
 		v->flatten_done = v->flatten_total;

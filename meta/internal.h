@@ -232,6 +232,19 @@ int md_pr_get(struct md_catalog *cat, const char *spec, uint64_t known_version, 
 int md_pr_update(struct md_catalog *cat, const char *spec, uint64_t expected,
 		 const Strata__Meta__PrRecord *rec, uint64_t *version) __attribute__((nonnull));
 
+/* flatten.c: meta drives blockd's FLATTEN on every UP node for each running flatten */
+struct st_reactor;
+struct md_flattener;
+int md_flattener_create(struct st_reactor *r, struct md_catalog *cat, struct md_flattener **out)
+	__attribute__((nonnull));
+/* Start driving the running flatten of a volume (no-op if none or already driven). */
+int md_flattener_add(struct md_flattener *f, uint64_t volume_id) __attribute__((nonnull));
+/* Send due requests, record progress, complete; picks up running flattens after a restart. */
+void md_flattener_tick(struct md_flattener *f) __attribute__((nonnull));
+void md_flattener_stop(struct md_flattener *f);
+/* After st_reactor_destroy(). */
+void md_flattener_free(struct md_flattener *f);
+
 /* request.c */
 struct md_request {
 	uint16_t type;

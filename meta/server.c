@@ -45,6 +45,7 @@ struct md_server {
 	struct st_io tick_io;
 	bool stopping;
 	uint64_t epoch_seen;
+	struct md_flattener *fl; /* flatten.c */
 	struct md_fence fence;
 	uint64_t dispatch_epoch; /* the epoch when the request being dispatched arrived */
 	bool in_dispatch;
@@ -765,6 +766,7 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 		if ((rc = md_flatten_start(s->cat, r->pool, r->name, &v)) < 0) {
 			return rc;
 		}
+		md_flattener_add(s->fl, v->id);
 		return do_flatten_reply(s, c, f, v);
 	}
 	case STRATA__META__META_MSG_TYPE__META_FLATTEN_PROGRESS: {
@@ -889,6 +891,7 @@ static void tick(void *arg, int res)
 	if (rc < 0) {
 		st_error("node liveness update failed: %s", md_catalog_error(s->cat));
 	}
+	md_flattener_tick(s->fl);
 	wake_waiters(s);
 	md_fence_release(&s->fence, s->cat); /* nodes that went down no longer hold fences */
 	st_reactor_timer(s->r, &s->tick_io, TICK_MS, tick, s);
@@ -913,8 +916,15 @@ int md_server_start(struct st_reactor *r, struct md_catalog *cat,
 	TAILQ_INIT(&s->waiters);
 	md_fence_init(&s->fence);
 	s->epoch_seen = md_catalog_epoch(cat);
-	int rc = st_server_start(r, cfg->listen, &meta_ops, s, 0, &s->srv);
+	int rc = md_flattener_create(r, cat, &s->fl);
 	if (rc < 0) {
+		md_fence_free(&s->fence);
+		free(s);
+		return rc;
+	}
+	rc = st_server_start(r, cfg->listen, &meta_ops, s, 0, &s->srv);
+	if (rc < 0) {
+		md_flattener_free(s->fl);
 		free(s);
 		return rc;
 	}
@@ -934,6 +944,7 @@ void md_server_stop(struct md_server *s)
 		return;
 	}
 	s->stopping = true;
+	md_flattener_stop(s->fl);
 	st_server_stop(s->srv);
 }
 
@@ -952,6 +963,7 @@ void md_server_free(struct md_server *s)
 		free(w);
 	}
 	md_fence_free(&s->fence);
+	md_flattener_free(s->fl);
 	if (dispatching == s) {
 		dispatching = NULL;
 	}
