@@ -34,99 +34,8 @@
 
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "engine_int.h"
 #include "internal.h"
-
-#define IDEM_CAP    16384
-#define OP_SMALL    32 /* blocks; ops up to this size come from a free list */
-#define MAX_RESOLVE BD_MAX_DEPTH
-
-enum op_kind { OP_READ, OP_WRITE, OP_ZERO, OP_TRIM, OP_CAW, OP_FLUSH };
-
-enum op_phase { PH_READ, PH_WRITE, PH_FSYNC };
-
-struct bd_op;
-
-struct op_sub {
-	struct st_io io;
-	struct iovec iov;
-	struct bd_op *op;
-};
-
-struct obj_lock;
-struct idem_ent;
-
-struct bd_op {
-	struct bd_engine *e;
-	enum op_kind kind;
-	enum op_phase phase;
-	struct bd_req q;
-	uint32_t nblocks, cap; /* cap: blocks the arrays below have room for */
-	uint8_t *buf;          /* read destination or write source */
-	const uint8_t *cmp;
-	uint64_t *miscompare;
-	bd_done_cb cb;
-	void *cb_arg;
-	int err;
-	int pending;
-	uint64_t read_seq;
-	bool in_reads;
-	bool excl;
-	struct obj_lock *lock;
-	struct idem_ent *idem;
-	uint8_t *cawbuf;
-	uint64_t *pblk;       /* per block: read mapping, or new location for writes */
-	uint32_t *crc;        /* per block */
-	uint64_t *freed;      /* per block: blocks whose last reference the commit dropped */
-	struct bd_prun *runs; /* write: reserved runs */
-	int nruns;
-	struct op_sub *subs;
-	struct st_io fsync_io;
-	TAILQ_ENTRY(bd_op) link;
-};
-
-TAILQ_HEAD(op_list, bd_op);
-
-struct obj_lock {
-	uint64_t family, object;
-	int shared;
-	bool excl;
-	struct op_list waiters;
-	struct obj_lock *next;
-};
-
-enum idem_state { IDEM_FREE, IDEM_PENDING, IDEM_DONE };
-
-struct idem_ent {
-	uint64_t client_id, seq;
-	enum idem_state state;
-	int status;
-	uint64_t miscompare;
-	struct idem_ent *next; /* hash chain */
-};
-
-struct bd_engine {
-	struct st_reactor *r;
-	int fd;
-	uint64_t nblocks;
-	uint8_t uuid[16];
-	struct bd_index *ix;
-	struct bd_alloc alloc;
-	struct bd_cache *cache;
-	struct bd_layers *layers;
-	struct bd_batch *batch;
-	bool failed; /* an index commit failed: mutations refused */
-	uint64_t seq;
-	struct op_list reads; /* in flight, oldest first */
-	uint64_t checksum_errors;
-	uint64_t nlists;
-	struct bd_fsck_report rep;
-	struct obj_lock *locks[1024];
-	struct idem_ent *idem_ring; /* IDEM_CAP entries, reused round robin */
-	struct idem_ent *idem_hash[IDEM_CAP];
-	size_t idem_next;
-	struct op_list free_ops;
-	size_t nfree_ops;
-};
 
 /* ------------------------------------------------------------------------------------------ */
 /* Ops: small ones are recycled, so the steady-state 4 KiB path does not malloc. */
@@ -254,6 +163,21 @@ static size_t lock_slot(uint64_t f, uint64_t o)
 }
 
 static void op_locked(struct bd_op *op);
+
+bool bd_engine_object_locked(struct bd_engine *e, uint64_t family, uint64_t object)
+{
+	for (struct obj_lock *l = e->locks[lock_slot(family, object)]; l; l = l->next) {
+		if (l->family == family && l->object == object) {
+			return true;
+		}
+	}
+	return false;
+}
+
+int bd_engine_ancestry(struct bd_engine *e, uint64_t family, uint64_t layer, const uint64_t **anc)
+{
+	return bd_layers_get(e->layers, family, layer, anc);
+}
 
 static bool lock_compatible(const struct obj_lock *l, bool excl)
 {
@@ -844,7 +768,7 @@ static void batch_chunks(struct bd_engine *e)
 
 /* Commit the batch; on failure the engine stops accepting mutations (memory is ahead of the
  * index; a restart rebuilds from the index). */
-static int commit_batch(struct bd_engine *e, bool sync)
+int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 {
 	batch_chunks(e);
 	int rc = bd_index_commit(e->ix, e->batch, sync);
@@ -857,7 +781,7 @@ static int commit_batch(struct bd_engine *e, bool sync)
 }
 
 /* Move blocks whose last reference went to limbo (after the commit that dropped it). */
-static void defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t n)
+void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		if (bd_alloc_defer_free(&e->alloc, freed[i], e->seq) < 0) {
@@ -938,14 +862,19 @@ static void commit_phase(struct bd_op *op)
 		op_fail(op, err);
 		return;
 	}
-	err = commit_batch(e, op->q.fua);
+	/* Keys the caller rides on this commit (the PG version: replication). */
+	for (uint32_t x = 0; x < op->q.nxkv; x++) {
+		bd_batch_put_raw(e->batch, op->q.xkv[x].key, op->q.xkv[x].klen, op->q.xkv[x].val,
+				 op->q.xkv[x].vlen);
+	}
+	err = bd_engine_commit_batch(e, op->q.fua);
 	if (err) {
 		op_fail(op, err);
 		return;
 	}
 	/* The new blocks are referenced now: not a reservation any more. */
 	op->nruns = 0;
-	defer_frees(e, op->freed, nfreed);
+	bd_engine_defer_frees(e, op->freed, nfreed);
 	op_complete(op);
 }
 
@@ -1268,9 +1197,9 @@ int bd_layer_delete(struct bd_engine *e, uint64_t family, uint64_t layer, const 
 		e->nlists--;
 		dropped++;
 		if (++inbatch == META_BATCH || i + 1 == c.n) {
-			rc = commit_batch(e, true);
+			rc = bd_engine_commit_batch(e, true);
 			if (rc == 0) {
-				defer_frees(e, freed, (uint32_t)nfreed);
+				bd_engine_defer_frees(e, freed, (uint32_t)nfreed);
 				freed_total += nfreed;
 			}
 			nfreed = 0;
@@ -1355,7 +1284,7 @@ int bd_flatten(struct bd_engine *e, uint64_t family, uint64_t layer, const uint6
 				inbatch++;
 			}
 			if (inbatch == META_BATCH || (i + 1 == c.n && inbatch)) {
-				rc = commit_batch(e, true);
+				rc = bd_engine_commit_batch(e, true);
 				inbatch = 0;
 			}
 		}
@@ -1702,4 +1631,9 @@ void bd_engine_close(struct bd_engine *e)
 	}
 	free(e->idem_ring);
 	free(e);
+}
+
+struct bd_index *bd_engine_index(struct bd_engine *e)
+{
+	return e->ix;
 }

@@ -4,6 +4,8 @@
  *   'E' family(8) layer(8) object(8) seg(4)   -> extent list (extmap.c encoding)
  *   'B' chunk(8)                              -> 512-byte persisted allocation bitmap chunk
  *   'S'                                       -> superblock (version, block size, nblocks, uuid)
+ *   'V' pool(4) pg(4)                         -> PG version (8, big-endian): replication
+ *   'F' family(8)                             -> pool id (4): which pool a family's PGs are in
  *
  * Integers in keys are big-endian so that one family's (or one layer's) lists are one
  * contiguous key range: layer delete and flatten scan a prefix. Reads never scan: they get the
@@ -335,4 +337,42 @@ int bd_index_sync(struct bd_index *ix)
 		return -EIO;
 	}
 	return 0;
+}
+
+void bd_batch_put_raw(struct bd_batch *b, const void *key, size_t klen, const void *val,
+		      size_t vlen)
+{
+	rocksdb_writebatch_put(b->wb, key, klen, val, vlen);
+}
+
+void bd_batch_del_raw(struct bd_batch *b, const void *key, size_t klen)
+{
+	rocksdb_writebatch_delete(b->wb, key, klen);
+}
+
+int bd_index_scan_raw(struct bd_index *ix, const void *prefix, size_t plen, bd_raw_fn fn, void *arg)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro);
+	int rc = 0;
+	for (rocksdb_iter_seek(it, prefix, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t klen, vlen;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		if (klen < plen || memcmp(k, prefix, plen) != 0) {
+			break;
+		}
+		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+		rc = fn(arg, k, klen, v, vlen);
+		if (rc) {
+			break;
+		}
+	}
+	char *err = NULL;
+	rocksdb_iter_get_error(it, &err);
+	if (err) {
+		st_error("rocksdb scan: %s", err);
+		rocksdb_free(err);
+		rc = -EIO;
+	}
+	rocksdb_iter_destroy(it);
+	return rc;
 }

@@ -195,6 +195,14 @@ void bd_batch_del_map(struct bd_batch *b, const struct bd_mkey *k) __attribute__
 void bd_batch_put_chunk(struct bd_batch *b, uint64_t c, const uint8_t bits[BD_CHUNK_BYTES])
 	__attribute__((nonnull));
 void bd_batch_put_super(struct bd_batch *b, const struct bd_super *s) __attribute__((nonnull));
+/* Raw keys outside the extent and bitmap spaces ('V' PG versions, 'F' family -> pool). */
+void bd_batch_put_raw(struct bd_batch *b, const void *key, size_t klen, const void *val,
+		      size_t vlen) __attribute__((nonnull));
+void bd_batch_del_raw(struct bd_batch *b, const void *key, size_t klen) __attribute__((nonnull));
+/* Calls fn(arg, key, klen, val, vlen) for every key starting with prefix; nonzero stops. */
+typedef int (*bd_raw_fn)(void *arg, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen);
+int bd_index_scan_raw(struct bd_index *ix, const void *prefix, size_t plen, bd_raw_fn fn, void *arg)
+	__attribute__((nonnull(1, 2, 4)));
 /* Commit atomically; sync = the WAL is synced before returning. Returns 0 or -EIO. */
 int bd_index_commit(struct bd_index *ix, struct bd_batch *b, bool sync) __attribute__((nonnull));
 /* Sync the WAL (everything committed so far survives power loss). Returns 0 or -EIO. */
@@ -254,6 +262,14 @@ size_t bd_cache_size(const struct bd_cache *c) __attribute__((nonnull));
 
 struct bd_engine;
 
+/* A raw key/value pair for the index (see index.c for the key spaces). */
+struct bd_xkv {
+	const void *key;
+	size_t klen;
+	const void *val;
+	size_t vlen;
+};
+
 struct bd_engine_opts {
 	const char *data_path;
 	const char *db_path; /* NULL: data_path + ".db" */
@@ -271,6 +287,8 @@ struct bd_req {
 	uint32_t length; /* bytes, multiple of BD_BLOCK, > 0 */
 	uint64_t client_id, seq;
 	bool fua;
+	const struct bd_xkv *xkv; /* extra keys committed in the same WriteBatch (may be NULL) */
+	uint32_t nxkv;
 };
 
 struct bd_fsck_report {
@@ -345,6 +363,55 @@ int bd_flatten(struct bd_engine *e, uint64_t family, uint64_t layer, const uint6
 void bd_engine_space(struct bd_engine *e, struct bd_space *s) __attribute__((nonnull));
 /* Free limbo blocks that no read can still see (also done after every op). */
 void bd_engine_reap(struct bd_engine *e) __attribute__((nonnull));
+/* The cached ancestry of a layer (parent first): its length, or -ENOENT. */
+int bd_engine_ancestry(struct bd_engine *e, uint64_t family, uint64_t layer, const uint64_t **anc)
+	__attribute__((nonnull));
+struct bd_index *bd_engine_index(struct bd_engine *e) __attribute__((nonnull));
+/* objcopy.c: commit raw keys alone (sync: WAL synced). Returns 0 or -EIO. */
+int bd_engine_put_raw(struct bd_engine *e, const struct bd_xkv *xkv, uint32_t n, bool sync)
+	__attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* objcopy.c: whole objects (every layer's own lists of one (family, object)) for recovery and
+ * repair. Synchronous on the reactor thread (pread/pwrite): recovery is throttled, and a
+ * transfer is at most one object. */
+
+/* One exported list: the extent list as stored plus, in the data buffer, its data blocks in
+ * block order. */
+struct bd_xlist {
+	uint64_t layer;
+	uint32_t seg;
+	struct bd_extmap map;
+};
+
+struct bd_xobj {
+	uint32_t nlists;
+	struct bd_xlist *lists;
+	uint8_t *data; /* BD_BLOCK-aligned, ndata blocks */
+	uint32_t ndata;
+	uint32_t bad_blocks; /* data whose crc did not match (export with verify) */
+};
+
+void bd_xobj_free(struct bd_xobj *x);
+/* Read every list of (family, object) and its data. Returns 0 or -errno; a block whose crc
+ * does not match counts in bad_blocks (its data is exported as read). */
+int bd_object_export(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xobj *out)
+	__attribute__((nonnull));
+/* Replace every list of (family, object) with x's (nlists 0: delete the object), data written
+ * to fresh blocks first, then one WriteBatch (with xkv). -EBUSY while an op holds the object,
+ * -EILSEQ when a data block does not match its crc. */
+int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
+		      const struct bd_xobj *x, const struct bd_xkv *xkv, uint32_t nxkv)
+	__attribute__((nonnull(1, 4)));
+/* Digest of an object for scrub: a hash over every list's layer, segment, block states and the
+ * crc32c of the data actually read; bad = blocks whose data does not match the stored crc. */
+int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, uint64_t *digest,
+		     uint32_t *bad, uint32_t *nlists) __attribute__((nonnull));
+/* Every (family, object) with at least one list, for which keep(arg, family, object) is true,
+ * sorted and unique. Returns the count (*out malloc'd, 2 words each) or -errno. */
+typedef bool (*bd_obj_filter)(void *arg, uint64_t family, uint64_t object);
+long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t **out)
+	__attribute__((nonnull(1, 2, 4)));
 
 /* ------------------------------------------------------------------------------------------ */
 /* service.c */
@@ -360,13 +427,76 @@ void bd_service_stop(struct bd_service *s);
 int bd_service_port(const struct bd_service *s) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
+/* dist.c, replicate.c, recovery.c, scrub.c: placement, fencing, primary-copy replication,
+ * peering and recovery, scrub (see dist_int.h and docs/ARCHITECTURE.md). Enabled with meta. */
+
+struct bd_dist;
+struct st_frame;
+/* service.c: where the reply to one frame goes. bd_reply_send sends it (payload: malloc'd,
+ * freed by the transport; msg may be NULL) and frees rp. A status < 0 sends an ErrorReply. */
+struct bd_reply;
+struct ProtobufCMessage;
+void bd_reply_send(struct bd_reply *rp, int status, const struct ProtobufCMessage *msg,
+		   void *payload, size_t len) __attribute__((nonnull(1)));
+
+/* A data request from a client, handed to the distribution layer. The first block is the
+ * caller's; the rest belongs to the layer. */
+struct bd_dreq {
+	uint16_t type; /* BLOCKD_READ, _WRITE, _WRITE_ZEROES, _TRIM, _COMPARE_AND_WRITE */
+	uint32_t pool_id;
+	uint64_t epoch;
+	struct bd_req q;
+	const void *io; /* the Strata__Blockd__IoRequest, forwarded to replicas */
+	const uint8_t *payload;
+	uint32_t payload_len;
+	uint8_t *rbuf; /* READ destination */
+	uint64_t *miscompare;
+	bd_done_cb cb;
+	void *cb_arg;
+
+	struct bd_pg *pg;
+	uint64_t version, prev;
+	int pending, err;
+	bool local_ok, repaired;
+	uint8_t keys[2][9], vals[2][8];
+	struct bd_xkv xkv[2];
+	struct bd_fwd *fwd;
+	TAILQ_ENTRY(bd_dreq) link;
+};
+
+struct bd_dist_stats {
+	uint32_t pgs_primary, pgs_clean, pgs_degraded, pgs_recovering, pgs_member;
+	uint64_t objects_recovered, objects_to_recover;
+};
+
+int bd_dist_new(struct st_reactor *r, struct bd_engine *e, struct bd_dist **out)
+	__attribute__((nonnull));
+void bd_dist_free(struct bd_dist *d);
+/* meta.c: registered as node id; a newer cluster map (ownership passes). */
+void bd_dist_set_self(struct bd_dist *d, uint32_t id) __attribute__((nonnull));
+void bd_dist_set_map(struct bd_dist *d, void *cluster_map) __attribute__((nonnull));
+uint64_t bd_dist_epoch(const struct bd_dist *d) __attribute__((nonnull));
+void bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s) __attribute__((nonnull));
+/* A client READ/WRITE/WRITE_ZEROES/TRIM/COMPARE_AND_WRITE: fenced, replicated; r->cb when done. */
+void bd_dist_io(struct bd_dist *d, struct bd_dreq *r) __attribute__((nonnull));
+/* Fencing only (BLOCK_STATUS). Returns 0, -ESTALE or -EAGAIN. */
+int bd_dist_fence(struct bd_dist *d, uint32_t pool_id, uint64_t family, uint64_t object,
+		  uint64_t epoch) __attribute__((nonnull));
+/* FLUSH: local, then every peer written to since the last flush (all: every up node). */
+void bd_dist_flush(struct bd_dist *d, bool all, bd_done_cb cb, void *cb_arg)
+	__attribute__((nonnull(1, 3)));
+/* A 0x03xx frame or BLOCKD_SCRUB: takes the frame and answers through rp. */
+void bd_dist_frame(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
+	__attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
 /* meta.c: registration with strata-meta, heartbeats every second, and the cluster map epoch
  * (MAP_WATCH long-poll). Reconnects on its own; blockd serves I/O whether or not meta is up. */
 
 struct bd_meta;
 /* self: the address peers and clients reach this blockd at. Returns 0 or -ENOMEM. */
-int bd_meta_start(struct st_reactor *r, struct bd_engine *e, const char *meta, const char *self,
-		  struct bd_meta **out) __attribute__((nonnull));
+int bd_meta_start(struct st_reactor *r, struct bd_engine *e, struct bd_dist *d, const char *meta,
+		  const char *self, struct bd_meta **out) __attribute__((nonnull));
 void bd_meta_stop(struct bd_meta *m);
 uint64_t bd_meta_epoch(const struct bd_meta *m) __attribute__((nonnull));
 uint32_t bd_meta_node_id(const struct bd_meta *m) __attribute__((nonnull));

@@ -22,6 +22,7 @@
 struct bd_meta {
 	struct st_reactor *r;
 	struct bd_engine *e;
+	struct bd_dist *d;
 	char *meta_addr;
 	char *self;
 	char uuid[37];
@@ -72,8 +73,11 @@ static void register_done(void *arg, int err, struct st_frame *reply)
 	}
 	m->node_id = r->node_id;
 	m->registered = true;
+	bd_dist_set_self(m->d, m->node_id);
 	if (r->map) {
 		set_epoch(m, r->map->epoch);
+		bd_dist_set_map(m->d, r->map); /* ownership passes */
+		r->map = NULL;
 	}
 	st_info("registered with meta %s as node %u (map epoch %lu)", m->meta_addr, m->node_id,
 		(unsigned long)m->epoch);
@@ -92,7 +96,8 @@ static void heartbeat_done(void *arg, int err, struct st_frame *reply)
 	Strata__Meta__NodeHeartbeatReply *r =
 		strata__meta__node_heartbeat_reply__unpack(NULL, reply->hdr.hdr_len, reply->msg);
 	if (r) {
-		set_epoch(m, r->epoch);
+		/* Only a map moves our epoch (MAP_WATCH delivers it); a bare number would make
+		 * the watch skip the map of that epoch. */
 		strata__meta__node_heartbeat_reply__free_unpacked(r, NULL);
 	}
 }
@@ -109,7 +114,7 @@ static void watch_done(void *arg, int err, struct st_frame *reply)
 		strata__meta__cluster_map__unpack(NULL, reply->hdr.hdr_len, reply->msg);
 	if (map) {
 		set_epoch(m, map->epoch);
-		strata__meta__cluster_map__free_unpacked(map, NULL);
+		bd_dist_set_map(m->d, map); /* ownership passes */
 	}
 	/* Re-arm the long-poll at once. */
 	if (!m->broken && m->cl && !m->stopping) {
@@ -202,8 +207,8 @@ static void tick(void *arg, int res)
 	arm(m, 1000);
 }
 
-int bd_meta_start(struct st_reactor *r, struct bd_engine *e, const char *meta, const char *self,
-		  struct bd_meta **out)
+int bd_meta_start(struct st_reactor *r, struct bd_engine *e, struct bd_dist *d, const char *meta,
+		  const char *self, struct bd_meta **out)
 {
 	struct bd_meta *m = calloc(1, sizeof(*m));
 	if (!m) {
@@ -211,6 +216,7 @@ int bd_meta_start(struct st_reactor *r, struct bd_engine *e, const char *meta, c
 	}
 	m->r = r;
 	m->e = e;
+	m->d = d;
 	m->meta_addr = strdup(meta);
 	m->self = strdup(self);
 	if (!m->meta_addr || !m->self) {

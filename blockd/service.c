@@ -16,6 +16,7 @@
 #include "blockd.pb-c.h"
 #include "common/log.h"
 #include "common/rpc.h"
+#include "dist_int.h"
 #include "internal.h"
 #include "strata.pb-c.h"
 
@@ -31,6 +32,7 @@ struct bd_service {
 	struct bd_engine *e;
 	struct st_server *srv;
 	struct bd_meta *meta;
+	struct bd_dist *dist; /* with meta: placement, fencing, replication */
 };
 
 struct svc_conn {
@@ -41,6 +43,7 @@ struct svc_conn {
 };
 
 struct svc_req {
+	struct bd_dreq d; /* first: the distribution layer's view */
 	struct svc_conn *sc;
 	uint16_t type;
 	uint64_t req_id;
@@ -142,8 +145,8 @@ static void io_done(void *arg, int err)
 }
 
 /* Shape checks shared by every object op; the engine checks alignment and ranges again. */
-static int validate_io(uint16_t type, const Strata__Blockd__IoRequest *io, uint32_t payload_len,
-		       struct bd_req *q)
+int bd_io_validate(uint16_t type, const Strata__Blockd__IoRequest *io, uint32_t payload_len,
+		   struct bd_req *q)
 {
 	memset(q, 0, sizeof(*q));
 	if (io->family == 0 || io->layer == 0 || io->length == 0 || io->length > BD_MAX_IO ||
@@ -178,7 +181,7 @@ static void handle_io(struct svc_conn *sc, struct st_frame *f)
 	Strata__Blockd__IoRequest *io =
 		strata__blockd__io_request__unpack(NULL, f->hdr.hdr_len, f->msg);
 	struct bd_req q;
-	int err = io ? validate_io(type, io, f->hdr.payload_len, &q) : -EINVAL;
+	int err = io ? bd_io_validate(type, io, f->hdr.payload_len, &q) : -EINVAL;
 	if (err) {
 		reply_error(sc, type, f->hdr.req_id, err);
 		if (io) {
@@ -189,6 +192,16 @@ static void handle_io(struct svc_conn *sc, struct st_frame *f)
 	}
 	q.fua = (f->hdr.flags & ST_FRAME_F_FUA) != 0;
 
+	if (s->dist && type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_BLOCK_STATUS) {
+		err = bd_dist_fence(s->dist, (uint32_t)io->pool_id, io->family, io->object,
+				    io->map_epoch);
+		if (err) {
+			reply_error(sc, type, f->hdr.req_id, err);
+			strata__blockd__io_request__free_unpacked(io, NULL);
+			st_frame_release(f);
+			return;
+		}
+	}
 	if (type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_BLOCK_STATUS) {
 		struct bd_status_ext *ext = malloc(MAX_STATUS_EXTENTS * sizeof(*ext));
 		size_t n = 0;
@@ -237,6 +250,29 @@ static void handle_io(struct svc_conn *sc, struct st_frame *f)
 	rq->f = *f;
 	rq->io = io;
 	rq->length = io->length;
+	if (s->dist) {
+		if (type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_READ) {
+			rq->rbuf = st_payload_alloc(io->length);
+			if (!rq->rbuf) {
+				io_done(rq, -ENOMEM);
+				return;
+			}
+		}
+		struct bd_dreq *d = &rq->d;
+		d->type = type;
+		d->pool_id = (uint32_t)io->pool_id;
+		d->epoch = io->map_epoch;
+		d->q = q;
+		d->io = io;
+		d->payload = rq->f.payload;
+		d->payload_len = f->hdr.payload_len;
+		d->rbuf = rq->rbuf;
+		d->miscompare = &rq->miscompare;
+		d->cb = io_done;
+		d->cb_arg = rq;
+		bd_dist_io(s->dist, d);
+		return;
+	}
 	switch (type) {
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_READ:
 		rq->rbuf = st_payload_alloc(io->length);
@@ -293,6 +329,16 @@ static void handle_flush(struct svc_conn *sc, struct st_frame *f)
 	sc->refs++;
 	fr->type = f->hdr.type;
 	fr->req_id = f->hdr.req_id;
+	if (sc->s->dist) {
+		Strata__Blockd__FlushRequest *m =
+			strata__blockd__flush_request__unpack(NULL, f->hdr.hdr_len, f->msg);
+		bool all = m && m->all_members;
+		if (m) {
+			strata__blockd__flush_request__free_unpacked(m, NULL);
+		}
+		bd_dist_flush(sc->s->dist, all, flush_done, fr);
+		return;
+	}
 	bd_flush(sc->s->e, flush_done, fr);
 }
 
@@ -357,6 +403,44 @@ static void handle_space(struct svc_conn *sc, struct st_frame *f)
 	reply_msg(sc, f->hdr.type, f->hdr.req_id, &rep.base);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Replies for the distribution layer's frames. */
+
+struct bd_reply {
+	struct svc_conn *sc;
+	uint16_t type;
+	uint64_t req_id;
+};
+
+static struct bd_reply *reply_new(struct svc_conn *sc, const struct st_frame *f)
+{
+	struct bd_reply *rp = malloc(sizeof(*rp));
+	if (rp) {
+		rp->sc = sc;
+		rp->type = f->hdr.type;
+		rp->req_id = f->hdr.req_id;
+		sc->refs++;
+	}
+	return rp;
+}
+
+void bd_reply_send(struct bd_reply *rp, int status, const struct ProtobufCMessage *msg,
+		   void *payload, size_t len)
+{
+	struct svc_conn *sc = rp->sc;
+	if (status < 0) {
+		reply_error(sc, rp->type, rp->req_id, status);
+		free(payload);
+	} else if (!sc->c) {
+		free(payload);
+	} else if (st_conn_send(sc->c, (uint16_t)(rp->type | ST_FRAME_REPLY), rp->req_id, 0, 0, msg,
+				payload, len, payload ? free_buf : NULL, payload) < 0) {
+		free(payload);
+	}
+	sc_put(sc);
+	free(rp);
+}
+
 static void on_frame(struct st_conn *c, struct st_frame *f, void *arg)
 {
 	struct svc_conn *sc = arg;
@@ -394,6 +478,24 @@ static void on_frame(struct st_conn *c, struct st_frame *f, void *arg)
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_SPACE:
 		handle_space(sc, f);
 		break;
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_SCRUB:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_WRITE:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_FLUSH:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_LIST:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_RECOVER:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_DIGEST:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_REPAIR: {
+		struct bd_reply *rp = sc->s->dist ? reply_new(sc, f) : NULL;
+		if (!rp) {
+			reply_error(sc, f->hdr.type, f->hdr.req_id,
+				    sc->s->dist ? -ENOMEM : -EOPNOTSUPP);
+			break;
+		}
+		bd_dist_frame(sc->s->dist, f, rp); /* takes the frame */
+		return;
+	}
 	case 0x0001: /* PING: echo the message back */
 		if (sc->c) {
 			st_conn_send(c, (uint16_t)(f->hdr.type | ST_FRAME_REPLY), f->hdr.req_id, 0,
@@ -442,8 +544,12 @@ int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_
 		const char *colon = strrchr(o->listen, ':');
 		int hl = colon ? (int)(colon - o->listen) : (int)strlen(o->listen);
 		snprintf(self, sizeof(self), "%.*s:%d", hl, o->listen, st_server_port(s->srv));
-		rc = bd_meta_start(r, e, o->meta, self, &s->meta);
+		rc = bd_dist_new(r, e, &s->dist);
+		if (rc == 0) {
+			rc = bd_meta_start(r, e, s->dist, o->meta, self, &s->meta);
+		}
 		if (rc) {
+			bd_dist_free(s->dist);
 			st_server_stop(s->srv);
 			free(s);
 			return rc;
@@ -464,6 +570,7 @@ void bd_service_stop(struct bd_service *s)
 		return;
 	}
 	bd_meta_stop(s->meta);
+	bd_dist_free(s->dist);
 	st_server_stop(s->srv);
 	free(s);
 }

@@ -17,6 +17,7 @@
 #include "common/rpc.h"
 #include "common/size.h"
 #include "internal.h"
+#include "blockd.pb-c.h"
 #include "meta.pb-c.h"
 
 struct cli {
@@ -694,6 +695,98 @@ static int cmd_status(struct cli *c)
 	return 0;
 }
 
+/* Scrub goes to the blockd nodes themselves: each scrubs the PGs it is primary of, comparing
+ * with the other members and repairing from the good copy. A node whose map is not the one
+ * we read (-ESTALE/-EAGAIN) is asked again with a fresh map. */
+static int cmd_scrub(struct cli *c)
+{
+	need_args(c, 1, 1, "scrub POOL [--json]");
+	name_or_die("pool", c->args[0]);
+	Strata__Blockd__ScrubReply tot = STRATA__BLOCKD__SCRUB_REPLY__INIT;
+	for (int attempt = 0;; attempt++) {
+		Strata__Meta__MapGetReq r = STRATA__META__MAP_GET_REQ__INIT;
+		Strata__Meta__ClusterMap *m = (void *)call(c, MT(MAP_GET), &r.base,
+							   &strata__meta__cluster_map__descriptor);
+		uint32_t pool_id = 0;
+		for (size_t i = 0; i < m->n_pools; i++) {
+			if (strcmp(m->pools[i]->name, c->args[0]) == 0) {
+				pool_id = m->pools[i]->id;
+			}
+		}
+		if (pool_id == 0) {
+			die(1, "no pool %s", c->args[0]);
+		}
+		Strata__Blockd__ScrubReply sum = STRATA__BLOCKD__SCRUB_REPLY__INIT;
+		int again = 0;
+		for (size_t i = 0; i < m->n_nodes; i++) {
+			const Strata__Meta__Node *n = m->nodes[i];
+			if (n->state != STRATA__META__NODE_STATE__NODE_UP) {
+				continue;
+			}
+			int fd = st_tcp_connect(n->addr, 3000);
+			if (fd < 0) {
+				again = fd;
+				continue;
+			}
+			Strata__Blockd__ScrubRequest q = STRATA__BLOCKD__SCRUB_REQUEST__INIT;
+			q.pool_id = pool_id;
+			q.map_epoch = m->epoch;
+			q.repair = true;
+			struct st_frame reply;
+			char err[256] = "";
+			int rc = st_rpc_call(fd, STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_SCRUB, 0,
+					     &q.base, NULL, 0, &reply, err, sizeof(err));
+			close(fd);
+			if (rc < 0) {
+				again = rc;
+				continue;
+			}
+			Strata__Blockd__ScrubReply *sr = strata__blockd__scrub_reply__unpack(
+				NULL, reply.hdr.hdr_len, reply.msg ? reply.msg : (uint8_t *)"");
+			st_frame_release(&reply);
+			if (!sr) {
+				die(1, "undecodable scrub reply from node %u", n->id);
+			}
+			sum.pgs += sr->pgs;
+			sum.objects += sr->objects;
+			sum.mismatches += sr->mismatches;
+			sum.repaired += sr->repaired;
+			sum.errors += sr->errors;
+			strata__blockd__scrub_reply__free_unpacked(sr, NULL);
+		}
+		protobuf_c_message_free_unpacked(&m->base, NULL);
+		tot.mismatches += sum.mismatches;
+		tot.repaired += sum.repaired;
+		tot.pgs = sum.pgs;
+		tot.objects = sum.objects;
+		tot.errors = sum.errors;
+		if (!again) {
+			break;
+		}
+		if (attempt >= 30) {
+			die(1, "scrub: nodes did not answer: %s", strerror(-again));
+		}
+		sleep(1);
+	}
+	if (c->json) {
+		struct cli_json j;
+		cli_json_init(&j, stdout);
+		cli_json_obj_begin(&j, NULL);
+		cli_json_str(&j, "pool", c->args[0]);
+		cli_json_u64(&j, "pgs", tot.pgs);
+		cli_json_u64(&j, "objects", tot.objects);
+		cli_json_u64(&j, "mismatches", tot.mismatches);
+		cli_json_u64(&j, "repaired", tot.repaired);
+		cli_json_u64(&j, "errors", tot.errors);
+		cli_json_obj_end(&j);
+	} else {
+		printf("scrub %s: %" PRIu64 " PGs, %" PRIu64 " objects, %" PRIu64
+		       " mismatches, %" PRIu64 " repaired, %" PRIu64 " errors\n",
+		       c->args[0], tot.pgs, tot.objects, tot.mismatches, tot.repaired, tot.errors);
+	}
+	return tot.errors ? 1 : 0;
+}
+
 struct command {
 	const char *word1, *word2; /* word2 NULL: a one-word command */
 	int (*fn)(struct cli *c);
@@ -724,6 +817,7 @@ static const struct command commands[] = {
 	{"flatten", NULL, cmd_flatten, "flatten POOL/VOL"},
 	{"tree", NULL, cmd_tree, "tree POOL/VOL [--json]"},
 	{"status", NULL, cmd_status, "status [--json]"},
+	{"scrub", NULL, cmd_scrub, "scrub POOL [--json]"},
 };
 
 static void usage_commands(FILE *f)

@@ -243,6 +243,34 @@ static void sub_done(void *arg, int err, struct st_frame *reply)
 	sub_complete(s, 0);
 }
 
+/*
+ * A flush owed to a node that the map now says is down: with replicas, every write it
+ * acknowledged is on the PG's other members, so ask any up node to flush itself and every
+ * other up node instead. With R=1 the writes are only there: keep asking that node.
+ */
+static bool flush_redirect(strata_cluster *c, uint32_t pool_id, uint32_t *target)
+{
+	const struct sc_map *m = c->map;
+	const struct sc_pool *p = sc_map_pool(m, pool_id);
+	if (m == NULL || p == NULL || p->replicas < 2) {
+		return false;
+	}
+	size_t up = SIZE_MAX;
+	for (size_t i = 0; i < m->n_nodes; i++) {
+		if (m->place[i].id == *target && m->place[i].up) {
+			return false;
+		}
+		if (m->place[i].up && up == SIZE_MAX) {
+			up = i;
+		}
+	}
+	if (up == SIZE_MAX) {
+		return false;
+	}
+	*target = m->place[up].id;
+	return true;
+}
+
 static void sub_send(struct sc_sub *s)
 {
 	struct sc_req *req = s->req;
@@ -272,9 +300,14 @@ static void sub_send(struct sc_sub *s)
 			return;
 		}
 	}
-	struct st_client *cl = sc_node_client(c, s->node_id);
+	uint32_t target = s->node_id;
+	bool all = false;
+	if (req->op == SC_FLUSH) {
+		all = flush_redirect(c, v->pool_id, &target);
+	}
+	struct st_client *cl = sc_node_client(c, target);
 	if (cl == NULL) {
-		sc_node_failed(c, s->node_id);
+		sc_node_failed(c, target);
 		sub_retry(s, -EHOSTDOWN);
 		return;
 	}
@@ -283,6 +316,7 @@ static void sub_send(struct sc_sub *s)
 		Strata__Blockd__FlushRequest fr = STRATA__BLOCKD__FLUSH_REQUEST__INIT;
 		fr.pool_id = v->pool_id;
 		fr.map_epoch = c->map->epoch;
+		fr.all_members = all;
 		rc = st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_FLUSH, 0, &fr.base,
 				    NULL, 0, sub_done, s);
 	} else {
@@ -331,7 +365,7 @@ static void sub_send(struct sc_sub *s)
 		rc = st_client_call(cl, type, flags, &io.base, payload, plen, sub_done, s);
 	}
 	if (rc < 0) {
-		sc_node_failed(c, s->node_id);
+		sc_node_failed(c, target);
 		sub_retry(s, rc);
 	}
 }

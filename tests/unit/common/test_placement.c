@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <stdbool.h>
 
 #include "common/placement.h"
 
@@ -84,4 +85,93 @@ Test(placement, pg_spread)
 		cr_assert_lt(hist[i], 1200);
 	}
 	cr_assert_eq(st_place_pg(1, 2, 0), 0);
+}
+
+/* Issue 5: the whole replica set (not only the primary) is a pure function of (pool, pg, map),
+ * independent of the order calls are made in. */
+Test(placement, replica_sets_deterministic_across_calls)
+{
+	size_t first[4096][3], again[3];
+	for (uint32_t pg = 0; pg < 4096; pg++) {
+		cr_assert_eq(st_place_replicas(3, pg, nodes, 6, 3, first[pg]), 3);
+	}
+	for (uint32_t pg = 4096; pg-- > 0;) {
+		st_place_replicas(3, pg, nodes, 6, 3, again);
+		cr_assert_arr_eq(first[pg], again, sizeof(again), "pg %u", pg);
+	}
+}
+
+/* Removing a node changes only the replica sets that contained it; in those, the survivors
+ * keep their relative order and the removed node's slot is filled from below. */
+Test(placement, removal_moves_only_pgs_that_had_the_node)
+{
+	size_t before[3], after[3];
+	int touched = 0;
+	for (uint32_t pg = 0; pg < 2048; pg++) {
+		nodes[4].up = 1;
+		st_place_replicas(5, pg, nodes, 6, 3, before);
+		nodes[4].up = 0;
+		st_place_replicas(5, pg, nodes, 6, 3, after);
+		bool had = before[0] == 4 || before[1] == 4 || before[2] == 4;
+		if (!had) {
+			cr_assert_arr_eq(before, after, sizeof(before), "pg %u moved without cause",
+					 pg);
+			continue;
+		}
+		touched++;
+		size_t k = 0;
+		for (int i = 0; i < 3; i++) {
+			if (before[i] != 4) {
+				cr_assert_eq(after[k], before[i], "pg %u: survivors reordered", pg);
+				k++;
+			}
+		}
+	}
+	/* 3 of 6 slots: about half the PGs had the node. */
+	cr_assert_gt(touched, 2048 * 4 / 10);
+	cr_assert_lt(touched, 2048 * 6 / 10);
+}
+
+/* Adding a node takes about 1/N of the primaries, all of them to itself. */
+Test(placement, adding_a_node_moves_about_one_nth)
+{
+	size_t before[1], after[1];
+	int moved = 0;
+	for (uint32_t pg = 0; pg < 4096; pg++) {
+		nodes[5].up = 0;
+		st_place_replicas(6, pg, nodes, 6, 1, before);
+		nodes[5].up = 1;
+		st_place_replicas(6, pg, nodes, 6, 1, after);
+		if (before[0] != after[0]) {
+			cr_assert_eq(after[0], 5, "pg %u moved to an old node", pg);
+			moved++;
+		}
+	}
+	cr_assert_gt(moved, 4096 / 6 - 120);
+	cr_assert_lt(moved, 4096 / 6 + 120);
+}
+
+/* Every node's share of primaries and of replica slots is within 10% of its weight's share. */
+Test(placement, distribution_within_ten_percent_of_weights)
+{
+	const uint32_t w[6] = {100, 100, 200, 200, 300, 100};
+	uint64_t wsum = 0;
+	for (int i = 0; i < 6; i++) {
+		nodes[i].weight = w[i];
+		wsum += w[i];
+	}
+	const uint32_t npg = 65536;
+	uint32_t prim[6] = {0};
+	for (uint32_t pg = 0; pg < npg; pg++) {
+		size_t out[1];
+		st_place_replicas(7, pg, nodes, 6, 1, out);
+		prim[out[0]]++;
+	}
+	for (int i = 0; i < 6; i++) {
+		double want = (double)npg * w[i] / (double)wsum;
+		cr_assert_gt(prim[i], want * 0.9, "node %d: %u primaries, want %.0f", i, prim[i],
+			     want);
+		cr_assert_lt(prim[i], want * 1.1, "node %d: %u primaries, want %.0f", i, prim[i],
+			     want);
+	}
 }

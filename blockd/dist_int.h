@@ -1,0 +1,152 @@
+/*
+ * strata-blockd distribution layer: private state shared by dist.c (cluster map, PGs,
+ * fencing), replicate.c (primary-copy writes, flush fan-out), recovery.c (peering, pull,
+ * backfill, stray removal) and scrub.c.
+ *
+ *   bd_dist --map--> pools[] --> pgs[pg_count] { state, version, log ring, waiters }
+ *          --peers[node id]--> st_client (lazy, reconnects)
+ *
+ * Everything runs on the reactor thread.
+ */
+#ifndef STRATA_BLOCKD_DIST_INT_H
+#define STRATA_BLOCKD_DIST_INT_H
+
+#include "blockd.pb-c.h"
+#include "common/placement.h"
+#include "common/rpc.h"
+#include "internal.h"
+#include "meta.pb-c.h"
+
+#define BD_MAX_NODES 256
+#define BD_MAX_R     8
+#define BD_PG_LOG    512 /* in-memory PG log entries per PG */
+#define BD_XFER_MAX  8   /* objects in flight for recovery, per node */
+
+enum bd_pg_state {
+	PG_NONE,    /* not the primary (replica, stray or nothing) */
+	PG_PEERING, /* primary; catching up itself and its replicas: -EAGAIN */
+	PG_ACTIVE,  /* primary; serving */
+};
+
+struct pg_logent {
+	uint64_t version;
+	uint64_t family, object;
+};
+
+TAILQ_HEAD(dreq_list, bd_dreq);
+
+struct bd_pg {
+	uint32_t pool, pg;
+	enum bd_pg_state state;
+	uint64_t version; /* last mutation applied (persisted with it) */
+	/* The log: entries (log_base, version], oldest first, in a ring of BD_PG_LOG. */
+	struct pg_logent *log;
+	uint32_t log_start, log_n;
+	uint64_t log_base;
+	uint32_t acting[BD_MAX_R]; /* at the current map: primary first */
+	uint32_t nacting;
+	uint64_t active_epoch;
+	uint64_t round; /* bumps abandon a peering in progress */
+	bool busy;      /* a mutation in flight (mutations of a PG are serialized) */
+	bool pulling;   /* a pull into this PG is running */
+	bool stray;     /* holds data but not in the acting set */
+	struct dreq_list waiters;
+};
+
+struct dist_pool {
+	uint32_t id, replicas, pg_count;
+	struct bd_pg *pgs;
+};
+
+struct bd_peer {
+	struct st_client *cl;
+	char addr[64];
+	bool dirty; /* forwarded writes since the last flush */
+};
+
+struct saved_ver {
+	uint32_t pool, pg;
+	uint64_t version;
+};
+
+struct fam_ent {
+	uint64_t family;
+	uint32_t pool;
+};
+
+struct bd_dist {
+	struct st_reactor *r;
+	struct bd_engine *e;
+	uint32_t self;
+	uint64_t epoch;
+	Strata__Meta__ClusterMap *map;
+	struct st_place_node *place;
+	size_t nplace;
+	struct dist_pool *pools;
+	size_t npools;
+	struct bd_peer peers[BD_MAX_NODES];
+	struct saved_ver *saved;
+	size_t nsaved;
+	struct fam_ent *fam;
+	size_t fam_cap, fam_n;
+	struct st_io tick;
+	bool stopping;
+	/* recovery */
+	int xfer_inflight;
+	uint64_t objects_recovered, objects_to_recover;
+	bool stray_busy;
+};
+
+/* service.c: shape checks of an IoRequest (payload_len as the op needs). 0 or -EINVAL. */
+int bd_io_validate(uint16_t type, const Strata__Blockd__IoRequest *io, uint32_t payload_len,
+		   struct bd_req *q) __attribute__((nonnull));
+
+/* dist.c */
+struct dist_pool *dist_pool(struct bd_dist *d, uint32_t pool_id) __attribute__((nonnull));
+struct bd_pg *dist_pg(struct bd_dist *d, uint32_t pool_id, uint32_t pg) __attribute__((nonnull));
+/* Acting set of (pool, pg) at the current map: node ids, primary first. Returns how many. */
+uint32_t dist_acting(struct bd_dist *d, const struct dist_pool *p, uint32_t pg, uint32_t *out)
+	__attribute__((nonnull));
+bool dist_node_up(struct bd_dist *d, uint32_t id) __attribute__((nonnull));
+/* Connected client to a peer, or NULL. */
+struct st_client *dist_peer(struct bd_dist *d, uint32_t id) __attribute__((nonnull));
+/* Epoch check of a peer or client request: 0, -ESTALE (older) or -EAGAIN (newer/no map). */
+int dist_epoch_check(struct bd_dist *d, uint64_t epoch) __attribute__((nonnull));
+/* The pool a family belongs to (0: unknown); remember one. */
+uint32_t dist_family_pool(struct bd_dist *d, uint64_t family) __attribute__((nonnull));
+void dist_family_set(struct bd_dist *d, uint64_t family, uint32_t pool) __attribute__((nonnull));
+/* Keys: 'V' pool pg -> version, 'F' family -> pool. */
+void dist_vkey(uint8_t k[9], uint32_t pool, uint32_t pg);
+void dist_fkey(uint8_t k[9], uint64_t family);
+void dist_be64(uint8_t *p, uint64_t v);
+void dist_be32(uint8_t *p, uint32_t v);
+/* Record a mutation applied at version v. */
+void dist_log_append(struct bd_pg *pg, uint64_t v, uint64_t family, uint64_t object)
+	__attribute__((nonnull));
+/* Forget the log: it now starts at the current version. */
+void dist_log_reset(struct bd_pg *pg) __attribute__((nonnull));
+/* The PG is active: start parked mutations. */
+void dist_pg_kick(struct bd_dist *d, struct bd_pg *pg) __attribute__((nonnull));
+
+/* replicate.c */
+void repl_start_next(struct bd_dist *d, struct bd_pg *pg) __attribute__((nonnull));
+void repl_fail_waiters(struct bd_dist *d, struct bd_pg *pg, int err) __attribute__((nonnull));
+void repl_handle_write(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
+	__attribute__((nonnull));
+void repl_handle_flush(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
+	__attribute__((nonnull));
+
+/* recovery.c */
+void recovery_peer(struct bd_dist *d, struct bd_pg *pg) __attribute__((nonnull));
+void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
+	__attribute__((nonnull));
+void recovery_tick(struct bd_dist *d) __attribute__((nonnull));
+/* Pull one object from a peer and install it. cb(arg, err). */
+void recovery_pull_object(struct bd_dist *d, uint32_t source, uint32_t pool, uint64_t family,
+			  uint64_t object, bd_done_cb cb, void *arg) __attribute__((nonnull(1, 6)));
+
+/* scrub.c */
+void scrub_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
+	__attribute__((nonnull));
+
+#endif

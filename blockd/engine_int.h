@@ -1,0 +1,113 @@
+/*
+ * strata-blockd: the engine's private state, shared by engine.c and objcopy.c (whole-object
+ * export and install for recovery). Everything here belongs to the reactor thread.
+ */
+#ifndef STRATA_BLOCKD_ENGINE_INT_H
+#define STRATA_BLOCKD_ENGINE_INT_H
+
+#include <sys/uio.h>
+
+#include "internal.h"
+
+#define IDEM_CAP    16384
+#define OP_SMALL    32 /* blocks; ops up to this size come from a free list */
+#define MAX_RESOLVE BD_MAX_DEPTH
+
+enum op_kind { OP_READ, OP_WRITE, OP_ZERO, OP_TRIM, OP_CAW, OP_FLUSH };
+
+enum op_phase { PH_READ, PH_WRITE, PH_FSYNC };
+
+struct bd_op;
+
+struct op_sub {
+	struct st_io io;
+	struct iovec iov;
+	struct bd_op *op;
+};
+
+struct obj_lock;
+struct idem_ent;
+
+struct bd_op {
+	struct bd_engine *e;
+	enum op_kind kind;
+	enum op_phase phase;
+	struct bd_req q;
+	uint32_t nblocks, cap; /* cap: blocks the arrays below have room for */
+	uint8_t *buf;          /* read destination or write source */
+	const uint8_t *cmp;
+	uint64_t *miscompare;
+	bd_done_cb cb;
+	void *cb_arg;
+	int err;
+	int pending;
+	uint64_t read_seq;
+	bool in_reads;
+	bool excl;
+	struct obj_lock *lock;
+	struct idem_ent *idem;
+	uint8_t *cawbuf;
+	uint64_t *pblk;       /* per block: read mapping, or new location for writes */
+	uint32_t *crc;        /* per block */
+	uint64_t *freed;      /* per block: blocks whose last reference the commit dropped */
+	struct bd_prun *runs; /* write: reserved runs */
+	int nruns;
+	struct op_sub *subs;
+	struct st_io fsync_io;
+	TAILQ_ENTRY(bd_op) link;
+};
+
+TAILQ_HEAD(op_list, bd_op);
+
+struct obj_lock {
+	uint64_t family, object;
+	int shared;
+	bool excl;
+	struct op_list waiters;
+	struct obj_lock *next;
+};
+
+enum idem_state { IDEM_FREE, IDEM_PENDING, IDEM_DONE };
+
+struct idem_ent {
+	uint64_t client_id, seq;
+	enum idem_state state;
+	int status;
+	uint64_t miscompare;
+	struct idem_ent *next; /* hash chain */
+};
+
+struct bd_engine {
+	struct st_reactor *r;
+	int fd;
+	uint64_t nblocks;
+	uint8_t uuid[16];
+	struct bd_index *ix;
+	struct bd_alloc alloc;
+	struct bd_cache *cache;
+	struct bd_layers *layers;
+	struct bd_batch *batch;
+	bool failed; /* an index commit failed: mutations refused */
+	uint64_t seq;
+	struct op_list reads; /* in flight, oldest first */
+	uint64_t checksum_errors;
+	uint64_t nlists;
+	struct bd_fsck_report rep;
+	struct obj_lock *locks[1024];
+	struct idem_ent *idem_ring; /* IDEM_CAP entries, reused round robin */
+	struct idem_ent *idem_hash[IDEM_CAP];
+	size_t idem_next;
+	struct op_list free_ops;
+	size_t nfree_ops;
+};
+
+/* engine.c: commit e->batch (plus dirty bitmap chunks); on failure mutations are refused. */
+int bd_engine_commit_batch(struct bd_engine *e, bool sync) __attribute__((nonnull));
+/* engine.c: blocks whose last reference a committed batch dropped go to limbo. */
+void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t n)
+	__attribute__((nonnull));
+/* engine.c: true while any op holds or waits for the object's lock. */
+bool bd_engine_object_locked(struct bd_engine *e, uint64_t family, uint64_t object)
+	__attribute__((nonnull));
+
+#endif

@@ -1,0 +1,422 @@
+/*
+ * Whole objects for recovery, rebalancing and repair.
+ *
+ *   export:  scan 'E' family.. for the object's lists (every layer) -> pread each data block,
+ *            check its crc -> bd_xobj { lists, data in list/block order }
+ *   install: check the data against the crcs -> reserve fresh blocks -> pwrite -> one
+ *            WriteBatch: the target's old lists of the object dropped (or overwritten), the
+ *            new ones put with the new block numbers, plus the caller's keys -> commit ->
+ *            displaced blocks to limbo -> cache entries of the object dropped
+ *
+ * Crash safety is the write path's: nothing references the new blocks until the batch
+ * commits, so a crash leaves the old object or the new one. Copy-on-write sharing between
+ * layers is not preserved: a block that two layers share is exported, and installed, once per
+ * list (duplicate blocks on the target). Scrub and reads do not care; space does.
+ *
+ * Both run synchronously on the reactor thread: a transfer is one object (at most a few MiB),
+ * recovery keeps a bounded number in flight, and nothing else touches a PG being recovered.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/placement.h"
+#include "engine_int.h"
+#include "internal.h"
+
+void bd_xobj_free(struct bd_xobj *x)
+{
+	if (!x) {
+		return;
+	}
+	free(x->lists);
+	free(x->data);
+	memset(x, 0, sizeof(*x));
+}
+
+struct collect_obj {
+	uint64_t object;
+	struct bd_xlist *lists;
+	uint32_t n, cap;
+	int err;
+};
+
+static int collect_obj_fn(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err)
+{
+	struct collect_obj *c = arg;
+	if (k->object != c->object) {
+		return 0;
+	}
+	if (err || !m) {
+		c->err = -EBADMSG;
+		return 1;
+	}
+	if (c->n == c->cap) {
+		uint32_t cap = c->cap ? c->cap * 2 : 16;
+		struct bd_xlist *nl = realloc(c->lists, cap * sizeof(*nl));
+		if (!nl) {
+			c->err = -ENOMEM;
+			return 1;
+		}
+		c->lists = nl;
+		c->cap = cap;
+	}
+	c->lists[c->n].layer = k->layer;
+	c->lists[c->n].seg = k->seg;
+	c->lists[c->n].map = *m;
+	c->n++;
+	return 0;
+}
+
+/* The committed lists of one object (the index is always up to date: every commit is
+ * synchronous on this thread). */
+static int collect(struct bd_engine *e, uint64_t family, uint64_t object, struct collect_obj *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->object = object;
+	int rc = bd_index_scan(e->ix, family, 0, collect_obj_fn, c);
+	if (rc < 0) {
+		free(c->lists);
+		return rc;
+	}
+	if (c->err) {
+		free(c->lists);
+		return c->err;
+	}
+	return 0;
+}
+
+static int pread_block(struct bd_engine *e, uint64_t pblk, uint8_t *dst)
+{
+	ssize_t n = pread(e->fd, dst, BD_BLOCK, (off_t)(pblk * BD_BLOCK));
+	return n == (ssize_t)BD_BLOCK ? 0 : -EIO;
+}
+
+int bd_object_export(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xobj *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct collect_obj c;
+	int rc = collect(e, family, object, &c);
+	if (rc) {
+		return rc;
+	}
+	uint32_t ndata = 0;
+	for (uint32_t i = 0; i < c.n; i++) {
+		ndata += bd_extmap_data_blocks(&c.lists[i].map);
+	}
+	uint8_t *data = NULL;
+	if (ndata) {
+		data = aligned_alloc(BD_BLOCK, (size_t)ndata * BD_BLOCK);
+		if (!data) {
+			free(c.lists);
+			return -ENOMEM;
+		}
+	}
+	uint32_t di = 0, bad = 0;
+	for (uint32_t i = 0; i < c.n; i++) {
+		struct bd_bmap v[BD_SEG_BLOCKS];
+		bd_extmap_expand(&c.lists[i].map, v);
+		for (uint32_t b = 0; b < BD_SEG_BLOCKS; b++) {
+			if (v[b].pblk >= BD_PBLK_NONE) {
+				continue;
+			}
+			uint8_t *dst = data + (size_t)di * BD_BLOCK;
+			if (v[b].pblk >= e->nblocks || pread_block(e, v[b].pblk, dst)) {
+				free(data);
+				free(c.lists);
+				return -EIO;
+			}
+			if (st_crc32c(0, dst, BD_BLOCK) != v[b].crc) {
+				bad++;
+			}
+			di++;
+		}
+	}
+	out->nlists = c.n;
+	out->lists = c.lists;
+	out->data = data;
+	out->ndata = ndata;
+	out->bad_blocks = bad;
+	if (bad) {
+		e->checksum_errors += bad;
+	}
+	return 0;
+}
+
+int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
+		      const struct bd_xobj *x, const struct bd_xkv *xkv, uint32_t nxkv)
+{
+	if (e->failed) {
+		return -EIO;
+	}
+	if (bd_engine_object_locked(e, family, object)) {
+		return -EBUSY;
+	}
+	/* Validate everything before touching anything. */
+	uint32_t ndata = 0;
+	for (uint32_t i = 0; i < x->nlists; i++) {
+		ndata += bd_extmap_data_blocks(&x->lists[i].map);
+	}
+	if (ndata != x->ndata) {
+		return -EINVAL;
+	}
+	uint32_t di = 0;
+	for (uint32_t i = 0; i < x->nlists; i++) {
+		struct bd_bmap v[BD_SEG_BLOCKS];
+		bd_extmap_expand(&x->lists[i].map, v);
+		for (uint32_t b = 0; b < BD_SEG_BLOCKS; b++) {
+			if (v[b].pblk >= BD_PBLK_NONE) {
+				continue;
+			}
+			if (st_crc32c(0, x->data + (size_t)di * BD_BLOCK, BD_BLOCK) != v[b].crc) {
+				return -EILSEQ;
+			}
+			di++;
+		}
+	}
+	struct collect_obj old;
+	int rc = collect(e, family, object, &old);
+	if (rc) {
+		return rc;
+	}
+	/* Fresh blocks, one at a time into pblk[] (runs are only an allocator detail here). */
+	uint64_t *pblk = calloc(ndata ? ndata : 1, sizeof(*pblk));
+	uint64_t *freed = NULL;
+	size_t nfreed = 0, freed_cap = 0;
+	struct bd_prun *runs = calloc(ndata ? ndata : 1, sizeof(*runs));
+	int nr = 0;
+	if (!pblk || !runs) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (ndata) {
+		nr = bd_alloc_get(&e->alloc, ndata, runs, (int)ndata);
+		if (nr < 0) {
+			rc = nr;
+			nr = 0;
+			goto out;
+		}
+		uint32_t bi = 0;
+		for (int r = 0; r < nr; r++) {
+			for (uint32_t i = 0; i < runs[r].len; i++) {
+				pblk[bi++] = runs[r].pblk + i;
+			}
+		}
+		bi = 0;
+		for (int r = 0; r < nr; r++) {
+			size_t len = (size_t)runs[r].len * BD_BLOCK;
+			ssize_t n = pwrite(e->fd, x->data + (size_t)bi * BD_BLOCK, len,
+					   (off_t)(runs[r].pblk * BD_BLOCK));
+			if (n != (ssize_t)len) {
+				rc = -EIO;
+				goto out;
+			}
+			bi += runs[r].len;
+		}
+	}
+	/* Old lists: every data block loses a reference; keys not re-put are deleted. */
+	for (uint32_t i = 0; i < old.n; i++) {
+		struct bd_bmap v[BD_SEG_BLOCKS];
+		bd_extmap_expand(&old.lists[i].map, v);
+		for (uint32_t b = 0; b < BD_SEG_BLOCKS; b++) {
+			if (v[b].pblk >= BD_PBLK_NONE) {
+				continue;
+			}
+			if (bd_alloc_unref(&e->alloc, v[b].pblk)) {
+				if (nfreed == freed_cap) {
+					size_t cap = freed_cap ? freed_cap * 2 : 256;
+					uint64_t *nf = realloc(freed, cap * sizeof(*nf));
+					if (!nf) {
+						/* Leak until restart rather than fail half-edited.
+						 */
+						continue;
+					}
+					freed = nf;
+					freed_cap = cap;
+				}
+				freed[nfreed++] = v[b].pblk;
+			}
+		}
+		struct bd_mkey k = {family, old.lists[i].layer, object, old.lists[i].seg};
+		bool kept = false;
+		for (uint32_t j = 0; j < x->nlists && !kept; j++) {
+			kept = x->lists[j].layer == k.layer && x->lists[j].seg == k.seg;
+		}
+		if (!kept) {
+			bd_batch_del_map(e->batch, &k);
+			e->nlists--;
+		}
+		bd_cache_drop(e->cache, &k);
+	}
+	uint32_t bi = 0;
+	for (uint32_t i = 0; i < x->nlists; i++) {
+		struct bd_bmap v[BD_SEG_BLOCKS];
+		bd_extmap_expand(&x->lists[i].map, v);
+		for (uint32_t b = 0; b < BD_SEG_BLOCKS; b++) {
+			if (v[b].pblk >= BD_PBLK_NONE) {
+				continue;
+			}
+			v[b].pblk = pblk[bi++];
+			bd_alloc_ref(&e->alloc, v[b].pblk);
+		}
+		struct bd_extmap m;
+		bd_extmap_init(&m);
+		bd_extmap_compact(&m, v);
+		struct bd_mkey k = {family, x->lists[i].layer, object, x->lists[i].seg};
+		bool existed = false;
+		for (uint32_t j = 0; j < old.n && !existed; j++) {
+			existed = old.lists[j].layer == k.layer && old.lists[j].seg == k.seg;
+		}
+		if (!existed) {
+			e->nlists++;
+		}
+		bd_batch_put_map(e->batch, &k, &m);
+		bd_cache_drop(e->cache, &k);
+	}
+	for (uint32_t i = 0; i < nxkv; i++) {
+		bd_batch_put_raw(e->batch, xkv[i].key, xkv[i].klen, xkv[i].val, xkv[i].vlen);
+	}
+	/* Resolutions of descendants may have pointed at a list that changed. */
+	bd_cache_invalidate(e->cache);
+	rc = bd_engine_commit_batch(e, false);
+	if (rc == 0) {
+		nr = 0; /* referenced now */
+		bd_engine_defer_frees(e, freed, (uint32_t)nfreed);
+	}
+out:
+	for (int r = 0; r < nr; r++) {
+		bd_alloc_put(&e->alloc, runs[r].pblk, runs[r].len);
+	}
+	free(runs);
+	free(pblk);
+	free(freed);
+	free(old.lists);
+	return rc;
+}
+
+int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, uint64_t *digest,
+		     uint32_t *bad, uint32_t *nlists)
+{
+	struct collect_obj c;
+	int rc = collect(e, family, object, &c);
+	if (rc) {
+		return rc;
+	}
+	uint8_t *buf = aligned_alloc(BD_BLOCK, BD_BLOCK);
+	if (!buf) {
+		free(c.lists);
+		return -ENOMEM;
+	}
+	uint64_t h = 0x5354524154414443ull;
+	uint32_t nbad = 0;
+	for (uint32_t i = 0; i < c.n && rc == 0; i++) {
+		struct bd_bmap v[BD_SEG_BLOCKS];
+		bd_extmap_expand(&c.lists[i].map, v);
+		uint32_t hdr[4] = {(uint32_t)c.lists[i].layer, (uint32_t)(c.lists[i].layer >> 32),
+				   c.lists[i].seg, 0};
+		h = st_hash64(h ^ st_crc32c(0, hdr, sizeof(hdr)));
+		for (uint32_t b = 0; b < BD_SEG_BLOCKS; b++) {
+			uint32_t word;
+			if (v[b].pblk == BD_PBLK_NONE) {
+				word = 0x4e4f4e45;
+			} else if (v[b].pblk == BD_PBLK_ZERO) {
+				word = 0x5a45524f;
+			} else if (v[b].pblk >= e->nblocks || pread_block(e, v[b].pblk, buf)) {
+				rc = -EIO;
+				break;
+			} else {
+				word = st_crc32c(0, buf, BD_BLOCK);
+				if (word != v[b].crc) {
+					nbad++;
+				}
+			}
+			h = st_hash64(h ^ ((uint64_t)b << 32 | word));
+		}
+	}
+	free(buf);
+	free(c.lists);
+	if (rc == 0) {
+		*digest = h;
+		*bad = nbad;
+		*nlists = c.n;
+		e->checksum_errors += nbad;
+	}
+	return rc;
+}
+
+struct list_objs {
+	bd_obj_filter keep;
+	void *arg;
+	uint64_t *v;
+	size_t n, cap;
+	int err;
+};
+
+static int list_objs_fn(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err)
+{
+	struct list_objs *l = arg;
+	(void)m;
+	(void)err;
+	if (!l->keep(l->arg, k->family, k->object)) {
+		return 0;
+	}
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 256;
+		uint64_t *nv = realloc(l->v, cap * 2 * sizeof(*nv));
+		if (!nv) {
+			l->err = -ENOMEM;
+			return 1;
+		}
+		l->v = nv;
+		l->cap = cap;
+	}
+	l->v[2 * l->n] = k->family;
+	l->v[2 * l->n + 1] = k->object;
+	l->n++;
+	return 0;
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	if (x[0] != y[0]) {
+		return x[0] < y[0] ? -1 : 1;
+	}
+	return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t **out)
+{
+	struct list_objs l = {.keep = keep, .arg = arg};
+	int rc = bd_index_scan(e->ix, 0, 0, list_objs_fn, &l);
+	if (rc < 0 || l.err) {
+		free(l.v);
+		return rc < 0 ? rc : l.err;
+	}
+	qsort(l.v, l.n, 2 * sizeof(uint64_t), cmp_pair);
+	size_t w = 0;
+	for (size_t i = 0; i < l.n; i++) {
+		if (w && l.v[2 * (w - 1)] == l.v[2 * i] && l.v[2 * (w - 1) + 1] == l.v[2 * i + 1]) {
+			continue;
+		}
+		l.v[2 * w] = l.v[2 * i];
+		l.v[2 * w + 1] = l.v[2 * i + 1];
+		w++;
+	}
+	*out = l.v;
+	return (long)w;
+}
+
+int bd_engine_put_raw(struct bd_engine *e, const struct bd_xkv *xkv, uint32_t n, bool sync)
+{
+	if (e->failed) {
+		return -EIO;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		bd_batch_put_raw(e->batch, xkv[i].key, xkv[i].klen, xkv[i].val, xkv[i].vlen);
+	}
+	return bd_engine_commit_batch(e, sync);
+}

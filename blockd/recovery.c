@@ -1,0 +1,920 @@
+/*
+ * Peering, recovery, backfill, rebalancing and stray removal.
+ *
+ * Peering (the primary of a PG whose acting set changed, or that just started):
+ *
+ *   PEERING --PG_INFO to every other member--> versions
+ *     --someone ahead of us--> pull from the most advanced (below)
+ *     --members not at our version--> PG_RECOVER: they pull from us
+ *     --all equal--> ACTIVE (parked mutations start)
+ *   any failure: start over in 200 ms; a newer map abandons the round (pg->round).
+ *
+ * Nothing mutates a PG while it peers (its primary refuses with -EAGAIN), so a pull copies a
+ * quiescent PG: no ordering races between copies and forwarded writes.
+ *
+ * Pull (the puller drives; the source answers):
+ *   PG_LIST {since = our version} --> the source's log covers `since`: the objects changed
+ *   after it; otherwise full backfill: every object of the PG in the source's index (plus
+ *   every object of the PG in ours, so objects the source no longer has are deleted)
+ *   --> OBJ_GET each (at most BD_XFER_MAX objects in flight per node: throttling) --> install
+ *   (replace every list of the object) --> finally persist the source's version.
+ *   A crash mid-pull leaves the old version persisted: the next peering pulls again, and
+ *   installing an object twice is harmless.
+ *
+ * Strays: a node that holds data of a PG it is no longer a member of asks the PG's primary
+ * whether it is ACTIVE at our epoch (so the new acting set is complete) and then deletes the
+ * PG's objects. This is how rebalancing frees space after a node joins, and how a node's
+ * data disappears after it comes back from being marked out.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockd.pb-c.h"
+#include "common/log.h"
+#include "dist_int.h"
+
+#define PEER_RETRY_MS 200
+#define PULL_PARALLEL 4
+#define BUSY_RETRY_MS 20
+
+/* ------------------------------------------------------------------------------------------ */
+/* Objects of one PG */
+
+struct pg_filter {
+	struct bd_dist *d;
+	uint32_t pool, pg, pg_count;
+};
+
+static bool in_pg(void *arg, uint64_t family, uint64_t object)
+{
+	struct pg_filter *f = arg;
+	return dist_family_pool(f->d, family) == f->pool &&
+	       st_place_pg(family, object, f->pg_count) == f->pg;
+}
+
+static long pg_objects(struct bd_dist *d, struct bd_pg *pg, uint64_t **out)
+{
+	struct dist_pool *p = dist_pool(d, pg->pool);
+	if (!p) {
+		return -ESTALE;
+	}
+	struct pg_filter f = {d, pg->pool, pg->pg, p->pg_count};
+	return bd_object_list(d->e, in_pg, &f, out);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* One object: OBJ_GET from a peer, install here. */
+
+struct obj_pull {
+	struct bd_dist *d;
+	uint32_t pool;
+	uint64_t family, object;
+	bd_done_cb cb;
+	void *cb_arg;
+};
+
+static int xobj_from_reply(struct st_frame *reply, struct bd_xobj *x)
+{
+	memset(x, 0, sizeof(*x));
+	Strata__Blockd__ObjData *od =
+		strata__blockd__obj_data__unpack(NULL, reply->hdr.hdr_len, reply->msg);
+	if (!od) {
+		return -EBADMSG;
+	}
+	int rc = 0;
+	x->lists = calloc(od->n_lists ? od->n_lists : 1, sizeof(*x->lists));
+	if (!x->lists) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	uint32_t ndata = 0;
+	for (size_t i = 0; i < od->n_lists; i++) {
+		x->lists[i].layer = od->lists[i]->layer;
+		x->lists[i].seg = od->lists[i]->seg;
+		if (od->lists[i]->seg >= (1u << 20) ||
+		    bd_extmap_decode(&x->lists[i].map, od->lists[i]->map.data,
+				     od->lists[i]->map.len)) {
+			rc = -EBADMSG;
+			goto out;
+		}
+		ndata += bd_extmap_data_blocks(&x->lists[i].map);
+	}
+	x->nlists = (uint32_t)od->n_lists;
+	if ((uint64_t)ndata * BD_BLOCK != reply->hdr.payload_len) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	x->ndata = ndata;
+	x->data = reply->payload; /* stolen */
+	reply->payload = NULL;
+out:
+	strata__blockd__obj_data__free_unpacked(od, NULL);
+	if (rc) {
+		bd_xobj_free(x);
+	}
+	return rc;
+}
+
+static int install_reply(struct bd_dist *d, uint32_t pool, uint64_t family, uint64_t object,
+			 struct st_frame *reply)
+{
+	struct bd_xobj x;
+	int rc = xobj_from_reply(reply, &x);
+	if (rc) {
+		return rc;
+	}
+	uint8_t fk[9], fv[4];
+	dist_fkey(fk, family);
+	dist_be32(fv, pool);
+	struct bd_xkv kv = {fk, 9, fv, 4};
+	rc = bd_object_install(d->e, family, object, &x, &kv, x.nlists ? 1 : 0);
+	if (rc == 0 && x.nlists) {
+		dist_family_set(d, family, pool);
+	}
+	bd_xobj_free(&x);
+	return rc;
+}
+
+static void obj_pull_done(void *arg, int err, struct st_frame *reply)
+{
+	struct obj_pull *op = arg;
+	if (!err && reply) {
+		err = install_reply(op->d, op->pool, op->family, op->object, reply);
+	}
+	bd_done_cb cb = op->cb;
+	void *cb_arg = op->cb_arg;
+	free(op);
+	cb(cb_arg, err);
+}
+
+void recovery_pull_object(struct bd_dist *d, uint32_t source, uint32_t pool, uint64_t family,
+			  uint64_t object, bd_done_cb cb, void *arg)
+{
+	struct st_client *cl = dist_peer(d, source);
+	struct obj_pull *op = calloc(1, sizeof(*op));
+	if (!cl || !op) {
+		free(op);
+		cb(arg, cl ? -ENOMEM : -ENOTCONN);
+		return;
+	}
+	*op = (struct obj_pull){d, pool, family, object, cb, arg};
+	Strata__Blockd__ObjRequest m = STRATA__BLOCKD__OBJ_REQUEST__INIT;
+	m.pool_id = pool;
+	m.family = family;
+	m.object = object;
+	m.map_epoch = d->epoch;
+	m.from = d->self;
+	if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET, 0, &m.base, NULL, 0,
+			   obj_pull_done, op) < 0) {
+		free(op);
+		cb(arg, -ENOTCONN);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pull a whole PG */
+
+struct pull_ctx {
+	struct bd_dist *d;
+	struct bd_pg *pg;
+	uint32_t source;
+	bd_done_cb cb;
+	void *cb_arg;
+	uint64_t target;
+	uint64_t *objs; /* pairs */
+	size_t nobjs, next;
+	int inflight, err;
+	bool listed;
+	struct st_io timer;
+};
+
+struct pull_obj {
+	struct pull_ctx *pc;
+	uint64_t family, object;
+};
+
+static void pull_pump(struct pull_ctx *pc);
+
+static void pull_finish(struct pull_ctx *pc)
+{
+	struct bd_dist *d = pc->d;
+	struct bd_pg *pg = pc->pg;
+	int err = pc->err;
+	if (!err) {
+		uint8_t vk[9], vv[8];
+		dist_vkey(vk, pg->pool, pg->pg);
+		dist_be64(vv, pc->target);
+		struct bd_xkv kv = {vk, 9, vv, 8};
+		err = bd_engine_put_raw(d->e, &kv, 1, false);
+	}
+	if (!err) {
+		if (pc->nobjs) {
+			st_info("pg %u.%u: pulled %zu objects from node %u, version %lx", pg->pool,
+				pg->pg, pc->nobjs, pc->source, (unsigned long)pc->target);
+		}
+		pg->version = pc->target;
+		dist_log_reset(pg);
+	}
+	if (d->objects_to_recover >= pc->nobjs - pc->next) {
+		d->objects_to_recover -= pc->nobjs - pc->next; /* never transferred */
+	}
+	pg->pulling = false;
+	bd_done_cb cb = pc->cb;
+	void *arg = pc->cb_arg;
+	free(pc->objs);
+	free(pc);
+	cb(arg, err);
+}
+
+static void pull_timer(void *arg, int res)
+{
+	(void)res;
+	pull_pump(arg);
+}
+
+static void pull_obj_done(void *arg, int err, struct st_frame *reply)
+{
+	struct pull_obj *po = arg;
+	struct pull_ctx *pc = po->pc;
+	struct bd_dist *d = pc->d;
+	pc->inflight--;
+	d->xfer_inflight--;
+	if (d->stopping) {
+		free(po);
+		return;
+	}
+	if (!err && reply) {
+		err = install_reply(d, pc->pg->pool, po->family, po->object, reply);
+	}
+	if (err && !pc->err) {
+		st_warn("pg %u.%u: object %lu/%lu from node %u: %s", pc->pg->pool, pc->pg->pg,
+			(unsigned long)po->family, (unsigned long)po->object, pc->source,
+			strerror(-err));
+		pc->err = err;
+	}
+	if (d->objects_to_recover) {
+		d->objects_to_recover--;
+	}
+	d->objects_recovered++;
+	free(po);
+	pull_pump(pc);
+}
+
+static void pull_pump(struct pull_ctx *pc)
+{
+	struct bd_dist *d = pc->d;
+	if (d->stopping) {
+		return;
+	}
+	while (!pc->err && pc->next < pc->nobjs && pc->inflight < PULL_PARALLEL &&
+	       d->xfer_inflight < BD_XFER_MAX) {
+		struct st_client *cl = dist_peer(d, pc->source);
+		struct pull_obj *po = calloc(1, sizeof(*po));
+		if (!cl || !po) {
+			free(po);
+			pc->err = cl ? -ENOMEM : -ENOTCONN;
+			break;
+		}
+		po->pc = pc;
+		po->family = pc->objs[2 * pc->next];
+		po->object = pc->objs[2 * pc->next + 1];
+		Strata__Blockd__ObjRequest m = STRATA__BLOCKD__OBJ_REQUEST__INIT;
+		m.pool_id = pc->pg->pool;
+		m.family = po->family;
+		m.object = po->object;
+		m.map_epoch = d->epoch;
+		m.from = d->self;
+		if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET, 0, &m.base,
+				   NULL, 0, pull_obj_done, po) < 0) {
+			free(po);
+			pc->err = -ENOTCONN;
+			break;
+		}
+		pc->next++;
+		pc->inflight++;
+		d->xfer_inflight++;
+	}
+	if (pc->inflight == 0) {
+		if (pc->err || pc->next == pc->nobjs) {
+			pull_finish(pc);
+		} else {
+			/* Every transfer slot is taken by other pulls: look again soon. */
+			st_reactor_timer(d->r, &pc->timer, BUSY_RETRY_MS, pull_timer, pc);
+		}
+	}
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	if (x[0] != y[0]) {
+		return x[0] < y[0] ? -1 : 1;
+	}
+	return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+static void list_done(void *arg, int err, struct st_frame *reply)
+{
+	struct pull_ctx *pc = arg;
+	struct bd_dist *d = pc->d;
+	if (d->stopping) {
+		return;
+	}
+	Strata__Blockd__PgList *l =
+		!err && reply
+			? strata__blockd__pg_list__unpack(NULL, reply->hdr.hdr_len, reply->msg)
+			: NULL;
+	if (!l) {
+		pc->err = err ? err : -EBADMSG;
+		pull_finish(pc);
+		return;
+	}
+	pc->target = l->version;
+	uint64_t *local = NULL;
+	long nlocal = 0;
+	if (l->full) {
+		nlocal = pg_objects(d, pc->pg, &local);
+		if (nlocal < 0) {
+			pc->err = (int)nlocal;
+			strata__blockd__pg_list__free_unpacked(l, NULL);
+			pull_finish(pc);
+			return;
+		}
+	}
+	size_t n = l->n_objects + (size_t)nlocal;
+	pc->objs = calloc(n ? 2 * n : 2, sizeof(uint64_t));
+	if (!pc->objs) {
+		free(local);
+		strata__blockd__pg_list__free_unpacked(l, NULL);
+		pc->err = -ENOMEM;
+		pull_finish(pc);
+		return;
+	}
+	for (size_t i = 0; i < l->n_objects; i++) {
+		pc->objs[2 * i] = l->objects[i]->family;
+		pc->objs[2 * i + 1] = l->objects[i]->object;
+	}
+	memcpy(pc->objs + 2 * l->n_objects, local, (size_t)nlocal * 2 * sizeof(uint64_t));
+	free(local);
+	qsort(pc->objs, n, 2 * sizeof(uint64_t), cmp_pair);
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (w && pc->objs[2 * (w - 1)] == pc->objs[2 * i] &&
+		    pc->objs[2 * (w - 1) + 1] == pc->objs[2 * i + 1]) {
+			continue;
+		}
+		pc->objs[2 * w] = pc->objs[2 * i];
+		pc->objs[2 * w + 1] = pc->objs[2 * i + 1];
+		w++;
+	}
+	pc->nobjs = w;
+	if (w) {
+		st_info("pg %u.%u: %s from node %u: %zu objects (version %lx -> %lx)", pc->pg->pool,
+			pc->pg->pg, l->full ? "backfill" : "log recovery", pc->source, w,
+			(unsigned long)pc->pg->version, (unsigned long)l->version);
+	}
+	d->objects_to_recover += w;
+	strata__blockd__pg_list__free_unpacked(l, NULL);
+	pull_pump(pc);
+}
+
+/* Bring pg up to date from source. cb(arg, 0) once pg->version is the source's. */
+static void pull_pg(struct bd_dist *d, struct bd_pg *pg, uint32_t source, bd_done_cb cb, void *arg)
+{
+	if (pg->pulling || pg->busy) {
+		cb(arg, -EAGAIN);
+		return;
+	}
+	struct st_client *cl = dist_peer(d, source);
+	struct pull_ctx *pc = calloc(1, sizeof(*pc));
+	if (!cl || !pc) {
+		free(pc);
+		cb(arg, cl ? -ENOMEM : -ENOTCONN);
+		return;
+	}
+	pc->d = d;
+	pc->pg = pg;
+	pc->source = source;
+	pc->cb = cb;
+	pc->cb_arg = arg;
+	pg->pulling = true;
+	Strata__Blockd__PgListRequest m = STRATA__BLOCKD__PG_LIST_REQUEST__INIT;
+	m.pool_id = pg->pool;
+	m.pg = pg->pg;
+	m.map_epoch = d->epoch;
+	m.since = pg->version;
+	if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_LIST, 0, &m.base, NULL, 0,
+			   list_done, pc) < 0) {
+		pc->err = -ENOTCONN;
+		pull_finish(pc);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Peering */
+
+struct peer_ctx;
+struct peer_slot {
+	struct peer_ctx *c;
+	uint32_t node;
+	uint64_t version;
+	int err;
+};
+
+struct peer_ctx {
+	struct bd_dist *d;
+	struct bd_pg *pg;
+	uint64_t round;
+	uint32_t n;
+	struct peer_slot s[BD_MAX_R];
+	int pending, err;
+	struct st_io timer;
+};
+
+static void peer_begin(struct peer_ctx *c);
+
+static bool peer_stale(struct peer_ctx *c)
+{
+	return c->d->stopping || c->pg->round != c->round || c->pg->state != PG_PEERING;
+}
+
+static void peer_timer(void *arg, int res)
+{
+	(void)res;
+	struct peer_ctx *c = arg;
+	if (c->d->stopping) {
+		return;
+	}
+	if (c->pg->round != c->round) {
+		free(c);
+		return;
+	}
+	peer_begin(c);
+}
+
+static void peer_retry(struct peer_ctx *c, uint64_t ms)
+{
+	st_reactor_timer(c->d->r, &c->timer, ms, peer_timer, c);
+}
+
+static void peer_activate(struct peer_ctx *c)
+{
+	struct bd_dist *d = c->d;
+	struct bd_pg *pg = c->pg;
+	pg->state = PG_ACTIVE;
+	pg->active_epoch = d->epoch;
+	free(c);
+	dist_pg_kick(d, pg);
+}
+
+static void recover_put(struct peer_ctx *c, int err)
+{
+	if (c->d->stopping) {
+		return;
+	}
+	if (err && !c->err) {
+		c->err = err;
+	}
+	if (--c->pending > 0) {
+		return;
+	}
+	if (peer_stale(c)) {
+		free(c);
+		return;
+	}
+	if (c->err) {
+		peer_retry(c, PEER_RETRY_MS);
+		return;
+	}
+	peer_activate(c);
+}
+
+static void recover_done(void *arg, int err, struct st_frame *reply)
+{
+	struct peer_slot *s = arg;
+	(void)reply;
+	recover_put(s->c, err);
+}
+
+/* Every member not at our version pulls from us. */
+static void peer_push(struct peer_ctx *c)
+{
+	struct bd_dist *d = c->d;
+	c->err = 0;
+	c->pending = 1;
+	for (uint32_t i = 0; i < c->n; i++) {
+		struct peer_slot *s = &c->s[i];
+		if (s->version == c->pg->version) {
+			continue;
+		}
+		struct st_client *cl = dist_peer(d, s->node);
+		if (!cl) {
+			c->err = -ENOTCONN;
+			continue;
+		}
+		Strata__Blockd__PgRef m = STRATA__BLOCKD__PG_REF__INIT;
+		m.pool_id = c->pg->pool;
+		m.pg = c->pg->pg;
+		m.map_epoch = d->epoch;
+		m.from = d->self;
+		c->pending++;
+		if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_RECOVER, 0, &m.base,
+				   NULL, 0, recover_done, s) < 0) {
+			c->pending--;
+			c->err = -ENOTCONN;
+		}
+	}
+	recover_put(c, 0);
+}
+
+static void peer_pulled(void *arg, int err)
+{
+	struct peer_ctx *c = arg;
+	if (c->d->stopping) {
+		return;
+	}
+	if (peer_stale(c)) {
+		free(c);
+		return;
+	}
+	if (err) {
+		peer_retry(c, PEER_RETRY_MS);
+		return;
+	}
+	peer_push(c);
+}
+
+static void info_done(void *arg, int err, struct st_frame *reply)
+{
+	struct peer_slot *s = arg;
+	struct peer_ctx *c = s->c;
+	if (c->d->stopping) {
+		return;
+	}
+	if (!err && reply) {
+		Strata__Blockd__PgInfo *pi =
+			strata__blockd__pg_info__unpack(NULL, reply->hdr.hdr_len, reply->msg);
+		if (pi) {
+			s->version = pi->version;
+			strata__blockd__pg_info__free_unpacked(pi, NULL);
+		} else {
+			err = -EBADMSG;
+		}
+	}
+	if (err && !c->err) {
+		c->err = err;
+	}
+	if (--c->pending > 0) {
+		return;
+	}
+	if (peer_stale(c)) {
+		free(c);
+		return;
+	}
+	if (c->err) {
+		peer_retry(c, PEER_RETRY_MS);
+		return;
+	}
+	/* The most advanced member; ties go to us (no copy). */
+	struct peer_slot *best = NULL;
+	uint64_t bv = c->pg->version;
+	for (uint32_t i = 0; i < c->n; i++) {
+		if (c->s[i].version > bv) {
+			bv = c->s[i].version;
+			best = &c->s[i];
+		}
+	}
+	if (best) {
+		pull_pg(c->d, c->pg, best->node, peer_pulled, c);
+	} else {
+		peer_push(c);
+	}
+}
+
+static void peer_begin(struct peer_ctx *c)
+{
+	struct bd_dist *d = c->d;
+	struct bd_pg *pg = c->pg;
+	if (pg->busy || pg->pulling) {
+		peer_retry(c, BUSY_RETRY_MS);
+		return;
+	}
+	c->n = 0;
+	for (uint32_t i = 1; i < pg->nacting; i++) {
+		c->s[c->n++] = (struct peer_slot){.c = c, .node = pg->acting[i]};
+	}
+	c->err = 0;
+	c->pending = 1;
+	Strata__Blockd__PgRef m = STRATA__BLOCKD__PG_REF__INIT;
+	m.pool_id = pg->pool;
+	m.pg = pg->pg;
+	m.map_epoch = d->epoch;
+	m.from = d->self;
+	for (uint32_t i = 0; i < c->n; i++) {
+		struct st_client *cl = dist_peer(d, c->s[i].node);
+		if (!cl) {
+			c->err = -ENOTCONN;
+			continue;
+		}
+		c->pending++;
+		if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO, 0, &m.base,
+				   NULL, 0, info_done, &c->s[i]) < 0) {
+			c->pending--;
+			c->err = -ENOTCONN;
+		}
+	}
+	if (--c->pending == 0) {
+		/* No member asked (none, or none reachable). */
+		if (c->err) {
+			peer_retry(c, PEER_RETRY_MS);
+		} else {
+			peer_push(c);
+		}
+	}
+}
+
+void recovery_peer(struct bd_dist *d, struct bd_pg *pg)
+{
+	pg->state = PG_PEERING;
+	pg->round++;
+	struct peer_ctx *c = calloc(1, sizeof(*c));
+	if (!c) {
+		return; /* the next map retries */
+	}
+	c->d = d;
+	c->pg = pg;
+	c->round = pg->round;
+	peer_retry(c, 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Source side */
+
+static void reply_info(struct bd_dist *d, struct bd_pg *pg, struct bd_reply *rp)
+{
+	Strata__Blockd__PgInfo pi = STRATA__BLOCKD__PG_INFO__INIT;
+	pi.version = pg->version;
+	pi.active = pg->state == PG_ACTIVE && pg->nacting && pg->acting[0] == d->self;
+	bd_reply_send(rp, 0, &pi.base, NULL, 0);
+}
+
+static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, struct bd_reply *rp)
+{
+	Strata__Blockd__PgList l = STRATA__BLOCKD__PG_LIST__INIT;
+	l.version = pg->version;
+	uint64_t *objs = NULL;
+	long n = 0;
+	bool covered = since == pg->log_base && pg->log;
+	uint32_t from = 0;
+	for (uint32_t i = 0; i < pg->log_n && !covered; i++) {
+		if (pg->log[(pg->log_start + i) % BD_PG_LOG].version == since) {
+			covered = true;
+			from = i + 1;
+		}
+	}
+	if (since == pg->version) {
+		n = 0;
+	} else if (covered) {
+		objs = calloc(pg->log_n ? 2 * pg->log_n : 2, sizeof(*objs));
+		if (!objs) {
+			bd_reply_send(rp, -ENOMEM, NULL, NULL, 0);
+			return;
+		}
+		for (uint32_t i = from; i < pg->log_n; i++) {
+			const struct pg_logent *le = &pg->log[(pg->log_start + i) % BD_PG_LOG];
+			objs[2 * n] = le->family;
+			objs[2 * n + 1] = le->object;
+			n++;
+		}
+	} else {
+		l.full = true;
+		n = pg_objects(d, pg, &objs);
+		if (n < 0) {
+			bd_reply_send(rp, (int)n, NULL, NULL, 0);
+			return;
+		}
+	}
+	Strata__Blockd__ObjRef *refs = calloc(n ? (size_t)n : 1, sizeof(*refs));
+	Strata__Blockd__ObjRef **ptrs = calloc(n ? (size_t)n : 1, sizeof(*ptrs));
+	if (!refs || !ptrs) {
+		bd_reply_send(rp, -ENOMEM, NULL, NULL, 0);
+	} else {
+		for (long i = 0; i < n; i++) {
+			strata__blockd__obj_ref__init(&refs[i]);
+			refs[i].family = objs[2 * i];
+			refs[i].object = objs[2 * i + 1];
+			ptrs[i] = &refs[i];
+		}
+		l.n_objects = (size_t)n;
+		l.objects = ptrs;
+		bd_reply_send(rp, 0, &l.base, NULL, 0);
+	}
+	free(refs);
+	free(ptrs);
+	free(objs);
+}
+
+static void handle_obj_get(struct bd_dist *d, const Strata__Blockd__ObjRequest *m,
+			   struct bd_reply *rp)
+{
+	struct bd_xobj x;
+	int rc = bd_object_export(d->e, m->family, m->object, &x);
+	if (rc) {
+		bd_reply_send(rp, rc, NULL, NULL, 0);
+		return;
+	}
+	Strata__Blockd__SegList *sl = calloc(x.nlists ? x.nlists : 1, sizeof(*sl));
+	Strata__Blockd__SegList **ptrs = calloc(x.nlists ? x.nlists : 1, sizeof(*ptrs));
+	uint8_t *enc = malloc((size_t)(x.nlists ? x.nlists : 1) * BD_EXTMAP_MAX_ENC);
+	if (!sl || !ptrs || !enc) {
+		bd_reply_send(rp, -ENOMEM, NULL, NULL, 0);
+	} else {
+		for (uint32_t i = 0; i < x.nlists; i++) {
+			strata__blockd__seg_list__init(&sl[i]);
+			sl[i].layer = x.lists[i].layer;
+			sl[i].seg = x.lists[i].seg;
+			uint8_t *p = enc + (size_t)i * BD_EXTMAP_MAX_ENC;
+			sl[i].map.data = p;
+			sl[i].map.len = bd_extmap_encode(&x.lists[i].map, p);
+			ptrs[i] = &sl[i];
+		}
+		Strata__Blockd__ObjData od = STRATA__BLOCKD__OBJ_DATA__INIT;
+		od.n_lists = x.nlists;
+		od.lists = ptrs;
+		od.bad_blocks = x.bad_blocks;
+		uint8_t *data = x.data;
+		x.data = NULL;
+		bd_reply_send(rp, 0, &od.base, data, (size_t)x.ndata * BD_BLOCK);
+	}
+	free(sl);
+	free(ptrs);
+	free(enc);
+	bd_xobj_free(&x);
+}
+
+static void recover_pulled(void *arg, int err)
+{
+	struct bd_reply *rp = arg;
+	bd_reply_send(rp, err, NULL, NULL, 0);
+}
+
+void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
+{
+	uint16_t type = f->hdr.type;
+	int rc = -EINVAL;
+	switch (type) {
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_RECOVER: {
+		Strata__Blockd__PgRef *m =
+			strata__blockd__pg_ref__unpack(NULL, f->hdr.hdr_len, f->msg);
+		struct bd_pg *pg = NULL;
+		rc = m ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+		if (!rc && !(pg = dist_pg(d, m->pool_id, m->pg))) {
+			rc = -ESTALE;
+		}
+		if (!rc && type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO) {
+			reply_info(d, pg, rp);
+		} else if (!rc) {
+			pull_pg(d, pg, m->from, recover_pulled, rp);
+		}
+		if (m) {
+			strata__blockd__pg_ref__free_unpacked(m, NULL);
+		}
+		break;
+	}
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_LIST: {
+		Strata__Blockd__PgListRequest *m =
+			strata__blockd__pg_list_request__unpack(NULL, f->hdr.hdr_len, f->msg);
+		struct bd_pg *pg = NULL;
+		rc = m ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+		if (!rc && !(pg = dist_pg(d, m->pool_id, m->pg))) {
+			rc = -ESTALE;
+		}
+		if (!rc) {
+			handle_list(d, pg, m->since, rp);
+		}
+		if (m) {
+			strata__blockd__pg_list_request__free_unpacked(m, NULL);
+		}
+		break;
+	}
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET:
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_REPAIR: {
+		Strata__Blockd__ObjRequest *m =
+			strata__blockd__obj_request__unpack(NULL, f->hdr.hdr_len, f->msg);
+		rc = m ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+		if (!rc && type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET) {
+			handle_obj_get(d, m, rp);
+		} else if (!rc) {
+			recovery_pull_object(d, m->from, m->pool_id, m->family, m->object,
+					     recover_pulled, rp);
+		}
+		if (m) {
+			strata__blockd__obj_request__free_unpacked(m, NULL);
+		}
+		break;
+	}
+	default:
+		rc = -EOPNOTSUPP;
+	}
+	if (rc) {
+		bd_reply_send(rp, rc, NULL, NULL, 0);
+	}
+	st_frame_release(f);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Strays */
+
+struct stray_ctx {
+	struct bd_dist *d;
+	struct bd_pg *pg;
+	uint64_t epoch;
+};
+
+static void stray_info_done(void *arg, int err, struct st_frame *reply)
+{
+	struct stray_ctx *sc = arg;
+	struct bd_dist *d = sc->d;
+	struct bd_pg *pg = sc->pg;
+	d->stray_busy = false;
+	if (d->stopping) {
+		free(sc);
+		return;
+	}
+	bool active = false;
+	if (!err && reply) {
+		Strata__Blockd__PgInfo *pi =
+			strata__blockd__pg_info__unpack(NULL, reply->hdr.hdr_len, reply->msg);
+		active = pi && pi->active;
+		if (pi) {
+			strata__blockd__pg_info__free_unpacked(pi, NULL);
+		}
+	}
+	uint64_t epoch = sc->epoch;
+	free(sc);
+	if (!active || !pg->stray || pg->pulling || d->epoch != epoch) {
+		return;
+	}
+	/* The new acting set is complete at our epoch: our copy is surplus. */
+	uint64_t *objs = NULL;
+	long n = pg_objects(d, pg, &objs);
+	if (n < 0) {
+		return;
+	}
+	struct bd_xobj none = {0};
+	long removed = 0;
+	for (long i = 0; i < n; i++) {
+		if (bd_object_install(d->e, objs[2 * i], objs[2 * i + 1], &none, NULL, 0) == 0) {
+			removed++;
+		}
+	}
+	free(objs);
+	if (removed == n) {
+		uint8_t vk[9], vv[8];
+		dist_vkey(vk, pg->pool, pg->pg);
+		dist_be64(vv, 0);
+		struct bd_xkv kv = {vk, 9, vv, 8};
+		if (bd_engine_put_raw(d->e, &kv, 1, false) == 0) {
+			pg->version = 0;
+			dist_log_reset(pg);
+			pg->stray = false;
+		}
+	}
+	st_info("pg %u.%u: no longer a member; removed %ld objects", pg->pool, pg->pg, removed);
+}
+
+void recovery_tick(struct bd_dist *d)
+{
+	if (d->stray_busy || !d->map || !d->self) {
+		return;
+	}
+	for (size_t pi = 0; pi < d->npools; pi++) {
+		struct dist_pool *p = &d->pools[pi];
+		for (uint32_t g = 0; g < p->pg_count; g++) {
+			struct bd_pg *pg = &p->pgs[g];
+			if (!pg->stray || pg->pulling || !pg->nacting) {
+				continue;
+			}
+			struct st_client *cl = dist_peer(d, pg->acting[0]);
+			struct stray_ctx *sc = calloc(1, sizeof(*sc));
+			if (!cl || !sc) {
+				free(sc);
+				continue;
+			}
+			*sc = (struct stray_ctx){d, pg, d->epoch};
+			Strata__Blockd__PgRef m = STRATA__BLOCKD__PG_REF__INIT;
+			m.pool_id = pg->pool;
+			m.pg = pg->pg;
+			m.map_epoch = d->epoch;
+			m.from = d->self;
+			if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO, 0,
+					   &m.base, NULL, 0, stray_info_done, sc) == 0) {
+				d->stray_busy = true;
+				return; /* one at a time */
+			}
+			free(sc);
+		}
+	}
+}
