@@ -69,7 +69,21 @@ static void resolve_failed(strata_volume *v, int err)
 		release_waiting(v, -ENOENT);
 		return;
 	}
-	/* meta unreachable or busy: keep the subs parked and try again shortly */
+	/* meta unreachable or busy: fail the subs that have waited longer than any request may
+	 * retry, keep the others parked and try again shortly. */
+	uint64_t now = st_now_ms();
+	struct sc_sub *s, *next;
+	for (s = TAILQ_FIRST(&v->waiting); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, wait_link);
+		if (now - s->started_ms > SC_RETRY_LIMIT_MS) {
+			TAILQ_REMOVE(&v->waiting, s, wait_link);
+			sc_sub_fail(s, err);
+		}
+	}
+	if (TAILQ_EMPTY(&v->waiting)) {
+		v->resolving_epoch = 0;
+		return;
+	}
 	st_reactor_timer(c->r, &v->resolve_timer, RESOLVE_RETRY_MS, resolve_retry_fired, v);
 }
 

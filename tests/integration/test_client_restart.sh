@@ -29,7 +29,8 @@ cli pool create p --replicas 1 --pgs 64 >/dev/null
 for v in v0 v1 v2 vall; do cli volume create "p/$v" --size 1G >/dev/null; done
 
 # Each round uses a fresh volume: strata-io expects unwritten blocks to read as zeros.
-io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
+# `exec`, so that a backgrounded io's pid is strata-io itself and a kill reaches it.
+io() { exec "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 
 echo "== workload with one kill -9 and restart of each node in turn"
 for victim in 0 1 2; do
@@ -61,5 +62,5 @@ wait "$io_pid" 2>/dev/null || true
 for i in 0 1 2; do start_node "$i"; done
 wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
 	fail "nodes did not come back: $(cli status)"
-io --volume p/vall --check "$TEST_TMP/state_all" || fail "a flushed write was lost or torn"
+(io --volume p/vall --check "$TEST_TMP/state_all") || fail "a flushed write was lost or torn"
 echo "PASS"

@@ -308,10 +308,11 @@ static int verify_all(struct ctx *x, bool after_crash)
 		uint64_t n = x->sh.nblocks - b < chunk ? x->sh.nblocks - b : chunk;
 		int rc = strata_read(x->v, b * BS, n * BS, buf);
 		if (rc < 0) {
-			fprintf(stderr, "strata-io: verify read at block %" PRIu64 ": %s\n", b,
+			fprintf(stderr,
+				"strata-io: verify read at block %" PRIu64 ": %s; stopping\n", b,
 				strerror(-rc));
 			x->errors++;
-			continue;
+			break; /* each failed read has already retried for a minute */
 		}
 		for (uint64_t i = 0; i < n; i++) {
 			int bad = after_crash ? check_block_crash(buf + i * BS, x->seed, b + i,
