@@ -3,9 +3,13 @@
 #   iscsi-test-cu --dataloss -t ALL iscsi://127.0.0.1:PORT/<iqn>/0
 # once with 512-byte logical blocks (the default, read-modify-write under the hood) and once
 # with --block-size 4096. Zero failures are required; the CUnit summary is printed.
+# The same suite then runs against tgt (file-backed LUN, 127.0.0.1 only) in the same run, and
+# strata-iscsi's pass count must be at least tgt's.
 . "$(dirname "$0")/lib.sh"
 
-command -v iscsi-test-cu >/dev/null || fail "iscsi-test-cu is missing (run scripts/bootstrap)"
+for t in iscsi-test-cu tgtd tgtadm; do
+	command -v "$t" >/dev/null || fail "$t is missing (run scripts/bootstrap)"
+done
 
 META_PORT=$(free_port)
 BD_PORT=$(free_port)
@@ -35,6 +39,7 @@ run_suite() { # block-size volume
 		>"$log" 2>&1 || true
 	grep -A4 "Run Summary" "$log" || fail "no CUnit summary: $(tail -20 "$log")"
 	failed=$(awk '$1 == "tests" { print $5 }' "$log")
+	awk '$1 == "tests" { print $4 }' "$log" >"$TEST_TMP/passed-$bs"
 	if [ "$failed" != 0 ]; then
 		grep -B2 -A6 "FAILED" "$log" | head -80
 		fail "iscsi-test-cu: $failed test(s) failed with $bs-byte blocks"
@@ -44,4 +49,32 @@ run_suite() { # block-size volume
 
 run_suite 512 cu512
 run_suite 4096 cu4k
+
+# ---- the same suite against tgt ----
+TGT_PORT=$(free_port)
+TGT_CP=$((20000 + $$ % 10000))
+TGT_IQN=iqn.2024-01.org.strata.test:tgt
+truncate -s 1G "$TEST_TMP/tgt.img"
+start_daemon tgtd tgtd -f -C "$TGT_CP" --iscsi "portal=127.0.0.1:$TGT_PORT"
+TGT_PID=$LAST_PID
+tgt_stop() { # tgtd ignores SIGTERM while it has targets: delete them first
+	tgtadm -C "$TGT_CP" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
+	tgtadm -C "$TGT_CP" --op delete --mode system >/dev/null 2>&1 || true
+	stop_daemon "$TGT_PID"
+}
+wait_port "$TGT_PORT"
+ta() { tgtadm -C "$TGT_CP" --lld iscsi "$@"; }
+ta --op new --mode target --tid 1 -T "$TGT_IQN" || fail "tgtadm: new target"
+ta --op new --mode logicalunit --tid 1 --lun 1 -b "$TEST_TMP/tgt.img" || fail "tgtadm: new lun"
+ta --op bind --mode target --tid 1 -I 127.0.0.1 || fail "tgtadm: bind"
+echo "== iscsi-test-cu --dataloss -t ALL against tgt (512-byte blocks)"
+timeout 300 iscsi-test-cu --dataloss -t ALL "iscsi://127.0.0.1:$TGT_PORT/$TGT_IQN/1" \
+	>"$TEST_TMP/cu-tgt.log" 2>&1 || true
+tgt_stop
+grep -A4 "Run Summary" "$TEST_TMP/cu-tgt.log" || fail "no CUnit summary from tgt: $(tail -20 "$TEST_TMP/cu-tgt.log")"
+tgt_passed=$(awk '$1 == "tests" { print $4 }' "$TEST_TMP/cu-tgt.log")
+ours=$(cat "$TEST_TMP/passed-512")
+echo "passed: strata-iscsi $ours (512-byte blocks), tgt $tgt_passed"
+[ -n "$tgt_passed" ] && [ "$ours" -ge "$tgt_passed" ] ||
+	fail "strata-iscsi passes $ours tests, fewer than tgt's $tgt_passed"
 echo "OK"
