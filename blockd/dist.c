@@ -453,31 +453,59 @@ void dist_pg_kick(struct bd_dist *d, struct bd_pg *pg)
 
 /* ------------------------------------------------------------------------------------------ */
 
-void bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
+/* Counted on the reactor thread from the PGs' in-memory state: O(PGs of every pool). A PG
+ * counts as clean, degraded or recovering only on its primary, so a cluster-wide sum (meta's
+ * status) sees every PG once when every node reports the same epoch. */
+int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 {
 	memset(s, 0, sizeof(*s));
+	s->epoch = d->map && d->self ? d->epoch : 0;
+	s->objects_recovered = d->objects_recovered;
+	s->objects_to_recover = d->objects_to_recover;
+	if (!s->epoch) {
+		return 0;
+	}
+	s->pools = d->npools ? calloc(d->npools, sizeof(*s->pools)) : NULL;
+	int rc = d->npools && !s->pools ? -ENOMEM : 0;
 	for (size_t pi = 0; pi < d->npools; pi++) {
 		struct dist_pool *p = &d->pools[pi];
+		struct bd_pool_stats ps = {.pool = p->id};
 		for (uint32_t g = 0; g < p->pg_count; g++) {
 			struct bd_pg *pg = &p->pgs[g];
 			for (uint32_t i = 0; i < pg->nacting; i++) {
-				s->pgs_member += pg->acting[i] == d->self;
+				ps.member += pg->acting[i] == d->self;
 			}
+			ps.stray += pg->stray;
 			if (!pg->nacting || pg->acting[0] != d->self) {
 				continue;
 			}
-			s->pgs_primary++;
+			ps.primary++;
 			if (pg->state != PG_ACTIVE) {
-				s->pgs_recovering++;
-			} else if (pg->nacting < p->replicas) {
-				s->pgs_degraded++;
+				ps.recovering++;
+			} else if (pg->nacting < (p->replicas ? p->replicas : 1)) {
+				ps.degraded++;
 			} else {
-				s->pgs_clean++;
+				ps.clean++;
 			}
 		}
+		s->pgs_primary += ps.primary;
+		s->pgs_clean += ps.clean;
+		s->pgs_degraded += ps.degraded;
+		s->pgs_recovering += ps.recovering;
+		s->pgs_member += ps.member;
+		s->pgs_stray += ps.stray;
+		if (s->pools) {
+			s->pools[s->npools++] = ps;
+		}
 	}
-	s->objects_recovered = d->objects_recovered;
-	s->objects_to_recover = d->objects_to_recover;
+	return rc;
+}
+
+void bd_dist_stats_free(struct bd_dist_stats *s)
+{
+	free(s->pools);
+	s->pools = NULL;
+	s->npools = 0;
 }
 
 void bd_dist_frame(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)

@@ -464,9 +464,19 @@ struct bd_dreq {
 	TAILQ_ENTRY(bd_dreq) link;
 };
 
+/* PG health of one pool as this node sees it: clean, degraded and recovering count the PGs
+ * this node is the primary of, so summing over the up nodes counts each PG once. */
+struct bd_pool_stats {
+	uint32_t pool;
+	uint32_t primary, clean, degraded, recovering, member, stray;
+};
+
 struct bd_dist_stats {
-	uint32_t pgs_primary, pgs_clean, pgs_degraded, pgs_recovering, pgs_member;
+	uint64_t epoch; /* of the map the counts come from (0: none yet) */
+	uint32_t pgs_primary, pgs_clean, pgs_degraded, pgs_recovering, pgs_member, pgs_stray;
 	uint64_t objects_recovered, objects_to_recover;
+	size_t npools;
+	struct bd_pool_stats *pools; /* malloc'd (NULL when npools is 0): bd_dist_stats_free */
 };
 
 int bd_dist_new(struct st_reactor *r, struct bd_engine *e, struct bd_dist **out)
@@ -476,7 +486,9 @@ void bd_dist_free(struct bd_dist *d);
 void bd_dist_set_self(struct bd_dist *d, uint32_t id) __attribute__((nonnull));
 void bd_dist_set_map(struct bd_dist *d, void *cluster_map) __attribute__((nonnull));
 uint64_t bd_dist_epoch(const struct bd_dist *d) __attribute__((nonnull));
-void bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s) __attribute__((nonnull));
+/* Returns 0 or -ENOMEM (totals filled, pools NULL). */
+int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s) __attribute__((nonnull));
+void bd_dist_stats_free(struct bd_dist_stats *s) __attribute__((nonnull));
 /* A client READ/WRITE/WRITE_ZEROES/TRIM/COMPARE_AND_WRITE: fenced, replicated; r->cb when done. */
 void bd_dist_io(struct bd_dist *d, struct bd_dreq *r) __attribute__((nonnull));
 /* Fencing only (BLOCK_STATUS). Returns 0, -ESTALE or -EAGAIN. */
@@ -488,6 +500,11 @@ void bd_dist_flush(struct bd_dist *d, bool all, bd_done_cb cb, void *cb_arg)
 /* A 0x03xx frame or BLOCKD_SCRUB: takes the frame and answers through rp. */
 void bd_dist_frame(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 	__attribute__((nonnull));
+
+/* usage.c: LAYER_USAGE (bytes referenced by some layers' own lists, on the PGs this node is the
+ * primary of; d NULL: every object). Takes the frame, answers through rp. */
+void bd_usage_handle(struct bd_engine *e, struct bd_dist *d, struct st_frame *f,
+		     struct bd_reply *rp) __attribute__((nonnull(1, 3, 4)));
 
 /* ------------------------------------------------------------------------------------------ */
 /* meta.c: registration with strata-meta, heartbeats every second, and the cluster map epoch

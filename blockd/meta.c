@@ -3,7 +3,7 @@
  *
  *   tick (every 1 s) --no client--> connect --> NODE_REGISTER {addr, capacity, weight, uuid}
  *        |                                         --> node_id, map epoch
- *        +--registered--> NODE_HEARTBEAT {node_id, used, capacity}
+ *        +--registered--> NODE_HEARTBEAT {node_id, used, capacity, PG counts per pool}
  *        +--no watch out--> MAP_WATCH {known_epoch} --> newer ClusterMap --> epoch
  *   any error: drop the client; the next tick reconnects and registers again (the uuid gives
  *   the node its old id back).
@@ -187,8 +187,31 @@ static void tick(void *arg, int res)
 		h.node_id = m->node_id;
 		h.used = sp.used_blocks * BD_BLOCK;
 		h.capacity = sp.total_blocks * BD_BLOCK;
-		if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_NODE_HEARTBEAT, 0,
-				   &h.base, NULL, 0, heartbeat_done, m) == 0) {
+		/* PG health for `strata status` (meta keeps the latest report per node). */
+		struct bd_dist_stats ds;
+		bool ds_ok = bd_dist_stats(m->d, &ds) == 0;
+		Strata__Meta__PoolPgStats ps[ds.npools ? ds.npools : 1];
+		Strata__Meta__PoolPgStats *pps[ds.npools ? ds.npools : 1];
+		for (size_t i = 0; i < ds.npools; i++) {
+			strata__meta__pool_pg_stats__init(&ps[i]);
+			ps[i].pool_id = ds.pools[i].pool;
+			ps[i].clean = ds.pools[i].clean;
+			ps[i].degraded = ds.pools[i].degraded;
+			ps[i].recovering = ds.pools[i].recovering;
+			ps[i].primary = ds.pools[i].primary;
+			ps[i].member = ds.pools[i].member;
+			ps[i].stray = ds.pools[i].stray;
+			pps[i] = &ps[i];
+		}
+		h.pgs_epoch = ds_ok ? ds.epoch : 0; /* 0: no report this time */
+		h.n_pgs = ds.npools;
+		h.pgs = pps;
+		h.objects_recovered = ds.objects_recovered;
+		h.objects_to_recover = ds.objects_to_recover;
+		int rc = st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_NODE_HEARTBEAT, 0,
+					&h.base, NULL, 0, heartbeat_done, m);
+		bd_dist_stats_free(&ds);
+		if (rc == 0) {
 			m->hb_pending = true;
 		} else {
 			m->broken = true;

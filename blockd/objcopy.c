@@ -285,6 +285,10 @@ int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
 	if (rc == 0) {
 		nr = 0; /* referenced now */
 		bd_engine_defer_frees(e, freed, (uint32_t)nfreed);
+		/* Free them now unless a read that started earlier still runs: otherwise they
+		 * would wait in limbo for the next I/O to complete, and a node that only lost
+		 * strays (rebalancing) would never give the space back while idle. */
+		bd_engine_reap(e);
 	}
 out:
 	for (int r = 0; r < nr; r++) {

@@ -478,6 +478,15 @@ static void on_frame(struct st_conn *c, struct st_frame *f, void *arg)
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_SPACE:
 		handle_space(sc, f);
 		break;
+	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_LAYER_USAGE: {
+		struct bd_reply *rp = reply_new(sc, f);
+		if (!rp) {
+			reply_error(sc, f->hdr.type, f->hdr.req_id, -ENOMEM);
+			break;
+		}
+		bd_usage_handle(sc->s->e, sc->s->dist, f, rp); /* takes the frame (usage.c) */
+		return;
+	}
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_SCRUB:
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_WRITE:
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_FLUSH:

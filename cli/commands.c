@@ -122,7 +122,7 @@ static void json_pool(struct cli_json *j, const Strata__Meta__Pool *p)
 	cli_json_obj_end(j);
 }
 
-static void json_volume(struct cli_json *j, const Strata__Meta__VolumeInfo *v)
+static void json_volume(struct cli_json *j, const Strata__Meta__VolumeInfo *v, bool used_complete)
 {
 	cli_json_obj_begin(j, NULL);
 	cli_json_u64(j, "id", v->id);
@@ -130,6 +130,9 @@ static void json_volume(struct cli_json *j, const Strata__Meta__VolumeInfo *v)
 	cli_json_str(j, "name", v->name);
 	cli_json_u64(j, "size", v->size);
 	cli_json_u64(j, "used", v->used);
+	if (!used_complete) {
+		cli_json_bool(j, "used_complete", false);
+	}
 	cli_json_u64(j, "family", v->family);
 	cli_json_u64(j, "head_layer", v->head_layer);
 	cli_json_bool(j, "template", v->template_);
@@ -153,7 +156,7 @@ static void print_volume_info(struct cli *c, const Strata__Meta__VolumeInfo *v)
 	if (c->json) {
 		struct cli_json j;
 		cli_json_init(&j, stdout);
-		json_volume(&j, v);
+		json_volume(&j, v, true);
 		return;
 	}
 	char b1[32], b2[32], b3[32], t[32];
@@ -186,7 +189,7 @@ static void print_volume_list(struct cli *c, const Strata__Meta__VolumeList *l)
 		cli_json_init(&j, stdout);
 		cli_json_arr_begin(&j, NULL);
 		for (size_t i = 0; i < l->n_volumes; i++) {
-			json_volume(&j, l->volumes[i]);
+			json_volume(&j, l->volumes[i], true);
 		}
 		cli_json_arr_end(&j);
 		return;
@@ -194,11 +197,12 @@ static void print_volume_list(struct cli *c, const Strata__Meta__VolumeList *l)
 	printf("%-40s %10s %10s %-8s %s\n", "VOLUME", "SIZE", "USED", "TEMPLATE", "PARENT");
 	for (size_t i = 0; i < l->n_volumes; i++) {
 		const Strata__Meta__VolumeInfo *v = l->volumes[i];
-		char spec[300], b1[32], b2[32];
+		char spec[300], b1[32];
 		snprintf(spec, sizeof(spec), "%s/%s", v->pool, v->name);
-		printf("%-40s %10s %10s %-8s %s\n", spec, hsize(v->size, b1, sizeof(b1)),
-		       hsize(v->used, b2, sizeof(b2)), v->template_ ? "yes" : "no",
-		       v->parent[0] ? v->parent : "-");
+		/* `used` is measured by `volume info` only (it asks every node); a listing
+		 * would cost one index scan per volume on every node. */
+		printf("%-40s %10s %10s %-8s %s\n", spec, hsize(v->size, b1, sizeof(b1)), "-",
+		       v->template_ ? "yes" : "no", v->parent[0] ? v->parent : "-");
 	}
 }
 
@@ -278,16 +282,26 @@ static int cmd_node_ls(struct cli *c)
 	Strata__Meta__MapGetReq r = STRATA__META__MAP_GET_REQ__INIT;
 	Strata__Meta__ClusterMap *m =
 		(void *)call(c, MT(MAP_GET), &r.base, &strata__meta__cluster_map__descriptor);
+	/* PG counts per node: what each up node reported in its last heartbeat. */
+	Strata__Meta__ListReq sr = STRATA__META__LIST_REQ__INIT;
+	Strata__Meta__ClusterStatus *st =
+		(void *)call(c, MT(STATUS), &sr.base, &strata__meta__cluster_status__descriptor);
 	struct cli_json j;
 	cli_json_init(&j, stdout);
 	if (c->json) {
 		cli_json_arr_begin(&j, NULL);
 	} else {
-		printf("%-5s %-22s %-5s %10s %10s %6s\n", "ID", "ADDR", "STATE", "CAPACITY", "USED",
-		       "WEIGHT");
+		printf("%-5s %-22s %-5s %10s %10s %6s %7s %5s %5s\n", "ID", "ADDR", "STATE",
+		       "CAPACITY", "USED", "WEIGHT", "PRIMARY", "PGS", "STRAY");
 	}
 	for (size_t i = 0; i < m->n_nodes; i++) {
 		const Strata__Meta__Node *n = m->nodes[i];
+		const Strata__Meta__NodePgStats *np = NULL;
+		for (size_t k = 0; k < st->n_node_pgs; k++) {
+			if (st->node_pgs[k]->node_id == n->id) {
+				np = st->node_pgs[k];
+			}
+		}
 		char b1[32], b2[32];
 		if (c->json) {
 			cli_json_obj_begin(&j, NULL);
@@ -298,16 +312,28 @@ static int cmd_node_ls(struct cli *c)
 			cli_json_u64(&j, "used", n->used);
 			cli_json_u64(&j, "weight", n->weight);
 			cli_json_str(&j, "uuid", n->uuid);
+			/* PGs it is the primary of / a member of / still holds as a stray, at the
+			 * map epoch pgs_epoch (0: no report from this node) */
+			cli_json_u64(&j, "pgs_primary", np ? np->primary : 0);
+			cli_json_u64(&j, "pgs_member", np ? np->member : 0);
+			cli_json_u64(&j, "pgs_stray", np ? np->stray : 0);
+			cli_json_u64(&j, "pgs_epoch", np ? np->epoch : 0);
 			cli_json_obj_end(&j);
-		} else {
-			printf("%-5u %-22s %-5s %10s %10s %6u\n", n->id, n->addr,
+		} else if (np) {
+			printf("%-5u %-22s %-5s %10s %10s %6u %7u %5u %5u\n", n->id, n->addr,
 			       node_state(n->state), hsize(n->capacity, b1, sizeof(b1)),
-			       hsize(n->used, b2, sizeof(b2)), n->weight);
+			       hsize(n->used, b2, sizeof(b2)), n->weight, np->primary, np->member,
+			       np->stray);
+		} else {
+			printf("%-5u %-22s %-5s %10s %10s %6u %7s %5s %5s\n", n->id, n->addr,
+			       node_state(n->state), hsize(n->capacity, b1, sizeof(b1)),
+			       hsize(n->used, b2, sizeof(b2)), n->weight, "-", "-", "-");
 		}
 	}
 	if (c->json) {
 		cli_json_arr_end(&j);
 	}
+	protobuf_c_message_free_unpacked(&st->base, NULL);
 	protobuf_c_message_free_unpacked(&m->base, NULL);
 	return 0;
 }
@@ -368,13 +394,51 @@ static void ref_from(struct cli *c, enum cli_snap_rule rule, struct cli_spec *sp
 	r->snap = sp->snap;
 }
 
+/* `used`: see cli/usage.c. A node whose map is not the one we read is asked again with a fresh
+ * map (the cluster is changing under us); after 30 tries we give up with an error. A node that
+ * does not answer is left out: the figure is marked partial (used_complete false in JSON). */
 static int cmd_volume_info(struct cli *c)
 {
 	need_args(c, 1, 1, "volume info POOL/VOL [--json]");
 	struct cli_spec sp;
 	Strata__Meta__VolumeRef r;
 	ref_from(c, CLI_SNAP_NONE, &sp, &r);
-	return volume_reply(c, MT(VOLUME_INFO), &r.base, NULL);
+	Strata__Meta__VolumeInfo *v =
+		(void *)call(c, MT(VOLUME_INFO), &r.base, &strata__meta__volume_info__descriptor);
+	uint32_t missing = 0;
+	for (int attempt = 0;; attempt++) {
+		Strata__Meta__MapGetReq mr = STRATA__META__MAP_GET_REQ__INIT;
+		Strata__Meta__ClusterMap *m = (void *)call(c, MT(MAP_GET), &mr.base,
+							   &strata__meta__cluster_map__descriptor);
+		char why[300];
+		int rc = cli_layer_usage(m, v->pool_id, v->family, v->layers, v->n_layers, &v->used,
+					 &missing, why, sizeof(why));
+		protobuf_c_message_free_unpacked(&m->base, NULL);
+		if (rc == 0) {
+			if (missing) {
+				fprintf(stderr,
+					"strata: used is partial: %u node(s) did not answer (%s)\n",
+					missing, why);
+			}
+			break;
+		}
+		if (rc != -EAGAIN || attempt >= 30) {
+			die(1, "used of %s/%s: %s", sp.pool, sp.vol, why);
+		}
+		usleep(500 * 1000);
+	}
+	if (c->json) {
+		struct cli_json j;
+		cli_json_init(&j, stdout);
+		json_volume(&j, v, missing == 0);
+	} else {
+		print_volume_info(c, v);
+		if (missing) {
+			printf("used is partial: %u node(s) did not answer\n", missing);
+		}
+	}
+	protobuf_c_message_free_unpacked(&v->base, NULL);
+	return 0;
 }
 
 static int cmd_volume_resize(struct cli *c)
@@ -678,6 +742,29 @@ static int cmd_status(struct cli *c)
 		cli_json_u64(&j, "volumes", s->volumes);
 		cli_json_u64(&j, "snapshots", s->snapshots);
 		cli_json_u64(&j, "provisioned", s->provisioned);
+		/* PG health per pool, from the up nodes' last heartbeats at the current epoch. */
+		bool all_clean = true;
+		cli_json_arr_begin(&j, "pgs");
+		for (size_t i = 0; i < s->n_pg_pools; i++) {
+			const Strata__Meta__PoolPgStats *p = s->pg_pools[i];
+			all_clean &= p->clean == p->pg_count;
+			cli_json_obj_begin(&j, NULL);
+			cli_json_str(&j, "pool", p->name);
+			cli_json_u64(&j, "pool_id", p->pool_id);
+			cli_json_u64(&j, "pg_count", p->pg_count);
+			cli_json_u64(&j, "clean", p->clean);
+			cli_json_u64(&j, "degraded", p->degraded);
+			cli_json_u64(&j, "recovering", p->recovering);
+			cli_json_u64(&j, "unknown", p->unknown);
+			cli_json_u64(&j, "stray", p->stray);
+			cli_json_obj_end(&j);
+		}
+		cli_json_arr_end(&j);
+		cli_json_bool(&j, "all_clean", all_clean);
+		cli_json_obj_begin(&j, "recovery");
+		cli_json_u64(&j, "objects_copied", s->objects_recovered);
+		cli_json_u64(&j, "objects_to_copy", s->objects_to_recover);
+		cli_json_obj_end(&j);
 		cli_json_obj_end(&j);
 	} else {
 		char b1[32], b2[32], b3[32];
@@ -690,6 +777,20 @@ static int cmd_status(struct cli *c)
 		       hsize(s->capacity, b2, sizeof(b2)));
 		printf("volumes:   %u (%s provisioned), %u snapshots\n", s->volumes,
 		       hsize(s->provisioned, b3, sizeof(b3)), s->snapshots);
+		for (size_t i = 0; i < s->n_pg_pools; i++) {
+			const Strata__Meta__PoolPgStats *p = s->pg_pools[i];
+			printf("pgs:       %s: %u clean, %u degraded, %u recovering", p->name,
+			       p->clean, p->degraded, p->recovering);
+			if (p->unknown) {
+				printf(", %u unknown", p->unknown);
+			}
+			if (p->stray) {
+				printf(", %u stray copies to remove", p->stray);
+			}
+			printf(" (of %u)\n", p->pg_count);
+		}
+		printf("recovery:  %" PRIu64 " objects copied, %" PRIu64 " to copy\n",
+		       s->objects_recovered, s->objects_to_recover);
 	}
 	protobuf_c_message_free_unpacked(&s->base, NULL);
 	return 0;
@@ -791,33 +892,53 @@ struct command {
 	const char *word1, *word2; /* word2 NULL: a one-word command */
 	int (*fn)(struct cli *c);
 	const char *usage;
+	const char *help; /* printed by `strata WORD1 [WORD2] --help` (may be NULL) */
 };
+
+static const char help_volume_info[] =
+	"Shows size, used, family, head layer, parent, children, snapshots, template flag.\n"
+	"\n"
+	"used: bytes of data blocks referenced by this volume's own layers -- its head and\n"
+	"its snapshots' (and hidden deleted snapshots') own extent lists -- as stored on the\n"
+	"primaries, each placement group counted once, each block once even if several of\n"
+	"those layers share it. Not counted: data inherited from a parent volume (a clone\n"
+	"starts at 0), replicas (multiply by the pool's replicas for raw space), holes and\n"
+	"zeroed blocks. Computed on demand by asking every up storage node (LAYER_USAGE);\n"
+	"a node that does not answer is left out and the figure is marked partial.\n";
+
+static const char help_status[] =
+	"Shows the map epoch, nodes, capacity, volumes, and per pool the placement groups\n"
+	"that are clean (serving with every replica), degraded (serving with fewer up\n"
+	"replicas than the pool's R), recovering (peering or copying, not serving yet) or\n"
+	"unknown (not reported by an up node at the current epoch), plus recovery progress\n"
+	"(objects copied / still to copy). Each PG is reported by its primary in its\n"
+	"heartbeat, so figures lag by up to a second. --json adds all_clean.\n";
 
 static const struct command commands[] = {
 	{"pool", "create", cmd_pool_create,
-	 "pool create POOL [--replicas N] [--object-size 4M] [--pgs N]"},
-	{"pool", "ls", cmd_pool_ls, "pool ls [--json]"},
-	{"node", "ls", cmd_node_ls, "node ls [--json]"},
-	{"volume", "create", cmd_volume_create, "volume create POOL/VOL --size 10G"},
-	{"volume", "ls", cmd_volume_ls, "volume ls [POOL] [--json]"},
-	{"volume", "info", cmd_volume_info, "volume info POOL/VOL [--json]"},
+	 "pool create POOL [--replicas N] [--object-size 4M] [--pgs N]", NULL},
+	{"pool", "ls", cmd_pool_ls, "pool ls [--json]", NULL},
+	{"node", "ls", cmd_node_ls, "node ls [--json]", NULL},
+	{"volume", "create", cmd_volume_create, "volume create POOL/VOL --size 10G", NULL},
+	{"volume", "ls", cmd_volume_ls, "volume ls [POOL] [--json]", NULL},
+	{"volume", "info", cmd_volume_info, "volume info POOL/VOL [--json]", help_volume_info},
 	{"volume", "resize", cmd_volume_resize,
-	 "volume resize POOL/VOL --size 20G [--allow-shrink]"},
-	{"volume", "rename", cmd_volume_rename, "volume rename POOL/VOL NEWNAME"},
-	{"volume", "rm", cmd_volume_rm, "volume rm POOL/VOL"},
-	{"snap", "create", cmd_snap_create, "snap create POOL/VOL@SNAP"},
-	{"snap", "ls", cmd_snap_ls, "snap ls POOL/VOL [--json]"},
-	{"snap", "rm", cmd_snap_rm, "snap rm POOL/VOL@SNAP"},
-	{"snap", "rollback", cmd_snap_rollback, "snap rollback POOL/VOL@SNAP"},
+	 "volume resize POOL/VOL --size 20G [--allow-shrink]", NULL},
+	{"volume", "rename", cmd_volume_rename, "volume rename POOL/VOL NEWNAME", NULL},
+	{"volume", "rm", cmd_volume_rm, "volume rm POOL/VOL", NULL},
+	{"snap", "create", cmd_snap_create, "snap create POOL/VOL@SNAP", NULL},
+	{"snap", "ls", cmd_snap_ls, "snap ls POOL/VOL [--json]", NULL},
+	{"snap", "rm", cmd_snap_rm, "snap rm POOL/VOL@SNAP", NULL},
+	{"snap", "rollback", cmd_snap_rollback, "snap rollback POOL/VOL@SNAP", NULL},
 	{"clone", NULL, cmd_clone,
-	 "clone POOL/VOL@SNAP POOL/NEWVOL   (POOL/TEMPLATE for a template)"},
-	{"template", "mark", cmd_template_mark, "template mark POOL/VOL"},
-	{"template", "unmark", cmd_template_unmark, "template unmark POOL/VOL"},
-	{"template", "ls", cmd_template_ls, "template ls [POOL] [--json]"},
-	{"flatten", NULL, cmd_flatten, "flatten POOL/VOL"},
-	{"tree", NULL, cmd_tree, "tree POOL/VOL [--json]"},
-	{"status", NULL, cmd_status, "status [--json]"},
-	{"scrub", NULL, cmd_scrub, "scrub POOL [--json]"},
+	 "clone POOL/VOL@SNAP POOL/NEWVOL   (POOL/TEMPLATE for a template)", NULL},
+	{"template", "mark", cmd_template_mark, "template mark POOL/VOL", NULL},
+	{"template", "unmark", cmd_template_unmark, "template unmark POOL/VOL", NULL},
+	{"template", "ls", cmd_template_ls, "template ls [POOL] [--json]", NULL},
+	{"flatten", NULL, cmd_flatten, "flatten POOL/VOL", NULL},
+	{"tree", NULL, cmd_tree, "tree POOL/VOL [--json]", NULL},
+	{"status", NULL, cmd_status, "status [--json]", help_status},
+	{"scrub", NULL, cmd_scrub, "scrub POOL [--json]", NULL},
 };
 
 static void usage_commands(FILE *f)
@@ -826,6 +947,46 @@ static void usage_commands(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		fprintf(f, "  strata %s\n", commands[i].usage);
 	}
+}
+
+/* `strata WORD1 [WORD2] ... --help`: that command's usage and help. true if printed. */
+static bool command_help(int argc, char **argv)
+{
+	static const char *const valued[] = {"--meta", "--size", "--replicas", "--object-size",
+					     "--pgs"};
+	bool help = false;
+	const char *words[2] = {NULL, NULL};
+	int nw = 0;
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		const char *a = argv[i];
+		help |= strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+		if (a[0] != '-') {
+			if (nw < 2) {
+				words[nw++] = a;
+			}
+			continue;
+		}
+		for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {
+			i += strcmp(a, valued[k]) == 0; /* skip its value */
+		}
+	}
+	if (!help || nw == 0) {
+		return false;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		const struct command *cmd = &commands[i];
+		if (strcmp(words[0], cmd->word1) != 0 ||
+		    (cmd->word2 && (nw < 2 || strcmp(words[1], cmd->word2) != 0))) {
+			continue;
+		}
+		printf("usage: strata %s\n", cmd->usage);
+		if (cmd->help) {
+			printf("\n%s", cmd->help);
+		}
+		printf("\nglobal flags: strata --help\n");
+		return true;
+	}
+	return false;
 }
 
 int cli_main(int argc, char **argv)
@@ -847,6 +1008,9 @@ int cli_main(int argc, char **argv)
 		{NULL, 0, NULL, NULL, NULL},
 	};
 	const char *usage = "strata [--meta HOST:PORT] [--json] COMMAND ...";
+	if (command_help(argc, argv)) {
+		return 0;
+	}
 	int rc = st_flags_parse(usage, flags, argc, argv, &npos);
 	if (rc > 0) {
 		usage_commands(stdout);

@@ -40,6 +40,15 @@ bool cli_name_valid(const char *s);
 /* The meta address: flag, else $STRATA_META, else 127.0.0.1:7700. */
 const char *cli_meta_addr(const char *flag);
 
+/* usage.c: LAYER_USAGE on every up node of m, summed (each PG counted by its primary only).
+ * Nodes that did not answer are counted in *missing (the sum is then partial). Returns 0,
+ * -EAGAIN when a node's map differs from m (fetch the map again and retry), or another -errno;
+ * why gets a one-line reason. */
+struct Strata__Meta__ClusterMap;
+int cli_layer_usage(const struct Strata__Meta__ClusterMap *m, uint32_t pool_id, uint64_t family,
+		    const uint64_t *layers, size_t nlayers, uint64_t *bytes, uint32_t *missing,
+		    char *why, size_t whylen) __attribute__((nonnull(1, 6, 7, 8)));
+
 /* commands.c */
 int cli_main(int argc, char **argv) __attribute__((nonnull));
 

@@ -245,6 +245,24 @@ void md_flattener_stop(struct md_flattener *f);
 /* After st_reactor_destroy(). */
 void md_flattener_free(struct md_flattener *f);
 
+/* stats.c: the latest PG health report of every node (memory only), volume layer sets */
+struct md_pgstats;
+int md_pgstats_new(struct md_pgstats **out) __attribute__((nonnull));
+void md_pgstats_free(struct md_pgstats *ps);
+/* Keep h's PG counts as its node's latest report. Returns 0 or -ENOMEM. */
+int md_pgstats_update(struct md_pgstats *ps, const Strata__Meta__NodeHeartbeatReq *h)
+	__attribute__((nonnull));
+/* Drop a node's report (it registered again: a new process). */
+void md_pgstats_forget(struct md_pgstats *ps, uint32_t node_id) __attribute__((nonnull));
+/* Fill m's pg_pools, node_pgs and recovery totals (malloc'd: md_pgstats_fill_free). Returns 0
+ * or -ENOMEM. */
+int md_pgstats_fill(struct md_pgstats *ps, const struct md_catalog *cat,
+		    Strata__Meta__ClusterStatus *m) __attribute__((nonnull));
+void md_pgstats_fill_free(Strata__Meta__ClusterStatus *m) __attribute__((nonnull));
+/* The layers v owns (head, snapshots, hidden), sorted (malloc'd). Returns the count or -errno. */
+int md_volume_layers(struct md_catalog *cat, const struct md_volume *v, uint64_t **out)
+	__attribute__((nonnull));
+
 /* request.c */
 struct md_request {
 	uint16_t type;

@@ -47,7 +47,8 @@ struct md_server {
 	uint64_t epoch_seen;
 	struct md_flattener *fl; /* flatten.c */
 	struct md_fence fence;
-	uint64_t dispatch_epoch; /* the epoch when the request being dispatched arrived */
+	struct md_pgstats *pgstats; /* stats.c: the nodes' latest PG health reports */
+	uint64_t dispatch_epoch;    /* the epoch when the request being dispatched arrived */
 	bool in_dispatch;
 };
 
@@ -434,7 +435,13 @@ static int do_status(struct md_server *s, struct st_conn *c, const struct st_fra
 		}
 	}
 	md_catalog_counts(s->cat, &m.volumes, &m.snapshots, &m.provisioned);
-	return reply(c, f, &m);
+	int rc = md_pgstats_fill(s->pgstats, s->cat, &m);
+	if (rc < 0) {
+		return rc;
+	}
+	rc = reply(c, f, &m);
+	md_pgstats_fill_free(&m);
+	return rc;
 }
 
 static int reply_volume(struct md_server *s, struct st_conn *c, const struct st_frame *f,
@@ -442,7 +449,19 @@ static int reply_volume(struct md_server *s, struct st_conn *c, const struct st_
 {
 	struct arena a = {0};
 	Strata__Meta__VolumeInfo m;
-	int rc = fill_volume(s, &a, v, &m) ? reply(c, f, &m) : -ENOMEM;
+	uint64_t *layers = NULL;
+	int rc = -ENOMEM;
+	if (fill_volume(s, &a, v, &m)) {
+		/* One volume: also the layers it owns, for `used` (volume info). */
+		int nl = md_volume_layers(s->cat, v, &layers);
+		rc = nl;
+		if (nl >= 0) {
+			m.layers = layers;
+			m.n_layers = (size_t)nl;
+			rc = reply(c, f, &m);
+		}
+	}
+	free(layers);
 	arena_free(&a);
 	return rc;
 }
@@ -602,6 +621,7 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 					   &n)) < 0) {
 			return rc;
 		}
+		md_pgstats_forget(s->pgstats, n->id);
 		struct arena a = {0};
 		Strata__Meta__NodeRegisterReply m = STRATA__META__NODE_REGISTER_REPLY__INIT;
 		Strata__Meta__ClusterMap map;
@@ -615,6 +635,9 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 		const Strata__Meta__NodeHeartbeatReq *r = (const void *)msg;
 		if ((rc = md_node_heartbeat(s->cat, r->node_id, r->used, r->capacity, now)) < 0) {
 			return rc;
+		}
+		if (md_pgstats_update(s->pgstats, r) < 0) {
+			st_warn("node %u: PG report dropped (out of memory)", r->node_id);
 		}
 		Strata__Meta__NodeHeartbeatReply m = STRATA__META__NODE_HEARTBEAT_REPLY__INIT;
 		m.epoch = md_catalog_epoch(s->cat);
@@ -916,8 +939,15 @@ int md_server_start(struct st_reactor *r, struct md_catalog *cat,
 	TAILQ_INIT(&s->waiters);
 	md_fence_init(&s->fence);
 	s->epoch_seen = md_catalog_epoch(cat);
-	int rc = md_flattener_create(r, cat, &s->fl);
+	int rc = md_pgstats_new(&s->pgstats);
 	if (rc < 0) {
+		md_fence_free(&s->fence);
+		free(s);
+		return rc;
+	}
+	rc = md_flattener_create(r, cat, &s->fl);
+	if (rc < 0) {
+		md_pgstats_free(s->pgstats);
 		md_fence_free(&s->fence);
 		free(s);
 		return rc;
@@ -925,6 +955,7 @@ int md_server_start(struct st_reactor *r, struct md_catalog *cat,
 	rc = st_server_start(r, cfg->listen, &meta_ops, s, 0, &s->srv);
 	if (rc < 0) {
 		md_flattener_free(s->fl);
+		md_pgstats_free(s->pgstats);
 		free(s);
 		return rc;
 	}
@@ -964,6 +995,7 @@ void md_server_free(struct md_server *s)
 	}
 	md_fence_free(&s->fence);
 	md_flattener_free(s->fl);
+	md_pgstats_free(s->pgstats);
 	if (dispatching == s) {
 		dispatching = NULL;
 	}

@@ -10,6 +10,8 @@
 #   stop_daemon PID [SIG]     signal one daemon (default TERM) and reap it
 #   wait_port PORT [SECS]     wait until 127.0.0.1:PORT accepts connections
 #   wait_for SECS CMD...      retry CMD every 0.1 s until it succeeds or SECS pass
+#   pgs_are META WHAT         clean / settled / degraded, from `strata status --json`
+#   wait_pgs META WHAT [SECS] poll pgs_are until it holds (default 60 s), else fail
 set -euo pipefail
 
 STRATA_SRC=${STRATA_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -98,5 +100,40 @@ wait_for() {
 	until "$@"; do
 		[ "$SECONDS" -lt "$end" ] || return 1
 		sleep 0.1
+	done
+}
+
+# pgs_are META WHAT: one look at `strata status --json`. WHAT is
+#   clean     every PG of every pool is clean (serving with all its replicas)
+#   settled   clean, no recovery left to copy, and no node holds stray copies any more
+#   degraded  at least one PG is degraded
+pgs_are() {
+	"$STRATA_BIN/strata" --meta "$1" status --json 2>/dev/null | python3 -c '
+import json, sys
+d, what = json.load(sys.stdin), sys.argv[1]
+pgs = d["pgs"]
+clean = bool(pgs) and all(p["clean"] == p["pg_count"] for p in pgs)
+if what == "clean":
+    ok = clean
+elif what == "settled":
+    ok = clean and d["recovery"]["objects_to_copy"] == 0 and all(p["stray"] == 0 for p in pgs)
+elif what == "degraded":
+    ok = any(p["degraded"] > 0 for p in pgs)
+else:
+    sys.exit("pgs_are: unknown state " + what)
+sys.exit(0 if ok else 1)
+' "$2"
+}
+
+# wait_pgs META WHAT [SECS]: poll pgs_are every 0.2 s for up to SECS (default 60); fails the
+# test with the last status when it never holds.
+wait_pgs() {
+	local meta=$1 what=$2 secs=${3:-60}
+	local end=$((SECONDS + secs))
+	until pgs_are "$meta" "$what"; do
+		if [ "$SECONDS" -ge "$end" ]; then
+			fail "PGs not $what after ${secs}s: $("$STRATA_BIN/strata" --meta "$meta" status)"
+		fi
+		sleep 0.2
 	done
 }

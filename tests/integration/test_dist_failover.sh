@@ -3,7 +3,9 @@
 # libstrata while one node is killed with -9; meta marks it down after 5 s, the PGs re-peer on
 # the survivors and the workload must finish with no error and no mismatch. The node then
 # restarts, catches up (log recovery or backfill) until `strata status` shows every PG clean,
-# the data verifies, and scrub finds 0 mismatches.
+# the data verifies, and scrub finds 0 mismatches. Every wait polls `strata status --json`
+# (bounded) instead of sleeping: clean before the workload, degraded once node 1 is marked
+# down, clean again after its restart.
 . "$(dirname "$0")/lib.sh"
 
 META_PORT=$(free_port)
@@ -28,6 +30,7 @@ wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
 	fail "three nodes never came up: $(cli status)"
 cli pool create p --replicas 3 --pgs 32 >/dev/null
 cli volume create p/v --size 1G >/dev/null
+wait_pgs "$META" clean 30
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 
 echo "== workload across a kill -9 of node 1"
@@ -43,11 +46,16 @@ fi
 grep -q ' 0 errors, 0 mismatches' "$TEST_TMP/io.log" || fail "unexpected summary: $(tail -1 "$TEST_TMP/io.log")"
 echo "$(tail -1 "$TEST_TMP/io.log")"
 cli status | grep -q '1 down' || fail "node 1 not marked down: $(cli status)"
+wait_pgs "$META" degraded 15
+cli status | grep '^pgs:'
 
 echo "== node 1 restarts and recovers"
 start_node 1
 wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
 	fail "node 1 did not come back: $(cli status)"
+wait_pgs "$META" clean 60
+cli status | grep -E '^(pgs|recovery):'
+pgs_are "$META" degraded && fail "degraded PGs left: $(cli status)"
 io --volume p/v --check "$TEST_TMP/state" || fail "data lost after the restart"
 out=$(cli scrub p) || fail "scrub failed: $out"
 echo "$out"

@@ -27,6 +27,7 @@ wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
 	fail "three nodes never came up: $(cli status)"
 cli pool create p --replicas 3 --pgs 16 >/dev/null
 cli volume create p/v --size 1G >/dev/null
+wait_pgs "$META" clean 30
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 io --volume p/v --seconds 3 --qd 8 --span 32M --seed 5 --state "$TEST_TMP/state" >"$TEST_TMP/io.log" 2>&1 ||
 	fail "workload failed: $(cat "$TEST_TMP/io.log")"
@@ -74,7 +75,9 @@ done
 [ -n "$found" ] || fail "no referenced data block found"
 echo "flipped the byte at offset $found"
 start_node 2
-sleep 3 # its PGs peer again before they are scrubbed
+wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
+	fail "node 2 did not come back: $(cli status)"
+wait_pgs "$META" clean 60 # its PGs peer again before they are scrubbed
 out=$(cli scrub p) || fail "scrub failed: $out"
 echo "damaged: $out"
 echo "$out" | grep -q ' 1 mismatches, 1 repaired' || fail "scrub did not find and repair the flip: $out"

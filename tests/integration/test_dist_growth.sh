@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Growth: three nodes, R=2. Verified data is written, a fourth node joins, and rebalancing
+# must finish on its own: every PG clean, nothing left to copy, no node holding stray copies
+# (all read from `strata status --json`, polled, bounded). Then the data verifies, the primary
+# PG counts per node (`strata node ls --json`, reported by each blockd) are roughly even, the
+# new node holds data, and the old nodes hold less than before (strays were deleted).
+. "$(dirname "$0")/lib.sh"
+
+META_PORT=$(free_port)
+META=127.0.0.1:$META_PORT
+PGS=64
+cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
+io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
+start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
+wait_port "$META_PORT"
+
+start_node() { # index
+	local port
+	port=$(free_port)
+	start_daemon "blockd$1" "$STRATA_BIN/strata-blockd" --meta "$META" \
+		--listen "127.0.0.1:$port" --data "$TEST_TMP/bd$1.data" --size 1G
+	wait_port "$port"
+}
+# `node ls --json` through python: prints the expression evaluated with n = the node list.
+nodes() { cli node ls --json | python3 -c "import json,sys; n=json.load(sys.stdin); print($1)"; }
+
+for i in 1 2 3; do
+	start_node "$i"
+done
+wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
+	fail "three nodes never came up: $(cli status)"
+# Small objects over many PGs: the data spreads over every PG.
+cli pool create p --replicas 2 --object-size 256K --pgs $PGS >/dev/null
+cli volume create p/v --size 1G >/dev/null
+wait_pgs "$META" clean 30
+
+echo "== write verified data on three nodes"
+io --volume p/v --seconds 4 --qd 16 --span 48M --seed 11 --state "$TEST_TMP/state" \
+	>"$TEST_TMP/io.log" 2>&1 || fail "workload failed: $(cat "$TEST_TMP/io.log")"
+tail -1 "$TEST_TMP/io.log"
+# Heartbeats carry `used` once a second: wait until every node reports its data.
+wait_for 10 sh -c "'$STRATA_BIN/strata' --meta $META node ls --json | python3 -c 'import json,sys; sys.exit(not all(x[\"used\"] > 0 for x in json.load(sys.stdin)))'" ||
+	fail "nodes report no data: $(cli node ls)"
+sleep 1.5 # one more heartbeat after the last write
+old_before=$(nodes 'sum(x["used"] for x in n)')
+cli node ls
+
+echo "== a fourth node joins"
+start_node 4
+wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '4 up'" ||
+	fail "node 4 never came up: $(cli status)"
+start=$SECONDS
+wait_pgs "$META" settled 60
+echo "rebalanced in $((SECONDS - start)) s"
+cli status | grep -E '^(pgs|recovery):'
+
+io --volume p/v --check "$TEST_TMP/state" || fail "data does not verify after rebalancing"
+
+# Space: node 4 holds data, and the old nodes freed what moved (strays deleted).
+wait_for 10 sh -c "'$STRATA_BIN/strata' --meta $META node ls --json | python3 -c '
+import json, sys
+n = json.load(sys.stdin)
+old = sum(x[\"used\"] for x in n if x[\"id\"] != 4)
+sys.exit(not (old < $old_before and [x for x in n if x[\"id\"] == 4][0][\"used\"] > 0))'" ||
+	fail "old nodes did not free space (before $old_before): $(cli node ls)"
+cli node ls
+old_after=$(nodes 'sum(x["used"] for x in n if x["id"] != 4)')
+total_after=$(nodes 'sum(x["used"] for x in n)')
+echo "old nodes: $old_before -> $old_after bytes; all four: $total_after"
+# Nothing is lost or duplicated beyond R copies: the total stays what three nodes held.
+python3 -c "import sys; sys.exit(not (0.9 * $old_before <= $total_after <= 1.1 * $old_before))" ||
+	fail "total space $total_after, want about $old_before"
+
+# PG counts: every PG has one primary (the counts add up), spread roughly evenly.
+nodes 'sum(x["pgs_primary"] for x in n)' | grep -qx "$PGS" ||
+	fail "primary PG counts do not add up to $PGS: $(cli node ls)"
+nodes 'sum(x["pgs_member"] for x in n)' | grep -qx "$((2 * PGS))" ||
+	fail "member PG counts do not add up to $((2 * PGS)): $(cli node ls)"
+python3 -c "import sys; sys.exit(not all($PGS / 4 * 0.5 <= c <= $PGS / 4 * 1.5 for c in $(nodes '[x["pgs_primary"] for x in n]')))" ||
+	fail "primary PGs per node not roughly even: $(nodes '[x["pgs_primary"] for x in n]')"
+echo "primary PGs per node: $(nodes '[x["pgs_primary"] for x in n]')"
+
+out=$(cli scrub p) || fail "scrub failed: $out"
+echo "$out"
+echo "$out" | grep -q ' 0 mismatches' || fail "scrub found mismatches: $out"
+echo "PASS"
