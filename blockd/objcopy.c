@@ -400,7 +400,9 @@ long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t
 		free(l.v);
 		return rc < 0 ? rc : l.err;
 	}
-	qsort(l.v, l.n, 2 * sizeof(uint64_t), cmp_pair);
+	if (l.n) { /* l.v is NULL when nothing matched */
+		qsort(l.v, l.n, 2 * sizeof(uint64_t), cmp_pair);
+	}
 	size_t w = 0;
 	for (size_t i = 0; i < l.n; i++) {
 		if (w && l.v[2 * (w - 1)] == l.v[2 * i] && l.v[2 * (w - 1) + 1] == l.v[2 * i + 1]) {

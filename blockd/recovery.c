@@ -355,7 +355,9 @@ static void list_done(void *arg, int err, struct st_frame *reply)
 		pc->objs[2 * i] = l->objects[i]->family;
 		pc->objs[2 * i + 1] = l->objects[i]->object;
 	}
-	memcpy(pc->objs + 2 * l->n_objects, local, (size_t)nlocal * 2 * sizeof(uint64_t));
+	if (nlocal > 0) { /* local is NULL otherwise */
+		memcpy(pc->objs + 2 * l->n_objects, local, (size_t)nlocal * 2 * sizeof(uint64_t));
+	}
 	free(local);
 	qsort(pc->objs, n, 2 * sizeof(uint64_t), cmp_pair);
 	size_t w = 0;

@@ -75,6 +75,9 @@ static int cmp_run(const void *a, const void *b)
 /* Blocks covered by the union of the runs (sorts them). */
 static uint64_t union_blocks(struct bd_prun *runs, size_t n)
 {
+	if (n == 0) {
+		return 0; /* runs may be NULL: qsort must not see it */
+	}
 	qsort(runs, n, sizeof(*runs), cmp_run);
 	uint64_t total = 0, end = 0;
 	for (size_t i = 0; i < n; i++) {

@@ -38,6 +38,7 @@ wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
 # 1 MiB objects over 16 PGs: the volume's data spreads over every node.
 cli pool create p --replicas 2 --object-size 1M --pgs 16 >/dev/null
 cli volume create p/v --size 64M >/dev/null
+wait_pgs "$META" clean 30
 start_daemon nbd "$STRATA_BIN/strata-nbd" --meta "$META" --listen "127.0.0.1:$NBD_PORT"
 wait_port "$NBD_PORT"
 
