@@ -3,12 +3,27 @@
  * (family, layer, object, seg), with an LRU list bounding its size.
  *
  * Entries are only used synchronously on the reactor thread (an op copies the block mappings
- * it needs before it submits I/O), so evicting the least recently used entry is always safe.
+ * it needs before it submits I/O), so evicting the least recently used entry is safe unless
+ * its list holds an edit that the group commit has not written to the index yet: such an
+ * entry is pinned (bd_cache_pin) and skipped by eviction until its group has committed,
+ * otherwise a reload would read the older list back from RocksDB.
  */
 #include <errno.h>
 #include <stdlib.h>
 
+#include "engine_int.h"
 #include "internal.h"
+
+/* What the cache allocates: the public entry plus the pin. */
+struct centry_priv {
+	struct bd_centry pub;
+	uint64_t pin; /* group number of the newest uncommitted edit, 0 = none */
+};
+
+static struct centry_priv *priv(struct bd_centry *e)
+{
+	return (struct centry_priv *)(void *)e;
+}
 
 TAILQ_HEAD(centry_list, bd_centry);
 
@@ -16,15 +31,20 @@ struct bd_cache {
 	struct bd_centry **b;
 	size_t nb, n, max;
 	uint64_t gen;
+	uint64_t committed;     /* every group up to this one is in the index */
 	struct centry_list lru; /* most recent first */
 };
 
+/* Every field goes through the final mix: the bucket is taken from the low bits, and the
+ * segments of one object (which differ only in seg) must not share a bucket (they did when seg
+ * was xored in after the mix, above bit 17: chains as long as an object has segments). */
 static size_t khash(const struct bd_mkey *k)
 {
 	uint64_t h = k->family * 0x9E3779B97F4A7C15ull;
 	h ^= (k->layer + 0x632BE59BD9B4E019ull) * 0xC2B2AE3D27D4EB4Full;
-	h = (h ^ (h >> 31)) * 0x94D049BB133111EBull;
-	h ^= (k->object * 0xBF58476D1CE4E5B9ull) ^ ((uint64_t)k->seg << 17);
+	h ^= (k->object + 0x2545F4914F6CDD1Dull) * 0xBF58476D1CE4E5B9ull;
+	h ^= ((uint64_t)k->seg + 0x9FB21C651E98DF25ull) * 0x94D049BB133111EBull;
+	h = (h ^ (h >> 31)) * 0xD6E8FEB86659FD93ull;
 	return (size_t)(h ^ (h >> 32));
 }
 
@@ -127,13 +147,22 @@ struct bd_centry *bd_cache_get(struct bd_cache *c, const struct bd_mkey *k)
 	if (e) {
 		return e;
 	}
-	while (c->n >= c->max && !TAILQ_EMPTY(&c->lru)) {
-		cremove(c, TAILQ_LAST(&c->lru, centry_list));
+	/* Pinned victims go back to the head; give up after a full round (all pinned: the cache
+	 * grows past max until their group commits). */
+	for (size_t tries = 0; c->n >= c->max && tries < c->n && !TAILQ_EMPTY(&c->lru); tries++) {
+		struct bd_centry *v = TAILQ_LAST(&c->lru, centry_list);
+		if (priv(v)->pin > c->committed) {
+			TAILQ_REMOVE(&c->lru, v, lru);
+			TAILQ_INSERT_HEAD(&c->lru, v, lru);
+			continue;
+		}
+		cremove(c, v);
 	}
-	e = calloc(1, sizeof(*e));
-	if (!e) {
+	struct centry_priv *pe = calloc(1, sizeof(*pe));
+	if (!pe) {
 		return NULL;
 	}
+	e = &pe->pub;
 	e->key = *k;
 	struct bd_centry **pp = &c->b[khash(k) & (c->nb - 1)];
 	e->hnext = *pp;
@@ -151,6 +180,22 @@ void bd_cache_drop(struct bd_cache *c, const struct bd_mkey *k)
 	if (e) {
 		cremove(c, e);
 	}
+}
+
+void bd_cache_pin(struct bd_cache *c, struct bd_centry *ce, uint64_t gseq)
+{
+	(void)c;
+	priv(ce)->pin = gseq;
+}
+
+uint64_t bd_cache_pinned(struct bd_centry *ce)
+{
+	return priv(ce)->pin;
+}
+
+void bd_cache_committed(struct bd_cache *c, uint64_t gseq)
+{
+	c->committed = gseq;
 }
 
 void bd_cache_invalidate(struct bd_cache *c)

@@ -5,8 +5,10 @@
  * Write path (redirect-on-write, every write):
  *
  *   lock object (shared) -> reserve new blocks -> crc32c per 4 KiB -> writev to the new blocks
- *     -> [FUA: fdatasync] -> one WriteBatch: new extent lists (+ copy-up of an ancestor's list)
- *        and the persisted bitmap chunks whose blocks changed state -> commit [FUA: sync WAL]
+ *     -> [FUA: fdatasync] -> edit the cached lists, join the group commit: one WriteBatch per
+ *        reactor turn with the new extent lists of every write of the group (+ copy-ups of
+ *        ancestors' lists) and the persisted bitmap chunks whose blocks changed state
+ *        -> commit [FUA in the group: sync WAL]
  *     -> displaced blocks lose a reference; at zero they wait in limbo until every read that
  *        started before the commit has finished, then become free -> unlock -> reply
  *
@@ -82,6 +84,7 @@ static struct bd_op *op_new(struct bd_engine *e, enum op_kind kind, uint32_t nbl
 	op->idem = NULL;
 	op->cawbuf = NULL;
 	op->nruns = 0;
+	op->nfreed = 0;
 	op->fsync_io.busy = false;
 	return op;
 }
@@ -755,29 +758,183 @@ static void write_phase(struct bd_op *op)
 	}
 }
 
-/* Add the dirty bitmap chunks to the batch. */
-static void batch_chunks(struct bd_engine *e)
+static void group_schedule(struct bd_engine *e);
+
+/* Every op gathered in gwait is committed (err 0) or not (err < 0): to gdone, completed by
+ * group_run. */
+static void group_settle(struct bd_engine *e, int err)
 {
+	struct bd_op *op;
+	e->ngdirty = 0;
+	e->gxkv_len = 0;
+	if (TAILQ_EMPTY(&e->gwait)) {
+		return;
+	}
+	while ((op = TAILQ_FIRST(&e->gwait))) {
+		TAILQ_REMOVE(&e->gwait, op, link);
+		if (err && op->err == 0) {
+			op->err = err;
+		}
+		TAILQ_INSERT_TAIL(&e->gdone, op, link);
+	}
+	e->gcommits++;
+	bd_cache_committed(e->cache, e->gseq);
+	e->gseq++;
+	e->gsync = false;
+	group_schedule(e);
+}
+
+/* Remember a list the group edited; it is encoded once, at commit time, whatever the number
+ * of ops that touched it. Returns 0 or -ENOMEM. */
+static int group_dirty_list(struct bd_engine *e, const struct bd_mkey *k)
+{
+	struct bd_centry *ce = bd_cache_find(e->cache, k);
+	if (bd_cache_pinned(ce) == e->gseq) {
+		return 0; /* already listed */
+	}
+	if (e->ngdirty == e->gdirty_cap) {
+		size_t nc = e->gdirty_cap ? e->gdirty_cap * 2 : 256;
+		struct bd_mkey *nd = realloc(e->gdirty, nc * sizeof(*nd));
+		if (!nd) {
+			return -ENOMEM;
+		}
+		e->gdirty = nd;
+		e->gdirty_cap = nc;
+	}
+	bd_cache_pin(e->cache, ce, e->gseq);
+	e->gdirty[e->ngdirty++] = *k;
+	return 0;
+}
+
+static struct raw_seen *raw_slot(struct bd_engine *e, const uint8_t *k, size_t klen)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < klen; i++) {
+		h = (h ^ k[i]) * 16777619u;
+	}
+	return &e->raw_seen[h % RAW_SEEN_SLOTS];
+}
+
+/* A raw key of the group (the PG version, family -> pool). The last value of a key in the
+ * group wins; a key whose committed value is already this one is not written again (the
+ * family -> pool key rides on every mutation and never changes). */
+static void group_raw(struct bd_engine *e, const struct bd_xkv *x)
+{
+	size_t need = 4 + x->klen + x->vlen;
+	if (x->klen > 0x7fff || x->vlen > 0x7fff) {
+		bd_batch_put_raw(e->gbatch, x->key, x->klen, x->val, x->vlen);
+		return;
+	}
+	/* Drop an earlier value of the same key in this group (ops of a group are few). */
+	for (size_t off = 0; off < e->gxkv_len;) {
+		uint8_t *r = e->gxkv + off;
+		size_t kl = (size_t)r[0] << 8 | r[1], vl = (size_t)r[2] << 8 | r[3];
+		if (kl == x->klen && memcmp(r + 4, x->key, kl) == 0) {
+			r[2] |= 0x80; /* dead: the top bit of vlen */
+		}
+		off += 4 + kl + (vl & 0x7fff);
+	}
+	if (e->gxkv_len + need > e->gxkv_cap) {
+		size_t nc = e->gxkv_cap ? e->gxkv_cap * 2 : 4096;
+		while (nc < e->gxkv_len + need) {
+			nc *= 2;
+		}
+		uint8_t *n = realloc(e->gxkv, nc);
+		if (!n) {
+			bd_batch_put_raw(e->gbatch, x->key, x->klen, x->val, x->vlen);
+			return;
+		}
+		e->gxkv = n;
+		e->gxkv_cap = nc;
+	}
+	uint8_t *r = e->gxkv + e->gxkv_len;
+	r[0] = (uint8_t)(x->klen >> 8);
+	r[1] = (uint8_t)x->klen;
+	r[2] = (uint8_t)(x->vlen >> 8);
+	r[3] = (uint8_t)x->vlen;
+	memcpy(r + 4, x->key, x->klen);
+	memcpy(r + 4 + x->klen, x->val, x->vlen);
+	e->gxkv_len += need;
+}
+
+/* Encode the group's lists and raw keys into gbatch. */
+static void group_build(struct bd_engine *e)
+{
+	for (size_t i = 0; i < e->ngdirty; i++) {
+		struct bd_centry *ce = bd_cache_find(e->cache, &e->gdirty[i]);
+		if (!ce || !ce->map) {
+			/* Cannot happen: pinned entries are neither evicted nor dropped. */
+			st_error("group commit: an edited list left the cache");
+			e->failed = true;
+			continue;
+		}
+		bd_batch_put_map(e->gbatch, &e->gdirty[i], ce->map);
+	}
+	for (size_t off = 0; off < e->gxkv_len;) {
+		const uint8_t *r = e->gxkv + off;
+		size_t kl = (size_t)r[0] << 8 | r[1], vl = (size_t)(r[2] & 0x7f) << 8 | r[3];
+		bool dead = r[2] & 0x80;
+		const uint8_t *k = r + 4, *v = r + 4 + kl;
+		off += 4 + kl + vl;
+		if (dead) {
+			continue;
+		}
+		struct raw_seen *rs = raw_slot(e, k, kl);
+		if (kl <= RAW_SEEN_MAX && vl <= RAW_SEEN_MAX) {
+			if (rs->klen == kl && rs->vlen == vl && memcmp(rs->k, k, kl) == 0 &&
+			    memcmp(rs->v, v, vl) == 0) {
+				continue;
+			}
+			rs->klen = (uint8_t)kl;
+			rs->vlen = (uint8_t)vl;
+			memcpy(rs->k, k, kl);
+			memcpy(rs->v, v, vl);
+		} else if (rs->klen == kl && memcmp(rs->k, k, kl) == 0) {
+			rs->klen = 0; /* the value is too long to remember: forget the old one */
+		}
+		bd_batch_put_raw(e->gbatch, k, kl, v, vl);
+	}
+}
+
+/*
+ * Commit the batch; on failure the engine stops accepting mutations (memory is ahead of the
+ * index; a restart rebuilds from the index). One WriteBatch holds, in this order: the edits
+ * of every op gathered for the group commit, whatever the caller put into e->batch, and the
+ * bitmap chunks all of them dirtied, so the chunks always match the lists they describe.
+ */
+int bd_engine_commit_batch(struct bd_engine *e, bool sync)
+{
+	group_build(e);
+	if (bd_batch_count(e->batch) > 0) {
+		/* Direct writes may change raw keys behind raw_seen's back. */
+		memset(e->raw_seen, 0, sizeof(e->raw_seen));
+		bd_batch_append(e->gbatch, e->batch);
+		bd_batch_clear(e->batch);
+	}
 	uint8_t bits[BD_CHUNK_BYTES];
 	for (size_t i = 0; i < e->alloc.ndirty; i++) {
 		bd_alloc_chunk_encode(&e->alloc, e->alloc.dirty[i], bits);
-		bd_batch_put_chunk(e->batch, e->alloc.dirty[i], bits);
+		bd_batch_put_chunk(e->gbatch, e->alloc.dirty[i], bits);
 	}
 	bd_alloc_clear_dirty(&e->alloc);
-}
-
-/* Commit the batch; on failure the engine stops accepting mutations (memory is ahead of the
- * index; a restart rebuilds from the index). */
-int bd_engine_commit_batch(struct bd_engine *e, bool sync)
-{
-	batch_chunks(e);
-	int rc = bd_index_commit(e->ix, e->batch, sync);
-	bd_batch_clear(e->batch);
+	int rc = e->failed ? -EIO : bd_index_commit(e->ix, e->gbatch, sync || e->gsync);
+	bd_batch_clear(e->gbatch);
 	if (rc) {
-		st_error("index commit failed: refusing further mutations");
+		if (!e->failed) {
+			st_error("index commit failed: refusing further mutations");
+		}
+		memset(e->raw_seen, 0, sizeof(e->raw_seen));
 		e->failed = true;
 	}
+	group_settle(e, rc);
 	return rc;
+}
+
+void bd_engine_drain(struct bd_engine *e)
+{
+	if (!TAILQ_EMPTY(&e->gwait)) {
+		bd_engine_commit_batch(e, false);
+	}
 }
 
 /* Move blocks whose last reference went to limbo (after the commit that dropped it). */
@@ -792,9 +949,54 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
 }
 
 /*
+ * Group commit. An op whose data is written edits its lists in memory and puts them into the
+ * shared batch (commit_phase), then waits in gwait. group_run, armed as a zero timer when the
+ * first op of a group arrives, runs after the reactor has handled the rest of the current turn's
+ * completions, so every write that finished in that turn shares one WriteBatch and one
+ * rocksdb_write (one WAL append, one memtable insert pass, each dirty bitmap chunk once).
+ *
+ * Why this keeps the guarantees of one commit per op:
+ *  - an op is in gwait only after its data write (and, with FUA, its fdatasync) completed, so
+ *    the index never points at unwritten data;
+ *  - replies run only after the commit (gdone), and the op keeps its object lock until then,
+ *    so objcopy and compare-and-write never see a half-committed object;
+ *  - blocks an edit displaced go to limbo only after the commit (a crash before it leaves the
+ *    old lists pointing at intact blocks);
+ *  - a read between the edit and the commit may see the new list: its data is already on disk,
+ *    and the write has not been acknowledged, so either answer is a legal read of a racing
+ *    write; a flush covers only acknowledged writes, which are committed;
+ *  - cache entries holding uncommitted edits are pinned against eviction, and everything that
+ *    reads the index directly (layer delete, flatten, bd_engine_index) drains first.
+ */
+static void group_run(void *arg, int res)
+{
+	struct bd_engine *e = arg;
+	(void)res;
+	bd_engine_drain(e); /* gsched still set: settling arms no second timer */
+	e->gsched = false;
+	struct bd_op *op;
+	while ((op = TAILQ_FIRST(&e->gdone))) {
+		TAILQ_REMOVE(&e->gdone, op, link);
+		if (op->err == 0) {
+			/* The new blocks are referenced now: not a reservation any more. */
+			op->nruns = 0;
+			bd_engine_defer_frees(e, op->freed, op->nfreed);
+		}
+		op_complete(op);
+	}
+}
+
+static void group_schedule(struct bd_engine *e)
+{
+	if (!e->gsched) {
+		e->gsched = true;
+		st_reactor_timer(e->r, &e->gio, 0, group_run, e);
+	}
+}
+
+/*
  * Apply the op to the layer's own lists (one segment at a time, each encoded into the batch at
- * once), then commit. Runs synchronously on the reactor thread: no read can observe a list
- * between the edit and the commit.
+ * once), then join the group commit. Runs synchronously on the reactor thread.
  */
 static void commit_phase(struct bd_op *op)
 {
@@ -851,31 +1053,28 @@ static void commit_phase(struct bd_op *op)
 			}
 		}
 		bd_extmap_compact(m, v);
-		bd_batch_put_map(e->batch, &k, m);
+		err = group_dirty_list(e, &k);
 		i += n;
 	}
 	if (err) {
-		/* Only ENOMEM/EIO get here; what was edited in memory is not committed, so drop
-		 * the cache and fail the engine's mutations to be safe. */
-		bd_batch_clear(e->batch);
+		/* Only ENOMEM/EIO get here; what was edited in memory is not committed, so fail
+		 * the engine's mutations to be safe (and every op gathered with this one). */
+		bd_batch_clear(e->gbatch);
+		bd_alloc_clear_dirty(&e->alloc);
 		e->failed = true;
+		group_settle(e, -EIO);
 		op_fail(op, err);
 		return;
 	}
 	/* Keys the caller rides on this commit (the PG version: replication). */
 	for (uint32_t x = 0; x < op->q.nxkv; x++) {
-		bd_batch_put_raw(e->batch, op->q.xkv[x].key, op->q.xkv[x].klen, op->q.xkv[x].val,
-				 op->q.xkv[x].vlen);
+		group_raw(e, &op->q.xkv[x]);
 	}
-	err = bd_engine_commit_batch(e, op->q.fua);
-	if (err) {
-		op_fail(op, err);
-		return;
-	}
-	/* The new blocks are referenced now: not a reservation any more. */
-	op->nruns = 0;
-	bd_engine_defer_frees(e, op->freed, nfreed);
-	op_complete(op);
+	op->nfreed = nfreed;
+	e->gsync |= op->q.fua;
+	e->gops++;
+	TAILQ_INSERT_TAIL(&e->gwait, op, link);
+	group_schedule(e);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1145,6 +1344,7 @@ int bd_layer_delete(struct bd_engine *e, uint64_t family, uint64_t layer, const 
 	if (e->failed) {
 		return -EIO;
 	}
+	bd_engine_drain(e);
 	struct collected c = {0};
 	int rc = bd_index_scan(e->ix, family, layer, collect_fn, &c);
 	if (rc == 0 && c.err) {
@@ -1240,6 +1440,7 @@ int bd_flatten(struct bd_engine *e, uint64_t family, uint64_t layer, const uint6
 	if (e->failed) {
 		return -EIO;
 	}
+	bd_engine_drain(e);
 	if (nanc > 0) {
 		int rc = bd_layers_set(e->layers, family, layer, anc, nanc);
 		if (rc) {
@@ -1471,9 +1672,13 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	e->fd = -1;
 	TAILQ_INIT(&e->reads);
 	TAILQ_INIT(&e->free_ops);
+	TAILQ_INIT(&e->gwait);
+	TAILQ_INIT(&e->gdone);
+	e->gseq = 1;
 	e->idem_ring = calloc(IDEM_CAP, sizeof(*e->idem_ring));
 	e->batch = bd_batch_new();
-	if (!e->idem_ring || !e->batch) {
+	e->gbatch = bd_batch_new();
+	if (!e->idem_ring || !e->batch || !e->gbatch) {
 		goto fail;
 	}
 	if ((rc = bd_cache_new(&e->cache, o->cache_entries < 64 ? 65536 : o->cache_entries)) ||
@@ -1616,6 +1821,9 @@ void bd_engine_close(struct bd_engine *e)
 	bd_cache_free(e->cache);
 	bd_layers_free(e->layers);
 	bd_batch_free(e->batch);
+	bd_batch_free(e->gbatch);
+	free(e->gdirty);
+	free(e->gxkv);
 	struct bd_op *op;
 	while ((op = TAILQ_FIRST(&e->free_ops))) {
 		TAILQ_REMOVE(&e->free_ops, op, link);
@@ -1635,5 +1843,6 @@ void bd_engine_close(struct bd_engine *e)
 
 struct bd_index *bd_engine_index(struct bd_engine *e)
 {
+	bd_engine_drain(e); /* callers read the index directly */
 	return e->ix;
 }

@@ -9,9 +9,11 @@
 
 #include "internal.h"
 
-#define IDEM_CAP    16384
-#define OP_SMALL    32 /* blocks; ops up to this size come from a free list */
-#define MAX_RESOLVE BD_MAX_DEPTH
+#define IDEM_CAP       16384
+#define OP_SMALL       32 /* blocks; ops up to this size come from a free list */
+#define MAX_RESOLVE    BD_MAX_DEPTH
+#define RAW_SEEN_MAX   32
+#define RAW_SEEN_SLOTS 64
 
 enum op_kind { OP_READ, OP_WRITE, OP_ZERO, OP_TRIM, OP_CAW, OP_FLUSH };
 
@@ -47,9 +49,10 @@ struct bd_op {
 	struct obj_lock *lock;
 	struct idem_ent *idem;
 	uint8_t *cawbuf;
-	uint64_t *pblk;       /* per block: read mapping, or new location for writes */
-	uint32_t *crc;        /* per block */
-	uint64_t *freed;      /* per block: blocks whose last reference the commit dropped */
+	uint64_t *pblk;  /* per block: read mapping, or new location for writes */
+	uint32_t *crc;   /* per block */
+	uint64_t *freed; /* per block: blocks whose last reference the commit dropped */
+	uint32_t nfreed;
 	struct bd_prun *runs; /* write: reserved runs */
 	int nruns;
 	struct op_sub *subs;
@@ -99,6 +102,25 @@ struct bd_engine {
 	size_t idem_next;
 	struct op_list free_ops;
 	size_t nfree_ops;
+
+	/* Group commit (see commit_phase in engine.c): ops whose index edit is in `batch` but not
+	 * yet committed wait in gwait; once committed (or failed) they move to gdone and are
+	 * completed by group_run on a later reactor callback. */
+	struct op_list gwait, gdone;
+	struct st_io gio; /* the zero-length timer that runs group_run */
+	bool gsched;      /* gio armed */
+	bool gsync;       /* a FUA op waits: the group's commit syncs the WAL */
+	uint64_t gseq;    /* number of the group being gathered; gseq - 1 is committed */
+	uint64_t gcommits, gops;
+	struct bd_batch *gbatch; /* the group's WriteBatch, built at commit time */
+	struct bd_mkey *gdirty;  /* lists edited by the group, each once (encoded at commit) */
+	size_t ngdirty, gdirty_cap;
+	uint8_t *gxkv; /* the group's raw keys: records of klen(2) vlen(2) key val */
+	size_t gxkv_len, gxkv_cap;
+	struct raw_seen {
+		uint8_t klen, vlen;
+		uint8_t k[RAW_SEEN_MAX], v[RAW_SEEN_MAX];
+	} raw_seen[RAW_SEEN_SLOTS]; /* raw keys known committed with this value */
 };
 
 /* engine.c: commit e->batch (plus dirty bitmap chunks); on failure mutations are refused. */
@@ -106,6 +128,16 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync) __attribute__((nonnul
 /* engine.c: blocks whose last reference a committed batch dropped go to limbo. */
 void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t n)
 	__attribute__((nonnull));
+/* cache.c: keep an entry (whose list has an edit in group gseq) from eviction until
+ * bd_cache_committed(c, >= gseq). */
+void bd_cache_pin(struct bd_cache *c, struct bd_centry *ce, uint64_t gseq) __attribute__((nonnull));
+void bd_cache_committed(struct bd_cache *c, uint64_t gseq) __attribute__((nonnull));
+uint64_t bd_cache_pinned(struct bd_centry *ce) __attribute__((nonnull));
+/* index.c: append every put and delete of src to dst (in order). Returns 0 or -ENOMEM. */
+int bd_batch_append(struct bd_batch *dst, const struct bd_batch *src) __attribute__((nonnull));
+/* engine.c: commit the edits of every op gathered for the group commit now (their replies
+ * still come from a later reactor callback). Call before reading the index directly. */
+void bd_engine_drain(struct bd_engine *e) __attribute__((nonnull));
 /* engine.c: true while any op holds or waits for the object's lock. */
 bool bd_engine_object_locked(struct bd_engine *e, uint64_t family, uint64_t object)
 	__attribute__((nonnull));

@@ -20,6 +20,7 @@
 #include <rocksdb/c.h>
 
 #include "common/log.h"
+#include "engine_int.h"
 #include "internal.h"
 
 #define KEY_MAP_LEN   29
@@ -83,6 +84,12 @@ int bd_index_open(struct bd_index **out, const char *path)
 	rocksdb_options_set_create_if_missing(ix->opts, 1);
 	rocksdb_options_increase_parallelism(ix->opts, 2);
 	rocksdb_options_set_max_open_files(ix->opts, 256);
+	/* Small memtables: a random 4 KiB write inserts a few keys, and the skiplist insert
+	 * (FindSpliceForLevel, comparator calls that miss the CPU cache) grows with the memtable's
+	 * entry count. The live key set is small (one list per written segment, one chunk per
+	 * 16 MiB), so a flush writes little and overwritten versions die in the flush itself.
+	 * 64 MiB (the default) -> 4 MiB cut blockd's CPU per 4k randwrite by about a fifth. */
+	rocksdb_options_set_write_buffer_size(ix->opts, 4u << 20);
 	ix->bbo = rocksdb_block_based_options_create();
 	ix->bloom = rocksdb_filterpolicy_create_bloom(10);
 	rocksdb_block_based_options_set_filter_policy(ix->bbo, ix->bloom);
@@ -343,6 +350,22 @@ void bd_batch_put_raw(struct bd_batch *b, const void *key, size_t klen, const vo
 		      size_t vlen)
 {
 	rocksdb_writebatch_put(b->wb, key, klen, val, vlen);
+}
+
+static void append_put(void *arg, const char *k, size_t klen, const char *v, size_t vlen)
+{
+	rocksdb_writebatch_put(arg, k, klen, v, vlen);
+}
+
+static void append_del(void *arg, const char *k, size_t klen)
+{
+	rocksdb_writebatch_delete(arg, k, klen);
+}
+
+int bd_batch_append(struct bd_batch *dst, const struct bd_batch *src)
+{
+	rocksdb_writebatch_iterate(src->wb, dst->wb, append_put, append_del);
+	return 0;
 }
 
 void bd_batch_del_raw(struct bd_batch *b, const void *key, size_t klen)

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# bench/engine.sh: the issue 4 measurement. fio (io_uring, O_DIRECT) on a plain file beside
+# strata-bench through libstrata on a one-node cluster (R=1), same disk, same jobs, one run.
+#
+#   bench/engine.sh                      (RUNTIME=10 SPAN=1G DATA=4G by default)
+#   RUNTIME=5 JOBS="rw32 rr32" bench/engine.sh
+#
+# blockd gets a DATA-sized data file (default 4 GiB) and fio a DATA-sized plain file in the
+# same directory, both written through once with fio first. (blockd redirects every write to
+# newly allocated blocks, so over a sparse file each write would be an allocating O_DIRECT
+# write that ext4 cannot do without blocking, and io_uring would punt it to a worker thread;
+# fio overwrites blocks in place. Writing both files first compares the same thing: I/O to
+# allocated blocks, as on a block device.) Both volumes are filled over SPAN so reads hit
+# data, then each job runs RUNTIME seconds over SPAN: 4k randread and randwrite at QD32 and
+# QD1. Prints a Markdown table: fio IOPS, strata IOPS, ratio (strata / fio), p50/p99 latency.
+# SPARSE=1 leaves blockd's data file sparse (created by blockd) to see that cost.
+#
+# Environment: RUNTIME (s per job), SPAN (region), DATA (file size), JOBS (subset of
+# rr32 rw32 rr1 rw1), STRATA_BIN (binaries, default build/bin), TMPDIR (which disk: default
+# /tmp), KEEP_TMP=1, PERF=1 (perf record -g each strata process during rw32, into $TMP).
+set -euo pipefail
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${STRATA_BIN:-$SRC/build/bin}
+RUNTIME=${RUNTIME:-10}
+SPAN=${SPAN:-1G}
+DATA=${DATA:-4G}
+JOBS=(${JOBS:-rr32 rw32 rr1 rw1})
+
+die() {
+	echo "engine: $*" >&2
+	exit 1
+}
+log() { echo "engine: $*" >&2; }
+for t in fio python3; do command -v "$t" >/dev/null || die "$t is missing (scripts/bootstrap)"; done
+for b in strata-meta strata-blockd strata strata-bench; do
+	[ -x "$BIN/$b" ] || die "$BIN/$b is not built"
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/strata-engine.XXXXXX")
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TMP"; else log "kept $TMP"; fi
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+	local i
+	for ((i = 0; i < 150; i++)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	return 1
+}
+job_args() { # job -> rw qd
+	case $1 in
+	rr32) echo "randread 32" ;; rw32) echo "randwrite 32" ;;
+	rr1) echo "randread 1" ;; rw1) echo "randwrite 1" ;;
+	*) die "unknown job $1" ;;
+	esac
+}
+declare -A IOPS P50 P99
+
+# ---- fio on a plain file ----
+log "fio io_uring O_DIRECT on $TMP/fio.img ($DATA, region $SPAN)"
+truncate -s "$DATA" "$TMP/fio.img"
+fio --name=fill --filename="$TMP/fio.img" --ioengine=io_uring --direct=1 --rw=write --bs=1M \
+	--iodepth=8 --size="$SPAN" --output="$TMP/fill.out" >/dev/null 2>&1 || die "fio fill failed"
+for j in "${JOBS[@]}"; do
+	read -r rw qd <<<"$(job_args "$j")"
+	fio --name="$j" --filename="$TMP/fio.img" --ioengine=io_uring --direct=1 --rw="$rw" \
+		--bs=4k --iodepth="$qd" --size="$SPAN" --time_based --runtime="$RUNTIME" \
+		--randrepeat=0 --norandommap --output-format=json --output="$TMP/fio-$j.json" \
+		>/dev/null 2>&1 || die "fio $j failed"
+	read -r IOPS[fio,$j] P50[fio,$j] P99[fio,$j] < <(python3 - "$TMP/fio-$j.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["jobs"][0]
+s = d["read"] if d["read"]["io_bytes"] else d["write"]
+p = s["clat_ns"]["percentile"]
+print("%.0f %.0f %.0f" % (s["iops"], p["50.000000"] / 1e3, p["99.000000"] / 1e3))
+PY
+)
+	log "fio $j: ${IOPS[fio,$j]} IOPS"
+done
+rm -f "$TMP/fio.img"
+
+# ---- strata: meta + one blockd (R=1) ----
+if [ -z "${SPARSE:-}" ]; then
+	log "writing blockd's data file once ($DATA)"
+	fio --name=prewrite --filename="$TMP/bd.data" --ioengine=io_uring --direct=1 --rw=write \
+		--bs=1M --iodepth=8 --size="$DATA" --output="$TMP/prewrite.out" >/dev/null 2>&1 ||
+		die "prewrite failed"
+fi
+MP=$(port)
+BP=$(port)
+META=127.0.0.1:$MP
+"$BIN/strata-meta" --listen "$META" --data "$TMP/meta" --log-level warn >"$TMP/meta.log" 2>&1 &
+PIDS+=($!)
+wait_port "$MP" || die "strata-meta did not start"
+"$BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BP" --data "$TMP/bd.data" \
+	--size "$DATA" --log-level warn >"$TMP/blockd.log" 2>&1 &
+BD_PID=$!
+PIDS+=($BD_PID)
+for _ in $(seq 100); do
+	"$BIN/strata" --meta "$META" status 2>/dev/null | grep -q '1 up' && break
+	sleep 0.1
+done
+cli() { "$BIN/strata" --meta "$META" "$@" >/dev/null; }
+cli pool create p --replicas 1
+cli volume create p/v --size "$SPAN"
+URI=strata://$META/p/v
+log "strata-bench through libstrata: $URI (blockd data $DATA)"
+"$BIN/strata-bench" run "$URI" --rw write --bs 1M --qd 8 --span "$SPAN" --size "$SPAN" --quiet \
+	>/dev/null 2>"$TMP/fill.err" || die "strata fill failed: $(tail -2 "$TMP/fill.err")"
+for j in "${JOBS[@]}"; do
+	read -r rw qd <<<"$(job_args "$j")"
+	perf_pids=()
+	if [ -n "${PERF:-}" ] && [ "$j" = rw32 ]; then
+		perf record -g -o "$TMP/perf-blockd.data" -p "$BD_PID" -- sleep "$RUNTIME" \
+			>/dev/null 2>&1 &
+		perf_pids+=($!)
+	fi
+	"$BIN/strata-bench" run "$URI" --rw "$rw" --bs 4k --qd "$qd" --span "$SPAN" \
+		--time "$RUNTIME" --json --quiet >"$TMP/strata-$j.json" 2>"$TMP/bench.err" ||
+		die "strata-bench $j failed: $(tail -2 "$TMP/bench.err")"
+	for p in "${perf_pids[@]}"; do wait "$p" || true; done
+	read -r IOPS[strata,$j] P50[strata,$j] P99[strata,$j] < <(python3 - "$TMP/strata-$j.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["read"] if d["read"]["ios"] else d["write"]
+lat = s.get("lat_us", s.get("latency_us", {}))
+print("%.0f %s %s" % (s["iops"], lat.get("p50", "n/a"), lat.get("p99", "n/a")))
+PY
+)
+	log "strata $j: ${IOPS[strata,$j]} IOPS"
+done
+
+echo
+echo "| 4k job | fio IOPS | strata IOPS | ratio strata/fio | fio p50/p99 (us) | strata p50/p99 (us) |"
+echo "|---|---:|---:|---:|---:|---:|"
+for j in "${JOBS[@]}"; do
+	read -r rw qd <<<"$(job_args "$j")"
+	r=$(python3 -c "print('%.2f' % (${IOPS[strata,$j]} / ${IOPS[fio,$j]}))")
+	echo "| $rw QD$qd | ${IOPS[fio,$j]} | ${IOPS[strata,$j]} | $r |" \
+		"${P50[fio,$j]}/${P99[fio,$j]} | ${P50[strata,$j]}/${P99[strata,$j]} |"
+done
+echo
+echo "RUNTIME=${RUNTIME}s per job, region $SPAN of a $DATA file, $(nproc) CPUs," \
+	"dir $(dirname "$TMP"), blockd data file ${SPARSE:+sparse}${SPARSE:-written once}."
