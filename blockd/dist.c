@@ -575,7 +575,8 @@ int bd_dist_new(struct st_reactor *r, struct bd_engine *e, struct bd_dist **out)
 		rc = bd_index_scan_raw(bd_engine_index(e), "F", 1, load_f, d);
 	}
 	if (rc < 0) {
-		bd_dist_free(d);
+		d->stopping = true;
+		bd_dist_free(d); /* no timer armed yet */
 		return rc;
 	}
 	st_reactor_timer(r, &d->tick, TICK_MS, tick, d);
@@ -583,18 +584,29 @@ int bd_dist_new(struct st_reactor *r, struct bd_engine *e, struct bd_dist **out)
 	return 0;
 }
 
+void bd_dist_stop(struct bd_dist *d)
+{
+	if (!d || d->stopping) {
+		return;
+	}
+	/* After the reactor stopped running: callbacks still owed (cancelled timers, failed
+	 * calls) run in st_reactor_destroy() and see `stopping`, so nothing re-arms. */
+	d->stopping = true;
+	st_reactor_cancel(d->r, &d->tick);
+	for (size_t i = 0; i < BD_MAX_NODES; i++) {
+		if (d->peers[i].cl) {
+			st_client_close(d->peers[i].cl);
+			d->peers[i].cl = NULL;
+		}
+	}
+}
+
 void bd_dist_free(struct bd_dist *d)
 {
 	if (!d) {
 		return;
 	}
-	/* Called after the reactor stopped: no callback of ours runs any more. */
-	d->stopping = true;
-	for (size_t i = 0; i < BD_MAX_NODES; i++) {
-		if (d->peers[i].cl) {
-			st_client_close(d->peers[i].cl);
-		}
-	}
+	/* After bd_dist_stop() and st_reactor_destroy(): no callback of ours can run. */
 	for (size_t pi = 0; pi < d->npools; pi++) {
 		for (uint32_t g = 0; g < d->pools[pi].pg_count; g++) {
 			free(d->pools[pi].pgs[g].log);

@@ -423,7 +423,9 @@ struct bd_service_opts {
 };
 int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_service_opts *o,
 		     struct bd_service **out) __attribute__((nonnull));
+/* Stop accepting and arming (reactor no longer running); free after st_reactor_destroy(). */
 void bd_service_stop(struct bd_service *s);
+void bd_service_free(struct bd_service *s);
 int bd_service_port(const struct bd_service *s) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
@@ -481,6 +483,7 @@ struct bd_dist_stats {
 
 int bd_dist_new(struct st_reactor *r, struct bd_engine *e, struct bd_dist **out)
 	__attribute__((nonnull));
+void bd_dist_stop(struct bd_dist *d);
 void bd_dist_free(struct bd_dist *d);
 /* meta.c: registered as node id; a newer cluster map (ownership passes). */
 void bd_dist_set_self(struct bd_dist *d, uint32_t id) __attribute__((nonnull));
@@ -515,6 +518,7 @@ struct bd_meta;
 int bd_meta_start(struct st_reactor *r, struct bd_engine *e, struct bd_dist *d, const char *meta,
 		  const char *self, struct bd_meta **out) __attribute__((nonnull));
 void bd_meta_stop(struct bd_meta *m);
+void bd_meta_free(struct bd_meta *m);
 uint64_t bd_meta_epoch(const struct bd_meta *m) __attribute__((nonnull));
 uint32_t bd_meta_node_id(const struct bd_meta *m) __attribute__((nonnull));
 

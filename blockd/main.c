@@ -156,9 +156,17 @@ int main(int argc, char **argv)
 	st_info("listening on %s port %d", listen, bd_service_port(svc));
 	rc = st_reactor_run(g_reactor);
 	st_info("shutting down");
+	/* Stop first (nothing re-arms), then let the reactor cancel and complete every op still
+	 * in flight while its owners are alive, and only then free them. */
 	bd_service_stop(svc);
-out_engine:
+	st_reactor_destroy(g_reactor);
+	bd_service_free(svc);
 	bd_engine_close(e);
+	return rc < 0 ? 1 : 0;
+out_engine:
+	st_reactor_destroy(g_reactor);
+	bd_engine_close(e);
+	return 1;
 out_reactor:
 	st_reactor_destroy(g_reactor);
 	return rc < 0 ? 1 : 0;

@@ -259,9 +259,18 @@ void bd_meta_stop(struct bd_meta *m)
 	if (!m) {
 		return;
 	}
-	/* Called after the reactor stopped running: no callback of ours can run any more. */
+	/* After the reactor stopped running: the heartbeat timer's callback still runs (cancelled)
+	 * in st_reactor_destroy() and sees `stopping`. */
 	m->stopping = true;
 	drop_client(m);
+	st_reactor_cancel(m->r, &m->timer);
+}
+
+void bd_meta_free(struct bd_meta *m)
+{
+	if (!m) {
+		return;
+	}
 	free(m->meta_addr);
 	free(m->self);
 	free(m);

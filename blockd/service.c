@@ -558,9 +558,10 @@ int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_
 			rc = bd_meta_start(r, e, s->dist, o->meta, self, &s->meta);
 		}
 		if (rc) {
-			bd_dist_free(s->dist);
+			/* Timers may be armed: stop them; the memory is left to process exit,
+			 * which follows a failed start. */
+			bd_dist_stop(s->dist);
 			st_server_stop(s->srv);
-			free(s);
 			return rc;
 		}
 	}
@@ -579,7 +580,16 @@ void bd_service_stop(struct bd_service *s)
 		return;
 	}
 	bd_meta_stop(s->meta);
-	bd_dist_free(s->dist);
+	bd_dist_stop(s->dist);
 	st_server_stop(s->srv);
+}
+
+void bd_service_free(struct bd_service *s)
+{
+	if (!s) {
+		return;
+	}
+	bd_meta_free(s->meta);
+	bd_dist_free(s->dist);
 	free(s);
 }
