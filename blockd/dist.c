@@ -444,6 +444,21 @@ void bd_dist_io(struct bd_dist *d, struct bd_dreq *r)
 	}
 }
 
+/* True when no mutation admitted before epoch is still in flight. Queued mutations are fenced
+ * again when they start, so only the one running per PG matters: O(PGs). */
+bool bd_dist_drained(const struct bd_dist *d, uint64_t epoch)
+{
+	for (size_t pi = 0; pi < d->npools; pi++) {
+		for (uint32_t g = 0; g < d->pools[pi].pg_count; g++) {
+			const struct bd_pg *pg = &d->pools[pi].pgs[g];
+			if (pg->busy && pg->busy_epoch < epoch) {
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
 void dist_pg_kick(struct bd_dist *d, struct bd_pg *pg)
 {
 	if (!pg->busy && !TAILQ_EMPTY(&pg->waiters)) {

@@ -46,10 +46,11 @@ struct bd_pg {
 	uint32_t acting[BD_MAX_R]; /* at the current map: primary first */
 	uint32_t nacting;
 	uint64_t active_epoch;
-	uint64_t round; /* bumps abandon a peering in progress */
-	bool busy;      /* a mutation in flight (mutations of a PG are serialized) */
-	bool pulling;   /* a pull into this PG is running */
-	bool stray;     /* holds data but not in the acting set */
+	uint64_t round;      /* bumps abandon a peering in progress */
+	bool busy;           /* a mutation in flight (mutations of a PG are serialized) */
+	uint64_t busy_epoch; /* the map epoch that mutation was admitted at */
+	bool pulling;        /* a pull into this PG is running */
+	bool stray;          /* holds data but not in the acting set */
 	struct dreq_list waiters;
 };
 

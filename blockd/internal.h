@@ -483,6 +483,9 @@ struct bd_dist_stats {
 
 int bd_dist_new(struct st_reactor *r, struct bd_engine *e, struct bd_dist **out)
 	__attribute__((nonnull));
+/* No mutation admitted at an epoch older than epoch is still running (meta.c acknowledges an
+ * epoch to strata-meta only then: see meta/fence.c). */
+bool bd_dist_drained(const struct bd_dist *d, uint64_t epoch) __attribute__((nonnull));
 void bd_dist_stop(struct bd_dist *d);
 void bd_dist_free(struct bd_dist *d);
 /* meta.c: registered as node id; a newer cluster map (ownership passes). */

@@ -28,6 +28,8 @@ struct bd_meta {
 	char uuid[37];
 	struct st_client *cl;
 	struct st_io timer;
+	struct st_io drain_io; /* polls until old-epoch mutations drain before acknowledging */
+	bool drain_armed;
 	bool stopping;
 	bool broken;
 	bool registered;
@@ -102,6 +104,48 @@ static void heartbeat_done(void *arg, int err, struct st_frame *reply)
 	}
 }
 
+static void watch_done(void *arg, int err, struct st_frame *reply);
+
+static void drain_fired(void *arg, int res);
+
+/*
+ * (Re)arm the MAP_WATCH long-poll. Its known_epoch is our acknowledgement of that epoch to
+ * meta's fence (meta/fence.c): a snapshot's reply waits for it. So it goes out only once no
+ * mutation admitted at an older epoch is still running here; until then poll every 1 ms.
+ */
+static void arm_watch(struct bd_meta *m)
+{
+	if (m->watch_pending || m->broken || !m->cl || m->stopping) {
+		return;
+	}
+	if (m->d != NULL && !bd_dist_drained(m->d, m->epoch)) {
+		if (!m->drain_armed) {
+			m->drain_armed = true;
+			st_reactor_timer(m->r, &m->drain_io, 1, drain_fired, m);
+		}
+		return;
+	}
+	Strata__Meta__MapWatchReq w = STRATA__META__MAP_WATCH_REQ__INIT;
+	w.known_epoch = m->epoch;
+	w.node_id = m->registered ? m->node_id : 0;
+	if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_MAP_WATCH, 0, &w.base, NULL, 0,
+			   watch_done, m) == 0) {
+		m->watch_pending = true;
+	} else {
+		m->broken = true;
+	}
+}
+
+static void drain_fired(void *arg, int res)
+{
+	struct bd_meta *m = arg;
+	m->drain_armed = false;
+	if (res == -ECANCELED || m->stopping) {
+		return;
+	}
+	arm_watch(m);
+}
+
 static void watch_done(void *arg, int err, struct st_frame *reply)
 {
 	struct bd_meta *m = arg;
@@ -116,17 +160,8 @@ static void watch_done(void *arg, int err, struct st_frame *reply)
 		set_epoch(m, map->epoch);
 		bd_dist_set_map(m->d, map); /* ownership passes */
 	}
-	/* Re-arm the long-poll at once. */
-	if (!m->broken && m->cl && !m->stopping) {
-		Strata__Meta__MapWatchReq w = STRATA__META__MAP_WATCH_REQ__INIT;
-		w.known_epoch = m->epoch;
-		w.node_id =
-			m->registered ? m->node_id : 0; /* acknowledges the epoch (meta/fence.c) */
-		if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_MAP_WATCH, 0, &w.base,
-				   NULL, 0, watch_done, m) == 0) {
-			m->watch_pending = true;
-		}
-	}
+	/* Re-arm the long-poll at once (once old-epoch mutations have drained). */
+	arm_watch(m);
 }
 
 static void drop_client(struct bd_meta *m)
@@ -217,16 +252,7 @@ static void tick(void *arg, int res)
 			m->broken = true;
 		}
 	}
-	if (!m->watch_pending && !m->broken) {
-		Strata__Meta__MapWatchReq w = STRATA__META__MAP_WATCH_REQ__INIT;
-		w.known_epoch = m->epoch;
-		w.node_id =
-			m->registered ? m->node_id : 0; /* acknowledges the epoch (meta/fence.c) */
-		if (st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_MAP_WATCH, 0, &w.base,
-				   NULL, 0, watch_done, m) == 0) {
-			m->watch_pending = true;
-		}
-	}
+	arm_watch(m);
 	arm(m, 1000);
 }
 
@@ -264,6 +290,7 @@ void bd_meta_stop(struct bd_meta *m)
 	m->stopping = true;
 	drop_client(m);
 	st_reactor_cancel(m->r, &m->timer);
+	st_reactor_cancel(m->r, &m->drain_io);
 }
 
 void bd_meta_free(struct bd_meta *m)

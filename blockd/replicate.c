@@ -208,6 +208,7 @@ static void local_done(void *arg, int err)
 static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 {
 	pg->busy = true;
+	pg->busy_epoch = r->epoch;
 	r->pg = pg;
 	r->prev = pg->version;
 	r->version = pg->version + 1;
