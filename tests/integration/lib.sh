@@ -59,8 +59,27 @@ _lib_cleanup() {
 }
 trap _lib_cleanup EXIT
 
+# A random free port below the kernel's ephemeral range (32768+), so that the outgoing
+# connections of the daemons and clients of this or a concurrent test cannot take it between
+# the check and the daemon's bind.
 free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+	python3 - <<'PY'
+import random, socket
+for _ in range(1000):
+    port = random.randint(20000, 32000)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("free_port: no free port in 20000-32000")
+PY
 }
 
 start_daemon() {
