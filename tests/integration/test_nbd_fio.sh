@@ -36,6 +36,7 @@ size=16m
 offset_increment=16m
 verify=crc32c
 verify_fatal=1
+verify_state_save=0
 verify_backlog=1024
 randrepeat=1
 group_reporting=1
