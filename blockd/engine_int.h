@@ -1,6 +1,7 @@
 /*
- * strata-blockd: the engine's private state, shared by engine.c and objcopy.c (whole-object
- * export and install for recovery). Everything here belongs to the reactor thread.
+ * strata-blockd: the engine's private state, shared by the engine's files (engine.c,
+ * resolve.c, read.c, mutate.c, commit.c, metaops.c; see engine.c for the map) and objcopy.c
+ * (whole-object export and install for recovery). Everything here belongs to the reactor thread.
  */
 #ifndef STRATA_BLOCKD_ENGINE_INT_H
 #define STRATA_BLOCKD_ENGINE_INT_H
@@ -103,8 +104,8 @@ struct bd_engine {
 	struct op_list free_ops;
 	size_t nfree_ops;
 
-	/* Group commit (see commit_phase in engine.c): ops whose index edit is in `batch` but not
-	 * yet committed wait in gwait; once committed (or failed) they move to gdone and are
+	/* Group commit (see bd_commit_phase in commit.c): ops whose index edit is in `batch` but
+	 * not yet committed wait in gwait; once committed (or failed) they move to gdone and are
 	 * completed by group_run on a later reactor callback. */
 	struct op_list gwait, gdone;
 	struct st_io gio; /* the zero-length timer that runs group_run */
@@ -123,23 +124,85 @@ struct bd_engine {
 	} raw_seen[RAW_SEEN_SLOTS]; /* raw keys known committed with this value */
 };
 
-/* engine.c: commit e->batch (plus dirty bitmap chunks); on failure mutations are refused. */
+/* ------------------------------------------------------------------------------------------ */
+/* engine.c */
+
+/* A recycled or new op for nblocks blocks, or NULL (ENOMEM). */
+struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks)
+	__attribute__((nonnull));
+/* Release everything the op holds, record its idempotency status, free it and call its cb. */
+void bd_op_complete(struct bd_op *op) __attribute__((nonnull));
+void bd_op_fail(struct bd_op *op, int err) __attribute__((nonnull));
+/* Returns 0 or -EINVAL; records the ancestry the request carries. */
+int bd_validate(struct bd_engine *e, const struct bd_req *q, bool need_len)
+	__attribute__((nonnull));
+/* The key of the list holding logical block lb of the request's object. */
+void bd_key_of(const struct bd_req *q, uint64_t lb, struct bd_mkey *k) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* resolve.c */
+
+/* The cached entry of the layer's own list, loading it; NULL with *err = 0 when it has none. */
+struct bd_centry *bd_load_own(struct bd_engine *e, const struct bd_mkey *k, int *err)
+	__attribute__((nonnull));
+/* The cached ancestry (parent first) and its length; 0 for an unknown (root) layer. */
+int bd_layer_ancestry(struct bd_engine *e, uint64_t family, uint64_t layer, const uint64_t **anc)
+	__attribute__((nonnull));
+/* The list serving k (NULL: none, all unallocated). Returns 0 or -errno. */
+int bd_resolve(struct bd_engine *e, const struct bd_mkey *k, const struct bd_extmap **out)
+	__attribute__((nonnull));
+/* The layer's own list for writing, copying up the resolved ancestor's if it has none. */
+struct bd_extmap *bd_own_for_write(struct bd_engine *e, const struct bd_mkey *k, bool *created,
+				   int *err) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* read.c */
+
+/* Map and read the op's blocks (into cawbuf for compare-and-write). */
+void bd_read_phase(struct bd_op *op) __attribute__((nonnull));
+/* Every read of the op finished: verify, then complete (READ) or compare and write (CAW). */
+void bd_read_done(struct bd_op *op) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* mutate.c */
+
+/* True while any op holds or waits for the object's lock. */
+bool bd_engine_object_locked(struct bd_engine *e, uint64_t family, uint64_t object)
+	__attribute__((nonnull));
+/* Release the op's object lock and grant compatible waiters. */
+void bd_lock_release(struct bd_op *op) __attribute__((nonnull));
+/* Completion of one data read or write of an op (arg: its struct op_sub). */
+void bd_op_io_done(void *arg, int res);
+/* Reserve blocks and write the op's data to them (zero and trim go straight to commit). */
+void bd_write_phase(struct bd_op *op) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* commit.c */
+
+/* Apply the op to the layer's own lists and join the group commit. */
+void bd_commit_phase(struct bd_op *op) __attribute__((nonnull));
+/* Commit e->batch (plus dirty bitmap chunks); on failure mutations are refused. */
 int bd_engine_commit_batch(struct bd_engine *e, bool sync) __attribute__((nonnull));
-/* engine.c: blocks whose last reference a committed batch dropped go to limbo. */
+/* Blocks whose last reference a committed batch dropped go to limbo. */
 void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t n)
 	__attribute__((nonnull));
-/* cache.c: keep an entry (whose list has an edit in group gseq) from eviction until
+/* Commit the edits of every op gathered for the group commit now (their replies still come
+ * from a later reactor callback). Call before reading the index directly. */
+void bd_engine_drain(struct bd_engine *e) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* cache.c */
+
+/* Keep an entry (whose list has an edit in group gseq) from eviction until
  * bd_cache_committed(c, >= gseq). */
 void bd_cache_pin(struct bd_cache *c, struct bd_centry *ce, uint64_t gseq) __attribute__((nonnull));
 void bd_cache_committed(struct bd_cache *c, uint64_t gseq) __attribute__((nonnull));
 uint64_t bd_cache_pinned(struct bd_centry *ce) __attribute__((nonnull));
-/* index.c: append every put and delete of src to dst (in order). Returns 0 or -ENOMEM. */
+
+/* ------------------------------------------------------------------------------------------ */
+/* index.c */
+
+/* Append every put and delete of src to dst (in order). Returns 0 or -ENOMEM. */
 int bd_batch_append(struct bd_batch *dst, const struct bd_batch *src) __attribute__((nonnull));
-/* engine.c: commit the edits of every op gathered for the group commit now (their replies
- * still come from a later reactor callback). Call before reading the index directly. */
-void bd_engine_drain(struct bd_engine *e) __attribute__((nonnull));
-/* engine.c: true while any op holds or waits for the object's lock. */
-bool bd_engine_object_locked(struct bd_engine *e, uint64_t family, uint64_t object)
-	__attribute__((nonnull));
 
 #endif

@@ -2,7 +2,8 @@
  * strata-blockd internals: the storage engine and its RPC service.
  *
  *   service.c  frames -> validated bd_req -> engine ops -> replies
- *   engine.c   read/write/zero/trim/CAW/flush over io_uring (one reactor thread owns it all)
+ *   engine.c   read/write/zero/trim/CAW/flush over io_uring (one reactor thread owns it all);
+ *              its phases are in resolve.c, read.c, mutate.c, commit.c, metaops.c
  *   cache.c    (family, layer, object, seg) -> own extent list or the resolved ancestor
  *   layers.c   layer -> ancestry (immutable, cached from requests or meta)
  *   extmap.c   one segment's extent list: runs of 4 KiB blocks with a crc32c per block
@@ -330,6 +331,13 @@ const struct bd_fsck_report *bd_engine_fsck_report(const struct bd_engine *e)
 	__attribute__((nonnull));
 /* Read every referenced block and check its crc (slow; for --fsck). Returns 0 or -errno. */
 int bd_engine_verify_data(struct bd_engine *e, struct bd_fsck_report *rep) __attribute__((nonnull));
+void bd_engine_space(struct bd_engine *e, struct bd_space *s) __attribute__((nonnull));
+/* Free limbo blocks that no read can still see (also done after every op). */
+void bd_engine_reap(struct bd_engine *e) __attribute__((nonnull));
+struct bd_index *bd_engine_index(struct bd_engine *e) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* read.c, mutate.c */
 
 /*
  * Async ops: cb(cb_arg, err) runs on the reactor thread, possibly before the call returns.
@@ -352,6 +360,9 @@ void bd_compare_and_write(struct bd_engine *e, const struct bd_req *q, const voi
 /* Make every completed write durable: fdatasync(data) then a synced WAL. */
 void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg) __attribute__((nonnull(1, 2)));
 
+/* ------------------------------------------------------------------------------------------ */
+/* metaops.c */
+
 /* Synchronous metadata ops. Return 0 or -errno. */
 int bd_block_status(struct bd_engine *e, const struct bd_req *q, struct bd_status_ext *out,
 		    size_t max, size_t *n) __attribute__((nonnull));
@@ -360,13 +371,13 @@ int bd_layer_delete(struct bd_engine *e, uint64_t family, uint64_t layer, const 
 		    uint64_t *blocks_freed) __attribute__((nonnull(1)));
 int bd_flatten(struct bd_engine *e, uint64_t family, uint64_t layer, const uint64_t *anc,
 	       uint32_t nanc, uint64_t *lists_copied) __attribute__((nonnull(1)));
-void bd_engine_space(struct bd_engine *e, struct bd_space *s) __attribute__((nonnull));
-/* Free limbo blocks that no read can still see (also done after every op). */
-void bd_engine_reap(struct bd_engine *e) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* resolve.c */
+
 /* The cached ancestry of a layer (parent first): its length, or -ENOENT. */
 int bd_engine_ancestry(struct bd_engine *e, uint64_t family, uint64_t layer, const uint64_t **anc)
 	__attribute__((nonnull));
-struct bd_index *bd_engine_index(struct bd_engine *e) __attribute__((nonnull));
 /* objcopy.c: commit raw keys alone (sync: WAL synced). Returns 0 or -EIO. */
 int bd_engine_put_raw(struct bd_engine *e, const struct bd_xkv *xkv, uint32_t n, bool sync)
 	__attribute__((nonnull));

@@ -22,6 +22,11 @@
  *
  * Cost: snapshot, clone, template, rollback and rename touch a constant number of records,
  * whatever the volume size. Delete and the dependency checks walk the family, never the data.
+ *
+ * This file holds the records, the in-memory indexes and tree, load, open and close, commit,
+ * reclaims and the invariant check; pools and volumes are in volumes.c, snapshots, clones,
+ * templates, rollback and flatten in snapshots.c. The state and the helpers they share are
+ * declared in internal.h.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -35,32 +40,6 @@
 
 #include "common/log.h"
 #include "internal.h"
-
-struct md_counters {
-	uint64_t epoch;
-	uint32_t next_pool, next_node;
-	uint64_t next_volume, next_layer, next_family;
-};
-
-struct md_catalog {
-	rocksdb_t *db;
-	rocksdb_options_t *opts;
-	rocksdb_writeoptions_t *wo;
-	rocksdb_readoptions_t *ro;
-	char *dir;
-	struct md_counters ctr;
-	struct md_pool **pools;
-	size_t npools;
-	struct md_node **nodes;
-	size_t nnodes;
-	struct md_map volumes; /* be64 id -> md_volume */
-	struct md_map vnames;  /* be32 pool id + name -> md_volume */
-	struct md_map layers;  /* be64 id -> md_layer */
-	struct md_map snaps;   /* be64 volume id + name -> md_layer (kind SNAP) */
-	struct md_reclaim *reclaims;
-	size_t nreclaims, cap_reclaims;
-	char err[512];
-};
 
 /* ---- small helpers ---- */
 
@@ -100,7 +79,7 @@ bool md_name_valid(const char *name)
 	return n >= 1;
 }
 
-static uint64_t wall_now(void)
+uint64_t md_wall_now(void)
 {
 	return (uint64_t)time(NULL);
 }
@@ -112,7 +91,7 @@ static void be32(uint8_t *p, uint32_t v)
 	}
 }
 
-static void be64(uint8_t *p, uint64_t v)
+void md_be64(uint8_t *p, uint64_t v)
 {
 	for (int i = 7; i >= 0; i--, v >>= 8) {
 		p[i] = (uint8_t)v;
@@ -128,7 +107,7 @@ static uint64_t get_be(const uint8_t *p, size_t n)
 	return v;
 }
 
-static size_t vname_key(uint8_t *k, uint32_t pool_id, const char *name)
+size_t md_vname_key(uint8_t *k, uint32_t pool_id, const char *name)
 {
 	size_t n = strlen(name);
 	be32(k, pool_id);
@@ -136,15 +115,15 @@ static size_t vname_key(uint8_t *k, uint32_t pool_id, const char *name)
 	return 4 + n;
 }
 
-static size_t snap_key(uint8_t *k, uint64_t vol, const char *name)
+size_t md_snap_key(uint8_t *k, uint64_t vol, const char *name)
 {
 	size_t n = strlen(name);
-	be64(k, vol);
+	md_be64(k, vol);
 	memcpy(k + 8, name, n);
 	return 8 + n;
 }
 
-static void copy_name(char *dst, const char *src)
+void md_copy_name(char *dst, const char *src)
 {
 	snprintf(dst, MD_NAME_MAX + 1, "%s", src ? src : "");
 }
@@ -159,7 +138,7 @@ static void batch_put_msg(rocksdb_writebatch_t *b, char prefix, uint64_t id, siz
 	if (idlen == 4) {
 		be32(key + 1, (uint32_t)id);
 	} else {
-		be64(key + 1, id);
+		md_be64(key + 1, id);
 	}
 	size_t len = protobuf_c_message_get_packed_size(m);
 	uint8_t stackbuf[1024];
@@ -174,19 +153,19 @@ static void batch_put_msg(rocksdb_writebatch_t *b, char prefix, uint64_t id, siz
 	}
 }
 
-static void batch_del(rocksdb_writebatch_t *b, char prefix, uint64_t id, size_t idlen)
+void md_batch_del(rocksdb_writebatch_t *b, char prefix, uint64_t id, size_t idlen)
 {
 	uint8_t key[9];
 	key[0] = (uint8_t)prefix;
 	if (idlen == 4) {
 		be32(key + 1, (uint32_t)id);
 	} else {
-		be64(key + 1, id);
+		md_be64(key + 1, id);
 	}
 	rocksdb_writebatch_delete(b, (const char *)key, 1 + idlen);
 }
 
-static void put_pool(rocksdb_writebatch_t *b, const struct md_pool *p)
+void md_batch_put_pool(rocksdb_writebatch_t *b, const struct md_pool *p)
 {
 	Strata__Meta__Pool m = STRATA__META__POOL__INIT;
 	m.id = p->id;
@@ -211,7 +190,7 @@ void md_batch_put_node(rocksdb_writebatch_t *b, const struct md_node *n)
 	batch_put_msg(b, 'n', n->id, 4, &m.base);
 }
 
-static void put_volume(rocksdb_writebatch_t *b, const struct md_volume *v)
+void md_batch_put_volume(rocksdb_writebatch_t *b, const struct md_volume *v)
 {
 	Strata__Meta__VolumeRec m = STRATA__META__VOLUME_REC__INIT;
 	m.id = v->id;
@@ -231,7 +210,7 @@ static void put_volume(rocksdb_writebatch_t *b, const struct md_volume *v)
 	batch_put_msg(b, 'v', v->id, 8, &m.base);
 }
 
-static void put_layer(rocksdb_writebatch_t *b, const struct md_layer *l)
+void md_batch_put_layer(rocksdb_writebatch_t *b, const struct md_layer *l)
 {
 	Strata__Meta__LayerRec m = STRATA__META__LAYER_REC__INIT;
 	m.id = l->id;
@@ -312,7 +291,7 @@ static int add_child(struct md_layer *parent, struct md_layer *child)
 	return 0;
 }
 
-static void remove_child(struct md_layer *parent, const struct md_layer *child)
+void md_remove_child(struct md_layer *parent, const struct md_layer *child)
 {
 	for (uint32_t i = 0; i < parent->nchildren; i++) {
 		if (parent->children[i] == child) {
@@ -327,49 +306,49 @@ static void remove_child(struct md_layer *parent, const struct md_layer *child)
 struct md_volume *md_volume_by_id(const struct md_catalog *cat, uint64_t id)
 {
 	uint8_t k[8];
-	be64(k, id);
+	md_be64(k, id);
 	return md_map_get(&cat->volumes, k, 8);
 }
 
 struct md_layer *md_layer_by_id(const struct md_catalog *cat, uint64_t id)
 {
 	uint8_t k[8];
-	be64(k, id);
+	md_be64(k, id);
 	return md_map_get(&cat->layers, k, 8);
 }
 
-static int index_volume(struct md_catalog *cat, struct md_volume *v)
+int md_index_volume(struct md_catalog *cat, struct md_volume *v)
 {
 	uint8_t k[8 + MD_NAME_MAX];
-	be64(k, v->id);
+	md_be64(k, v->id);
 	int rc = md_map_put(&cat->volumes, k, 8, v);
 	if (rc == 0) {
-		rc = md_map_put(&cat->vnames, k, vname_key(k, v->pool_id, v->name), v);
+		rc = md_map_put(&cat->vnames, k, md_vname_key(k, v->pool_id, v->name), v);
 	}
 	return rc;
 }
 
-static void unindex_volume(struct md_catalog *cat, struct md_volume *v)
+void md_unindex_volume(struct md_catalog *cat, struct md_volume *v)
 {
 	uint8_t k[8 + MD_NAME_MAX];
-	be64(k, v->id);
+	md_be64(k, v->id);
 	md_map_del(&cat->volumes, k, 8);
-	md_map_del(&cat->vnames, k, vname_key(k, v->pool_id, v->name));
+	md_map_del(&cat->vnames, k, md_vname_key(k, v->pool_id, v->name));
 }
 
 /* Index a layer by id (and by name if a snapshot) and link it under its parent. */
-static int index_layer(struct md_catalog *cat, struct md_layer *l)
+int md_index_layer(struct md_catalog *cat, struct md_layer *l)
 {
 	uint8_t k[8 + MD_NAME_MAX];
-	be64(k, l->id);
+	md_be64(k, l->id);
 	int rc = md_map_put(&cat->layers, k, 8, l);
 	if (rc == 0 && l->kind == MD_LAYER_SNAP) {
-		rc = md_map_put(&cat->snaps, k, snap_key(k, l->volume, l->name), l);
+		rc = md_map_put(&cat->snaps, k, md_snap_key(k, l->volume, l->name), l);
 	}
 	return rc;
 }
 
-static int link_layer(struct md_catalog *cat, struct md_layer *l)
+int md_link_layer(struct md_catalog *cat, struct md_layer *l)
 {
 	if (l->parent == 0) {
 		return 0;
@@ -381,8 +360,8 @@ static int link_layer(struct md_catalog *cat, struct md_layer *l)
 	return add_child(p, l);
 }
 
-static struct md_layer *new_layer(struct md_catalog *cat, uint64_t family, uint64_t parent,
-				  uint64_t volume, uint32_t kind)
+struct md_layer *md_new_layer(struct md_catalog *cat, uint64_t family, uint64_t parent,
+			      uint64_t volume, uint32_t kind)
 {
 	struct md_layer *l = calloc(1, sizeof(*l));
 	if (l == NULL) {
@@ -393,11 +372,11 @@ static struct md_layer *new_layer(struct md_catalog *cat, uint64_t family, uint6
 	l->parent = parent;
 	l->volume = volume;
 	l->kind = kind;
-	l->created = wall_now();
+	l->created = md_wall_now();
 	return l;
 }
 
-static void free_layer(struct md_layer *l)
+void md_free_layer(struct md_layer *l)
 {
 	if (l != NULL) {
 		free(l->children);
@@ -405,8 +384,8 @@ static void free_layer(struct md_layer *l)
 	}
 }
 
-static int add_reclaim(struct md_catalog *cat, rocksdb_writebatch_t *b, const struct md_layer *l,
-		       uint32_t pool_id)
+int md_add_reclaim(struct md_catalog *cat, rocksdb_writebatch_t *b, const struct md_layer *l,
+		   uint32_t pool_id)
 {
 	if (cat->nreclaims == cat->cap_reclaims) {
 		size_t ncap = cat->cap_reclaims ? cat->cap_reclaims * 2 : 16;
@@ -432,23 +411,23 @@ static int add_reclaim(struct md_catalog *cat, rocksdb_writebatch_t *b, const st
  * A hidden parent (a deleted snapshot kept only for its descendants) that is left without
  * children is dropped too, and so on up the chain.
  */
-static void drop_layer(struct md_catalog *cat, rocksdb_writebatch_t *b, struct md_layer *l,
-		       uint32_t pool_id)
+void md_drop_layer(struct md_catalog *cat, rocksdb_writebatch_t *b, struct md_layer *l,
+		   uint32_t pool_id)
 {
 	while (l != NULL) {
 		struct md_layer *parent = l->parent ? md_layer_by_id(cat, l->parent) : NULL;
 		if (parent != NULL) {
-			remove_child(parent, l);
+			md_remove_child(parent, l);
 		}
 		uint8_t k[8 + MD_NAME_MAX];
-		be64(k, l->id);
+		md_be64(k, l->id);
 		md_map_del(&cat->layers, k, 8);
 		if (l->kind == MD_LAYER_SNAP) {
-			md_map_del(&cat->snaps, k, snap_key(k, l->volume, l->name));
+			md_map_del(&cat->snaps, k, md_snap_key(k, l->volume, l->name));
 		}
-		batch_del(b, 'l', l->id, 8);
-		(void)add_reclaim(cat, b, l, pool_id);
-		free_layer(l);
+		md_batch_del(b, 'l', l->id, 8);
+		(void)md_add_reclaim(cat, b, l, pool_id);
+		md_free_layer(l);
 		l = (parent != NULL && parent->kind == MD_LAYER_HIDDEN && parent->nchildren == 0)
 			    ? parent
 			    : NULL;
@@ -462,7 +441,7 @@ static void catalog_clear(struct md_catalog *cat)
 	size_t pos = 0;
 	void *v;
 	while ((v = md_map_next(&cat->layers, &pos)) != NULL) {
-		free_layer(v);
+		md_free_layer(v);
 	}
 	pos = 0;
 	while ((v = md_map_next(&cat->volumes, &pos)) != NULL) {
@@ -490,7 +469,7 @@ static void catalog_clear(struct md_catalog *cat)
 	memset(&cat->ctr, 0, sizeof(cat->ctr));
 }
 
-static int push_ptr(void ***arr, size_t *n, void *p)
+int md_push_ptr(void ***arr, size_t *n, void *p)
 {
 	void **na = realloc(*arr, (*n + 1) * sizeof(void *));
 	if (na == NULL) {
@@ -504,7 +483,7 @@ static int push_ptr(void ***arr, size_t *n, void *p)
 struct md_node *md_node_alloc(struct md_catalog *cat)
 {
 	struct md_node *n = calloc(1, sizeof(*n));
-	if (n == NULL || push_ptr((void ***)&cat->nodes, &cat->nnodes, n) < 0) {
+	if (n == NULL || md_push_ptr((void ***)&cat->nodes, &cat->nnodes, n) < 0) {
 		free(n);
 		return NULL;
 	}
@@ -554,9 +533,9 @@ static int load_record(struct md_catalog *cat, const uint8_t *k, size_t klen, co
 				      .replicas = m->replicas,
 				      .object_size = m->object_size,
 				      .pg_count = m->pg_count};
-		copy_name(p->name, m->name);
+		md_copy_name(p->name, m->name);
 		strata__meta__pool__free_unpacked(m, NULL);
-		return push_ptr((void ***)&cat->pools, &cat->npools, p);
+		return md_push_ptr((void ***)&cat->pools, &cat->npools, p);
 	}
 	if (klen == 5 && k[0] == 'n') {
 		Strata__Meta__Node *m = strata__meta__node__unpack(NULL, vlen, v);
@@ -599,9 +578,9 @@ static int load_record(struct md_catalog *cat, const uint8_t *k, size_t klen, co
 					  .flatten_state = m->flatten_state,
 					  .flatten_done = m->flatten_done,
 					  .flatten_total = m->flatten_total};
-		copy_name(vol->name, m->name);
+		md_copy_name(vol->name, m->name);
 		strata__meta__volume_rec__free_unpacked(m, NULL);
-		int rc = index_volume(cat, vol);
+		int rc = md_index_volume(cat, vol);
 		if (rc < 0) {
 			free(vol);
 		}
@@ -621,13 +600,13 @@ static int load_record(struct md_catalog *cat, const uint8_t *k, size_t klen, co
 		l->parent = m->parent;
 		l->volume = m->volume;
 		l->kind = m->kind;
-		copy_name(l->name, m->name);
+		md_copy_name(l->name, m->name);
 		l->created = m->created;
 		l->size = m->size;
 		strata__meta__layer_rec__free_unpacked(m, NULL);
-		int rc = index_layer(cat, l);
+		int rc = md_index_layer(cat, l);
 		if (rc < 0) {
-			free_layer(l);
+			md_free_layer(l);
 		}
 		return rc;
 	}
@@ -715,7 +694,7 @@ static int catalog_load(struct md_catalog *cat)
 	size_t pos = 0;
 	struct md_layer *l;
 	while ((l = md_map_next(&cat->layers, &pos)) != NULL) {
-		if (link_layer(cat, l) < 0) {
+		if (md_link_layer(cat, l) < 0) {
 			return md_fail(cat, -EUCLEAN, "layer %llu has a missing parent %llu",
 				       (unsigned long long)l->id, (unsigned long long)l->parent);
 		}
@@ -807,873 +786,6 @@ void md_catalog_close(struct md_catalog *cat)
 	free(cat);
 }
 
-/* ---- pools ---- */
-
-const struct md_pool *md_pool_find(const struct md_catalog *cat, const char *name)
-{
-	for (size_t i = 0; i < cat->npools; i++) {
-		if (strcmp(cat->pools[i]->name, name) == 0) {
-			return cat->pools[i];
-		}
-	}
-	return NULL;
-}
-
-const struct md_pool *md_pool_by_id(const struct md_catalog *cat, uint32_t id)
-{
-	for (size_t i = 0; i < cat->npools; i++) {
-		if (cat->pools[i]->id == id) {
-			return cat->pools[i];
-		}
-	}
-	return NULL;
-}
-
-size_t md_pools(const struct md_catalog *cat, const struct md_pool *const **out)
-{
-	*out = (const struct md_pool *const *)cat->pools;
-	return cat->npools;
-}
-
-int md_pool_create(struct md_catalog *cat, const char *name, uint32_t replicas, uint64_t obj_size,
-		   uint32_t pgs, const struct md_pool **out)
-{
-	if (!md_name_valid(name)) {
-		return md_fail(
-			cat, -EINVAL,
-			"invalid pool name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 characters)",
-			name);
-	}
-	replicas = replicas ? replicas : MD_DEFAULT_REPLICAS;
-	obj_size = obj_size ? obj_size : MD_DEFAULT_OBJ_SIZE;
-	pgs = pgs ? pgs : MD_DEFAULT_PGS;
-	if (replicas < 1 || replicas > 3) {
-		return md_fail(cat, -EINVAL, "replicas must be 1 to 3, not %u", replicas);
-	}
-	if (obj_size < MD_MIN_OBJ_SIZE || obj_size > MD_MAX_OBJ_SIZE ||
-	    (obj_size & (obj_size - 1)) != 0) {
-		return md_fail(cat, -EINVAL,
-			       "object size must be a power of two from 64K to 64M, not %llu",
-			       (unsigned long long)obj_size);
-	}
-	if (pgs > 65536) {
-		return md_fail(cat, -EINVAL, "pg count must be 1 to 65536, not %u", pgs);
-	}
-	if (md_pool_find(cat, name) != NULL) {
-		return md_fail(cat, -EEXIST, "pool '%s' already exists", name);
-	}
-	struct md_pool *p = calloc(1, sizeof(*p));
-	if (p == NULL || push_ptr((void ***)&cat->pools, &cat->npools, p) < 0) {
-		free(p);
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	p->id = cat->ctr.next_pool++;
-	copy_name(p->name, name);
-	p->replicas = replicas;
-	p->object_size = obj_size;
-	p->pg_count = pgs;
-	rocksdb_writebatch_t *b = md_batch();
-	put_pool(b, p);
-	md_batch_bump_epoch(cat, b); /* pools are part of the cluster map */
-	int rc = md_commit(cat, b);
-	if (rc < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = p;
-	}
-	return 0;
-}
-
-/* ---- volumes ---- */
-
-char *md_volume_spec(const struct md_catalog *cat, const struct md_volume *v, char *buf, size_t len)
-{
-	const struct md_pool *p = md_pool_by_id(cat, v->pool_id);
-	snprintf(buf, len, "%s/%s", p ? p->name : "?", v->name);
-	return buf;
-}
-
-static int find_pool(struct md_catalog *cat, const char *pool, const struct md_pool **out)
-{
-	if (!md_name_valid(pool)) {
-		return md_fail(cat, -EINVAL, "invalid pool name '%.140s'", pool);
-	}
-	*out = md_pool_find(cat, pool);
-	if (*out == NULL) {
-		return md_fail(cat, -ENOENT, "pool '%s' does not exist", pool);
-	}
-	return 0;
-}
-
-int md_volume_lookup(struct md_catalog *cat, const char *pool, const char *name,
-		     struct md_volume **out)
-{
-	const struct md_pool *p;
-	int rc = find_pool(cat, pool, &p);
-	if (rc < 0) {
-		return rc;
-	}
-	if (!md_name_valid(name)) {
-		return md_fail(cat, -EINVAL, "invalid volume name '%.140s'", name);
-	}
-	uint8_t k[4 + MD_NAME_MAX];
-	*out = md_map_get(&cat->vnames, k, vname_key(k, p->id, name));
-	if (*out == NULL) {
-		return md_fail(cat, -ENOENT, "volume '%s/%s' does not exist", pool, name);
-	}
-	return 0;
-}
-
-int md_snap_lookup(struct md_catalog *cat, const struct md_volume *v, const char *snap,
-		   struct md_layer **out)
-{
-	char spec[300];
-	if (!md_name_valid(snap)) {
-		return md_fail(cat, -EINVAL, "invalid snapshot name '%.140s'", snap);
-	}
-	uint8_t k[8 + MD_NAME_MAX];
-	*out = md_map_get(&cat->snaps, k, snap_key(k, v->id, snap));
-	if (*out == NULL) {
-		return md_fail(cat, -ENOENT, "snapshot '%s@%s' does not exist",
-			       md_volume_spec(cat, v, spec, sizeof(spec)), snap);
-	}
-	return 0;
-}
-
-static int check_size(struct md_catalog *cat, uint64_t size)
-{
-	if (size == 0 || size > MD_MAX_VOLUME_SIZE || size % 512 != 0) {
-		return md_fail(cat, -EINVAL,
-			       "invalid size %llu: must be a non-zero multiple of 512 bytes, at "
-			       "most 1 EiB",
-			       (unsigned long long)size);
-	}
-	return 0;
-}
-
-/* Create volume + head layer in memory; the caller adds them to a batch. */
-static int make_volume(struct md_catalog *cat, const struct md_pool *p, const char *name,
-		       uint64_t size, uint64_t family, uint64_t parent_layer,
-		       struct md_volume **out, struct md_layer **head_out)
-{
-	struct md_volume *v = calloc(1, sizeof(*v));
-	if (v == NULL) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	v->id = cat->ctr.next_volume++;
-	v->pool_id = p->id;
-	copy_name(v->name, name);
-	v->size = size;
-	v->family = family ? family : cat->ctr.next_family++;
-	v->created = wall_now();
-	v->origin = parent_layer;
-	struct md_layer *h = new_layer(cat, v->family, parent_layer, v->id, MD_LAYER_HEAD);
-	if (h == NULL) {
-		free(v);
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	h->size = size;
-	v->head = h->id;
-	if (index_volume(cat, v) < 0 || index_layer(cat, h) < 0 || link_layer(cat, h) < 0) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	*out = v;
-	*head_out = h;
-	return 0;
-}
-
-int md_volume_create(struct md_catalog *cat, const char *pool, const char *name, uint64_t size,
-		     struct md_volume **out)
-{
-	const struct md_pool *p;
-	int rc = find_pool(cat, pool, &p);
-	if (rc < 0) {
-		return rc;
-	}
-	if (!md_name_valid(name)) {
-		return md_fail(cat, -EINVAL,
-			       "invalid volume name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 "
-			       "characters)",
-			       name);
-	}
-	if ((rc = check_size(cat, size)) < 0) {
-		return rc;
-	}
-	uint8_t k[4 + MD_NAME_MAX];
-	if (md_map_get(&cat->vnames, k, vname_key(k, p->id, name)) != NULL) {
-		return md_fail(cat, -EEXIST, "volume '%s/%s' already exists", pool, name);
-	}
-	struct md_volume *v;
-	struct md_layer *h;
-	if ((rc = make_volume(cat, p, name, size, 0, 0, &v, &h)) < 0) {
-		return rc;
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	put_volume(b, v);
-	put_layer(b, h);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	return 0;
-}
-
-static int volume_writable(struct md_catalog *cat, const struct md_volume *v, const char *what)
-{
-	char spec[300];
-	if (v->is_template) {
-		return md_fail(cat, -EROFS, "cannot %s '%s': it is a template (unmark it first)",
-			       what, md_volume_spec(cat, v, spec, sizeof(spec)));
-	}
-	return 0;
-}
-
-int md_volume_resize(struct md_catalog *cat, const char *pool, const char *name, uint64_t size,
-		     bool allow_shrink, struct md_volume **out)
-{
-	struct md_volume *v;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0 || (rc = check_size(cat, size)) < 0 ||
-	    (rc = volume_writable(cat, v, "resize")) < 0) {
-		return rc;
-	}
-	if (size < v->size && !allow_shrink) {
-		return md_fail(
-			cat, -EINVAL,
-			"refusing to shrink '%s/%s' from %llu to %llu bytes without --allow-shrink",
-			pool, name, (unsigned long long)v->size, (unsigned long long)size);
-	}
-	v->size = size;
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
-	put_volume(b, v);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	return 0;
-}
-
-int md_volume_rename(struct md_catalog *cat, const char *pool, const char *name,
-		     const char *new_name, struct md_volume **out)
-{
-	struct md_volume *v;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0) {
-		return rc;
-	}
-	if (!md_name_valid(new_name)) {
-		return md_fail(cat, -EINVAL,
-			       "invalid volume name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 "
-			       "characters)",
-			       new_name);
-	}
-	uint8_t k[8 + MD_NAME_MAX];
-	if (md_map_get(&cat->vnames, k, vname_key(k, v->pool_id, new_name)) != NULL) {
-		return md_fail(cat, -EEXIST, "volume '%s/%s' already exists", pool, new_name);
-	}
-	unindex_volume(cat, v);
-	copy_name(v->name, new_name);
-	if (index_volume(cat, v) < 0) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	put_volume(b, v);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	return 0;
-}
-
-int md_ancestry(const struct md_catalog *cat, const struct md_layer *l, uint64_t **out)
-{
-	size_t n = 0, cap = 0;
-	uint64_t *a = NULL;
-	for (uint64_t p = l->parent; p != 0;) {
-		const struct md_layer *pl = md_layer_by_id(cat, p);
-		if (pl == NULL) {
-			break;
-		}
-		if (n == cap) {
-			cap = cap ? cap * 2 : 8;
-			uint64_t *na = realloc(a, cap * sizeof(*a));
-			if (na == NULL) {
-				free(a);
-				return -ENOMEM;
-			}
-			a = na;
-		}
-		a[n++] = p;
-		p = pl->parent;
-	}
-	*out = a;
-	return (int)n;
-}
-
-static int cmp_volume(const void *a, const void *b)
-{
-	const struct md_volume *x = *(const struct md_volume *const *)a;
-	const struct md_volume *y = *(const struct md_volume *const *)b;
-	if (x->pool_id != y->pool_id) {
-		return x->pool_id < y->pool_id ? -1 : 1;
-	}
-	return strcmp(x->name, y->name);
-}
-
-int md_volumes(struct md_catalog *cat, const char *pool, bool templates_only,
-	       struct md_volume ***out)
-{
-	const struct md_pool *p = NULL;
-	if (pool != NULL && pool[0] != '\0') {
-		int rc = find_pool(cat, pool, &p);
-		if (rc < 0) {
-			return rc;
-		}
-	}
-	struct md_volume **arr = malloc((cat->volumes.count + 1) * sizeof(*arr));
-	if (arr == NULL) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	size_t n = 0, pos = 0;
-	struct md_volume *v;
-	while ((v = md_map_next(&cat->volumes, &pos)) != NULL) {
-		if ((p == NULL || v->pool_id == p->id) && (!templates_only || v->is_template)) {
-			arr[n++] = v;
-		}
-	}
-	qsort(arr, n, sizeof(*arr), cmp_volume);
-	*out = arr;
-	return (int)n;
-}
-
-static int cmp_layer_id(const void *a, const void *b)
-{
-	const struct md_layer *x = *(const struct md_layer *const *)a;
-	const struct md_layer *y = *(const struct md_layer *const *)b;
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
-int md_snapshots(struct md_catalog *cat, const struct md_volume *v, struct md_layer ***out)
-{
-	struct md_layer **arr = malloc((cat->snaps.count + 1) * sizeof(*arr));
-	if (arr == NULL) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	size_t n = 0, pos = 0;
-	struct md_layer *l;
-	while ((l = md_map_next(&cat->snaps, &pos)) != NULL) {
-		if (l->volume == v->id) {
-			arr[n++] = l;
-		}
-	}
-	qsort(arr, n, sizeof(*arr), cmp_layer_id);
-	*out = arr;
-	return (int)n;
-}
-
-/* Does w's head descend from layer (or, if layer is NULL, from any layer owned by owner)? */
-static bool descends(const struct md_catalog *cat, const struct md_volume *w,
-		     const struct md_layer *layer, uint64_t owner)
-{
-	const struct md_layer *l = md_layer_by_id(cat, w->head);
-	for (l = l ? md_layer_by_id(cat, l->parent) : NULL; l != NULL;
-	     l = l->parent ? md_layer_by_id(cat, l->parent) : NULL) {
-		if (layer != NULL ? l == layer : l->volume == owner) {
-			return true;
-		}
-	}
-	return false;
-}
-
-int md_dependents(struct md_catalog *cat, const struct md_volume *v, const struct md_layer *layer,
-		  struct md_volume ***out)
-{
-	struct md_volume **arr = malloc((cat->volumes.count + 1) * sizeof(*arr));
-	if (arr == NULL) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	size_t n = 0, pos = 0;
-	struct md_volume *w;
-	while ((w = md_map_next(&cat->volumes, &pos)) != NULL) {
-		if (w != v && w->family == v->family && descends(cat, w, layer, v->id)) {
-			arr[n++] = w;
-		}
-	}
-	qsort(arr, n, sizeof(*arr), cmp_volume);
-	*out = arr;
-	return (int)n;
-}
-
-/* Fail with -EBUSY naming the dependents of (v, layer), or return 0 if there are none. */
-static int refuse_if_dependents(struct md_catalog *cat, const struct md_volume *v,
-				const struct md_layer *layer, const char *what)
-{
-	struct md_volume **deps;
-	int n = md_dependents(cat, v, layer, &deps);
-	if (n <= 0) {
-		return n;
-	}
-	char list[300] = "", spec[300];
-	size_t off = 0;
-	for (int i = 0; i < n && off < sizeof(list) - 1; i++) {
-		int w = snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "",
-				 md_volume_spec(cat, deps[i], spec, sizeof(spec)));
-		off += w > 0 ? (size_t)w : 0;
-	}
-	if (off >= sizeof(list) - 1) {
-		snprintf(list + sizeof(list) - 5, 5, "...");
-	}
-	free(deps);
-	return md_fail(
-		cat, -EBUSY,
-		"cannot remove %s: %d clone%s depend%s on it: %s (remove or flatten them first)",
-		what, n, n == 1 ? "" : "s", n == 1 ? "s" : "", list);
-}
-
-int md_volume_remove(struct md_catalog *cat, const char *pool, const char *name)
-{
-	struct md_volume *v;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0) {
-		return rc;
-	}
-	char what[320], spec[300];
-	snprintf(what, sizeof(what), "volume '%s'", md_volume_spec(cat, v, spec, sizeof(spec)));
-	if ((rc = refuse_if_dependents(cat, v, NULL, what)) < 0) {
-		return rc;
-	}
-	/* Collect the layers v owns. None has a child owned by another volume (checked above). */
-	struct md_layer **own = malloc((cat->layers.count + 1) * sizeof(*own));
-	if (own == NULL) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	size_t n = 0, pos = 0;
-	struct md_layer *l;
-	while ((l = md_map_next(&cat->layers, &pos)) != NULL) {
-		if (l->volume == v->id) {
-			own[n++] = l;
-		}
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
-	/* Detach from foreign parents (the origin snapshot) first; drop those afterwards if they
-	 * were hidden and are now childless. */
-	uint64_t foreign[8];
-	size_t nforeign = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct md_layer *p = own[i]->parent ? md_layer_by_id(cat, own[i]->parent) : NULL;
-		if (p != NULL && p->volume != v->id) {
-			remove_child(p, own[i]);
-			own[i]->parent = 0;
-			if (nforeign < 8) {
-				foreign[nforeign++] = p->id;
-			}
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		uint8_t k[8 + MD_NAME_MAX];
-		be64(k, own[i]->id);
-		md_map_del(&cat->layers, k, 8);
-		if (own[i]->kind == MD_LAYER_SNAP) {
-			md_map_del(&cat->snaps, k, snap_key(k, own[i]->volume, own[i]->name));
-		}
-		batch_del(b, 'l', own[i]->id, 8);
-		(void)add_reclaim(cat, b, own[i], v->pool_id);
-	}
-	for (size_t i = 0; i < n; i++) {
-		free_layer(own[i]);
-	}
-	free(own);
-	for (size_t i = 0; i < nforeign; i++) {
-		struct md_layer *p = md_layer_by_id(cat, foreign[i]);
-		if (p != NULL && p->kind == MD_LAYER_HIDDEN && p->nchildren == 0) {
-			struct md_volume *pv = md_volume_by_id(cat, p->volume);
-			drop_layer(cat, b, p, pv ? pv->pool_id : v->pool_id);
-		}
-	}
-	unindex_volume(cat, v);
-	batch_del(b, 'v', v->id, 8);
-	md_pr_batch_forget(b, v->id);
-	free(v);
-	return md_commit(cat, b);
-}
-
-/* ---- snapshots, clones, templates ---- */
-
-/* Freeze v's head as snapshot `snap` and start a new head whose parent it is. O(1). */
-static int freeze_head(struct md_catalog *cat, rocksdb_writebatch_t *b, struct md_volume *v,
-		       const char *snap, struct md_layer **out)
-{
-	struct md_layer *h = md_layer_by_id(cat, v->head);
-	if (h == NULL) {
-		return md_fail(cat, -EUCLEAN, "volume '%s' has no head layer", v->name);
-	}
-	struct md_layer *nh = new_layer(cat, v->family, h->id, v->id, MD_LAYER_HEAD);
-	if (nh == NULL) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	h->kind = MD_LAYER_SNAP;
-	copy_name(h->name, snap);
-	h->created = wall_now();
-	h->size = v->size;
-	nh->size = v->size;
-	v->head = nh->id;
-	if (index_layer(cat, h) < 0 || index_layer(cat, nh) < 0 || link_layer(cat, nh) < 0) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	put_layer(b, h);
-	put_layer(b, nh);
-	put_volume(b, v);
-	*out = h;
-	return 0;
-}
-
-int md_snap_create(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
-		   struct md_layer **out)
-{
-	struct md_volume *v;
-	struct md_layer *s;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0) {
-		return rc;
-	}
-	if (!md_name_valid(snap)) {
-		return md_fail(cat, -EINVAL,
-			       "invalid snapshot name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 "
-			       "characters)",
-			       snap);
-	}
-	uint8_t k[8 + MD_NAME_MAX];
-	if (md_map_get(&cat->snaps, k, snap_key(k, v->id, snap)) != NULL) {
-		return md_fail(cat, -EEXIST, "snapshot '%s/%s@%s' already exists", pool, name,
-			       snap);
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
-	rc = freeze_head(cat, b, v, snap, &s);
-	if (rc < 0) {
-		rocksdb_writebatch_destroy(b);
-		return rc;
-	}
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = s;
-	}
-	return 0;
-}
-
-int md_snap_remove(struct md_catalog *cat, const char *pool, const char *name, const char *snap)
-{
-	struct md_volume *v;
-	struct md_layer *s;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0 || (rc = md_snap_lookup(cat, v, snap, &s)) < 0) {
-		return rc;
-	}
-	char what[400];
-	snprintf(what, sizeof(what), "snapshot '%s/%s@%s'", pool, name, snap);
-	if ((rc = refuse_if_dependents(cat, v, s, what)) < 0) {
-		return rc;
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	if (v->template_base == s->id) {
-		v->template_base = 0;
-		put_volume(b, v);
-	}
-	if (s->nchildren > 0) {
-		/* The volume's own later layers still read through it: keep the blocks, drop the
-		 * name. The parent links stay immutable. */
-		uint8_t k[8 + MD_NAME_MAX];
-		md_map_del(&cat->snaps, k, snap_key(k, v->id, s->name));
-		s->kind = MD_LAYER_HIDDEN;
-		s->name[0] = '\0';
-		put_layer(b, s);
-	} else {
-		drop_layer(cat, b, s, v->pool_id);
-	}
-	return md_commit(cat, b);
-}
-
-int md_snap_rollback(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
-		     struct md_volume **out)
-{
-	struct md_volume *v;
-	struct md_layer *s;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0 || (rc = md_snap_lookup(cat, v, snap, &s)) < 0 ||
-	    (rc = volume_writable(cat, v, "roll back")) < 0) {
-		return rc;
-	}
-	struct md_layer *old = md_layer_by_id(cat, v->head);
-	struct md_layer *nh = new_layer(cat, v->family, s->id, v->id, MD_LAYER_HEAD);
-	if (old == NULL || nh == NULL) {
-		free_layer(nh);
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	nh->size = s->size;
-	if (index_layer(cat, nh) < 0 || link_layer(cat, nh) < 0) {
-		return md_fail(cat, -ENOMEM, "out of memory");
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
-	v->head = nh->id;
-	v->size = s->size;
-	if (v->flatten_state == MD_FLATTEN_RUNNING) {
-		v->flatten_state = MD_FLATTEN_NONE; /* the flattened head is gone */
-	}
-	put_layer(b, nh);
-	put_volume(b, v);
-	drop_layer(cat, b, old, v->pool_id);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	return 0;
-}
-
-/* The snapshot a template's clones use; taken on first use after marking. */
-static int template_base(struct md_catalog *cat, rocksdb_writebatch_t *b, struct md_volume *v,
-			 struct md_layer **out)
-{
-	if (v->template_base != 0) {
-		*out = md_layer_by_id(cat, v->template_base);
-		if (*out != NULL) {
-			return 0;
-		}
-	}
-	char nm[MD_NAME_MAX + 1];
-	uint8_t k[8 + MD_NAME_MAX];
-	snprintf(nm, sizeof(nm), "template");
-	for (unsigned i = 2; md_map_get(&cat->snaps, k, snap_key(k, v->id, nm)) != NULL; i++) {
-		snprintf(nm, sizeof(nm), "template.%u", i);
-	}
-	int rc = freeze_head(cat, b, v, nm, out);
-	if (rc == 0) {
-		v->template_base = (*out)->id;
-		put_volume(b, v);
-	}
-	return rc;
-}
-
-int md_clone(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
-	     const char *dst_pool, const char *dst_name, struct md_volume **out)
-{
-	struct md_volume *v, *w;
-	struct md_layer *s = NULL, *h;
-	const struct md_pool *dp;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0) {
-		return rc;
-	}
-	if (snap[0] != '\0') {
-		if ((rc = md_snap_lookup(cat, v, snap, &s)) < 0) {
-			return rc;
-		}
-	} else if (!v->is_template) {
-		return md_fail(cat, -EINVAL,
-			       "'%s/%s' is not a template: clone a snapshot (POOL/VOL@SNAP)", pool,
-			       name);
-	}
-	if ((rc = find_pool(cat, dst_pool, &dp)) < 0) {
-		return rc;
-	}
-	if (dp->id != v->pool_id) {
-		return md_fail(cat, -EXDEV,
-			       "a clone must stay in the pool of its parent ('%s'), not '%s'", pool,
-			       dst_pool);
-	}
-	if (!md_name_valid(dst_name)) {
-		return md_fail(cat, -EINVAL,
-			       "invalid volume name '%.140s' (allowed: [A-Za-z0-9._-], 1 to 128 "
-			       "characters)",
-			       dst_name);
-	}
-	uint8_t k[4 + MD_NAME_MAX];
-	if (md_map_get(&cat->vnames, k, vname_key(k, dp->id, dst_name)) != NULL) {
-		return md_fail(cat, -EEXIST, "volume '%s/%s' already exists", dst_pool, dst_name);
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	if (s == NULL && (rc = template_base(cat, b, v, &s)) < 0) {
-		rocksdb_writebatch_destroy(b);
-		return rc;
-	}
-	if ((rc = make_volume(cat, dp, dst_name, s->size ? s->size : v->size, v->family, s->id, &w,
-			      &h)) < 0) {
-		rocksdb_writebatch_destroy(b);
-		return rc;
-	}
-	put_volume(b, w);
-	put_layer(b, h);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = w;
-	}
-	return 0;
-}
-
-int md_template_set(struct md_catalog *cat, const char *pool, const char *name, bool mark,
-		    struct md_volume **out)
-{
-	struct md_volume *v;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0) {
-		return rc;
-	}
-	if (v->is_template == mark) {
-		return md_fail(cat, mark ? -EEXIST : -EINVAL, "'%s/%s' is %s a template", pool,
-			       name, mark ? "already" : "not");
-	}
-	v->is_template = mark;
-	if (!mark) {
-		v->template_base = 0; /* the head becomes writable again */
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
-	put_volume(b, v);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	return 0;
-}
-
-/*
- * Flatten is recorded here and performed by the storage nodes: flatten.c sends blockd's
- * FLATTEN (the head gets its own copy, metadata only, of every extent list it inherits) to
- * every UP node and reports progress in nodes through md_flatten_progress. When every UP node
- * has done it, the head's parent link is cut (the one link that ever changes, and only once
- * the head holds every block).
- */
-int md_flatten_start(struct md_catalog *cat, const char *pool, const char *name,
-		     struct md_volume **out)
-{
-	struct md_volume *v;
-	int rc = md_volume_lookup(cat, pool, name, &v);
-	if (rc < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	if (v->flatten_state == MD_FLATTEN_RUNNING) {
-		return 0; /* report progress */
-	}
-	struct md_layer *h = md_layer_by_id(cat, v->head);
-	const struct md_pool *p = md_pool_by_id(cat, v->pool_id);
-	if (h == NULL || p == NULL) {
-		return md_fail(cat, -EUCLEAN, "volume '%s/%s' is inconsistent", pool, name);
-	}
-	if ((rc = volume_writable(cat, v, "flatten")) < 0) {
-		return rc;
-	}
-	/* Progress counts storage nodes (flatten.c drives each UP node): done / UP nodes. */
-	const struct md_node *const *nodes;
-	size_t nn = md_nodes(cat, &nodes);
-	v->flatten_done = 0;
-	v->flatten_total = 0;
-	for (size_t i = 0; i < nn; i++) {
-		v->flatten_total += nodes[i]->state == STRATA__META__NODE_STATE__NODE_UP;
-	}
-	v->flatten_state = h->parent == 0 ? MD_FLATTEN_DONE : MD_FLATTEN_RUNNING;
-	if (v->flatten_state == MD_FLATTEN_DONE) {
-		v->flatten_done = v->flatten_total;
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	put_volume(b, v);
-	return md_commit(cat, b);
-}
-
-int md_flatten_progress(struct md_catalog *cat, uint64_t volume_id, uint64_t done, uint64_t total,
-			bool complete, struct md_volume **out)
-{
-	struct md_volume *v = md_volume_by_id(cat, volume_id);
-	if (v == NULL) {
-		return md_fail(cat, -ENOENT, "volume id %llu does not exist",
-			       (unsigned long long)volume_id);
-	}
-	if (v->flatten_state != MD_FLATTEN_RUNNING) {
-		return md_fail(cat, -EINVAL, "volume '%s' has no flatten in progress", v->name);
-	}
-	rocksdb_writebatch_t *b = md_batch();
-	v->flatten_done = done;
-	v->flatten_total = total ? total : v->flatten_total;
-	if (complete) {
-		struct md_layer *h = md_layer_by_id(cat, v->head);
-		struct md_layer *p = h && h->parent ? md_layer_by_id(cat, h->parent) : NULL;
-		if (p != NULL) {
-			remove_child(p, h);
-			h->parent = 0;
-			put_layer(b, h);
-			if (p->kind == MD_LAYER_HIDDEN && p->nchildren == 0) {
-				struct md_volume *pv = md_volume_by_id(cat, p->volume);
-				drop_layer(cat, b, p, pv ? pv->pool_id : v->pool_id);
-			}
-		}
-		v->origin = 0;
-		v->flatten_state = MD_FLATTEN_DONE;
-		v->flatten_done = v->flatten_total;
-	}
-	put_volume(b, v);
-	int rc = md_commit(cat, b);
-	if (rc == 0 && out) {
-		*out = v;
-	}
-	return rc;
-}
-
-int md_volume_open(struct md_catalog *cat, const char *spec, struct md_volume **vol,
-		   struct md_layer **layer, bool *read_only)
-{
-	char buf[3 * (MD_NAME_MAX + 1)];
-	if (strlen(spec) >= sizeof(buf)) {
-		return md_fail(cat, -EINVAL, "volume spec too long");
-	}
-	strcpy(buf, spec);
-	char *slash = strchr(buf, '/');
-	if (slash == NULL) {
-		return md_fail(cat, -EINVAL, "invalid volume spec '%s' (want POOL/VOL[@SNAP])",
-			       spec);
-	}
-	*slash = '\0';
-	char *at = strchr(slash + 1, '@');
-	if (at != NULL) {
-		*at = '\0';
-	}
-	int rc = md_volume_lookup(cat, buf, slash + 1, vol);
-	if (rc < 0) {
-		return rc;
-	}
-	if (at != NULL) {
-		if ((rc = md_snap_lookup(cat, *vol, at + 1, layer)) < 0) {
-			return rc;
-		}
-		*read_only = true;
-		return 0;
-	}
-	*layer = md_layer_by_id(cat, (*vol)->head);
-	if (*layer == NULL) {
-		return md_fail(cat, -EUCLEAN, "volume '%s' has no head layer", spec);
-	}
-	*read_only = (*vol)->is_template;
-	return 0;
-}
-
 size_t md_reclaims(const struct md_catalog *cat, const struct md_reclaim **out)
 {
 	*out = cat->reclaims;
@@ -1686,7 +798,7 @@ int md_reclaim_done(struct md_catalog *cat, const uint64_t *ids, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		for (size_t j = 0; j < cat->nreclaims; j++) {
 			if (cat->reclaims[j].layer_id == ids[i]) {
-				batch_del(b, 'r', ids[i], 8);
+				md_batch_del(b, 'r', ids[i], 8);
 				cat->reclaims[j] = cat->reclaims[--cat->nreclaims];
 				break;
 			}
@@ -1736,7 +848,7 @@ int md_catalog_check(struct md_catalog *cat)
 		}
 		if (l->kind == MD_LAYER_SNAP) {
 			uint8_t k[8 + MD_NAME_MAX];
-			if (md_map_get(&cat->snaps, k, snap_key(k, l->volume, l->name)) != l) {
+			if (md_map_get(&cat->snaps, k, md_snap_key(k, l->volume, l->name)) != l) {
 				return md_fail(cat, -EUCLEAN, "layer %llu: snapshot not indexed",
 					       id);
 			}
@@ -1808,8 +920,8 @@ int md_catalog_get(struct md_catalog *cat, const void *key, size_t klen, char **
 void md_pr_batch_forget(rocksdb_writebatch_t *b, uint64_t volume_id)
 {
 	uint8_t lo[9] = {'R'}, hi[9] = {'R'};
-	be64(lo + 1, volume_id);
-	be64(hi + 1, volume_id + 1);
+	md_be64(lo + 1, volume_id);
+	md_be64(hi + 1, volume_id + 1);
 	rocksdb_writebatch_delete_range(b, (const char *)lo, sizeof(lo), (const char *)hi,
 					sizeof(hi));
 }

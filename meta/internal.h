@@ -4,7 +4,8 @@
  *
  *   main.c --> md_server (server.c) --frame--> md_request_decode (request.c)
  *                   |                                |
- *                   +------ md_* catalog calls ------+--> md_catalog (catalog.c, nodes.c)
+ *                   +------ md_* catalog calls ------+--> md_catalog (catalog.c, volumes.c,
+ *                                                          |  snapshots.c, nodes.c)
  *                                                          |  in memory, loaded at start
  *                                                          +--> RocksDB (one synced WriteBatch
  *                                                               per state change)
@@ -115,6 +116,20 @@ const char *md_catalog_error(const struct md_catalog *cat) __attribute__((nonnul
 uint64_t md_catalog_epoch(const struct md_catalog *cat) __attribute__((nonnull));
 /* true if name matches [A-Za-z0-9._-]{1,128}. */
 bool md_name_valid(const char *name);
+struct md_volume *md_volume_by_id(const struct md_catalog *cat, uint64_t id)
+	__attribute__((nonnull));
+struct md_layer *md_layer_by_id(const struct md_catalog *cat, uint64_t id) __attribute__((nonnull));
+size_t md_reclaims(const struct md_catalog *cat, const struct md_reclaim **out)
+	__attribute__((nonnull));
+int md_reclaim_done(struct md_catalog *cat, const uint64_t *ids, size_t n)
+	__attribute__((nonnull(1)));
+/* Catalog totals for status. */
+void md_catalog_counts(const struct md_catalog *cat, uint32_t *volumes, uint32_t *snapshots,
+		       uint64_t *provisioned) __attribute__((nonnull));
+/* Check every tree invariant (used by tests). Returns 0 or -EUCLEAN with a message. */
+int md_catalog_check(struct md_catalog *cat) __attribute__((nonnull));
+
+/* volumes.c */
 
 int md_pool_create(struct md_catalog *cat, const char *name, uint32_t replicas, uint64_t obj_size,
 		   uint32_t pgs, const struct md_pool **out) __attribute__((nonnull(1, 2)));
@@ -129,9 +144,6 @@ size_t md_pools(const struct md_catalog *cat, const struct md_pool *const **out)
 /* Volume lookups fail with -ENOENT and a message naming what is missing. */
 int md_volume_lookup(struct md_catalog *cat, const char *pool, const char *name,
 		     struct md_volume **out) __attribute__((nonnull));
-struct md_volume *md_volume_by_id(const struct md_catalog *cat, uint64_t id)
-	__attribute__((nonnull));
-struct md_layer *md_layer_by_id(const struct md_catalog *cat, uint64_t id) __attribute__((nonnull));
 int md_snap_lookup(struct md_catalog *cat, const struct md_volume *v, const char *snap,
 		   struct md_layer **out) __attribute__((nonnull));
 /* Every volume (optionally of one pool, optionally templates only), sorted by pool and name.
@@ -161,6 +173,11 @@ int md_volume_rename(struct md_catalog *cat, const char *pool, const char *name,
 	__attribute__((nonnull(1, 2, 3, 4)));
 int md_volume_remove(struct md_catalog *cat, const char *pool, const char *name)
 	__attribute__((nonnull));
+/* Resolve "pool/vol" or "pool/vol@snap". */
+int md_volume_open(struct md_catalog *cat, const char *spec, struct md_volume **vol,
+		   struct md_layer **layer, bool *read_only) __attribute__((nonnull));
+
+/* snapshots.c */
 int md_snap_create(struct md_catalog *cat, const char *pool, const char *name, const char *snap,
 		   struct md_layer **out) __attribute__((nonnull(1, 2, 3, 4)));
 int md_snap_remove(struct md_catalog *cat, const char *pool, const char *name, const char *snap)
@@ -177,20 +194,8 @@ int md_flatten_start(struct md_catalog *cat, const char *pool, const char *name,
 		     struct md_volume **out) __attribute__((nonnull(1, 2, 3)));
 int md_flatten_progress(struct md_catalog *cat, uint64_t volume_id, uint64_t done, uint64_t total,
 			bool complete, struct md_volume **out) __attribute__((nonnull(1)));
-/* Resolve "pool/vol" or "pool/vol@snap". */
-int md_volume_open(struct md_catalog *cat, const char *spec, struct md_volume **vol,
-		   struct md_layer **layer, bool *read_only) __attribute__((nonnull));
-size_t md_reclaims(const struct md_catalog *cat, const struct md_reclaim **out)
-	__attribute__((nonnull));
-int md_reclaim_done(struct md_catalog *cat, const uint64_t *ids, size_t n)
-	__attribute__((nonnull(1)));
-/* Catalog totals for status. */
-void md_catalog_counts(const struct md_catalog *cat, uint32_t *volumes, uint32_t *snapshots,
-		       uint64_t *provisioned) __attribute__((nonnull));
-/* Check every tree invariant (used by tests). Returns 0 or -EUCLEAN with a message. */
-int md_catalog_check(struct md_catalog *cat) __attribute__((nonnull));
 
-/* For nodes.c: persistence helpers shared with the catalog. */
+/* catalog.c: for nodes.c, persistence helpers shared with the catalog. */
 int md_fail(struct md_catalog *cat, int rc, const char *fmt, ...)
 	__attribute__((nonnull(1, 3), format(printf, 3, 4)));
 struct rocksdb_writebatch_t *md_batch(void);
@@ -330,5 +335,90 @@ void *md_map_del(struct md_map *m, const void *key, size_t klen) __attribute__((
 /* Iterate: start with *pos = 0; returns NULL at the end. */
 void *md_map_next(const struct md_map *m, size_t *pos) __attribute__((nonnull));
 void md_map_free(struct md_map *m) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* catalog.c: the catalog's state and the helpers shared by the files that implement it
+ * (catalog.c, volumes.c, snapshots.c). Nothing outside those files touches these. */
+
+struct md_counters {
+	uint64_t epoch;
+	uint32_t next_pool, next_node;
+	uint64_t next_volume, next_layer, next_family;
+};
+
+struct md_catalog {
+	struct rocksdb_t *db;
+	struct rocksdb_options_t *opts;
+	struct rocksdb_writeoptions_t *wo;
+	struct rocksdb_readoptions_t *ro;
+	char *dir;
+	struct md_counters ctr;
+	struct md_pool **pools;
+	size_t npools;
+	struct md_node **nodes;
+	size_t nnodes;
+	struct md_map volumes; /* be64 id -> md_volume */
+	struct md_map vnames;  /* be32 pool id + name -> md_volume */
+	struct md_map layers;  /* be64 id -> md_layer */
+	struct md_map snaps;   /* be64 volume id + name -> md_layer (kind SNAP) */
+	struct md_reclaim *reclaims;
+	size_t nreclaims, cap_reclaims;
+	char err[512];
+};
+
+uint64_t md_wall_now(void);
+void md_be64(uint8_t *p, uint64_t v) __attribute__((nonnull));
+/* Index keys: be32 pool id + name, be64 volume id + name. Return the key length. */
+size_t md_vname_key(uint8_t *k, uint32_t pool_id, const char *name) __attribute__((nonnull));
+size_t md_snap_key(uint8_t *k, uint64_t vol, const char *name) __attribute__((nonnull));
+/* Copy a name (NULL: "") into a MD_NAME_MAX + 1 buffer. */
+void md_copy_name(char *dst, const char *src) __attribute__((nonnull(1)));
+/* Append p to a malloc'd pointer array. Returns 0 or -ENOMEM. */
+int md_push_ptr(void ***arr, size_t *n, void *p) __attribute__((nonnull(1, 2)));
+
+/* Records into a batch (see catalog.c for the keys). */
+void md_batch_del(struct rocksdb_writebatch_t *b, char prefix, uint64_t id, size_t idlen)
+	__attribute__((nonnull));
+void md_batch_put_pool(struct rocksdb_writebatch_t *b, const struct md_pool *p)
+	__attribute__((nonnull));
+void md_batch_put_volume(struct rocksdb_writebatch_t *b, const struct md_volume *v)
+	__attribute__((nonnull));
+void md_batch_put_layer(struct rocksdb_writebatch_t *b, const struct md_layer *l)
+	__attribute__((nonnull));
+
+/* The in-memory tree and indexes. Index and link functions return 0 or -ENOMEM (-EUCLEAN:
+ * the parent is missing). */
+void md_remove_child(struct md_layer *parent, const struct md_layer *child)
+	__attribute__((nonnull));
+int md_index_volume(struct md_catalog *cat, struct md_volume *v) __attribute__((nonnull));
+void md_unindex_volume(struct md_catalog *cat, struct md_volume *v) __attribute__((nonnull));
+int md_index_layer(struct md_catalog *cat, struct md_layer *l) __attribute__((nonnull));
+int md_link_layer(struct md_catalog *cat, struct md_layer *l) __attribute__((nonnull));
+/* A new layer with the next id (not indexed, not linked), or NULL. */
+struct md_layer *md_new_layer(struct md_catalog *cat, uint64_t family, uint64_t parent,
+			      uint64_t volume, uint32_t kind) __attribute__((nonnull));
+void md_free_layer(struct md_layer *l);
+/* Record a dropped layer whose blocks blockd may free. Returns 0 or -ENOMEM. */
+int md_add_reclaim(struct md_catalog *cat, struct rocksdb_writebatch_t *b, const struct md_layer *l,
+		   uint32_t pool_id) __attribute__((nonnull));
+/* Drop a layer (and hidden parents it leaves childless) from memory and, in b, from disk. */
+void md_drop_layer(struct md_catalog *cat, struct rocksdb_writebatch_t *b, struct md_layer *l,
+		   uint32_t pool_id) __attribute__((nonnull(1, 2)));
+
+/* volumes.c */
+/* The pool named pool, failing with a message. Returns 0, -EINVAL or -ENOENT. */
+int md_find_pool(struct md_catalog *cat, const char *pool, const struct md_pool **out)
+	__attribute__((nonnull(1, 3)));
+/* Create volume + head layer in memory; the caller adds them to a batch. Returns 0 or -errno. */
+int md_make_volume(struct md_catalog *cat, const struct md_pool *p, const char *name, uint64_t size,
+		   uint64_t family, uint64_t parent_layer, struct md_volume **out,
+		   struct md_layer **head_out) __attribute__((nonnull));
+/* -EROFS with a message if v is a template, else 0. */
+int md_volume_writable(struct md_catalog *cat, const struct md_volume *v, const char *what)
+	__attribute__((nonnull));
+/* Fail with -EBUSY naming the dependents of (v, layer), or return 0 if there are none. */
+int md_refuse_if_dependents(struct md_catalog *cat, const struct md_volume *v,
+			    const struct md_layer *layer, const char *what)
+	__attribute__((nonnull(1, 2, 4)));
 
 #endif

@@ -1,0 +1,331 @@
+/*
+ * strata-blockd engine: the commit phase and the group commit. An op whose data is written edits
+ * the layer's own lists in memory, and every op finished in one reactor turn shares one
+ * RocksDB WriteBatch (see group_run for why that keeps the guarantees of one commit per op).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "engine_int.h"
+#include "internal.h"
+
+static void group_schedule(struct bd_engine *e);
+
+/* Every op gathered in gwait is committed (err 0) or not (err < 0): to gdone, completed by
+ * group_run. */
+static void group_settle(struct bd_engine *e, int err)
+{
+	struct bd_op *op;
+	e->ngdirty = 0;
+	e->gxkv_len = 0;
+	if (TAILQ_EMPTY(&e->gwait)) {
+		return;
+	}
+	while ((op = TAILQ_FIRST(&e->gwait))) {
+		TAILQ_REMOVE(&e->gwait, op, link);
+		if (err && op->err == 0) {
+			op->err = err;
+		}
+		TAILQ_INSERT_TAIL(&e->gdone, op, link);
+	}
+	e->gcommits++;
+	bd_cache_committed(e->cache, e->gseq);
+	e->gseq++;
+	e->gsync = false;
+	group_schedule(e);
+}
+
+/* Remember a list the group edited; it is encoded once, at commit time, whatever the number
+ * of ops that touched it. Returns 0 or -ENOMEM. */
+static int group_dirty_list(struct bd_engine *e, const struct bd_mkey *k)
+{
+	struct bd_centry *ce = bd_cache_find(e->cache, k);
+	if (bd_cache_pinned(ce) == e->gseq) {
+		return 0; /* already listed */
+	}
+	if (e->ngdirty == e->gdirty_cap) {
+		size_t nc = e->gdirty_cap ? e->gdirty_cap * 2 : 256;
+		struct bd_mkey *nd = realloc(e->gdirty, nc * sizeof(*nd));
+		if (!nd) {
+			return -ENOMEM;
+		}
+		e->gdirty = nd;
+		e->gdirty_cap = nc;
+	}
+	bd_cache_pin(e->cache, ce, e->gseq);
+	e->gdirty[e->ngdirty++] = *k;
+	return 0;
+}
+
+static struct raw_seen *raw_slot(struct bd_engine *e, const uint8_t *k, size_t klen)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < klen; i++) {
+		h = (h ^ k[i]) * 16777619u;
+	}
+	return &e->raw_seen[h % RAW_SEEN_SLOTS];
+}
+
+/* A raw key of the group (the PG version, family -> pool). The last value of a key in the
+ * group wins; a key whose committed value is already this one is not written again (the
+ * family -> pool key rides on every mutation and never changes). */
+static void group_raw(struct bd_engine *e, const struct bd_xkv *x)
+{
+	size_t need = 4 + x->klen + x->vlen;
+	if (x->klen > 0x7fff || x->vlen > 0x7fff) {
+		bd_batch_put_raw(e->gbatch, x->key, x->klen, x->val, x->vlen);
+		return;
+	}
+	/* Drop an earlier value of the same key in this group (ops of a group are few). */
+	for (size_t off = 0; off < e->gxkv_len;) {
+		uint8_t *r = e->gxkv + off;
+		size_t kl = (size_t)r[0] << 8 | r[1], vl = (size_t)r[2] << 8 | r[3];
+		if (kl == x->klen && memcmp(r + 4, x->key, kl) == 0) {
+			r[2] |= 0x80; /* dead: the top bit of vlen */
+		}
+		off += 4 + kl + (vl & 0x7fff);
+	}
+	if (e->gxkv_len + need > e->gxkv_cap) {
+		size_t nc = e->gxkv_cap ? e->gxkv_cap * 2 : 4096;
+		while (nc < e->gxkv_len + need) {
+			nc *= 2;
+		}
+		uint8_t *n = realloc(e->gxkv, nc);
+		if (!n) {
+			bd_batch_put_raw(e->gbatch, x->key, x->klen, x->val, x->vlen);
+			return;
+		}
+		e->gxkv = n;
+		e->gxkv_cap = nc;
+	}
+	uint8_t *r = e->gxkv + e->gxkv_len;
+	r[0] = (uint8_t)(x->klen >> 8);
+	r[1] = (uint8_t)x->klen;
+	r[2] = (uint8_t)(x->vlen >> 8);
+	r[3] = (uint8_t)x->vlen;
+	memcpy(r + 4, x->key, x->klen);
+	memcpy(r + 4 + x->klen, x->val, x->vlen);
+	e->gxkv_len += need;
+}
+
+/* Encode the group's lists and raw keys into gbatch. */
+static void group_build(struct bd_engine *e)
+{
+	for (size_t i = 0; i < e->ngdirty; i++) {
+		struct bd_centry *ce = bd_cache_find(e->cache, &e->gdirty[i]);
+		if (!ce || !ce->map) {
+			/* Cannot happen: pinned entries are neither evicted nor dropped. */
+			st_error("group commit: an edited list left the cache");
+			e->failed = true;
+			continue;
+		}
+		bd_batch_put_map(e->gbatch, &e->gdirty[i], ce->map);
+	}
+	for (size_t off = 0; off < e->gxkv_len;) {
+		const uint8_t *r = e->gxkv + off;
+		size_t kl = (size_t)r[0] << 8 | r[1], vl = (size_t)(r[2] & 0x7f) << 8 | r[3];
+		bool dead = r[2] & 0x80;
+		const uint8_t *k = r + 4, *v = r + 4 + kl;
+		off += 4 + kl + vl;
+		if (dead) {
+			continue;
+		}
+		struct raw_seen *rs = raw_slot(e, k, kl);
+		if (kl <= RAW_SEEN_MAX && vl <= RAW_SEEN_MAX) {
+			if (rs->klen == kl && rs->vlen == vl && memcmp(rs->k, k, kl) == 0 &&
+			    memcmp(rs->v, v, vl) == 0) {
+				continue;
+			}
+			rs->klen = (uint8_t)kl;
+			rs->vlen = (uint8_t)vl;
+			memcpy(rs->k, k, kl);
+			memcpy(rs->v, v, vl);
+		} else if (rs->klen == kl && memcmp(rs->k, k, kl) == 0) {
+			rs->klen = 0; /* the value is too long to remember: forget the old one */
+		}
+		bd_batch_put_raw(e->gbatch, k, kl, v, vl);
+	}
+}
+
+/*
+ * Commit the batch; on failure the engine stops accepting mutations (memory is ahead of the
+ * index; a restart rebuilds from the index). One WriteBatch holds, in this order: the edits
+ * of every op gathered for the group commit, whatever the caller put into e->batch, and the
+ * bitmap chunks all of them dirtied, so the chunks always match the lists they describe.
+ */
+int bd_engine_commit_batch(struct bd_engine *e, bool sync)
+{
+	group_build(e);
+	if (bd_batch_count(e->batch) > 0) {
+		/* Direct writes may change raw keys behind raw_seen's back. */
+		memset(e->raw_seen, 0, sizeof(e->raw_seen));
+		bd_batch_append(e->gbatch, e->batch);
+		bd_batch_clear(e->batch);
+	}
+	uint8_t bits[BD_CHUNK_BYTES];
+	for (size_t i = 0; i < e->alloc.ndirty; i++) {
+		bd_alloc_chunk_encode(&e->alloc, e->alloc.dirty[i], bits);
+		bd_batch_put_chunk(e->gbatch, e->alloc.dirty[i], bits);
+	}
+	bd_alloc_clear_dirty(&e->alloc);
+	int rc = e->failed ? -EIO : bd_index_commit(e->ix, e->gbatch, sync || e->gsync);
+	bd_batch_clear(e->gbatch);
+	if (rc) {
+		if (!e->failed) {
+			st_error("index commit failed: refusing further mutations");
+		}
+		memset(e->raw_seen, 0, sizeof(e->raw_seen));
+		e->failed = true;
+	}
+	group_settle(e, rc);
+	return rc;
+}
+
+void bd_engine_drain(struct bd_engine *e)
+{
+	if (!TAILQ_EMPTY(&e->gwait)) {
+		bd_engine_commit_batch(e, false);
+	}
+}
+
+/* Move blocks whose last reference went to limbo (after the commit that dropped it). */
+void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		if (bd_alloc_defer_free(&e->alloc, freed[i], e->seq) < 0) {
+			st_warn("limbo full: block %lu leaks until restart",
+				(unsigned long)freed[i]);
+		}
+	}
+}
+
+/*
+ * Group commit. An op whose data is written edits its lists in memory and puts them into the
+ * shared batch (bd_commit_phase), then waits in gwait. group_run, armed as a zero timer when the
+ * first op of a group arrives, runs after the reactor has handled the rest of the current turn's
+ * completions, so every write that finished in that turn shares one WriteBatch and one
+ * rocksdb_write (one WAL append, one memtable insert pass, each dirty bitmap chunk once).
+ *
+ * Why this keeps the guarantees of one commit per op:
+ *  - an op is in gwait only after its data write (and, with FUA, its fdatasync) completed, so
+ *    the index never points at unwritten data;
+ *  - replies run only after the commit (gdone), and the op keeps its object lock until then,
+ *    so objcopy and compare-and-write never see a half-committed object;
+ *  - blocks an edit displaced go to limbo only after the commit (a crash before it leaves the
+ *    old lists pointing at intact blocks);
+ *  - a read between the edit and the commit may see the new list: its data is already on disk,
+ *    and the write has not been acknowledged, so either answer is a legal read of a racing
+ *    write; a flush covers only acknowledged writes, which are committed;
+ *  - cache entries holding uncommitted edits are pinned against eviction, and everything that
+ *    reads the index directly (layer delete, flatten, bd_engine_index) drains first.
+ */
+static void group_run(void *arg, int res)
+{
+	struct bd_engine *e = arg;
+	(void)res;
+	bd_engine_drain(e); /* gsched still set: settling arms no second timer */
+	e->gsched = false;
+	struct bd_op *op;
+	while ((op = TAILQ_FIRST(&e->gdone))) {
+		TAILQ_REMOVE(&e->gdone, op, link);
+		if (op->err == 0) {
+			/* The new blocks are referenced now: not a reservation any more. */
+			op->nruns = 0;
+			bd_engine_defer_frees(e, op->freed, op->nfreed);
+		}
+		bd_op_complete(op);
+	}
+}
+
+static void group_schedule(struct bd_engine *e)
+{
+	if (!e->gsched) {
+		e->gsched = true;
+		st_reactor_timer(e->r, &e->gio, 0, group_run, e);
+	}
+}
+
+/*
+ * Apply the op to the layer's own lists (one segment at a time, each encoded into the batch at
+ * once), then join the group commit. Runs synchronously on the reactor thread.
+ */
+void bd_commit_phase(struct bd_op *op)
+{
+	struct bd_engine *e = op->e;
+	uint64_t lb0 = op->q.offset >> BD_BLOCK_SHIFT;
+	uint32_t nfreed = 0;
+	int err = 0;
+	if (e->failed) {
+		bd_op_fail(op, -EIO);
+		return;
+	}
+	for (uint32_t i = 0; i < op->nblocks && !err;) {
+		uint64_t lb = lb0 + i;
+		struct bd_mkey k;
+		bd_key_of(&op->q, lb, &k);
+		uint32_t first = (uint32_t)(lb & (BD_SEG_BLOCKS - 1));
+		uint32_t n = BD_SEG_BLOCKS - first;
+		if (n > op->nblocks - i) {
+			n = op->nblocks - i;
+		}
+		if (op->kind == OP_TRIM) {
+			/* Nothing to hide when nothing serves this segment. */
+			const struct bd_extmap *cur;
+			err = bd_resolve(e, &k, &cur);
+			if (err || !cur) {
+				i += n;
+				continue;
+			}
+		}
+		bool created;
+		struct bd_extmap *m = bd_own_for_write(e, &k, &created, &err);
+		if (!m) {
+			break;
+		}
+		struct bd_bmap v[BD_SEG_BLOCKS];
+		bd_extmap_expand(m, v);
+		for (uint32_t j = 0; j < n; j++) {
+			struct bd_bmap *b = &v[first + j];
+			if (b->pblk < BD_PBLK_NONE && bd_alloc_unref(&e->alloc, b->pblk)) {
+				op->freed[nfreed++] = b->pblk;
+			}
+			switch (op->kind) {
+			case OP_TRIM:
+				b->pblk = BD_PBLK_NONE;
+				break;
+			case OP_ZERO:
+				b->pblk = BD_PBLK_ZERO;
+				break;
+			default:
+				b->pblk = op->pblk[i + j];
+				b->crc = op->crc[i + j];
+				bd_alloc_ref(&e->alloc, b->pblk);
+				break;
+			}
+		}
+		bd_extmap_compact(m, v);
+		err = group_dirty_list(e, &k);
+		i += n;
+	}
+	if (err) {
+		/* Only ENOMEM/EIO get here; what was edited in memory is not committed, so fail
+		 * the engine's mutations to be safe (and every op gathered with this one). */
+		bd_batch_clear(e->gbatch);
+		bd_alloc_clear_dirty(&e->alloc);
+		e->failed = true;
+		group_settle(e, -EIO);
+		bd_op_fail(op, err);
+		return;
+	}
+	/* Keys the caller rides on this commit (the PG version: replication). */
+	for (uint32_t x = 0; x < op->q.nxkv; x++) {
+		group_raw(e, &op->q.xkv[x]);
+	}
+	op->nfreed = nfreed;
+	e->gsync |= op->q.fua;
+	e->gops++;
+	TAILQ_INSERT_TAIL(&e->gwait, op, link);
+	group_schedule(e);
+}

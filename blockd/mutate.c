@@ -1,0 +1,406 @@
+/*
+ * strata-blockd engine: the mutations (write, write-zeroes, trim, compare-and-write) and flush.
+ * A mutation is checked against the idempotency table, takes its object lock, writes its data
+ * to newly reserved blocks (the write phase), then joins the group commit (commit.c).
+ *
+ * Object locks: writes, write-zeroes and trim take the object shared, compare-and-write
+ * exclusive, FIFO; so a compare-and-write's read, compare and commit see no other mutation.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "engine_int.h"
+#include "internal.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Idempotency: a bounded table of recent (client_id, seq) of mutating requests. */
+
+static size_t idem_slot(uint64_t cid, uint64_t seq)
+{
+	uint64_t h = cid * 0x9E3779B97F4A7C15ull ^ seq * 0xC2B2AE3D27D4EB4Full;
+	return (size_t)((h ^ (h >> 32)) % IDEM_CAP);
+}
+
+static struct idem_ent *idem_find(struct bd_engine *e, uint64_t cid, uint64_t seq)
+{
+	for (struct idem_ent *i = e->idem_hash[idem_slot(cid, seq)]; i; i = i->next) {
+		if (i->client_id == cid && i->seq == seq) {
+			return i;
+		}
+	}
+	return NULL;
+}
+
+static void idem_unlink(struct bd_engine *e, struct idem_ent *ent)
+{
+	struct idem_ent **pp = &e->idem_hash[idem_slot(ent->client_id, ent->seq)];
+	while (*pp && *pp != ent) {
+		pp = &(*pp)->next;
+	}
+	if (*pp) {
+		*pp = ent->next;
+	}
+	ent->state = IDEM_FREE;
+}
+
+static struct idem_ent *idem_insert(struct bd_engine *e, uint64_t cid, uint64_t seq)
+{
+	/* Reuse the oldest slot that is not pending (pending ones are bounded by ops in flight). */
+	for (size_t tries = 0; tries < IDEM_CAP; tries++) {
+		struct idem_ent *ent = &e->idem_ring[e->idem_next];
+		e->idem_next = (e->idem_next + 1) % IDEM_CAP;
+		if (ent->state == IDEM_PENDING) {
+			continue;
+		}
+		if (ent->state == IDEM_DONE) {
+			idem_unlink(e, ent);
+		}
+		ent->client_id = cid;
+		ent->seq = seq;
+		ent->state = IDEM_PENDING;
+		ent->status = 0;
+		ent->miscompare = 0;
+		size_t s = idem_slot(cid, seq);
+		ent->next = e->idem_hash[s];
+		e->idem_hash[s] = ent;
+		return ent;
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Object locks. */
+
+static size_t lock_slot(uint64_t f, uint64_t o)
+{
+	uint64_t h = f * 0x9E3779B97F4A7C15ull ^ o * 0xBF58476D1CE4E5B9ull;
+	return (size_t)((h ^ (h >> 29)) & 1023);
+}
+
+static void op_locked(struct bd_op *op);
+
+bool bd_engine_object_locked(struct bd_engine *e, uint64_t family, uint64_t object)
+{
+	for (struct obj_lock *l = e->locks[lock_slot(family, object)]; l; l = l->next) {
+		if (l->family == family && l->object == object) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool lock_compatible(const struct obj_lock *l, bool excl)
+{
+	return excl ? (!l->excl && l->shared == 0) : !l->excl;
+}
+
+/* Returns true when granted now; otherwise op_locked runs later. -ENOMEM: *err. */
+static bool lock_acquire(struct bd_op *op, bool excl, int *err)
+{
+	struct bd_engine *e = op->e;
+	size_t s = lock_slot(op->q.family, op->q.object);
+	struct obj_lock *l = e->locks[s];
+	while (l && !(l->family == op->q.family && l->object == op->q.object)) {
+		l = l->next;
+	}
+	if (!l) {
+		l = calloc(1, sizeof(*l));
+		if (!l) {
+			*err = -ENOMEM;
+			return false;
+		}
+		l->family = op->q.family;
+		l->object = op->q.object;
+		TAILQ_INIT(&l->waiters);
+		l->next = e->locks[s];
+		e->locks[s] = l;
+	}
+	op->lock = l;
+	op->excl = excl;
+	*err = 0;
+	if (TAILQ_EMPTY(&l->waiters) && lock_compatible(l, excl)) {
+		if (excl) {
+			l->excl = true;
+		} else {
+			l->shared++;
+		}
+		return true;
+	}
+	TAILQ_INSERT_TAIL(&l->waiters, op, link);
+	return false;
+}
+
+void bd_lock_release(struct bd_op *op)
+{
+	struct bd_engine *e = op->e;
+	struct obj_lock *l = op->lock;
+	if (!l) {
+		return;
+	}
+	op->lock = NULL;
+	if (op->excl) {
+		l->excl = false;
+	} else {
+		l->shared--;
+	}
+	/* Grant waiters in FIFO order while compatible. */
+	struct op_list granted;
+	TAILQ_INIT(&granted);
+	struct bd_op *w;
+	while ((w = TAILQ_FIRST(&l->waiters)) && lock_compatible(l, w->excl)) {
+		TAILQ_REMOVE(&l->waiters, w, link);
+		if (w->excl) {
+			l->excl = true;
+		} else {
+			l->shared++;
+		}
+		TAILQ_INSERT_TAIL(&granted, w, link);
+	}
+	if (l->shared == 0 && !l->excl && TAILQ_EMPTY(&l->waiters) && TAILQ_EMPTY(&granted)) {
+		struct obj_lock **pp = &e->locks[lock_slot(l->family, l->object)];
+		while (*pp != l) {
+			pp = &(*pp)->next;
+		}
+		*pp = l->next;
+		free(l);
+	}
+	while ((w = TAILQ_FIRST(&granted))) {
+		TAILQ_REMOVE(&granted, w, link);
+		op_locked(w);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Write phase. */
+
+static void fsync_done(void *arg, int res)
+{
+	struct bd_op *op = arg;
+	if (res < 0) {
+		bd_op_fail(op, -EIO);
+		return;
+	}
+	bd_commit_phase(op);
+}
+
+void bd_op_io_done(void *arg, int res)
+{
+	struct op_sub *s = arg;
+	struct bd_op *op = s->op;
+	if (res == -EAGAIN || res == -EINTR ||
+	    (res > 0 && (size_t)res < s->iov.iov_len && res % BD_BLOCK == 0)) {
+		/* Requeue the rest. */
+		size_t done = res > 0 ? (size_t)res : 0;
+		uint64_t off = 0;
+		s->iov.iov_base = (uint8_t *)s->iov.iov_base + done;
+		s->iov.iov_len -= done;
+		/* The file offset is recomputed from the buffer position. */
+		uint8_t *base = op->phase == PH_READ ? (op->kind == OP_CAW ? op->cawbuf : op->buf)
+						     : op->buf;
+		size_t bi = (size_t)((uint8_t *)s->iov.iov_base - base) / BD_BLOCK;
+		off = (op->phase == PH_READ ? op->pblk[bi] : op->pblk[bi]) * BD_BLOCK;
+		if (op->phase == PH_READ) {
+			st_reactor_readv(op->e->r, &s->io, op->e->fd, &s->iov, 1, off,
+					 bd_op_io_done, s);
+		} else {
+			st_reactor_writev(op->e->r, &s->io, op->e->fd, &s->iov, 1, off,
+					  bd_op_io_done, s);
+		}
+		return;
+	}
+	if (res < 0 || (size_t)res != s->iov.iov_len) {
+		if (op->err == 0) {
+			op->err = res < 0 ? res : -EIO;
+			st_error("data %s failed: %d", op->phase == PH_READ ? "read" : "write",
+				 res);
+		}
+	}
+	if (--op->pending > 0) {
+		return;
+	}
+	if (op->phase == PH_READ) {
+		bd_read_done(op);
+		return;
+	}
+	if (op->err) {
+		bd_op_complete(op);
+		return;
+	}
+	if (op->q.fua) {
+		st_reactor_fsync(op->e->r, &op->fsync_io, op->e->fd, true, fsync_done, op);
+		return;
+	}
+	bd_commit_phase(op);
+}
+
+void bd_write_phase(struct bd_op *op)
+{
+	struct bd_engine *e = op->e;
+	if (e->failed) {
+		bd_op_fail(op, -EIO);
+		return;
+	}
+	if (op->kind == OP_ZERO || op->kind == OP_TRIM) {
+		bd_commit_phase(op);
+		return;
+	}
+	int nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
+	if (nr < 0) {
+		bd_op_fail(op, nr);
+		return;
+	}
+	op->nruns = nr;
+	op->phase = PH_WRITE;
+	uint32_t bi = 0;
+	for (int r = 0; r < nr; r++) {
+		for (uint32_t i = 0; i < op->runs[r].len; i++) {
+			op->pblk[bi] = op->runs[r].pblk + i;
+			op->crc[bi] = st_crc32c(0, op->buf + (size_t)bi * BD_BLOCK, BD_BLOCK);
+			bi++;
+		}
+	}
+	op->pending = nr;
+	bi = 0;
+	for (int r = 0; r < nr; r++) {
+		struct op_sub *s = &op->subs[r];
+		s->op = op;
+		s->iov.iov_base = op->buf + (size_t)bi * BD_BLOCK;
+		s->iov.iov_len = (size_t)op->runs[r].len * BD_BLOCK;
+		st_reactor_writev(e->r, &s->io, e->fd, &s->iov, 1, op->runs[r].pblk * BD_BLOCK,
+				  bd_op_io_done, s);
+		bi += op->runs[r].len;
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Entry points. */
+
+static void op_locked(struct bd_op *op)
+{
+	if (op->kind == OP_CAW) {
+		bd_read_phase(op);
+	} else {
+		bd_write_phase(op);
+	}
+}
+
+static void mutate(struct bd_engine *e, enum op_kind kind, const struct bd_req *q, const void *cmp,
+		   const void *data, uint64_t *miscompare, bd_done_cb cb, void *cb_arg)
+{
+	int rc = bd_validate(e, q, true);
+	if (rc) {
+		cb(cb_arg, rc);
+		return;
+	}
+	if (e->failed) {
+		cb(cb_arg, -EIO);
+		return;
+	}
+	struct idem_ent *ie = NULL;
+	if (q->client_id != 0) {
+		ie = idem_find(e, q->client_id, q->seq);
+		if (ie && ie->state == IDEM_PENDING) {
+			cb(cb_arg, -EINPROGRESS);
+			return;
+		}
+		if (ie && ie->state == IDEM_DONE) {
+			/* Already applied: answer as the first time, apply nothing. */
+			if (miscompare) {
+				*miscompare = ie->miscompare;
+			}
+			cb(cb_arg, ie->status);
+			return;
+		}
+	}
+	struct bd_op *op = bd_op_new(e, kind, q->length >> BD_BLOCK_SHIFT);
+	if (!op) {
+		cb(cb_arg, -ENOMEM);
+		return;
+	}
+	op->q = *q;
+	op->q.ancestry = NULL;
+	op->q.nancestry = 0;
+	op->buf = (uint8_t *)(uintptr_t)data;
+	op->cmp = cmp;
+	op->miscompare = miscompare;
+	op->cb = cb;
+	op->cb_arg = cb_arg;
+	if (kind == OP_CAW) {
+		op->cawbuf = aligned_alloc(BD_BLOCK, q->length);
+		if (!op->cawbuf) {
+			bd_op_fail(op, -ENOMEM);
+			return;
+		}
+	}
+	if (q->client_id != 0) {
+		op->idem = idem_insert(e, q->client_id, q->seq);
+	}
+	if (lock_acquire(op, kind == OP_CAW, &rc)) {
+		op_locked(op);
+	} else if (rc) {
+		bd_op_fail(op, rc);
+	}
+}
+
+void bd_write(struct bd_engine *e, const struct bd_req *q, const void *buf, bd_done_cb cb,
+	      void *cb_arg)
+{
+	mutate(e, OP_WRITE, q, NULL, buf, NULL, cb, cb_arg);
+}
+
+void bd_write_zeroes(struct bd_engine *e, const struct bd_req *q, bd_done_cb cb, void *cb_arg)
+{
+	mutate(e, OP_ZERO, q, NULL, NULL, NULL, cb, cb_arg);
+}
+
+void bd_trim(struct bd_engine *e, const struct bd_req *q, bd_done_cb cb, void *cb_arg)
+{
+	mutate(e, OP_TRIM, q, NULL, NULL, NULL, cb, cb_arg);
+}
+
+void bd_compare_and_write(struct bd_engine *e, const struct bd_req *q, const void *cmp,
+			  const void *data, uint64_t *miscompare, bd_done_cb cb, void *cb_arg)
+{
+	*miscompare = 0;
+	mutate(e, OP_CAW, q, cmp, data, miscompare, cb, cb_arg);
+}
+
+struct flush_ctx {
+	struct bd_engine *e;
+	struct st_io io;
+	bd_done_cb cb;
+	void *cb_arg;
+};
+
+static void flush_fsync_done(void *arg, int res)
+{
+	struct flush_ctx *f = arg;
+	int err = res < 0 ? -EIO : 0;
+	if (res < 0) {
+		st_error("fdatasync of the data file failed: %d", res);
+	}
+	/* The data of every completed write is durable; now the index that points at it. */
+	if (!err) {
+		err = bd_index_sync(f->e->ix);
+	}
+	bd_done_cb cb = f->cb;
+	void *cb_arg = f->cb_arg;
+	free(f);
+	cb(cb_arg, err);
+}
+
+void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg)
+{
+	struct flush_ctx *f = calloc(1, sizeof(*f));
+	if (!f) {
+		cb(cb_arg, -ENOMEM);
+		return;
+	}
+	f->e = e;
+	f->cb = cb;
+	f->cb_arg = cb_arg;
+	st_reactor_fsync(e->r, &f->io, e->fd, true, flush_fsync_done, f);
+}
