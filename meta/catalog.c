@@ -274,6 +274,21 @@ int md_commit(struct md_catalog *cat, rocksdb_writebatch_t *b)
 	return -EIO;
 }
 
+int md_commit_volume(struct md_catalog *cat, struct md_volume *v, bool bump_epoch,
+		     struct md_volume **out)
+{
+	rocksdb_writebatch_t *b = md_batch();
+	if (bump_epoch) {
+		md_batch_bump_epoch(cat, b);
+	}
+	md_batch_put_volume(b, v);
+	int rc = md_commit(cat, b);
+	if (rc == 0 && out) {
+		*out = v;
+	}
+	return rc;
+}
+
 /* ---- in-memory structure ---- */
 
 static int add_child(struct md_layer *parent, struct md_layer *child)

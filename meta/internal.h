@@ -206,6 +206,10 @@ void md_batch_bump_epoch(struct md_catalog *cat, struct rocksdb_writebatch_t *b)
 	__attribute__((nonnull));
 /* Write b synced and destroy it. On failure reloads the catalog from disk, returns -EIO. */
 int md_commit(struct md_catalog *cat, struct rocksdb_writebatch_t *b) __attribute__((nonnull));
+/* Persist v alone in one synced batch, moving the epoch first when open writers must see the
+ * change (fence.c). On success *out (if given) is v. Returns 0 or -EIO. */
+int md_commit_volume(struct md_catalog *cat, struct md_volume *v, bool bump_epoch,
+		     struct md_volume **out) __attribute__((nonnull(1, 2)));
 struct md_node *md_node_alloc(struct md_catalog *cat) __attribute__((nonnull));
 /* For pr.c: read one raw record; *val is NULL when absent, else rocksdb_free() it. 0 or -EIO. */
 int md_catalog_get(struct md_catalog *cat, const void *key, size_t klen, char **val, size_t *vlen)

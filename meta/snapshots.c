@@ -248,16 +248,7 @@ int md_template_set(struct md_catalog *cat, const char *pool, const char *name, 
 	if (!mark) {
 		v->template_base = 0; /* the head becomes writable again */
 	}
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
-	md_batch_put_volume(b, v);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	return 0;
+	return md_commit_volume(cat, v, true, out); /* writers re-resolve the head */
 }
 
 /*
@@ -301,9 +292,7 @@ int md_flatten_start(struct md_catalog *cat, const char *pool, const char *name,
 	if (v->flatten_state == MD_FLATTEN_DONE) {
 		v->flatten_done = v->flatten_total;
 	}
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_put_volume(b, v);
-	return md_commit(cat, b);
+	return md_commit_volume(cat, v, false, NULL);
 }
 
 int md_flatten_progress(struct md_catalog *cat, uint64_t volume_id, uint64_t done, uint64_t total,

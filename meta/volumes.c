@@ -254,16 +254,7 @@ int md_volume_resize(struct md_catalog *cat, const char *pool, const char *name,
 			pool, name, (unsigned long long)v->size, (unsigned long long)size);
 	}
 	v->size = size;
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_bump_epoch(cat, b); /* writers must re-resolve the head: see fence.c */
-	md_batch_put_volume(b, v);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	return 0;
+	return md_commit_volume(cat, v, true, out); /* writers re-resolve the head */
 }
 
 int md_volume_rename(struct md_catalog *cat, const char *pool, const char *name,
@@ -289,15 +280,7 @@ int md_volume_rename(struct md_catalog *cat, const char *pool, const char *name,
 	if (md_index_volume(cat, v) < 0) {
 		return md_fail(cat, -ENOMEM, "out of memory");
 	}
-	rocksdb_writebatch_t *b = md_batch();
-	md_batch_put_volume(b, v);
-	if ((rc = md_commit(cat, b)) < 0) {
-		return rc;
-	}
-	if (out) {
-		*out = v;
-	}
-	return 0;
+	return md_commit_volume(cat, v, false, out);
 }
 
 int md_ancestry(const struct md_catalog *cat, const struct md_layer *l, uint64_t **out)
