@@ -243,6 +243,46 @@ static int validate(uint16_t type, const ProtobufCMessage *m, char *why, size_t 
 	}
 }
 
+/*
+ * Field number 0 is not a valid protobuf field, but protobuf-c keeps it as an unknown field
+ * (behind a padded varint key) and then packs it into bytes it will not parse back. Refuse such
+ * a message anywhere in the tree, so a decoded request always re-encodes to one that decodes.
+ */
+static bool has_field_zero(const ProtobufCMessage *m, int depth)
+{
+	if (depth > 32) {
+		return true; /* deeper than any meta message: refuse */
+	}
+	for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+		if (m->unknown_fields[i].tag == 0) {
+			return true;
+		}
+	}
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	for (unsigned f = 0; f < d->n_fields; f++) {
+		const ProtobufCFieldDescriptor *fd = &d->fields[f];
+		if (fd->type != PROTOBUF_C_TYPE_MESSAGE) {
+			continue;
+		}
+		const char *member = (const char *)m + fd->offset;
+		if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)((const char *)m + fd->quantifier_offset);
+			ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)member;
+			for (size_t i = 0; i < n; i++) {
+				if (v[i] != NULL && has_field_zero(v[i], depth + 1)) {
+					return true;
+				}
+			}
+		} else {
+			const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)member;
+			if (sub != NULL && has_field_zero(sub, depth + 1)) {
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
 int md_request_decode(uint16_t type, const uint8_t *body, size_t len, struct md_request *req,
 		      char *why, size_t whylen)
 {
@@ -268,6 +308,11 @@ int md_request_decode(uint16_t type, const uint8_t *body, size_t len, struct md_
 	req->msg = protobuf_c_message_unpack(k->desc, NULL, len, len ? body : empty);
 	if (req->msg == NULL) {
 		return bad(why, whylen, -EBADMSG, "malformed %s message", k->desc->short_name);
+	}
+	if (has_field_zero(req->msg, 0)) {
+		md_request_free(req);
+		return bad(why, whylen, -EBADMSG, "malformed %s message (field number 0)",
+			   k->desc->short_name);
 	}
 	int rc = validate(type, req->msg, why, whylen);
 	if (rc < 0) {

@@ -90,3 +90,28 @@ Test(request, unknown_malformed_oversized)
 	/* ...but not for requests that need names. */
 	cr_assert_eq(md_request_decode(MT(VOLUME_INFO), NULL, 0, &req, why, sizeof(why)), -EINVAL);
 }
+
+Test(request, field_number_zero_refused_at_any_depth)
+{
+	char why[256] = "";
+	struct md_request req;
+	/* Top level: a padded varint key 0x81 0x00 = field 0, wire type 1 (8 bytes follow). */
+	static const uint8_t top[] = {0x81, 0x00, 1, 2, 3, 4, 5, 6, 7, 8};
+	cr_assert_eq(md_request_decode(MT(STATUS), top, sizeof(top), &req, why, sizeof(why)),
+		     -EBADMSG);
+	cr_assert(strstr(why, "field number 0") != NULL, "%s", why);
+	cr_assert_null(req.msg);
+	/* Nested: PR_UPDATE { spec "p/v", record (field 3) { field 0 } }. */
+	static const uint8_t nested[] = {0x0a, 3, 'p', '/', 'v', 0x1a, 10, 0x81, 0x00,
+					 1,    2, 3,   4,   5,   6,    7,  8};
+	why[0] = '\0';
+	cr_assert_eq(
+		md_request_decode(MT(PR_UPDATE), nested, sizeof(nested), &req, why, sizeof(why)),
+		-EBADMSG);
+	cr_assert(strstr(why, "field number 0") != NULL, "%s", why);
+	/* The same nesting with a real unknown field (number 15) is accepted. */
+	static const uint8_t ok[] = {0x0a, 3, 'p', '/', 'v', 0x1a, 2, 0x78, 0x01};
+	cr_assert_eq(md_request_decode(MT(PR_UPDATE), ok, sizeof(ok), &req, why, sizeof(why)), 0,
+		     "%s", why);
+	md_request_free(&req);
+}
