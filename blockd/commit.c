@@ -323,6 +323,8 @@ void bd_commit_phase(struct bd_op *op)
 	for (uint32_t x = 0; x < op->q.nxkv; x++) {
 		group_raw(e, &op->q.xkv[x]);
 	}
+	/* A compare-and-write's idempotency key commits with its data (see mutate.c). */
+	bd_idem_persist(op);
 	op->nfreed = nfreed;
 	e->gsync |= op->q.fua;
 	e->gops++;

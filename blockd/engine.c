@@ -138,6 +138,8 @@ void bd_op_complete(struct bd_op *op)
 		op->idem->state = IDEM_DONE;
 		op->idem->status = op->err;
 		op->idem->miscompare = op->miscompare ? *op->miscompare : 0;
+		/* Committed with its 'I' key (bd_idem_persist): evicting it deletes the key. */
+		op->idem->persisted = op->kind == OP_CAW && op->err == 0;
 	}
 	bd_lock_release(op);
 	bd_engine_reap(e);
@@ -426,6 +428,9 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	if ((rc = rebuild(e, !o->fsck_only))) {
 		goto fail;
 	}
+	if ((rc = bd_idem_load(e, !o->fsck_only))) {
+		goto fail;
+	}
 	*out = e;
 	return 0;
 fail:
@@ -499,6 +504,11 @@ void bd_engine_close(struct bd_engine *e)
 	}
 	if (e->fd >= 0) {
 		close(e->fd);
+	}
+	if (e->ix && !e->failed && e->gbatch && bd_batch_count(e->gbatch) > 0) {
+		/* With no op in flight, gbatch holds only the deletes of evicted idempotency
+		 * keys (mutate.c); commit them rather than leave them to the prune at open. */
+		bd_index_commit(e->ix, e->gbatch, false);
 	}
 	bd_index_close(e->ix);
 	bd_alloc_fini(&e->alloc);

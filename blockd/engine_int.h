@@ -78,6 +78,7 @@ struct idem_ent {
 	enum idem_state state;
 	int status;
 	uint64_t miscompare;
+	bool persisted;        /* an 'I' key records it (successful compare-and-write) */
 	struct idem_ent *next; /* hash chain */
 };
 
@@ -101,6 +102,7 @@ struct bd_engine {
 	struct idem_ent *idem_ring; /* IDEM_CAP entries, reused round robin */
 	struct idem_ent *idem_hash[IDEM_CAP];
 	size_t idem_next;
+	uint64_t idem_stamp; /* order of the last persisted entry ('I' key values) */
 	struct op_list free_ops;
 	size_t nfree_ops;
 
@@ -175,6 +177,12 @@ void bd_lock_release(struct bd_op *op) __attribute__((nonnull));
 void bd_op_io_done(void *arg, int res);
 /* Reserve blocks and write the op's data to them (zero and trim go straight to commit). */
 void bd_write_phase(struct bd_op *op) __attribute__((nonnull));
+/* A compare-and-write with an idempotency entry joins the commit: put its 'I' key into the
+ * group's WriteBatch, so the key commits exactly when its data does. */
+void bd_idem_persist(struct bd_op *op) __attribute__((nonnull));
+/* Engine open: load the persisted 'I' keys into the table (prune: delete the oldest beyond
+ * IDEM_CAP and malformed ones). Returns 0 or -errno. */
+int bd_idem_load(struct bd_engine *e, bool prune) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* commit.c */

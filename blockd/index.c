@@ -6,6 +6,8 @@
  *   'S'                                       -> superblock (version, block size, nblocks, uuid)
  *   'V' pool(4) pg(4)                         -> PG version (8, big-endian): replication
  *   'F' family(8)                             -> pool id (4): which pool a family's PGs are in
+ *   'I' client_id(8) seq(8)                   -> stamp (8): a compare-and-write that succeeded
+ *                                                (idempotency across restarts: see mutate.c)
  *
  * Integers in keys are big-endian so that one family's (or one layer's) lists are one
  * contiguous key range: layer delete and flatten scan a prefix. Reads never scan: they get the

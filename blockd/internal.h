@@ -196,7 +196,8 @@ void bd_batch_del_map(struct bd_batch *b, const struct bd_mkey *k) __attribute__
 void bd_batch_put_chunk(struct bd_batch *b, uint64_t c, const uint8_t bits[BD_CHUNK_BYTES])
 	__attribute__((nonnull));
 void bd_batch_put_super(struct bd_batch *b, const struct bd_super *s) __attribute__((nonnull));
-/* Raw keys outside the extent and bitmap spaces ('V' PG versions, 'F' family -> pool). */
+/* Raw keys outside the extent and bitmap spaces ('V' PG versions, 'F' family -> pool, 'I'
+ * persisted compare-and-write results). */
 void bd_batch_put_raw(struct bd_batch *b, const void *key, size_t klen, const void *val,
 		      size_t vlen) __attribute__((nonnull));
 void bd_batch_del_raw(struct bd_batch *b, const void *key, size_t klen) __attribute__((nonnull));

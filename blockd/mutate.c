@@ -16,7 +16,53 @@
 #include "internal.h"
 
 /* ------------------------------------------------------------------------------------------ */
-/* Idempotency: a bounded table of recent (client_id, seq) of mutating requests. */
+/*
+ * Idempotency: a bounded table of recent (client_id, seq) of mutating requests.
+ *
+ * Plain writes, write-zeroes and trims are idempotent by content: applying a retry again after
+ * a restart that emptied the table leaves the same data. A compare-and-write is not: once its
+ * data is committed, a retry compares against its own new data and would miscompare. So every
+ * successful compare-and-write that has an entry also persists it, as
+ *
+ *   'I' client_id(8) seq(8) -> stamp(8)      (big-endian; stamp orders the entries)
+ *
+ * in the same WriteBatch as its data (bd_idem_persist), and engine open loads those keys back
+ * as done-with-success entries (bd_idem_load). A miscompare writes nothing and is not
+ * persisted: after a restart its retry is evaluated again, which is a valid outcome.
+ *
+ * Bounding the persisted set: the key of an entry is deleted when the ring evicts the entry
+ * (idem_insert), in the next group commit's batch (or at close). So the persisted set tracks
+ * the table, whose size is bounded, while the engine runs, however long it runs; pruning only
+ * at open would let it grow without bound between restarts. A delete that never reaches the
+ * index (a crash or failed commit before the next commit) leaves a stale key behind, so open
+ * also caps: it keeps the IDEM_CAP newest stamps and deletes the rest.
+ */
+
+#define IDEM_KEY_LEN 17
+#define IDEM_VAL_LEN 8
+
+static void idem_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) {
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+	}
+}
+
+static uint64_t idem_get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++) {
+		v = v << 8 | p[i];
+	}
+	return v;
+}
+
+static void idem_key(uint8_t k[IDEM_KEY_LEN], uint64_t cid, uint64_t seq)
+{
+	k[0] = 'I';
+	idem_be64(k + 1, cid);
+	idem_be64(k + 9, seq);
+}
 
 static size_t idem_slot(uint64_t cid, uint64_t seq)
 {
@@ -58,6 +104,15 @@ static struct idem_ent *idem_insert(struct bd_engine *e, uint64_t cid, uint64_t 
 		if (ent->state == IDEM_DONE) {
 			idem_unlink(e, ent);
 		}
+		if (ent->persisted) {
+			/* Evicted: forget its key too. gbatch is committed by the next group
+			 * commit; a later put of the same key (a retry applied again) lands after
+			 * this delete in that batch or in a later one, so it wins. */
+			uint8_t k[IDEM_KEY_LEN];
+			idem_key(k, ent->client_id, ent->seq);
+			bd_batch_del_raw(e->gbatch, k, sizeof(k));
+			ent->persisted = false;
+		}
 		ent->client_id = cid;
 		ent->seq = seq;
 		ent->state = IDEM_PENDING;
@@ -69,6 +124,106 @@ static struct idem_ent *idem_insert(struct bd_engine *e, uint64_t cid, uint64_t 
 		return ent;
 	}
 	return NULL;
+}
+
+void bd_idem_persist(struct bd_op *op)
+{
+	struct bd_engine *e = op->e;
+	if (op->kind != OP_CAW || !op->idem) {
+		return;
+	}
+	uint8_t k[IDEM_KEY_LEN], v[IDEM_VAL_LEN];
+	idem_key(k, op->idem->client_id, op->idem->seq);
+	idem_be64(v, ++e->idem_stamp);
+	/* Straight into the group's batch, not through group_raw: the key is unique to this op,
+	 * so there is nothing to merge, and it must not displace raw_seen's entries. */
+	bd_batch_put_raw(e->gbatch, k, sizeof(k), v, sizeof(v));
+}
+
+struct idem_loaded {
+	uint64_t client_id, seq, stamp;
+};
+
+struct idem_scan {
+	struct bd_engine *e;
+	struct idem_loaded *v;
+	size_t n, cap;
+	bool prune;
+	uint64_t bad;
+};
+
+static int idem_scan_fn(void *arg, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct idem_scan *sc = arg;
+	if (klen != IDEM_KEY_LEN || vlen != IDEM_VAL_LEN) {
+		sc->bad++;
+		if (sc->prune) {
+			bd_batch_del_raw(sc->e->batch, k, klen);
+		}
+		return 0;
+	}
+	if (sc->n == sc->cap) {
+		size_t nc = sc->cap ? sc->cap * 2 : 1024;
+		struct idem_loaded *nv = realloc(sc->v, nc * sizeof(*nv));
+		if (!nv) {
+			return -ENOMEM;
+		}
+		sc->v = nv;
+		sc->cap = nc;
+	}
+	sc->v[sc->n++] = (struct idem_loaded){
+		.client_id = idem_get_be64(k + 1),
+		.seq = idem_get_be64(k + 9),
+		.stamp = idem_get_be64(v),
+	};
+	return 0;
+}
+
+static int idem_stamp_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct idem_loaded *)a)->stamp;
+	uint64_t y = ((const struct idem_loaded *)b)->stamp;
+	return x < y ? -1 : x > y;
+}
+
+int bd_idem_load(struct bd_engine *e, bool prune)
+{
+	struct idem_scan sc = {.e = e, .prune = prune};
+	int rc = bd_index_scan_raw(e->ix, "I", 1, idem_scan_fn, &sc);
+	if (rc) {
+		free(sc.v);
+		bd_batch_clear(e->batch);
+		return rc < 0 ? rc : -EIO;
+	}
+	/* Oldest first, so the ring evicts them in the order they were made. */
+	if (sc.n > 1) {
+		qsort(sc.v, sc.n, sizeof(*sc.v), idem_stamp_cmp);
+	}
+	size_t skip = sc.n > IDEM_CAP ? sc.n - IDEM_CAP : 0;
+	for (size_t i = 0; i < skip && prune; i++) {
+		uint8_t k[IDEM_KEY_LEN];
+		idem_key(k, sc.v[i].client_id, sc.v[i].seq);
+		bd_batch_del_raw(e->batch, k, sizeof(k));
+	}
+	for (size_t i = skip; i < sc.n; i++) {
+		struct idem_ent *ent = idem_insert(e, sc.v[i].client_id, sc.v[i].seq);
+		ent->state = IDEM_DONE;
+		ent->persisted = true;
+	}
+	if (sc.n > 0) {
+		e->idem_stamp = sc.v[sc.n - 1].stamp; /* new keys sort after every loaded one */
+	}
+	if (skip || sc.bad) {
+		st_warn("idempotency keys: %lu beyond the table's %d and %lu malformed%s",
+			(unsigned long)skip, IDEM_CAP, (unsigned long)sc.bad,
+			prune ? ": deleted" : "");
+	}
+	free(sc.v);
+	if (bd_batch_count(e->batch) > 0) {
+		rc = bd_index_commit(e->ix, e->batch, false);
+		bd_batch_clear(e->batch);
+	}
+	return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
