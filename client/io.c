@@ -546,8 +546,9 @@ int strata_aio_read(strata_volume *v, uint64_t off, size_t len, void *buf, strat
 	return sc_submit(req);
 }
 
-static int mutation(strata_volume *v, enum sc_op op, uint64_t off, size_t len, const void *buf,
-		    unsigned flags, strata_cb cb, void *cb_arg)
+/* The checks every mutation shares, then a new request: 0 and *out, or -EINVAL/-EROFS/-ENOMEM. */
+static int mutation_new(strata_volume *v, enum sc_op op, uint64_t off, size_t len, strata_cb cb,
+			void *cb_arg, struct sc_req **out)
 {
 	if (v == NULL || cb == NULL) {
 		return -EINVAL;
@@ -558,9 +559,17 @@ static int mutation(strata_volume *v, enum sc_op op, uint64_t off, size_t len, c
 	if (!in_range(v, off, len) || !aligned(off, len)) {
 		return -EINVAL;
 	}
-	struct sc_req *req = req_new(v, op, off, len, cb, cb_arg);
-	if (req == NULL) {
-		return -ENOMEM;
+	*out = req_new(v, op, off, len, cb, cb_arg);
+	return *out != NULL ? 0 : -ENOMEM;
+}
+
+static int mutation(strata_volume *v, enum sc_op op, uint64_t off, size_t len, const void *buf,
+		    unsigned flags, strata_cb cb, void *cb_arg)
+{
+	struct sc_req *req;
+	int rc = mutation_new(v, op, off, len, cb, cb_arg, &req);
+	if (rc < 0) {
+		return rc;
 	}
 	req->wbuf = buf;
 	req->flags = flags;
@@ -636,18 +645,14 @@ int strata_aio_compare_and_write(strata_volume *v, uint64_t off, size_t len, con
 	if (v != NULL && (off / v->object_size) != ((off + len - 1) / v->object_size)) {
 		return -EINVAL; /* atomic only within one object */
 	}
-	if (v == NULL || cb == NULL) {
+	struct sc_req *req;
+	int rc = mutation_new(v, SC_CAW, off, len, cb, cb_arg, &req);
+	if (rc < 0) {
+		return rc;
+	}
+	if (len > SUB_MAX_LEN) {
+		free(req);
 		return -EINVAL;
-	}
-	if (v->read_only) {
-		return -EROFS;
-	}
-	if (!in_range(v, off, len) || !aligned(off, len) || len > SUB_MAX_LEN) {
-		return -EINVAL;
-	}
-	struct sc_req *req = req_new(v, SC_CAW, off, len, cb, cb_arg);
-	if (req == NULL) {
-		return -ENOMEM;
 	}
 	req->wbuf = data;
 	req->cmp = cmp;
