@@ -1,10 +1,9 @@
 /*
  * Targets: URI dispatch, the completed-I/O hand-over, and the libstrata backend.
  *
- * libstrata runs completion callbacks on the cluster's I/O thread, so a strata connection
- * parks completed I/O on its list under the mutex and bumps an eventfd; the job thread sleeps
- * in poll() on that eventfd. One strata_cluster (one I/O thread) is shared by every job that
- * names the same meta address; each job opens its own volume handle.
+ * Completed I/O is parked on the connection's list under its mutex; a target whose completions
+ * arrive on another thread also bumps the connection's eventfd, on which the job thread
+ * sleeps. strata:// connections are in poll mode by default (see below).
  */
 #include <errno.h>
 #include <poll.h>
@@ -76,70 +75,20 @@ void bench_conn_close(struct bench_conn *c)
 	}
 }
 
-/* ---- strata:// ---- */
+/* ---- strata:// ----
+ *
+ * Each job gets its own poll-mode cluster (STRATA_CONNECT_POLL): the job thread submits and
+ * runs the completions itself in strata_poll(), so an I/O never crosses threads on the client.
+ * STRATA_BENCH_THREADED=1 uses the default threaded cluster instead (callbacks on libstrata's
+ * I/O thread, handed over through the completed list and an eventfd), to compare the two.
+ */
 
 struct strata_conn {
 	struct bench_conn base;
-	struct shared_cluster *sc;
+	strata_cluster *cl;
 	strata_volume *vol;
+	bool threaded;
 };
-
-struct shared_cluster {
-	char meta[128];
-	strata_cluster *c;
-	int refs;
-	struct shared_cluster *next;
-};
-
-static pthread_mutex_t clusters_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct shared_cluster *clusters;
-
-static int cluster_get(const char *meta, struct shared_cluster **out)
-{
-	int rc = 0;
-	pthread_mutex_lock(&clusters_lock);
-	struct shared_cluster *s;
-	for (s = clusters; s != NULL; s = s->next) {
-		if (strcmp(s->meta, meta) == 0) {
-			break;
-		}
-	}
-	if (s == NULL) {
-		s = calloc(1, sizeof(*s));
-		if (s == NULL) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		snprintf(s->meta, sizeof(s->meta), "%s", meta);
-		rc = strata_connect(meta, &s->c);
-		if (rc < 0) {
-			free(s);
-			goto out;
-		}
-		s->next = clusters;
-		clusters = s;
-	}
-	s->refs++;
-	*out = s;
-out:
-	pthread_mutex_unlock(&clusters_lock);
-	return rc;
-}
-
-static void cluster_put(struct shared_cluster *s)
-{
-	pthread_mutex_lock(&clusters_lock);
-	if (--s->refs == 0) {
-		struct shared_cluster **pp = &clusters;
-		while (*pp != s) {
-			pp = &(*pp)->next;
-		}
-		*pp = s->next;
-		strata_disconnect(s->c);
-		free(s);
-	}
-	pthread_mutex_unlock(&clusters_lock);
-}
 
 static void strata_close_conn(struct bench_conn *bc)
 {
@@ -147,9 +96,7 @@ static void strata_close_conn(struct bench_conn *bc)
 	if (c->vol != NULL) {
 		strata_close(c->vol);
 	}
-	if (c->sc != NULL) {
-		cluster_put(c->sc);
-	}
+	strata_disconnect(c->cl);
 	if (bc->wake_fd >= 0) {
 		close(bc->wake_fd);
 	}
@@ -190,22 +137,26 @@ static int strata_open_conn(const char *uri, const char *meta, struct bench_conn
 		return -ENOMEM;
 	}
 	bench_conn_init(&c->base, &bench_target_strata);
-	int rc = cluster_get(meta, &c->sc);
+	const char *threaded = getenv("STRATA_BENCH_THREADED");
+	c->threaded = threaded != NULL && strcmp(threaded, "1") == 0;
+	int rc = strata_connect_flags(meta, c->threaded ? 0 : STRATA_CONNECT_POLL, &c->cl);
 	if (rc < 0) {
 		snprintf(err, errlen, "cannot connect to strata-meta at %s: %s", meta,
 			 strerror(-rc));
 		goto fail;
 	}
-	rc = strata_open(c->sc->c, rest, 0, &c->vol);
+	rc = strata_open(c->cl, rest, 0, &c->vol);
 	if (rc < 0) {
 		snprintf(err, errlen, "cannot open volume '%s': %s", rest, strerror(-rc));
 		goto fail;
 	}
-	c->base.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (c->base.wake_fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "eventfd: %s", strerror(errno));
-		goto fail;
+	if (c->threaded) {
+		c->base.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (c->base.wake_fd < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "eventfd: %s", strerror(errno));
+			goto fail;
+		}
 	}
 	c->base.size = strata_size(c->vol);
 	c->base.min_io = 4096;
@@ -232,8 +183,13 @@ static int strata_submit(struct bench_conn *bc, struct bench_io *io)
 	return strata_aio_read(c->vol, io->off, io->len, io->buf, strata_done, io);
 }
 
-static int strata_poll(struct bench_conn *bc, int timeout_ms)
+static int strata_wait(struct bench_conn *bc, int timeout_ms)
 {
+	struct strata_conn *c = (struct strata_conn *)bc;
+	if (!c->threaded) {
+		int n = strata_poll(c->cl, timeout_ms);
+		return n < 0 ? n : 0;
+	}
 	struct pollfd p = {.fd = bc->wake_fd, .events = POLLIN};
 	int n = poll(&p, 1, timeout_ms);
 	if (n < 0) {
@@ -251,6 +207,6 @@ const struct bench_target_ops bench_target_strata = {
 	.scheme = "strata",
 	.open = strata_open_conn,
 	.submit = strata_submit,
-	.poll = strata_poll,
+	.poll = strata_wait,
 	.close = strata_close_conn,
 };

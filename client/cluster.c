@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "common/net.h"
+#include "embed.h"
 #include "internal.h"
 #include "meta.pb-c.h"
 
@@ -175,6 +176,8 @@ static void meta_retry_fired(void *arg, int res)
 {
 	strata_cluster *c = arg;
 
+	(void)res;
+	c->timers--;
 	c->meta_retry_armed = false;
 	if (!c->stopping) {
 		meta_arm(c);
@@ -191,6 +194,7 @@ static void meta_lost(strata_cluster *c)
 	c->map_fetching = false;
 	if (!c->meta_retry_armed && !c->stopping) {
 		c->meta_retry_armed = true;
+		c->timers++;
 		st_reactor_timer(c->r, &c->meta_retry_io, META_RECONNECT_MS, meta_retry_fired, c);
 	}
 }
@@ -335,7 +339,9 @@ static void start_watch(void *arg)
 	meta_arm(arg);
 }
 
-int strata_connect(const char *meta_addr, strata_cluster **out)
+/* Fetches the first map and sets up c on reactor r (NULL: a new one of its own). */
+static int cluster_connect(const char *meta_addr, enum sc_mode mode, struct st_reactor *r,
+			   strata_cluster **out)
 {
 	strata_cluster *c;
 	struct st_frame reply;
@@ -356,6 +362,7 @@ int strata_connect(const char *meta_addr, strata_cluster **out)
 		return -ENOMEM;
 	}
 	snprintf(c->meta_addr, sizeof(c->meta_addr), "%s", meta_addr);
+	c->mode = mode;
 	pthread_mutex_init(&c->map_lock, NULL);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -387,15 +394,23 @@ int strata_connect(const char *meta_addr, strata_cluster **out)
 	}
 	atomic_store(&c->epoch, c->map->epoch);
 
-	rc = st_reactor_create(&c->r, 1024);
-	if (rc < 0) {
-		goto fail_map;
+	if (r != NULL) {
+		c->r = r;
+	} else {
+		rc = st_reactor_create(&c->r, 1024);
+		if (rc < 0) {
+			goto fail_map;
+		}
 	}
-	if (pthread_create(&c->thread, NULL, io_thread, c) != 0) {
-		rc = -EAGAIN;
-		goto fail_reactor;
+	if (mode == SC_MODE_THREAD) {
+		if (pthread_create(&c->thread, NULL, io_thread, c) != 0) {
+			rc = -EAGAIN;
+			goto fail_reactor;
+		}
+		c->thread_started = true;
+	} else if (mode == SC_MODE_POLL) {
+		st_reactor_set_owner(c->r);
 	}
-	c->thread_started = true;
 	st_reactor_post(c->r, start_watch, c);
 	*out = c;
 	return 0;
@@ -410,10 +425,44 @@ fail_free:
 	return rc;
 }
 
-static void shutdown_on_reactor(void *arg)
+int strata_connect(const char *meta_addr, strata_cluster **out)
 {
-	strata_cluster *c = arg;
+	return cluster_connect(meta_addr, SC_MODE_THREAD, NULL, out);
+}
 
+int strata_connect_flags(const char *meta_addr, unsigned flags, strata_cluster **out)
+{
+	if ((flags & ~STRATA_CONNECT_POLL) != 0) {
+		return -EINVAL;
+	}
+	return cluster_connect(meta_addr,
+			       (flags & STRATA_CONNECT_POLL) ? SC_MODE_POLL : SC_MODE_THREAD, NULL,
+			       out);
+}
+
+int strata_connect_reactor(struct st_reactor *r, const char *meta_addr, strata_cluster **out)
+{
+	if (r == NULL) {
+		return -EINVAL;
+	}
+	return cluster_connect(meta_addr, SC_MODE_EXTERNAL, r, out);
+}
+
+int strata_poll(strata_cluster *c, int timeout_ms)
+{
+	if (c == NULL || c->mode != SC_MODE_POLL) {
+		return -EINVAL;
+	}
+	if (st_reactor_on_thread(c->r)) {
+		return -EDEADLK; /* from inside a callback */
+	}
+	st_reactor_set_owner(c->r);
+	return st_reactor_run_once(c->r, timeout_ms);
+}
+
+/* Stops map watching and drops every connection; requests in flight fail or finish. */
+static void shutdown_clients(strata_cluster *c)
+{
 	c->stopping = true;
 	if (c->meta_retry_armed) {
 		st_reactor_cancel(c->r, &c->meta_retry_io);
@@ -428,19 +477,52 @@ static void shutdown_on_reactor(void *arg)
 			c->nodes[i] = NULL;
 		}
 	}
+}
+
+static void shutdown_on_reactor(void *arg)
+{
+	strata_cluster *c = arg;
+
+	shutdown_clients(c);
 	st_reactor_stop(c->r);
 }
+
+#define DISCONNECT_DRAIN_MS 5000
 
 void strata_disconnect(strata_cluster *c)
 {
 	if (c == NULL) {
 		return;
 	}
-	if (c->thread_started) {
-		st_reactor_post(c->r, shutdown_on_reactor, c);
-		pthread_join(c->thread, NULL);
+	switch (c->mode) {
+	case SC_MODE_THREAD:
+		if (c->thread_started) {
+			st_reactor_post(c->r, shutdown_on_reactor, c);
+			pthread_join(c->thread, NULL);
+		}
+		st_reactor_destroy(c->r);
+		break;
+	case SC_MODE_POLL:
+		shutdown_clients(c);
+		st_reactor_destroy(c->r); /* runs the cancelled timers' callbacks */
+		break;
+	case SC_MODE_EXTERNAL: {
+		/* The reactor is the daemon's and outlives c: turn it until no timer of ours can
+		 * still fire (each one sees c->stopping and finishes). */
+		uint64_t deadline = st_now_ms() + DISCONNECT_DRAIN_MS;
+
+		shutdown_clients(c);
+		while (c->timers > 0 && st_now_ms() < deadline) {
+			if (st_reactor_run_once(c->r, 10) < 0) {
+				break;
+			}
+		}
+		if (c->timers > 0) {
+			st_warn("libstrata: %d timer(s) still armed at disconnect", c->timers);
+		}
+		break;
 	}
-	st_reactor_destroy(c->r);
+	}
 	map_free(c->map);
 	pthread_mutex_destroy(&c->map_lock);
 	free(c);

@@ -7,8 +7,10 @@
  *        +--> strata_volume (pool, family, layer, ancestry, dirty-node set)
  *                  +--> struct sc_req (one user call) --split--> struct sc_sub (one object)
  *
- * Threading: the map, node clients, requests and dirty sets belong to the reactor thread.
- * User threads enter through st_reactor_post(). The one exception is c->map_lock, which lets
+ * Threading: the map, node clients, requests and dirty sets belong to the reactor thread (the
+ * cluster's I/O thread, the strata_poll() caller, or the daemon thread whose reactor it
+ * shares). User threads enter through st_reactor_post(), which on the reactor thread itself
+ * is a lock-free local queue. The one exception is c->map_lock, which lets
  * user threads (strata_open, strata_map_epoch) read pool parameters from the current map.
  */
 #ifndef STRATA_CLIENT_INTERNAL_H
@@ -48,11 +50,21 @@ struct sc_map {
 	struct sc_pool *pools;
 };
 
+/* Who runs the reactor: the cluster's own I/O thread, the caller through strata_poll(), or
+ * a daemon's reactor that libstrata shares (strata_connect_reactor). */
+enum sc_mode {
+	SC_MODE_THREAD,
+	SC_MODE_POLL,
+	SC_MODE_EXTERNAL,
+};
+
 struct strata_cluster {
 	char meta_addr[128];
 	struct st_reactor *r;
+	enum sc_mode mode;
 	pthread_t thread;
 	bool thread_started;
+	int timers; /* armed libstrata timers (reactor thread): disconnect waits them out */
 
 	pthread_mutex_t map_lock; /* guards `map` pointer swaps against user-thread readers */
 	struct sc_map *map;

@@ -83,14 +83,19 @@ static void req_finish(struct sc_req *req)
 	if (req->op == SC_STATUS && req->err == 0) {
 		status_merge(req);
 	}
-	req->cb(req->cb_arg, req->err);
+	strata_cb cb = req->cb;
+	void *cb_arg = req->cb_arg;
+	int err = req->err;
+
 	for (size_t i = 0; i < req->nsubs; i++) {
 		free(req->subs[i].bounce);
 		free(req->subs[i].sext);
 	}
 	free(req->subs);
 	free(req);
+	/* Out of libstrata before the callback, so the callback may close the volume. */
 	atomic_fetch_sub(&v->inflight, 1);
+	cb(cb_arg, err);
 }
 
 static void sub_complete(struct sc_sub *s, int err)
@@ -129,6 +134,8 @@ static void sub_timer_fired(void *arg, int res)
 {
 	struct sc_sub *s = arg;
 
+	(void)res;
+	s->req->v->c->timers--;
 	if (s->req->v->c->stopping) {
 		sub_complete(s, -ESHUTDOWN);
 		return;
@@ -153,6 +160,7 @@ static void sub_retry(struct sc_sub *s, int err)
 	}
 	s->attempts++;
 	sc_map_refresh(c);
+	c->timers++;
 	st_reactor_timer(c->r, &s->timer, delay, sub_timer_fired, s);
 }
 

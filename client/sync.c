@@ -1,5 +1,8 @@
-/* Synchronous wrappers: park the calling thread on a condition variable until the I/O
- * thread's callback fires. Never call these from a libstrata callback. */
+/* Synchronous wrappers. With an I/O thread, park the calling thread on a condition variable
+ * until the callback fires. Without one (strata_poll, or a shared daemon reactor), turn the
+ * reactor on the calling thread until it does; from inside a callback that would recurse, so
+ * it is refused with -EDEADLK. Never call these from a libstrata callback. */
+#include <errno.h>
 #include <pthread.h>
 
 #include "internal.h"
@@ -31,9 +34,16 @@ static void waiter_cb(void *arg, int err)
 }
 
 /* rc is the submit result: wait only if the request was queued. */
-static int waiter_wait(struct waiter *w, int rc)
+static int waiter_wait(strata_volume *v, struct waiter *w, int rc)
 {
-	if (rc == 0) {
+	if (rc == 0 && v->c->mode != SC_MODE_THREAD) {
+		int n = 0;
+
+		while (!w->done && n >= 0) {
+			n = st_reactor_run_once(v->c->r, -1);
+		}
+		rc = w->done ? w->err : n; /* n < 0: io_uring itself failed */
+	} else if (rc == 0) {
 		pthread_mutex_lock(&w->lock);
 		while (!w->done) {
 			pthread_cond_wait(&w->cond, &w->lock);
@@ -49,8 +59,11 @@ static int waiter_wait(struct waiter *w, int rc)
 #define SYNC_CALL(call)                                                                            \
 	do {                                                                                       \
 		struct waiter w;                                                                   \
+		if (v != NULL && v->c->mode != SC_MODE_THREAD && st_reactor_on_thread(v->c->r)) {  \
+			return -EDEADLK;                                                           \
+		}                                                                                  \
 		waiter_init(&w);                                                                   \
-		return waiter_wait(&w, call);                                                      \
+		return waiter_wait(v, &w, call);                                                   \
 	} while (0)
 
 int strata_read(strata_volume *v, uint64_t off, size_t len, void *buf)

@@ -6,6 +6,11 @@
  *
  *   other threads: st_reactor_post --mutex--> posts[] --eventfd write--> persistent READ SQE
  *                                                                          on the ring wakes run
+ *   the reactor's own thread: st_reactor_post --> local[] --> run after the current CQE batch,
+ *                                                             before the next submit
+ *
+ * The eventfd is written only when posts[] goes from empty to non-empty: one wakeup per batch
+ * however many posts it holds (post_drain takes them all).
  *
  * Invariants:
  *  - Every SQE carries either a struct st_io (owned by the caller, valid until its callback)
@@ -48,7 +53,16 @@ struct st_reactor {
 	size_t nposts, capposts;
 	struct st_post *spare; /* the drained array, reused by the next swap */
 	size_t capspare;
+
+	/* Posts made on the reactor's own thread while it runs: no lock, no wakeup. */
+	struct st_post *local;
+	size_t nlocal, caplocal;
 };
+
+/* The reactor this thread is running, if any: posts from it take the local queue. */
+static _Thread_local struct st_reactor *tls_running;
+/* The reactor this thread drives with st_reactor_run_once (st_reactor_set_owner). */
+static _Thread_local struct st_reactor *tls_owner;
 
 static void efd_arm(struct st_reactor *r);
 
@@ -197,12 +211,34 @@ static unsigned reap(struct st_reactor *r)
 	return n;
 }
 
+bool st_reactor_on_thread(const struct st_reactor *r)
+{
+	return tls_running == r;
+}
+
+/* Runs the local posts, including any they make, in order. */
+static void local_drain(struct st_reactor *r)
+{
+	for (size_t i = 0; i < r->nlocal; i++) {
+		struct st_post p = r->local[i]; /* copy: fn may grow (move) the array */
+
+		p.fn(p.arg);
+	}
+	r->nlocal = 0;
+}
+
 /* Returns 0, or -errno if io_uring itself fails. */
 int st_reactor_run(struct st_reactor *r)
 {
+	struct st_reactor *outer = tls_running;
 	int ret = 0;
 
-	while (!atomic_load_explicit(&r->stop, memory_order_acquire)) {
+	tls_running = r;
+	for (;;) {
+		local_drain(r);
+		if (atomic_load_explicit(&r->stop, memory_order_acquire)) {
+			break;
+		}
 		ret = io_uring_submit_and_wait(&r->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
 			break;
@@ -210,9 +246,43 @@ int st_reactor_run(struct st_reactor *r)
 		ret = 0;
 		reap(r);
 	}
+	local_drain(r);
+	tls_running = outer;
 	/* Consume the request so the reactor can be run again. */
 	atomic_store_explicit(&r->stop, false, memory_order_release);
 	return ret;
+}
+
+/* Returns the number of completions run (0 on timeout), or -errno if io_uring fails. */
+int st_reactor_run_once(struct st_reactor *r, int timeout_ms)
+{
+	struct st_reactor *outer = tls_running;
+	struct __kernel_timespec ts;
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	tls_running = r;
+	local_drain(r);
+	if (timeout_ms == 0) {
+		ret = io_uring_submit(&r->ring);
+	} else if (timeout_ms < 0) {
+		ret = io_uring_submit_and_wait(&r->ring, 1);
+	} else {
+		ts.tv_sec = timeout_ms / 1000;
+		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+		ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+	}
+	if (ret >= 0 || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY || ret == -ETIME) {
+		ret = (int)reap(r);
+		local_drain(r);
+	}
+	tls_running = outer;
+	return ret;
+}
+
+void st_reactor_set_owner(struct st_reactor *r)
+{
+	tls_owner = r;
 }
 
 static void efd_kick(struct st_reactor *r)
@@ -232,24 +302,42 @@ void st_reactor_stop(struct st_reactor *r)
 	efd_kick(r);
 }
 
+static int post_grow(struct st_post **arr, size_t *cap)
+{
+	size_t ncap = *cap ? *cap * 2 : 64;
+	struct st_post *p = realloc(*arr, ncap * sizeof(*p));
+
+	if (p == NULL) {
+		return -ENOMEM;
+	}
+	*arr = p;
+	*cap = ncap;
+	return 0;
+}
+
 /* Returns 0 or -ENOMEM. */
 int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg)
 {
-	pthread_mutex_lock(&r->lock);
-	if (r->nposts == r->capposts) {
-		size_t cap = r->capposts ? r->capposts * 2 : 64;
-		struct st_post *p = realloc(r->posts, cap * sizeof(*p));
+	bool kick;
 
-		if (p == NULL) {
-			pthread_mutex_unlock(&r->lock);
+	if (tls_running == r || tls_owner == r) {
+		if (r->nlocal == r->caplocal && post_grow(&r->local, &r->caplocal) < 0) {
 			return -ENOMEM;
 		}
-		r->posts = p;
-		r->capposts = cap;
+		r->local[r->nlocal++] = (struct st_post){fn, arg};
+		return 0;
 	}
+	pthread_mutex_lock(&r->lock);
+	if (r->nposts == r->capposts && post_grow(&r->posts, &r->capposts) < 0) {
+		pthread_mutex_unlock(&r->lock);
+		return -ENOMEM;
+	}
+	kick = r->nposts == 0;
 	r->posts[r->nposts++] = (struct st_post){fn, arg};
 	pthread_mutex_unlock(&r->lock);
-	efd_kick(r);
+	if (kick) {
+		efd_kick(r);
+	}
 	return 0;
 }
 
@@ -279,10 +367,15 @@ void st_reactor_destroy(struct st_reactor *r)
 		reap(r);
 	}
 	post_drain(r); /* posts are owed their run, e.g. ones that free memory */
+	local_drain(r);
 	io_uring_queue_exit(&r->ring);
 	close(r->efd);
 	free(r->posts);
 	free(r->spare);
+	free(r->local);
+	if (tls_owner == r) {
+		tls_owner = NULL;
+	}
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }

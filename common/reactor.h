@@ -44,10 +44,32 @@ void st_reactor_destroy(struct st_reactor *r);
 /* Run until st_reactor_stop(). Returns 0, or -errno if io_uring itself fails. */
 int st_reactor_run(struct st_reactor *r) __attribute__((nonnull));
 
+/*
+ * One turn for callers that drive the reactor themselves: submit what is queued, wait up to
+ * timeout_ms (0: not at all, < 0: until something completes) for a completion, run every
+ * completion and local post. Returns the number of completions run, or -errno.
+ */
+int st_reactor_run_once(struct st_reactor *r, int timeout_ms) __attribute__((nonnull));
+
+/*
+ * Make the calling thread r's owner: its posts join the local queue (no lock, no wakeup) even
+ * outside st_reactor_run, to run at the next turn. For a reactor driven by one thread with
+ * st_reactor_run_once; the owner must be the only thread that drives r.
+ */
+void st_reactor_set_owner(struct st_reactor *r) __attribute__((nonnull));
+
+/* True when called from inside st_reactor_run(r) on this thread. */
+bool st_reactor_on_thread(const struct st_reactor *r) __attribute__((nonnull));
+
 /* Thread-safe: ask run() to return after the current turn. */
 void st_reactor_stop(struct st_reactor *r) __attribute__((nonnull));
 
-/* Thread-safe cross-thread wakeup: run fn(arg) on the reactor thread soon. Returns 0 or -ENOMEM. */
+/*
+ * Thread-safe: run fn(arg) on the reactor thread soon, never before this returns. From another
+ * thread it is queued under a lock with at most one eventfd wakeup per batch; from the thread
+ * inside st_reactor_run() it joins a local queue that runs after the current batch of
+ * completions, with no lock and no system call. Returns 0 or -ENOMEM.
+ */
 int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg)
 	__attribute__((nonnull(1, 2)));
 

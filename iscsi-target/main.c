@@ -3,8 +3,9 @@
  *
  *   strata-iscsi --meta HOST:PORT --listen 127.0.0.1:3260 [--iqn-prefix P] [--config FILE]
  *
- * One reactor thread runs every connection; libstrata's I/O thread hands completions back
- * with st_reactor_post(). SIGINT/SIGTERM stop the reactor from a signal-waiting thread.
+ * One reactor thread runs every connection, and libstrata shares it (client/embed.h): a task
+ * goes from the initiator's socket to blockd's and back without changing threads.
+ * SIGINT/SIGTERM stop the reactor from a signal-waiting thread.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "client/embed.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -87,21 +89,21 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	rc = strata_connect(meta, &cl);
+	rc = st_reactor_create(&r, 1024);
+	if (rc) {
+		st_error("reactor: %s", strerror(-rc));
+		return 1;
+	}
+	rc = strata_connect_reactor(r, meta, &cl);
 	if (rc) {
 		st_error("connect to meta %s: %s", meta ? meta : "(default)", strerror(-rc));
-		return 1;
+		goto err_reactor;
 	}
 	isc_target_init(&cfg, cl);
 	lfd = st_tcp_listen(listen_addr, 128);
 	if (lfd < 0) {
 		st_error("listen %s: %s", listen_addr, strerror(-lfd));
 		goto err_cluster;
-	}
-	rc = st_reactor_create(&r, 1024);
-	if (rc) {
-		st_error("reactor: %s", strerror(-rc));
-		goto err_listen;
 	}
 	isc_server_start(r, lfd, listen_addr);
 	pthread_create(&sigthr, NULL, signal_thread, r);
@@ -110,13 +112,15 @@ int main(int argc, char **argv)
 	pthread_kill(sigthr, SIGTERM);
 	pthread_join(sigthr, NULL);
 	close(lfd);
-	st_reactor_destroy(r);
+	/* libstrata first: its requests fail over to the sessions' completions, which the
+	 * reactor's teardown then runs. */
 	strata_disconnect(cl);
+	st_reactor_destroy(r);
 	return rc ? 1 : 0;
 
-err_listen:
-	close(lfd);
 err_cluster:
 	strata_disconnect(cl);
+err_reactor:
+	st_reactor_destroy(r);
 	return 1;
 }

@@ -323,7 +323,8 @@ static void task_backend_done(void *arg)
 	isc_task_put(t);
 }
 
-/* libstrata I/O thread: record the first error and hop to the reactor. */
+/* libstrata's callback, on the reactor thread it shares: record the first error and finish
+ * the task from the reactor's local queue, at the top level of this turn. */
 void isc_task_backend_cb(void *arg, int err)
 {
 	struct isc_task *t = arg;

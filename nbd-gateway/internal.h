@@ -499,7 +499,7 @@ struct nbd_server {
 
 int nbd_server_create(struct nbd_server **out, struct st_reactor *r, struct strata_cluster *cluster,
 		      const struct nbd_server_config *cfg) __attribute__((nonnull));
-void nbd_server_destroy(struct nbd_server *srv);
+void nbd_server_shutdown(struct nbd_server *srv);
 int nbd_server_port(struct nbd_server *srv) __attribute__((nonnull));
 
 #endif

@@ -4,10 +4,11 @@
  *   strata-nbd --meta HOST:PORT --listen 127.0.0.1:10809
  *              [--tls-cert F --tls-key F [--tls-ca F] [--tls require|optional]]
  *
- * One io_uring reactor thread owns every socket; libstrata runs its own I/O thread and hands
- * completions back with st_reactor_post. SIGINT/SIGTERM stop the reactor, then every open
- * export is flushed (acknowledged writes are already on blockd; the flush makes them
- * durable), so a restart loses nothing a client was told was written.
+ * One io_uring reactor thread owns every socket, and libstrata shares it (client/embed.h): a
+ * request goes from the client's socket to blockd's and back without changing threads.
+ * SIGINT/SIGTERM stop the reactor, then every open export is flushed (acknowledged writes are
+ * already on blockd; the flush makes them durable), so a restart loses nothing a client was
+ * told was written.
  */
 #include <errno.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 
 #include "common/flags.h"
 #include "common/log.h"
+#include "client/embed.h"
 #include "common/reactor.h"
 #include "internal.h"
 
@@ -95,20 +97,20 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	ret = strata_connect(meta, &cluster);
+	ret = st_reactor_create(&g_reactor, 1024);
+	if (ret < 0) {
+		st_error("reactor: %s", strerror(-ret));
+		goto out_tls;
+	}
+	ret = strata_connect_reactor(g_reactor, meta, &cluster);
 	if (ret < 0) {
 		st_error("connect to meta %s: %s", meta ? meta : "(default)", strerror(-ret));
 		goto out_tls;
 	}
-	ret = st_reactor_create(&g_reactor, 1024);
-	if (ret < 0) {
-		st_error("reactor: %s", strerror(-ret));
-		goto out_cluster;
-	}
 	ret = nbd_server_create(&srv, g_reactor, cluster, &cfg);
 	if (ret < 0) {
 		st_error("listen on %s: %s", listen, strerror(-ret));
-		goto out_reactor;
+		goto out_cluster;
 	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -125,11 +127,9 @@ int main(int argc, char **argv)
 		st_error("reactor: %s", strerror(-ret));
 	}
 	st_info("shutting down");
-	nbd_server_destroy(srv);
+	nbd_server_shutdown(srv);
 	/* Connections are not torn down one by one: the process is exiting, and every write a
 	 * client saw acknowledged is on blockd and now flushed. */
-out_reactor:
-	(void)0;
 out_cluster:
 	strata_disconnect(cluster);
 out_tls:

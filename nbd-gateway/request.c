@@ -1,10 +1,9 @@
 /*
  * Executing requests against libstrata, and building their replies.
  *
- *   reactor thread                          libstrata I/O thread
- *   nbd_req_execute --strata_aio_*-->       ...
- *                                           strata_done(req, err)
- *   req_complete   <--st_reactor_post--     (nothing else touches req there)
+ *   the reactor thread (libstrata shares it, client/embed.h):
+ *   nbd_req_execute --strata_aio_*--> libstrata --> blockd --> strata_done(req, err)
+ *   req_complete   <--st_reactor_post (a local queue push)--  (nothing else touches req there)
  *   queue reply --> sent --> nbd_req_put
  *
  * Replies go out in completion order, so many requests are in flight per connection and
@@ -303,7 +302,8 @@ static void req_complete(void *arg)
 	nbd_conn_unhold(c);
 }
 
-/* On libstrata's I/O thread: hand the request back to the reactor. */
+/* libstrata's callback, on this reactor's thread (libstrata shares it): the post is a push on
+ * the reactor's local queue, so req_complete runs at the top level of this turn. */
 static void strata_done(void *arg, int err)
 {
 	struct nbd_req *r = arg;

@@ -822,7 +822,12 @@ int nbd_server_port(struct nbd_server *srv)
 }
 
 /* Called after the reactor stopped: flush what was written, drop the rest. */
-void nbd_server_destroy(struct nbd_server *srv)
+/*
+ * Stops listening and flushes every export. Connections are left as they are and srv stays
+ * allocated: they reference it, and the process exits next. The flush turns the reactor
+ * (libstrata shares it), so it must not be running.
+ */
+void nbd_server_shutdown(struct nbd_server *srv)
 {
 	if (srv == NULL) {
 		return;
@@ -833,5 +838,4 @@ void nbd_server_destroy(struct nbd_server *srv)
 	shutdown(srv->lfd, SHUT_RDWR);
 	close(srv->lfd);
 	nbd_export_flush_all(srv);
-	free(srv);
 }

@@ -8,10 +8,16 @@
  * node by weighted rendezvous hashing. Reads and writes go to the primary, whatever the clone
  * depth.
  *
- * Threads: each cluster owns one I/O thread running an io_uring reactor. Every function here is
- * thread-safe and may be called from any thread. Completion callbacks run on the cluster's I/O
- * thread; they must not block, and may issue further async calls. The synchronous wrappers must
- * not be called from a callback.
+ * Threads: by default each cluster owns one I/O thread running an io_uring reactor. Every
+ * function here is thread-safe and may be called from any thread. Completion callbacks run on
+ * the cluster's I/O thread; they must not block, and may issue further async calls. The
+ * synchronous wrappers must not be called from a callback.
+ *
+ * Poll mode (strata_connect_flags with STRATA_CONNECT_POLL) has no I/O thread: the caller
+ * turns the loop with strata_poll(), and callbacks run inside it, on the caller's thread. A
+ * request then never crosses threads, which saves two wakeups per I/O. A poll-mode cluster
+ * and its volumes are used by one thread at a time; the synchronous wrappers turn the loop
+ * themselves (from inside a callback they return -EDEADLK).
  *
  * Ownership: buffers passed to async calls belong to the caller and must stay valid until the
  * callback runs. Errors are negative errno values: -ENOENT unknown volume, -EROFS write to a
@@ -62,6 +68,20 @@ struct strata_extent {
  * cluster map and start the I/O thread. Returns 0 and *out, or a negative errno.
  */
 STRATA_API int strata_connect(const char *meta_addr, strata_cluster **out);
+
+/** Connect flags. */
+#define STRATA_CONNECT_POLL 0x1 /**< no I/O thread: the caller runs completions with strata_poll   \
+				 */
+
+/** strata_connect with flags (STRATA_CONNECT_*). Returns 0 and *out, or a negative errno. */
+STRATA_API int strata_connect_flags(const char *meta_addr, unsigned flags, strata_cluster **out);
+
+/**
+ * Poll mode only: submit what is queued, wait up to timeout_ms (0: not at all, -1: until one
+ * completes) and run every completion that is ready; callbacks run here. Returns the number
+ * of completions run (0 on timeout), -EINVAL for a threaded cluster, -EDEADLK from a callback.
+ */
+STRATA_API int strata_poll(strata_cluster *c, int timeout_ms);
 
 /** Close every volume still open, stop the I/O thread and free the handle. */
 STRATA_API void strata_disconnect(strata_cluster *c);

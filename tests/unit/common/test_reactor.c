@@ -172,6 +172,117 @@ Test(reactor, stop_from_another_thread)
 	st_reactor_destroy(r);
 }
 
+/* A post made on the loop thread runs after the poster returns, in posting order, in the same
+ * run, and without the eventfd (the local queue): order[] records who ran when. */
+struct local_ctx {
+	struct st_reactor *r;
+	int order[8];
+	int n;
+	int returned; /* the poster had returned when the post ran */
+	struct st_io tick;
+};
+
+static void local_post(void *arg)
+{
+	struct local_ctx *l = (struct local_ctx *)((intptr_t *)arg)[0];
+	int id = (int)((intptr_t *)arg)[1];
+
+	l->order[l->n++] = id;
+	if (id == 2) {
+		st_reactor_stop(l->r);
+	}
+}
+
+static intptr_t lp_args[3][2];
+
+static void local_poster(void *arg, int res)
+{
+	struct local_ctx *l = arg;
+
+	(void)res;
+	cr_assert(st_reactor_on_thread(l->r)); /* on the loop thread, inside run */
+	for (int i = 0; i < 3; i++) {
+		lp_args[i][0] = (intptr_t)l;
+		lp_args[i][1] = i;
+		st_reactor_post(l->r, local_post, lp_args[i]);
+	}
+	l->returned = l->n; /* nothing ran yet */
+}
+
+Test(reactor, post_on_loop_thread_runs_after_return_in_order)
+{
+	struct local_ctx l = {0};
+
+	cr_assert_eq(st_reactor_create(&l.r, 0), 0);
+	cr_assert_not(st_reactor_on_thread(l.r));
+	st_reactor_timer(l.r, &l.tick, 1, local_poster, &l);
+	cr_assert_eq(st_reactor_run(l.r), 0);
+	cr_assert_eq(l.returned, 0);
+	cr_assert_eq(l.n, 3);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(l.order[i], i);
+	}
+	st_reactor_destroy(l.r);
+}
+
+Test(reactor, run_once_times_out_and_runs_owner_posts)
+{
+	struct st_reactor *r;
+	atomic_int n = 0;
+	struct timer_ctx ctx = {.expect = 100};
+	struct timer_one t = {&ctx, 1, {0}};
+	uint64_t start;
+
+	cr_assert_eq(st_reactor_create(&r, 0), 0);
+	ctx.r = r;
+	/* Nothing in flight but the eventfd read: a bounded wait returns 0. */
+	start = st_now_ms();
+	cr_assert_eq(st_reactor_run_once(r, 20), 0);
+	cr_assert_geq(st_now_ms() - start, 15);
+	cr_assert_eq(st_reactor_run_once(r, 0), 0);
+
+	/* The owner's posts wait for its next turn, with no wakeup needed. */
+	st_reactor_set_owner(r);
+	cr_assert_eq(st_reactor_post(r, count_fn, &n), 0);
+	cr_assert_eq(st_reactor_post(r, count_fn, &n), 0);
+	cr_assert_eq(atomic_load(&n), 0);
+	cr_assert_geq(st_reactor_run_once(r, 0), 0);
+	cr_assert_eq(atomic_load(&n), 2);
+
+	/* A timer completes within an unbounded turn, and its callback runs there. */
+	st_reactor_timer(r, &t.io, 5, timer_cb, &t);
+	while (ctx.n == 0) {
+		cr_assert_geq(st_reactor_run_once(r, -1), 0);
+	}
+	cr_assert_eq(ctx.order[0], 1);
+	cr_assert_eq(ctx.res[0], 0);
+	st_reactor_destroy(r);
+}
+
+/* Many posts from another thread while the loop is busy: all run (one wakeup per batch). */
+Test(reactor, cross_thread_post_batches_all_run)
+{
+	struct st_reactor *r;
+	pthread_t th;
+	atomic_int n = 0;
+
+	cr_assert_eq(st_reactor_create(&r, 0), 0);
+	cr_assert_eq(pthread_create(&th, NULL, run_thread, r), 0);
+	for (int round = 0; round < 50; round++) {
+		for (int i = 0; i < 200; i++) {
+			cr_assert_eq(st_reactor_post(r, count_fn, &n), 0);
+		}
+		usleep(200);
+	}
+	for (int i = 0; i < 5000 && atomic_load(&n) < 10000; i++) {
+		usleep(1000);
+	}
+	cr_assert_eq(atomic_load(&n), 10000);
+	st_reactor_stop(r);
+	pthread_join(th, NULL);
+	st_reactor_destroy(r);
+}
+
 /* ---- echo server ------------------------------------------------------------------------ */
 
 struct loop {
