@@ -5,19 +5,20 @@
  *   every tick (250 ms), for each running job:
  *       each UP node of the map that has not done it and has no request in flight
  *           --> blockd FLATTEN {pool, family, head layer, ancestry}   (async st_client)
- *       progress (nodes done / UP nodes) --> md_flatten_progress (persisted when it moves)
- *       every UP node done --> md_flatten_progress(complete): the head's parent link is cut
+ *       progress (nodes done / member nodes) --> md_flatten_progress (persisted when it moves)
+ *       every member node done --> md_flatten_progress(complete): the head's parent link is cut
+ *
+ * Members are the nodes that are not OUT: UP and DOWN ones. A DOWN node still holds copies
+ * of the family's objects that only it may have (R=1), so the job waits for it to come back
+ * and flatten, or to be marked OUT (its data is then re-replicated from nodes that did).
  *
  * blockd's FLATTEN gives the head its own copy (metadata only) of every extent list it
  * inherits, for the objects that node stores, so once every node holding the family's objects
  * has done it the head no longer needs its ancestors. A failed request (error reply, a lost
  * connection, no reply within FL_TIMEOUT_MS) is retried after FL_RETRY_MS; a node that goes
- * DOWN leaves the set the job waits for, and one that comes (back) UP joins it. A job with no
- * UP node at all stays running. Flatten is idempotent on blockd, so a retry or a restart of
- * meta (which rescans the catalog for running flattens and starts each afresh) is harmless.
- *
- * Limitation: a node that is DOWN when the job completes has not flattened its copies; it
- * must be recovered from the replicas that did (see docs/ARCHITECTURE.md).
+ * DOWN keeps the job waiting until it is UP again (then it is sent FLATTEN) or OUT, and a new
+ * node joins the set. Flatten is idempotent on blockd, so a retry or a restart of meta (which
+ * rescans the catalog for running flattens and starts each afresh) is harmless.
  *
  * Everything runs on meta's reactor thread. A reply only marks its node (the next tick acts
  * on it: closing a client runs callbacks synchronously, so a reply must never re-enter the
@@ -236,7 +237,7 @@ static void node_send(struct md_flattener *f, struct fl_job *j, const struct md_
 	free(call);
 }
 
-/* Send what is due, persist progress when it moves, complete when every UP node is done. */
+/* Send what is due, persist progress when it moves, complete when every member is done. */
 static void job_step(struct md_flattener *f, struct fl_job *j)
 {
 	struct md_volume *v = md_volume_by_id(f->cat, j->volume_id);
@@ -246,32 +247,37 @@ static void job_step(struct md_flattener *f, struct fl_job *j)
 	}
 	const struct md_node *const *nodes;
 	size_t nn = md_nodes(f->cat, &nodes);
-	uint64_t now = st_now_ms(), up = 0, done = 0;
+	uint64_t now = st_now_ms(), members = 0, up = 0, done = 0;
 	for (size_t i = 0; i < nn; i++) {
-		if (nodes[i]->state != STRATA__META__NODE_STATE__NODE_UP) {
+		if (nodes[i]->state == STRATA__META__NODE_STATE__NODE_OUT) {
 			continue;
 		}
 		struct fl_node *n = job_node(j, nodes[i]->id, true);
 		if (n == NULL) {
 			return; /* out of memory: try again next tick */
 		}
-		up++;
+		members++;
+		if (nodes[i]->state == STRATA__META__NODE_STATE__NODE_UP) {
+			up++;
+		}
 		if (n->done) {
 			done++;
+		} else if (nodes[i]->state != STRATA__META__NODE_STATE__NODE_UP) {
+			continue; /* DOWN: waited for, sent to once it is back */
 		} else if (n->inflight && now - n->sent_ms > FL_TIMEOUT_MS) {
 			node_reset(f, n->id); /* its reply fails and schedules the retry */
 		} else if (!n->inflight && now >= n->retry_ms) {
 			node_send(f, j, v, nodes[i], n);
 		}
 	}
-	if (up == 0 || (done == j->done && up == j->total && done < up)) {
+	if (up == 0 || (done == j->done && members == j->total && done < members)) {
 		return; /* nothing to report (no UP node: the job waits) */
 	}
 	uint64_t vid = j->volume_id;
-	bool complete = done == up;
+	bool complete = done == members;
 	j->done = done;
-	j->total = up;
-	if (md_flatten_progress(f->cat, vid, done, up, complete, NULL) < 0) {
+	j->total = members;
+	if (md_flatten_progress(f->cat, vid, done, members, complete, NULL) < 0) {
 		st_error("flatten of volume %llu: recording progress: %s", (unsigned long long)vid,
 			 md_catalog_error(f->cat));
 		j->total = 0; /* try again next tick */
@@ -279,7 +285,8 @@ static void job_step(struct md_flattener *f, struct fl_job *j)
 	}
 	if (complete) {
 		st_info("flatten of volume %llu complete on %llu node%s: parent link cut",
-			(unsigned long long)vid, (unsigned long long)up, up == 1 ? "" : "s");
+			(unsigned long long)vid, (unsigned long long)members,
+			members == 1 ? "" : "s");
 		if ((j = job_find(f, vid)) != NULL) {
 			job_free(f, j);
 		}

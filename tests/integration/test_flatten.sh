@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Flatten that runs: meta sends blockd's FLATTEN to every UP node, reports nodes done/total,
-# retries a node that is away, and cuts the parent link when all are done. Then the template
+# Flatten that runs: meta sends blockd's FLATTEN to every node, reports nodes done/total,
+# retries a node that is away, waits for a node that meta has marked DOWN (it may hold the
+# only copy of some objects) and cuts the parent link when all are done. Then the template
 # the clone came from is deleted, every daemon restarted (no cached ancestry anywhere), and the
 # clone's data read back through strata-nbd with qemu-io.
 . "$(dirname "$0")/lib.sh"
@@ -67,7 +68,7 @@ expect p/c 0xa1 0 4M
 expect p/c 0xc2 4M 1M
 info p/c | field parent | grep -q '^p/tmpl@' || fail "clone parent: $(info p/c)"
 
-step "flatten with node 2 away: running, retried until node 2 is back"
+step "flatten with node 2 away: running, retried, waited for while DOWN, done once back"
 stop_daemon "$BD2_PID"
 cli flatten p/c >"$TEST_TMP/fl" || fail "flatten: $(cat "$TEST_TMP/fl")"
 grep -q running "$TEST_TMP/fl" || fail "flatten should be running: $(cat "$TEST_TMP/fl")"
@@ -75,6 +76,13 @@ wait_for 5 flatten_is p/c running 1 2 "$(info p/c | field parent)" ||
 	fail "want running 1/2 while node 2 is away: $(info p/c)"
 sleep 1.5 # several failed attempts at node 2 (it is still UP in the map)
 flatten_is p/c running 1 2 "$(info p/c | field parent)" || fail "completed without node 2: $(info p/c)"
+# Node 2 holds the only copy (R=1) of some of the clone's inherited objects: DOWN must not
+# let the job complete and cut the parent link.
+wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 down'" ||
+	fail "node 2 never marked down: $(cli status)"
+sleep 1 # a few ticks of the flatten driver with node 2 DOWN
+flatten_is p/c running 1 2 "$(info p/c | field parent)" ||
+	fail "completed while node 2 is DOWN: $(info p/c)"
 start_bd 2 "$BD2_PORT"
 wait_for 15 flatten_is p/c done 2 2 || fail "flatten never completed: $(info p/c)"
 grep -q 'flatten of volume .* complete on 2 nodes' "$TEST_TMP/meta.log" || fail "meta log"
