@@ -12,6 +12,13 @@
 #   wait_for SECS CMD...      retry CMD every 0.1 s until it succeeds or SECS pass
 #   pgs_are META WHAT         clean / settled / degraded, from `strata status --json`
 #   wait_pgs META WHAT [SECS] poll pgs_are until it holds (default 60 s), else fail
+#
+# A local cluster:
+#   start_meta [ARGS...]      strata-meta on a free port (data $TEST_TMP/meta); sets META_PORT
+#                       (once), META and META_PID; defines cli (the strata CLI on $META)
+#   start_node I [SIZE]       strata-blockd I (data $TEST_TMP/bdI.data, default 1G) on BD_PORT[I],
+#                       picked on the first start so a restart keeps its address; sets BD_PID[I]
+#   wait_up N [SECS]          wait until `strata status` says N nodes are up, else fail
 set -euo pipefail
 
 STRATA_SRC=${STRATA_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -155,4 +162,31 @@ wait_pgs() {
 		fi
 		sleep 0.2
 	done
+}
+
+declare -a BD_PORT BD_PID
+META_PORT=
+start_meta() {
+	[ -n "$META_PORT" ] || META_PORT=$(free_port)
+	META=127.0.0.1:$META_PORT
+	start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta" "$@"
+	META_PID=$LAST_PID
+	wait_port "$META_PORT"
+}
+
+cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
+
+start_node() {
+	local i=$1 size=${2:-1G}
+	[ -n "${BD_PORT[$i]:-}" ] || BD_PORT[$i]=$(free_port)
+	start_daemon "blockd$i" "$STRATA_BIN/strata-blockd" --meta "$META" \
+		--listen "127.0.0.1:${BD_PORT[$i]}" --data "$TEST_TMP/bd$i.data" --size "$size"
+	BD_PID[$i]=$LAST_PID
+	wait_port "${BD_PORT[$i]}"
+}
+
+wait_up() {
+	local n=$1 secs=${2:-15}
+	wait_for "$secs" sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '$n up'" ||
+		fail "$n nodes never came up: $(cli status)"
 }

@@ -5,26 +5,11 @@
 # write acknowledged before the last flush must read back intact afterwards.
 . "$(dirname "$0")/lib.sh"
 
-META_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
-
-declare -a BD_PORT BD_PID
-start_node() { # index
-	local i=$1
-	start_daemon "blockd$i" "$STRATA_BIN/strata-blockd" --meta "$META" \
-		--listen "127.0.0.1:${BD_PORT[$i]}" --data "$TEST_TMP/bd$i.data" --size 2G
-	BD_PID[$i]=$LAST_PID
-	wait_port "${BD_PORT[$i]}"
-}
+start_meta
 for i in 0 1 2; do
-	BD_PORT[$i]=$(free_port)
-	start_node "$i"
+	start_node "$i" 2G
 done
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
-	fail "three nodes never came up: $(cli status)"
+wait_up 3
 cli pool create p --replicas 1 --pgs 64 >/dev/null
 for v in v0 v1 v2 vall; do cli volume create "p/$v" --size 1G >/dev/null; done
 
@@ -40,7 +25,7 @@ for victim in 0 1 2; do
 	sleep 2
 	stop_daemon "${BD_PID[$victim]}" KILL
 	sleep 1
-	start_node "$victim"
+	start_node "$victim" 2G
 	if ! wait "$io_pid"; then
 		cat "$TEST_TMP/io$victim.log" >&2
 		fail "workload saw errors or mismatches across the restart of node $victim"
@@ -59,8 +44,7 @@ for i in 0 1 2; do stop_daemon "${BD_PID[$i]}" KILL; done
 kill -KILL "$io_pid" 2>/dev/null || true
 wait "$io_pid" 2>/dev/null || true
 [ -s "$TEST_TMP/state_all" ] || fail "no flush completed before the crash"
-for i in 0 1 2; do start_node "$i"; done
-wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
-	fail "nodes did not come back: $(cli status)"
+for i in 0 1 2; do start_node "$i" 2G; done
+wait_up 3 20
 (io --volume p/vall --check "$TEST_TMP/state_all") || fail "a flushed write was lost or torn"
 echo "PASS"

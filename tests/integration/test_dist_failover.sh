@@ -8,26 +8,11 @@
 # down, clean again after its restart.
 . "$(dirname "$0")/lib.sh"
 
-META_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
-
-declare -a BD_PORT BD_PID
-start_node() { # index
-	local i=$1
-	start_daemon "blockd$i" "$STRATA_BIN/strata-blockd" --meta "$META" \
-		--listen "127.0.0.1:${BD_PORT[$i]}" --data "$TEST_TMP/bd$i.data" --size 2G
-	BD_PID[$i]=$LAST_PID
-	wait_port "${BD_PORT[$i]}"
-}
+start_meta
 for i in 0 1 2; do
-	BD_PORT[$i]=$(free_port)
-	start_node "$i"
+	start_node "$i" 2G
 done
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
-	fail "three nodes never came up: $(cli status)"
+wait_up 3
 cli pool create p --replicas 3 --pgs 32 >/dev/null
 cli volume create p/v --size 1G >/dev/null
 wait_pgs "$META" clean 30
@@ -50,9 +35,8 @@ wait_pgs "$META" degraded 15
 cli status | grep '^pgs:'
 
 echo "== node 1 restarts and recovers"
-start_node 1
-wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
-	fail "node 1 did not come back: $(cli status)"
+start_node 1 2G
+wait_up 3 20
 wait_pgs "$META" clean 60
 cli status | grep -E '^(pgs|recovery):'
 pgs_are "$META" degraded && fail "degraded PGs left: $(cli status)"

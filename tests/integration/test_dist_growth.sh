@@ -6,29 +6,16 @@
 # new node holds data, and the old nodes hold less than before (strays were deleted).
 . "$(dirname "$0")/lib.sh"
 
-META_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
 PGS=64
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
-
-start_node() { # index
-	local port
-	port=$(free_port)
-	start_daemon "blockd$1" "$STRATA_BIN/strata-blockd" --meta "$META" \
-		--listen "127.0.0.1:$port" --data "$TEST_TMP/bd$1.data" --size 1G
-	wait_port "$port"
-}
+start_meta
 # `node ls --json` through python: prints the expression evaluated with n = the node list.
 nodes() { cli node ls --json | python3 -c "import json,sys; n=json.load(sys.stdin); print($1)"; }
 
 for i in 1 2 3; do
 	start_node "$i"
 done
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
-	fail "three nodes never came up: $(cli status)"
+wait_up 3
 # Small objects over many PGs: the data spreads over every PG.
 cli pool create p --replicas 2 --object-size 256K --pgs $PGS >/dev/null
 cli volume create p/v --size 1G >/dev/null
@@ -47,8 +34,7 @@ cli node ls
 
 echo "== a fourth node joins"
 start_node 4
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '4 up'" ||
-	fail "node 4 never came up: $(cli status)"
+wait_up 4
 start=$SECONDS
 wait_pgs "$META" settled 60
 echo "rebalanced in $((SECONDS - start)) s"

@@ -5,25 +5,13 @@
 # PG is clean again with two copies. The data then verifies and scrub finds no mismatch.
 . "$(dirname "$0")/lib.sh"
 
-META_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
 PGS=32
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta" \
-	--down-out-interval 2
-wait_port "$META_PORT"
-
-declare -a PID
+start_meta --down-out-interval 2
 for i in 1 2 3; do
-	port=$(free_port)
-	start_daemon "blockd$i" "$STRATA_BIN/strata-blockd" --meta "$META" \
-		--listen "127.0.0.1:$port" --data "$TEST_TMP/bd$i.data" --size 1G
-	PID[$i]=$LAST_PID
-	wait_port "$port"
+	start_node "$i"
 done
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
-	fail "three nodes never came up: $(cli status)"
+wait_up 3
 cli pool create p --replicas 2 --object-size 256K --pgs $PGS >/dev/null
 cli volume create p/v --size 256M >/dev/null
 wait_pgs "$META" clean 30
@@ -34,7 +22,7 @@ io --volume p/v --seconds 3 --qd 16 --span 32M --seed 5 --state "$TEST_TMP/state
 tail -1 "$TEST_TMP/io.log"
 
 echo "== node 3 dies and stays dead"
-stop_daemon "${PID[3]}" KILL
+stop_daemon "${BD_PID[3]}" KILL
 wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META node ls --json | python3 -c 'import json,sys; sys.exit(not any(x[\"id\"] == 3 and x[\"state\"] == \"out\" for x in json.load(sys.stdin)))'" ||
 	fail "node 3 never marked out: $(cli node ls)"
 start=$SECONDS

@@ -51,8 +51,7 @@ META_PID=$LAST_PID
 wait_port "$META_PORT"
 start_bd 1 "$BD1_PORT"
 start_bd 2 "$BD2_PORT"
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '2 up'" ||
-	fail "blockd nodes never came up"
+wait_up 2
 # Small objects over many PGs, so both nodes hold objects of the family.
 cli pool create p --replicas 1 --object-size 1M --pgs 32 >/dev/null
 cli volume create p/tmpl --size 64M >/dev/null
@@ -104,8 +103,7 @@ META_PID=$LAST_PID
 wait_port "$META_PORT"
 start_bd 1 "$BD1_PORT"
 start_bd 2 "$BD2_PORT"
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '2 up'" ||
-	fail "blockd nodes never came back"
+wait_up 2
 start_nbd
 expect p/c 0xa1 0 4M
 expect p/c 0xc2 4M 1M

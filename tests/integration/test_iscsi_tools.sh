@@ -22,8 +22,7 @@ wait_port "$META_PORT"
 start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
 	--data "$TEST_TMP/bd.data" --size 4G
 wait_port "$BD_PORT"
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||
-	fail "blockd never came up"
+wait_up 1
 cli pool create p --replicas 1 >/dev/null
 cli volume create p/v --size 1G >/dev/null
 cli volume create p/sec --size 64M >/dev/null

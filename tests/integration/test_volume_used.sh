@@ -33,8 +33,7 @@ for i in 0 1 2; do
 		--listen "127.0.0.1:$port" --data "$TEST_TMP/bd$i.data" --size 1G
 	wait_port "$port"
 done
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '3 up'" ||
-	fail "three nodes never came up: $(cli status)"
+wait_up 3
 # 1 MiB objects over 16 PGs: the volume's data spreads over every node.
 cli pool create p --replicas 2 --object-size 1M --pgs 16 >/dev/null
 cli volume create p/v --size 64M >/dev/null
