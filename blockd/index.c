@@ -3,6 +3,8 @@
  *
  *   'E' family(8) layer(8) object(8) seg(4)   -> extent list (extmap.c encoding)
  *   'B' chunk(8)                              -> 512-byte persisted allocation bitmap chunk
+ *   'C'                                       -> present: the 'B' chunks are current (written
+ *                                                at a clean close, deleted at open)
  *   'S'                                       -> superblock (version, block size, nblocks, uuid)
  *   'V' pool(4) pg(4)                         -> PG version (8, big-endian): replication
  *   'F' family(8)                             -> pool id (4): which pool a family's PGs are in
@@ -166,6 +168,17 @@ int bd_index_get_map(struct bd_index *ix, const struct bd_mkey *k, struct bd_ext
 	return rc < 0 ? rc : 1;
 }
 
+int bd_index_get_chunks_current(struct bd_index *ix)
+{
+	char *v;
+	size_t vlen;
+	int rc = get_raw(ix, (const uint8_t *)"C", 1, &v, &vlen);
+	if (rc > 0) {
+		rocksdb_free(v);
+	}
+	return rc;
+}
+
 int bd_index_get_chunk(struct bd_index *ix, uint64_t c, uint8_t out[BD_CHUNK_BYTES])
 {
 	uint8_t key[KEY_CHUNK_LEN];
@@ -322,6 +335,15 @@ void bd_batch_put_super(struct bd_batch *b, const struct bd_super *s)
 	uint8_t val[40];
 	super_encode(s, val);
 	rocksdb_writebatch_put(b->wb, "S", 1, (const char *)val, sizeof(val));
+}
+
+void bd_batch_set_chunks_current(struct bd_batch *b, bool current)
+{
+	if (current) {
+		rocksdb_writebatch_put(b->wb, "C", 1, "1", 1);
+	} else {
+		rocksdb_writebatch_delete(b->wb, "C", 1);
+	}
 }
 
 int bd_index_commit(struct bd_index *ix, struct bd_batch *b, bool sync)
