@@ -180,6 +180,45 @@ size_t bd_extmap_encode(const struct bd_extmap *m, uint8_t *buf)
 	return (size_t)(p - buf);
 }
 
+size_t bd_extmap_pad(uint8_t *buf, size_t len)
+{
+	size_t padded = (len + BD_EXTMAP_PAD - 1) / BD_EXTMAP_PAD * BD_EXTMAP_PAD;
+	memset(buf + len, 0, padded - len);
+	return padded;
+}
+
+/* The encoded length the header and runs describe, or 0 when they are malformed. */
+static size_t encoded_len(const uint8_t *buf, size_t len)
+{
+	if (len < 2 || buf[1] > BD_SEG_BLOCKS || len < 2 + (size_t)buf[1] * 10) {
+		return 0;
+	}
+	size_t n = 2 + (size_t)buf[1] * 10;
+	const uint8_t *p = buf + 2;
+	for (uint32_t r = 0; r < buf[1]; r++, p += 10) {
+		if (get_u64(p + 2) != BD_PBLK_ZERO) {
+			n += (size_t)p[1] * 4;
+		}
+	}
+	return n;
+}
+
+int bd_extmap_decode_padded(struct bd_extmap *m, const uint8_t *buf, size_t len)
+{
+	size_t n = encoded_len(buf, len);
+	if (n == 0 || n > len || len - n >= BD_EXTMAP_PAD) {
+		m->nruns = 0;
+		return -EBADMSG;
+	}
+	for (size_t i = n; i < len; i++) {
+		if (buf[i] != 0) {
+			m->nruns = 0;
+			return -EBADMSG;
+		}
+	}
+	return bd_extmap_decode(m, buf, n);
+}
+
 /* Returns 0 or -EBADMSG. */
 int bd_extmap_decode(struct bd_extmap *m, const uint8_t *buf, size_t len)
 {

@@ -1,7 +1,8 @@
 /*
  * The extent index on RocksDB.
  *
- *   'E' family(8) layer(8) object(8) seg(4)   -> extent list (extmap.c encoding)
+ *   'E' family(8) layer(8) object(8) seg(4)   -> extent list (extmap.c encoding, zero-padded
+ *                                                to a multiple of BD_EXTMAP_PAD bytes)
  *   'B' chunk(8)                              -> 512-byte persisted allocation bitmap chunk
  *   'C'                                       -> present: the 'B' chunks are current (written
  *                                                at a clean close, deleted at open)
@@ -103,6 +104,10 @@ int bd_index_open(struct bd_index **out, const char *path)
 	 * It needs the memtable to take writes from one thread at a time.
 	 */
 	rocksdb_options_set_allow_concurrent_memtable_write(ix->opts, 0);
+	/* A list's encoding grows by 10-14 bytes per run, and a random write into a fragmented
+	 * segment adds or removes runs: unpadded, about a third of the updates no longer fit in
+	 * place and fall back to a second skiplist search and insert. Lists are therefore stored
+	 * padded to a multiple of BD_EXTMAP_PAD bytes (bd_batch_put_map). */
 	rocksdb_options_set_inplace_update_support(ix->opts, 1);
 	/* No compression where data is rewritten soon (flushes, L1, L2): snappy on every flush
 	 * was about 6% of blockd's CPU under random writes. Deeper levels, where a large index
@@ -182,7 +187,7 @@ int bd_index_get_map(struct bd_index *ix, const struct bd_mkey *k, struct bd_ext
 	if (rc <= 0) {
 		return rc;
 	}
-	rc = bd_extmap_decode(m, (const uint8_t *)v, vlen);
+	rc = bd_extmap_decode_padded(m, (const uint8_t *)v, vlen);
 	rocksdb_free(v);
 	return rc < 0 ? rc : 1;
 }
@@ -279,7 +284,7 @@ int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_f
 		};
 		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
 		struct bd_extmap m;
-		int err = bd_extmap_decode(&m, v, vlen);
+		int err = bd_extmap_decode_padded(&m, v, vlen);
 		rc = fn(arg, &mk, err ? NULL : &m, err);
 		if (rc) {
 			break;
@@ -328,9 +333,9 @@ size_t bd_batch_count(const struct bd_batch *b)
 void bd_batch_put_map(struct bd_batch *b, const struct bd_mkey *k, const struct bd_extmap *m)
 {
 	uint8_t key[KEY_MAP_LEN];
-	uint8_t val[BD_EXTMAP_MAX_ENC];
+	uint8_t val[BD_EXTMAP_MAX_PADDED];
 	map_key(key, k);
-	size_t vlen = bd_extmap_encode(m, val);
+	size_t vlen = bd_extmap_pad(val, bd_extmap_encode(m, val));
 	rocksdb_writebatch_put(b->wb, (const char *)key, sizeof(key), (const char *)val, vlen);
 }
 

@@ -149,6 +149,16 @@ size_t bd_extmap_encode(const struct bd_extmap *m, uint8_t *buf) __attribute__((
 /* Decode and validate. Returns 0 or -EBADMSG. */
 int bd_extmap_decode(struct bd_extmap *m, const uint8_t *buf, size_t len)
 	__attribute__((nonnull(1)));
+/* The index stores a list padded with zeros to a multiple of BD_EXTMAP_PAD bytes (index.c says
+ * why). Pad buf[len..) (room: BD_EXTMAP_MAX_PADDED); returns the padded length. */
+#define BD_EXTMAP_PAD 64u
+#define BD_EXTMAP_MAX_PADDED                                                                       \
+	((BD_EXTMAP_MAX_ENC + BD_EXTMAP_PAD - 1) / BD_EXTMAP_PAD * BD_EXTMAP_PAD)
+size_t bd_extmap_pad(uint8_t *buf, size_t len) __attribute__((nonnull));
+/* Decode a list that may carry such padding (fewer than BD_EXTMAP_PAD zero bytes after the
+ * encoding; none is accepted too). Returns 0 or -EBADMSG. */
+int bd_extmap_decode_padded(struct bd_extmap *m, const uint8_t *buf, size_t len)
+	__attribute__((nonnull(1)));
 
 /* ------------------------------------------------------------------------------------------ */
 /* index.c */

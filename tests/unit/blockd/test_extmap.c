@@ -116,3 +116,49 @@ Test(extmap, decode_rejects_garbage)
 	cr_assert_eq(bd_extmap_decode(&m, bad, len), -EBADMSG, "range");
 	cr_assert_eq(bd_extmap_decode(&m, buf, 1), -EBADMSG);
 }
+
+Test(extmap, padded_lists_decode)
+{
+	struct bd_extmap m, d;
+	uint8_t buf[BD_EXTMAP_MAX_PADDED];
+	bd_extmap_init(&m);
+	bd_extmap_set(&m, 0, 4, 100, crcs, NULL);
+	bd_extmap_set(&m, 6, 2, BD_PBLK_ZERO, NULL, NULL);
+	bd_extmap_set(&m, 10, 3, 200, crcs, NULL);
+	size_t len = bd_extmap_encode(&m, buf);
+	cr_assert_eq(len, 2 + 3 * 10 + 7 * 4);
+	/* Unpadded (as stored before padding existed) still decodes. */
+	cr_assert_eq(bd_extmap_decode_padded(&d, buf, len), 0);
+	cr_assert_eq(d.nruns, 3);
+	size_t plen = bd_extmap_pad(buf, len);
+	cr_assert_eq(plen, 64);
+	cr_assert_eq(bd_extmap_decode_padded(&d, buf, plen), 0);
+	cr_assert_eq(d.nruns, 3);
+	cr_assert_eq(bd_extmap_lookup(&d, 12).pblk, 202);
+	cr_assert_eq(bd_extmap_lookup(&d, 12).crc, 0x12);
+	cr_assert_eq(bd_extmap_lookup(&d, 7).pblk, BD_PBLK_ZERO);
+	/* The strict decoder refuses the padding; the padded one refuses non-zero padding,
+	 * truncation, and more padding than one unit. */
+	cr_assert_eq(bd_extmap_decode(&d, buf, plen), -EBADMSG);
+	buf[plen - 1] = 1;
+	cr_assert_eq(bd_extmap_decode_padded(&d, buf, plen), -EBADMSG, "non-zero padding");
+	buf[plen - 1] = 0;
+	cr_assert_eq(bd_extmap_decode_padded(&d, buf, len - 1), -EBADMSG, "truncated");
+	uint8_t big[BD_EXTMAP_MAX_PADDED + BD_EXTMAP_PAD] = {0};
+	memcpy(big, buf, plen);
+	cr_assert_eq(bd_extmap_decode_padded(&d, big, plen + BD_EXTMAP_PAD), -EBADMSG,
+		     "too much padding");
+	cr_assert_eq(bd_extmap_decode_padded(&d, buf, 1), -EBADMSG);
+	/* The largest list fits the padded buffer. */
+	bd_extmap_init(&m);
+	for (uint32_t i = 0; i < BD_SEG_BLOCKS; i++) {
+		uint32_t c = i;
+		bd_extmap_set(&m, i, 1, 1000 + 7 * i, &c, NULL);
+	}
+	len = bd_extmap_encode(&m, buf);
+	plen = bd_extmap_pad(buf, len);
+	cr_assert_leq(plen, BD_EXTMAP_MAX_PADDED);
+	cr_assert_eq(plen % BD_EXTMAP_PAD, 0);
+	cr_assert_eq(bd_extmap_decode_padded(&d, buf, plen), 0);
+	cr_assert_eq(d.nruns, 64);
+}
