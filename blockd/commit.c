@@ -284,6 +284,18 @@ void bd_commit_phase(struct bd_op *op)
 		if (!m) {
 			break;
 		}
+		uint64_t old;
+		if (n == 1 && op->kind != OP_TRIM && op->kind != OP_ZERO &&
+		    (old = bd_extmap_replace1(m, first, op->pblk[i], op->crc[i])) != BD_PBLK_NONE) {
+			/* A 4 KiB overwrite in a fragmented segment: no expand/compact. */
+			if (bd_alloc_unref(&e->alloc, old)) {
+				op->freed[nfreed++] = old;
+			}
+			bd_alloc_ref(&e->alloc, op->pblk[i]);
+			err = group_dirty_list(e, &k);
+			i += n;
+			continue;
+		}
 		struct bd_bmap v[BD_SEG_BLOCKS];
 		bd_extmap_expand(m, v);
 		for (uint32_t j = 0; j < n; j++) {

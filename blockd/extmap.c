@@ -126,6 +126,45 @@ uint32_t bd_extmap_set(struct bd_extmap *m, uint32_t lblk, uint32_t n, uint64_t 
 	return nd;
 }
 
+uint64_t bd_extmap_replace1(struct bd_extmap *m, uint32_t lblk, uint64_t pblk, uint32_t crc)
+{
+	/* Binary search for the last run starting at or before lblk. */
+	uint32_t lo = 0, hi = m->nruns;
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (m->runs[mid].lblk <= lblk) {
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	if (lo == 0 || pblk >= BD_PBLK_NONE) {
+		return BD_PBLK_NONE;
+	}
+	struct bd_run *run = &m->runs[lo - 1];
+	if (run->lblk != lblk || run->len != 1 || run->pblk == BD_PBLK_ZERO) {
+		return BD_PBLK_NONE;
+	}
+	/* compact() would merge with a neighbour that is logically and physically adjacent. */
+	if (lo >= 2) {
+		const struct bd_run *p = &m->runs[lo - 2];
+		if (p->pblk != BD_PBLK_ZERO && p->lblk + p->len == lblk &&
+		    p->pblk + p->len == pblk) {
+			return BD_PBLK_NONE;
+		}
+	}
+	if (lo < m->nruns) {
+		const struct bd_run *nx = &m->runs[lo];
+		if (nx->pblk != BD_PBLK_ZERO && nx->lblk == lblk + 1 && nx->pblk == pblk + 1) {
+			return BD_PBLK_NONE;
+		}
+	}
+	uint64_t old = run->pblk;
+	run->pblk = pblk;
+	m->crc[lblk] = crc;
+	return old;
+}
+
 uint32_t bd_extmap_data_blocks(const struct bd_extmap *m)
 {
 	uint32_t n = 0;

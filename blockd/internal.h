@@ -142,6 +142,14 @@ struct bd_bmap bd_extmap_lookup(const struct bd_extmap *m, uint32_t lblk) __attr
  */
 uint32_t bd_extmap_set(struct bd_extmap *m, uint32_t lblk, uint32_t n, uint64_t pblk,
 		       const uint32_t *crcs, uint64_t *displaced) __attribute__((nonnull(1)));
+/*
+ * Fast path of a one-block write: when lblk is a data run of its own and the new data block
+ * pblk merges with neither neighbour, repoint that run in place (the result is exactly what
+ * expand + edit + compact would give). Returns the displaced block, or BD_PBLK_NONE when the
+ * case does not apply (m unchanged: take the general path).
+ */
+uint64_t bd_extmap_replace1(struct bd_extmap *m, uint32_t lblk, uint64_t pblk, uint32_t crc)
+	__attribute__((nonnull));
 /* Number of data blocks. */
 uint32_t bd_extmap_data_blocks(const struct bd_extmap *m) __attribute__((nonnull));
 /* Encode into buf (BD_EXTMAP_MAX_ENC bytes suffice). Returns the length. */

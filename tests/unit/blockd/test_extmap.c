@@ -162,3 +162,58 @@ Test(extmap, padded_lists_decode)
 	cr_assert_eq(bd_extmap_decode_padded(&d, buf, plen), 0);
 	cr_assert_eq(d.nruns, 64);
 }
+
+/* bd_extmap_replace1 either declines (list unchanged) or gives exactly what the general
+ * expand + edit + compact path gives. */
+Test(extmap, replace1_matches_general_path)
+{
+	uint32_t seed = 12345;
+	uint32_t hits = 0;
+	for (int round = 0; round < 200; round++) {
+		struct bd_extmap m;
+		bd_extmap_init(&m);
+		/* A fragmented list: data from two physical areas, some zero and unmapped. */
+		for (int w = 0; w < 80; w++) {
+			seed = seed * 1103515245u + 12345u;
+			uint32_t l = (seed >> 8) % BD_SEG_BLOCKS, kind = (seed >> 20) % 8;
+			uint32_t c = seed;
+			uint64_t p = kind < 3 ? 1000 + l : 5000 + (seed >> 4) % 64;
+			bd_extmap_set(&m, l, 1, kind == 7 ? BD_PBLK_ZERO : p, kind == 7 ? NULL : &c,
+				      NULL);
+		}
+		for (uint32_t l = 0; l < BD_SEG_BLOCKS; l++) {
+			seed = seed * 1103515245u + 12345u;
+			/* Sometimes adjacent to a neighbour's block, to exercise the merge checks.
+			 */
+			uint64_t np = (seed >> 3) % 2 ? bd_extmap_lookup(&m, l ? l - 1 : 0).pblk + 1
+						      : 9000 + (seed >> 8) % 64;
+			if (np >= BD_PBLK_NONE - 1) {
+				np = 9000;
+			}
+			uint32_t crc = seed;
+			struct bd_extmap a = m, b = m;
+			struct bd_bmap before = bd_extmap_lookup(&m, l);
+			uint64_t old = bd_extmap_replace1(&a, l, np, crc);
+			if (old == BD_PBLK_NONE) {
+				cr_assert_eq(memcmp(&a, &m, sizeof(a)), 0, "declined: unchanged");
+				continue;
+			}
+			hits++;
+			cr_assert_eq(old, before.pblk);
+			bd_extmap_set(&b, l, 1, np, &crc, NULL);
+			cr_assert_eq(a.nruns, b.nruns, "round %d lblk %u", round, l);
+			for (uint32_t r = 0; r < a.nruns; r++) {
+				cr_assert_eq(a.runs[r].lblk, b.runs[r].lblk);
+				cr_assert_eq(a.runs[r].len, b.runs[r].len);
+				cr_assert_eq(a.runs[r].pblk, b.runs[r].pblk);
+			}
+			for (uint32_t i = 0; i < BD_SEG_BLOCKS; i++) {
+				struct bd_bmap x = bd_extmap_lookup(&a, i),
+					       y = bd_extmap_lookup(&b, i);
+				cr_assert_eq(x.pblk, y.pblk);
+				cr_assert_eq(x.crc, y.crc);
+			}
+		}
+	}
+	cr_assert_gt(hits, 100, "the fast path applies to fragmented lists");
+}
