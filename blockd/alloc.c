@@ -3,11 +3,11 @@
  * index, and a limbo of blocks whose last reference is gone but which a read submitted earlier
  * may still be reading.
  *
- * Crash-safety argument. Nothing here is persisted on its own: the persisted bitmap chunks are
- * written in the same WriteBatch as the extent lists whose references changed them, and at
- * start-up the engine rebuilds `ref` (and so `inuse`) from the index alone. A block reserved
- * for a write that never committed is therefore free again after a crash, and the persisted
- * chunks are only a cross-check for fsck.
+ * Crash-safety argument. Nothing here is persisted on its own: at start-up the engine rebuilds
+ * `ref` (and so `inuse`) from the index alone. A block reserved for a write that never
+ * committed is therefore free again after a crash. The persisted bitmap chunks are only a
+ * cross-check for fsck: they are written at a clean close (with the 'C' marker that says they
+ * are current), not with every commit; `dirty` lists the chunks changed since the last one.
  *
  * Allocation is next-fit from a cursor, preferring one contiguous run; it falls back to
  * several runs, scanning 64 blocks per word.

@@ -152,8 +152,14 @@ static void group_build(struct bd_engine *e)
 /*
  * Commit the batch; on failure the engine stops accepting mutations (memory is ahead of the
  * index; a restart rebuilds from the index). One WriteBatch holds, in this order: the edits
- * of every op gathered for the group commit, whatever the caller put into e->batch, and the
- * bitmap chunks all of them dirtied, so the chunks always match the lists they describe.
+ * of every op gathered for the group commit and whatever the caller put into e->batch.
+ *
+ * The bitmap chunks the edits dirtied are not written here: the start-up rebuild derives the
+ * allocator from the extent lists alone, so the chunks are only fsck's cross-check, and
+ * writing them with every group cost about a quarter of blockd's CPU per 4 KiB random write
+ * (one or two 512-byte values per write, each a memtable insert, WAL bytes and flush work:
+ * the displaced block is anywhere on the disk). They stay dirty in memory and are written at
+ * a clean close with the 'C' marker (bd_engine_close); see rebuild() in engine.c.
  */
 int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 {
@@ -164,12 +170,6 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 		bd_batch_append(e->gbatch, e->batch);
 		bd_batch_clear(e->batch);
 	}
-	uint8_t bits[BD_CHUNK_BYTES];
-	for (size_t i = 0; i < e->alloc.ndirty; i++) {
-		bd_alloc_chunk_encode(&e->alloc, e->alloc.dirty[i], bits);
-		bd_batch_put_chunk(e->gbatch, e->alloc.dirty[i], bits);
-	}
-	bd_alloc_clear_dirty(&e->alloc);
 	int rc = e->failed ? -EIO : bd_index_commit(e->ix, e->gbatch, sync || e->gsync);
 	bd_batch_clear(e->gbatch);
 	if (rc) {
@@ -206,7 +206,7 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
  * shared batch (bd_commit_phase), then waits in gwait. group_run, armed as a zero timer when the
  * first op of a group arrives, runs after the reactor has handled the rest of the current turn's
  * completions, so every write that finished in that turn shares one WriteBatch and one
- * rocksdb_write (one WAL append, one memtable insert pass, each dirty bitmap chunk once).
+ * rocksdb_write (one WAL append, one memtable insert pass).
  *
  * Why this keeps the guarantees of one commit per op:
  *  - an op is in gwait only after its data write (and, with FUA, its fdatasync) completed, so
@@ -284,6 +284,18 @@ void bd_commit_phase(struct bd_op *op)
 		if (!m) {
 			break;
 		}
+		uint64_t old;
+		if (n == 1 && op->kind != OP_TRIM && op->kind != OP_ZERO &&
+		    (old = bd_extmap_replace1(m, first, op->pblk[i], op->crc[i])) != BD_PBLK_NONE) {
+			/* A 4 KiB overwrite in a fragmented segment: no expand/compact. */
+			if (bd_alloc_unref(&e->alloc, old)) {
+				op->freed[nfreed++] = old;
+			}
+			bd_alloc_ref(&e->alloc, op->pblk[i]);
+			err = group_dirty_list(e, &k);
+			i += n;
+			continue;
+		}
 		struct bd_bmap v[BD_SEG_BLOCKS];
 		bd_extmap_expand(m, v);
 		for (uint32_t j = 0; j < n; j++) {
@@ -313,7 +325,6 @@ void bd_commit_phase(struct bd_op *op)
 		/* Only ENOMEM/EIO get here; what was edited in memory is not committed, so fail
 		 * the engine's mutations to be safe (and every op gathered with this one). */
 		bd_batch_clear(e->gbatch);
-		bd_alloc_clear_dirty(&e->alloc);
 		e->failed = true;
 		group_settle(e, -EIO);
 		bd_op_fail(op, err);

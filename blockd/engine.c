@@ -7,8 +7,7 @@
  *   lock object (shared) -> reserve new blocks -> crc32c per 4 KiB -> writev to the new blocks
  *     -> [FUA: fdatasync] -> edit the cached lists, join the group commit: one WriteBatch per
  *        reactor turn with the new extent lists of every write of the group (+ copy-ups of
- *        ancestors' lists) and the persisted bitmap chunks whose blocks changed state
- *        -> commit [FUA in the group: sync WAL]
+ *        ancestors' lists) -> commit [FUA in the group: sync WAL]
  *     -> displaced blocks lose a reference; at zero they wait in limbo until every read that
  *        started before the commit has finished, then become free -> unlock -> reply
  *
@@ -256,8 +255,18 @@ static int rebuild_fn(void *arg, const struct bd_mkey *k, const struct bd_extmap
 	return 0;
 }
 
-/* Rebuild ref counts from the index and compare with the persisted bitmap; repair unless
- * fsck_only. Returns 0 or -errno. */
+/*
+ * Rebuild ref counts from the index and compare with the persisted bitmap; repair unless
+ * fsck_only. Returns 0 or -errno.
+ *
+ * The persisted chunks are written only at a clean close, together with the 'C' marker, and
+ * the marker is deleted (synced) here before the engine serves, so:
+ *   marker present -> the chunks describe exactly the lists: a difference is a real
+ *                     inconsistency (counted as leaked/missing, fsck fails);
+ *   marker absent  -> the last run crashed (or the store predates the marker): the chunks are
+ *                     stale by design, nothing is compared, and they are rewritten from the
+ *                     rebuild. The allocator never trusts them either way.
+ */
 static int rebuild(struct bd_engine *e, bool repair)
 {
 	struct rebuild rb = {.e = e,
@@ -271,6 +280,12 @@ static int rebuild(struct bd_engine *e, bool repair)
 	e->nlists = e->rep.lists - e->rep.bad_lists;
 	bd_alloc_sync_inuse(&e->alloc);
 	e->rep.referenced = e->alloc.nreferenced;
+	rc = bd_index_get_chunks_current(e->ix);
+	if (rc < 0) {
+		return rc;
+	}
+	bool checked = rc == 1;
+	e->rep.bitmap_checked = checked;
 	uint8_t want[BD_CHUNK_BYTES], have[BD_CHUNK_BYTES];
 	uint64_t repaired = 0;
 	for (uint64_t c = 0; c < bd_alloc_nchunks(&e->alloc); c++) {
@@ -289,8 +304,12 @@ static int rebuild(struct bd_engine *e, bool repair)
 				continue;
 			}
 			differ = true;
-			e->rep.leaked += (uint64_t)__builtin_popcount(have[i] & ~want[i] & 0xff);
-			e->rep.missing += (uint64_t)__builtin_popcount(want[i] & ~have[i] & 0xff);
+			if (checked) {
+				e->rep.leaked +=
+					(uint64_t)__builtin_popcount(have[i] & ~want[i] & 0xff);
+				e->rep.missing +=
+					(uint64_t)__builtin_popcount(want[i] & ~have[i] & 0xff);
+			}
 		}
 		if (differ && repair) {
 			bd_batch_put_chunk(e->batch, c, want);
@@ -298,15 +317,46 @@ static int rebuild(struct bd_engine *e, bool repair)
 		}
 	}
 	bd_alloc_clear_dirty(&e->alloc);
-	if (repaired) {
+	if (!repair) {
+		return 0;
+	}
+	if (repaired && checked) {
 		st_warn("repaired %lu persisted bitmap chunks (%lu blocks leaked, %lu missing)",
 			(unsigned long)repaired, (unsigned long)e->rep.leaked,
 			(unsigned long)e->rep.missing);
-		rc = bd_index_commit(e->ix, e->batch, true);
-		bd_batch_clear(e->batch);
-		return rc;
+	} else if (repaired) {
+		st_info("unclean shutdown: rewrote %lu persisted bitmap chunks from the index",
+			(unsigned long)repaired);
 	}
-	return 0;
+	if (!repaired && !checked) {
+		return 0;
+	}
+	/* From now on the chunks fall behind the lists until the next clean close. */
+	bd_batch_set_chunks_current(e->batch, false);
+	rc = bd_index_commit(e->ix, e->batch, true);
+	bd_batch_clear(e->batch);
+	return rc;
+}
+
+/* A clean close: persist the chunks that changed since open, and the 'C' marker with them.
+ * Only when every edit made in memory is committed (nothing gathered, no failed commit), so
+ * that the chunks describe exactly the committed lists. */
+static void persist_chunks(struct bd_engine *e)
+{
+	if (!e->writable || e->failed || !TAILQ_EMPTY(&e->gwait)) {
+		return;
+	}
+	uint8_t bits[BD_CHUNK_BYTES];
+	for (size_t i = 0; i < e->alloc.ndirty; i++) {
+		bd_alloc_chunk_encode(&e->alloc, e->alloc.dirty[i], bits);
+		bd_batch_put_chunk(e->gbatch, e->alloc.dirty[i], bits);
+	}
+	bd_alloc_clear_dirty(&e->alloc);
+	bd_batch_set_chunks_current(e->gbatch, true);
+	if (bd_index_commit(e->ix, e->gbatch, true)) {
+		st_warn("close: persisting the bitmap chunks failed (rebuilt at next open)");
+	}
+	bd_batch_clear(e->gbatch);
 }
 
 static int open_data(const char *path, uint64_t size, uint64_t *bytes)
@@ -431,6 +481,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	if ((rc = bd_idem_load(e, !o->fsck_only))) {
 		goto fail;
 	}
+	e->writable = !o->fsck_only;
 	*out = e;
 	return 0;
 fail:
@@ -509,6 +560,10 @@ void bd_engine_close(struct bd_engine *e)
 		/* With no op in flight, gbatch holds only the deletes of evicted idempotency
 		 * keys (mutate.c); commit them rather than leave them to the prune at open. */
 		bd_index_commit(e->ix, e->gbatch, false);
+		bd_batch_clear(e->gbatch);
+	}
+	if (e->ix) {
+		persist_chunks(e);
 	}
 	bd_index_close(e->ix);
 	bd_alloc_fini(&e->alloc);

@@ -92,7 +92,8 @@ struct bd_engine {
 	struct bd_cache *cache;
 	struct bd_layers *layers;
 	struct bd_batch *batch;
-	bool failed; /* an index commit failed: mutations refused */
+	bool failed;   /* an index commit failed: mutations refused */
+	bool writable; /* opened for service (not fsck): the 'C' marker is cleared */
 	uint64_t seq;
 	struct op_list reads; /* in flight, oldest first */
 	uint64_t checksum_errors;
@@ -189,7 +190,7 @@ int bd_idem_load(struct bd_engine *e, bool prune) __attribute__((nonnull));
 
 /* Apply the op to the layer's own lists and join the group commit. */
 void bd_commit_phase(struct bd_op *op) __attribute__((nonnull));
-/* Commit e->batch (plus dirty bitmap chunks); on failure mutations are refused. */
+/* Commit e->batch with the group's edits; on failure mutations are refused. */
 int bd_engine_commit_batch(struct bd_engine *e, bool sync) __attribute__((nonnull));
 /* Blocks whose last reference a committed batch dropped go to limbo. */
 void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t n)

@@ -126,6 +126,45 @@ uint32_t bd_extmap_set(struct bd_extmap *m, uint32_t lblk, uint32_t n, uint64_t 
 	return nd;
 }
 
+uint64_t bd_extmap_replace1(struct bd_extmap *m, uint32_t lblk, uint64_t pblk, uint32_t crc)
+{
+	/* Binary search for the last run starting at or before lblk. */
+	uint32_t lo = 0, hi = m->nruns;
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (m->runs[mid].lblk <= lblk) {
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	if (lo == 0 || pblk >= BD_PBLK_NONE) {
+		return BD_PBLK_NONE;
+	}
+	struct bd_run *run = &m->runs[lo - 1];
+	if (run->lblk != lblk || run->len != 1 || run->pblk == BD_PBLK_ZERO) {
+		return BD_PBLK_NONE;
+	}
+	/* compact() would merge with a neighbour that is logically and physically adjacent. */
+	if (lo >= 2) {
+		const struct bd_run *p = &m->runs[lo - 2];
+		if (p->pblk != BD_PBLK_ZERO && p->lblk + p->len == lblk &&
+		    p->pblk + p->len == pblk) {
+			return BD_PBLK_NONE;
+		}
+	}
+	if (lo < m->nruns) {
+		const struct bd_run *nx = &m->runs[lo];
+		if (nx->pblk != BD_PBLK_ZERO && nx->lblk == lblk + 1 && nx->pblk == pblk + 1) {
+			return BD_PBLK_NONE;
+		}
+	}
+	uint64_t old = run->pblk;
+	run->pblk = pblk;
+	m->crc[lblk] = crc;
+	return old;
+}
+
 uint32_t bd_extmap_data_blocks(const struct bd_extmap *m)
 {
 	uint32_t n = 0;
@@ -178,6 +217,45 @@ size_t bd_extmap_encode(const struct bd_extmap *m, uint8_t *buf)
 		}
 	}
 	return (size_t)(p - buf);
+}
+
+size_t bd_extmap_pad(uint8_t *buf, size_t len)
+{
+	size_t padded = (len + BD_EXTMAP_PAD - 1) / BD_EXTMAP_PAD * BD_EXTMAP_PAD;
+	memset(buf + len, 0, padded - len);
+	return padded;
+}
+
+/* The encoded length the header and runs describe, or 0 when they are malformed. */
+static size_t encoded_len(const uint8_t *buf, size_t len)
+{
+	if (len < 2 || buf[1] > BD_SEG_BLOCKS || len < 2 + (size_t)buf[1] * 10) {
+		return 0;
+	}
+	size_t n = 2 + (size_t)buf[1] * 10;
+	const uint8_t *p = buf + 2;
+	for (uint32_t r = 0; r < buf[1]; r++, p += 10) {
+		if (get_u64(p + 2) != BD_PBLK_ZERO) {
+			n += (size_t)p[1] * 4;
+		}
+	}
+	return n;
+}
+
+int bd_extmap_decode_padded(struct bd_extmap *m, const uint8_t *buf, size_t len)
+{
+	size_t n = encoded_len(buf, len);
+	if (n == 0 || n > len || len - n >= BD_EXTMAP_PAD) {
+		m->nruns = 0;
+		return -EBADMSG;
+	}
+	for (size_t i = n; i < len; i++) {
+		if (buf[i] != 0) {
+			m->nruns = 0;
+			return -EBADMSG;
+		}
+	}
+	return bd_extmap_decode(m, buf, n);
 }
 
 /* Returns 0 or -EBADMSG. */

@@ -54,7 +54,8 @@ struct bd_limbo {
  *                   ^              |put (write failed)
  *                   +--------------+
  * `inuse` has a bit set for every block that is not free. `ref` counts references from the
- * committed extent index; a persisted chunk of the bitmap is exactly (ref > 0).
+ * committed extent index; a persisted chunk of the bitmap is exactly (ref > 0) as of the last
+ * clean close.
  */
 struct bd_alloc {
 	uint64_t nblocks;
@@ -65,7 +66,7 @@ struct bd_alloc {
 	uint64_t nfree;       /* clear bits in inuse */
 	uint64_t nreferenced; /* blocks with ref > 0 */
 	uint8_t *chunk_dirty; /* per persisted chunk */
-	uint64_t *dirty;      /* list of dirty chunk numbers */
+	uint64_t *dirty;      /* chunks changed since the last clean close */
 	size_t ndirty, dirty_cap;
 	struct bd_limbo *limbo; /* FIFO ring */
 	size_t limbo_head, limbo_len, limbo_cap;
@@ -141,12 +142,30 @@ struct bd_bmap bd_extmap_lookup(const struct bd_extmap *m, uint32_t lblk) __attr
  */
 uint32_t bd_extmap_set(struct bd_extmap *m, uint32_t lblk, uint32_t n, uint64_t pblk,
 		       const uint32_t *crcs, uint64_t *displaced) __attribute__((nonnull(1)));
+/*
+ * Fast path of a one-block write: when lblk is a data run of its own and the new data block
+ * pblk merges with neither neighbour, repoint that run in place (the result is exactly what
+ * expand + edit + compact would give). Returns the displaced block, or BD_PBLK_NONE when the
+ * case does not apply (m unchanged: take the general path).
+ */
+uint64_t bd_extmap_replace1(struct bd_extmap *m, uint32_t lblk, uint64_t pblk, uint32_t crc)
+	__attribute__((nonnull));
 /* Number of data blocks. */
 uint32_t bd_extmap_data_blocks(const struct bd_extmap *m) __attribute__((nonnull));
 /* Encode into buf (BD_EXTMAP_MAX_ENC bytes suffice). Returns the length. */
 size_t bd_extmap_encode(const struct bd_extmap *m, uint8_t *buf) __attribute__((nonnull));
 /* Decode and validate. Returns 0 or -EBADMSG. */
 int bd_extmap_decode(struct bd_extmap *m, const uint8_t *buf, size_t len)
+	__attribute__((nonnull(1)));
+/* The index stores a list padded with zeros to a multiple of BD_EXTMAP_PAD bytes (index.c says
+ * why). Pad buf[len..) (room: BD_EXTMAP_MAX_PADDED); returns the padded length. */
+#define BD_EXTMAP_PAD 64u
+#define BD_EXTMAP_MAX_PADDED                                                                       \
+	((BD_EXTMAP_MAX_ENC + BD_EXTMAP_PAD - 1) / BD_EXTMAP_PAD * BD_EXTMAP_PAD)
+size_t bd_extmap_pad(uint8_t *buf, size_t len) __attribute__((nonnull));
+/* Decode a list that may carry such padding (fewer than BD_EXTMAP_PAD zero bytes after the
+ * encoding; none is accepted too). Returns 0 or -EBADMSG. */
+int bd_extmap_decode_padded(struct bd_extmap *m, const uint8_t *buf, size_t len)
 	__attribute__((nonnull(1)));
 
 /* ------------------------------------------------------------------------------------------ */
@@ -176,6 +195,9 @@ int bd_index_get_map(struct bd_index *ix, const struct bd_mkey *k, struct bd_ext
 	__attribute__((nonnull));
 /* Returns 1 and fills s, 0 when absent, or -errno. */
 int bd_index_get_super(struct bd_index *ix, struct bd_super *s) __attribute__((nonnull));
+/* 1 when the persisted bitmap chunks are current (the 'C' marker of a clean close), 0 when
+ * not, or -errno. */
+int bd_index_get_chunks_current(struct bd_index *ix) __attribute__((nonnull));
 /* Returns 1 and fills out, 0 when absent, or -errno. */
 int bd_index_get_chunk(struct bd_index *ix, uint64_t c, uint8_t out[BD_CHUNK_BYTES])
 	__attribute__((nonnull));
@@ -196,6 +218,8 @@ void bd_batch_del_map(struct bd_batch *b, const struct bd_mkey *k) __attribute__
 void bd_batch_put_chunk(struct bd_batch *b, uint64_t c, const uint8_t bits[BD_CHUNK_BYTES])
 	__attribute__((nonnull));
 void bd_batch_put_super(struct bd_batch *b, const struct bd_super *s) __attribute__((nonnull));
+/* Set or clear the 'C' marker: the persisted bitmap chunks match the extent index. */
+void bd_batch_set_chunks_current(struct bd_batch *b, bool current) __attribute__((nonnull));
 /* Raw keys outside the extent and bitmap spaces ('V' PG versions, 'F' family -> pool, 'I'
  * persisted compare-and-write results). */
 void bd_batch_put_raw(struct bd_batch *b, const void *key, size_t klen, const void *val,
@@ -298,9 +322,10 @@ struct bd_fsck_report {
 	uint64_t bad_lists;       /* undecodable */
 	uint64_t referenced;      /* blocks with references */
 	uint64_t references;      /* total references */
+	bool bitmap_checked;      /* the persisted bitmap was current (clean close): compared */
 	uint64_t persisted;       /* blocks the persisted bitmap marks allocated */
-	uint64_t leaked;          /* persisted allocated, unreferenced */
-	uint64_t missing;         /* referenced, persisted free */
+	uint64_t leaked;          /* persisted allocated, unreferenced (when bitmap_checked) */
+	uint64_t missing;         /* referenced, persisted free (when bitmap_checked) */
 	uint64_t out_of_range;    /* references past the end of the data file */
 	uint64_t double_refs;     /* one block referenced from two different logical places */
 	uint64_t checksum_errors; /* with verify_data */

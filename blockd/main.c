@@ -33,7 +33,9 @@ static void print_report(const struct bd_fsck_report *r, bool data)
 	       (unsigned long)r->bad_lists);
 	printf("referenced blocks: %lu, references: %lu\n", (unsigned long)r->referenced,
 	       (unsigned long)r->references);
-	printf("persisted allocated: %lu\n", (unsigned long)r->persisted);
+	printf("persisted allocated: %lu (%s)\n", (unsigned long)r->persisted,
+	       r->bitmap_checked ? "clean close: checked"
+				 : "not a clean close: stale by design, not checked");
 	printf("leaked (allocated, unreferenced): %lu\n", (unsigned long)r->leaked);
 	printf("missing (referenced, not allocated): %lu\n", (unsigned long)r->missing);
 	printf("out of range references: %lu\n", (unsigned long)r->out_of_range);
