@@ -69,9 +69,8 @@ struct strata_extent {
  */
 STRATA_API int strata_connect(const char *meta_addr, strata_cluster **out);
 
-/** Connect flags. */
-#define STRATA_CONNECT_POLL 0x1 /**< no I/O thread: the caller runs completions with strata_poll   \
-				 */
+/** Connect flag: no I/O thread; the caller runs completions with strata_poll. */
+#define STRATA_CONNECT_POLL 0x1
 
 /** strata_connect with flags (STRATA_CONNECT_*). Returns 0 and *out, or a negative errno. */
 STRATA_API int strata_connect_flags(const char *meta_addr, unsigned flags, strata_cluster **out);
