@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -51,6 +52,13 @@
 #define PR_PORT_MAX (ISC_NAME_MAX + 32)
 #define PR_RETRIES  32
 #define PR_META_MS  2000
+/* A PR_UPDATE reply may be held by meta until every watcher acknowledged it (5 s at most). */
+#define PR_UPDATE_MS 8000
+/* The watch lease: trust caches only if the last watch reply came less than this ago. Shorter
+ * than meta's 5 s acknowledgement timeout, so a gateway meta gave up on has stopped trusting. */
+#define PR_LEASE_MS    2000
+#define PR_BACKOFF_MIN 100
+#define PR_BACKOFF_MAX 2000
 
 enum pr_type {
 	PR_NONE = 0,
@@ -84,6 +92,7 @@ struct isc_pr {
 	char tport[PR_PORT_MAX];
 	struct pr_state cache; /* the newest state seen (the whole state without meta) */
 	uint64_t checked_ms;   /* when cache was last confirmed by meta */
+	uint64_t loaded_gen;   /* g_watch.gen the cache is current at (0: not known) */
 };
 
 /* The meta connection: one blocking fd, used only from the reactor thread. */
@@ -91,9 +100,170 @@ static struct {
 	bool on;
 	char addr[256];
 	int fd;
+	int tmo_ms; /* the fd's current send/receive timeout */
 	unsigned cache_ms;
 	uint64_t warned_ms;
 } g_meta = {.fd = -1};
+
+/*
+ * The PR watch: an st_client on the reactor with one PR_WATCH always outstanding.
+ *
+ *   (instance, seq) from any meta reply --moved?--> gen++ (every LU's cache is now stale)
+ *   LU cache trusted  <=>  last watch reply < PR_LEASE_MS ago  &&  pr->loaded_gen == gen
+ *
+ * Re-arming with known_seq = seq is the acknowledgement meta waits for before it answers a
+ * PR_UPDATE; it is sent only after gen moved, so once another gateway's change is committed,
+ * no cache older than it is trusted here.
+ */
+static struct {
+	struct st_reactor *r;
+	struct st_client *cl;
+	bool stopping;
+	bool failed; /* the last attempt failed (log the recovery) */
+	uint64_t gateway;
+	uint64_t seq, instance;
+	uint64_t gen;
+	uint64_t last_reply_ms;
+	unsigned backoff_ms;
+	uint64_t warned_ms;
+	struct st_io retry;
+} g_watch = {.gen = 1};
+
+/* (instance, seq) as of which a meta reply was made. Moves gen when it is news. Returns true
+ * if state read in that reply is current at the new gen (false: older than what we know). */
+static bool watch_note(uint64_t seq, uint64_t instance)
+{
+	if (instance == 0)
+		return false; /* a meta without PR_WATCH */
+	if (instance != g_watch.instance || seq > g_watch.seq) {
+		g_watch.instance = instance;
+		g_watch.seq = seq;
+		g_watch.gen++;
+		return true;
+	}
+	return seq == g_watch.seq;
+}
+
+static bool watch_trusts(const struct isc_pr *pr, uint64_t now)
+{
+	return g_watch.r && !g_watch.stopping && g_watch.last_reply_ms &&
+	       now - g_watch.last_reply_ms < PR_LEASE_MS && pr->loaded_gen == g_watch.gen;
+}
+
+static void watch_arm(void);
+static void watch_fail(int err);
+
+static void watch_retry_cb(void *arg, int res)
+{
+	struct st_client *old = g_watch.cl;
+	int rc;
+
+	(void)arg;
+	if (g_watch.stopping || res == -ECANCELED)
+		return;
+	g_watch.cl = NULL; /* its failing calls are ignored from now on */
+	if (old)
+		st_client_close(old);
+	rc = st_client_connect(g_watch.r, g_meta.addr, &g_watch.cl);
+	if (rc) {
+		g_watch.cl = NULL;
+		watch_fail(rc); /* the timer is idle again inside its own callback */
+		return;
+	}
+	watch_arm();
+}
+
+/* The watch failed: reconnect after a growing back-off. Caches stay untrusted meanwhile (the
+ * lease runs out), so commands fall back to asking meta. */
+static void watch_fail(int err)
+{
+	if (g_watch.stopping || g_watch.retry.busy)
+		return;
+	if (!g_watch.failed || st_now_ms() - g_watch.warned_ms > 10000) {
+		g_watch.warned_ms = st_now_ms();
+		st_warn("reservation watch on meta %s: %s (asking meta before every command "
+			"meanwhile)",
+			g_meta.addr, strerror(-err));
+	}
+	g_watch.failed = true;
+	g_watch.backoff_ms = g_watch.backoff_ms ? g_watch.backoff_ms * 2 : PR_BACKOFF_MIN;
+	if (g_watch.backoff_ms > PR_BACKOFF_MAX)
+		g_watch.backoff_ms = PR_BACKOFF_MAX;
+	st_reactor_timer(g_watch.r, &g_watch.retry, g_watch.backoff_ms, watch_retry_cb, NULL);
+}
+
+static void watch_cb(void *arg, int err, struct st_frame *reply)
+{
+	Strata__Meta__PrWatchReply *rep;
+
+	if (g_watch.stopping || arg != g_watch.cl)
+		return; /* a client we already replaced */
+	if (!err && reply) {
+		rep = strata__meta__pr_watch_reply__unpack(NULL, reply->hdr.hdr_len, reply->msg);
+		if (rep && rep->instance) {
+			g_watch.last_reply_ms = st_now_ms();
+			(void)watch_note(rep->seq, rep->instance);
+			strata__meta__pr_watch_reply__free_unpacked(rep, NULL);
+			if (g_watch.failed)
+				st_info("reservation watch on meta %s: up", g_meta.addr);
+			g_watch.failed = false;
+			g_watch.backoff_ms = 0;
+			watch_arm();
+			return;
+		}
+		if (rep)
+			strata__meta__pr_watch_reply__free_unpacked(rep, NULL);
+		err = -EBADMSG;
+	}
+	watch_fail(err ? err : -EBADMSG);
+}
+
+/* Send the next PR_WATCH; known_seq = seq acknowledges everything gen reflects. */
+static void watch_arm(void)
+{
+	Strata__Meta__PrWatchReq req = STRATA__META__PR_WATCH_REQ__INIT;
+	int rc;
+
+	req.known_seq = g_watch.instance ? g_watch.seq : 0;
+	req.instance = g_watch.instance;
+	req.gateway = g_watch.gateway;
+	rc = st_client_call(g_watch.cl, STRATA__META__META_MSG_TYPE__META_PR_WATCH, 0, &req.base,
+			    NULL, 0, watch_cb, g_watch.cl);
+	if (rc)
+		watch_fail(rc);
+}
+
+int isc_pr_watch_start(struct st_reactor *r)
+{
+	int rc;
+
+	g_watch.r = r;
+	g_watch.stopping = false;
+	while (!g_watch.gateway)
+		if (getrandom(&g_watch.gateway, sizeof(g_watch.gateway), 0) < 0)
+			g_watch.gateway = st_now_ms() ^ ((uint64_t)getpid() << 32);
+	if (!g_meta.on)
+		return 0;
+	rc = st_client_connect(r, g_meta.addr, &g_watch.cl);
+	if (rc) {
+		g_watch.cl = NULL;
+		watch_fail(rc);
+		return rc;
+	}
+	watch_arm();
+	return 0;
+}
+
+void isc_pr_watch_stop(void)
+{
+	struct st_client *cl = g_watch.cl;
+
+	g_watch.stopping = true;
+	g_watch.cl = NULL;
+	if (cl)
+		st_client_close(cl);
+	/* A pending retry timer is cancelled by st_reactor_destroy; its callback sees stopping. */
+}
 
 void isc_pr_init(const char *meta, unsigned cache_ms)
 {
@@ -104,25 +274,29 @@ void isc_pr_init(const char *meta, unsigned cache_ms)
 	g_meta.on = true;
 }
 
-/* One blocking request to meta; reconnects once on a transport failure. Returns the reply
- * status (0 or -errno) with *reply filled, or a transport -errno. */
-static int meta_call(uint16_t type, const ProtobufCMessage *msg, struct st_frame *reply)
+/* One blocking request to meta (timeout tmo_ms); reconnects once on a transport failure.
+ * Returns the reply status (0 or -errno) with *reply filled, or a transport -errno. */
+static int meta_call(uint16_t type, const ProtobufCMessage *msg, struct st_frame *reply, int tmo_ms)
 {
 	char err[256] = "";
 	int rc = -ENOTCONN;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (g_meta.fd < 0) {
-			struct timeval tv = {PR_META_MS / 1000, 0};
 			g_meta.fd = st_tcp_connect(g_meta.addr, PR_META_MS);
 			if (g_meta.fd < 0) {
 				rc = g_meta.fd;
 				g_meta.fd = -1;
 				continue;
 			}
+			g_meta.tmo_ms = 0;
+		}
+		if (g_meta.tmo_ms != tmo_ms) {
 			/* A hung meta must not hang the reactor forever. */
+			struct timeval tv = {tmo_ms / 1000, (tmo_ms % 1000) * 1000};
 			setsockopt(g_meta.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 			setsockopt(g_meta.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+			g_meta.tmo_ms = tmo_ms;
 		}
 		memset(reply, 0, sizeof(*reply));
 		rc = st_rpc_call(g_meta.fd, type, 0, msg, NULL, 0, reply, err, sizeof(err));
@@ -185,11 +359,13 @@ static int pr_refresh(struct isc_pr *pr, bool force)
 
 	if (!g_meta.on)
 		return 0;
+	if (!force && watch_trusts(pr, now))
+		return 0;
 	if (!force && g_meta.cache_ms && now - pr->checked_ms < g_meta.cache_ms)
 		return 0;
 	req.spec = pr->spec;
 	req.known_version = pr->cache.version;
-	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_GET, &req.base, &f);
+	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_GET, &req.base, &f, PR_META_MS);
 	if (rc)
 		goto out;
 	rep = strata__meta__pr_get_reply__unpack(NULL, f.hdr.hdr_len, f.msg);
@@ -201,9 +377,13 @@ static int pr_refresh(struct isc_pr *pr, bool force)
 		rc = state_from_rec(&pr->cache, rep->record, rep->version);
 	else if (rep->version != pr->cache.version)
 		rc = -EBADMSG; /* a different version must come with its record */
-	strata__meta__pr_get_reply__free_unpacked(rep, NULL);
-	if (!rc)
+	if (!rc) {
 		pr->checked_ms = now;
+		pr->loaded_gen = watch_note(rep->seq, rep->instance) ? g_watch.gen : 0;
+	} else {
+		pr->loaded_gen = 0;
+	}
+	strata__meta__pr_get_reply__free_unpacked(rep, NULL);
 out:
 	st_frame_release(&f);
 	if (rc && now - g_meta.warned_ms > 5000) {
@@ -255,13 +435,16 @@ static int pr_commit(struct isc_pr *pr, struct pr_state *st)
 	req.spec = pr->spec;
 	req.expected_version = st->version;
 	req.record = &rec;
-	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_UPDATE, &req.base, &f);
+	req.gateway = g_watch.gateway; /* meta: we are blocked here, not ignoring our watch */
+	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_UPDATE, &req.base, &f, PR_UPDATE_MS);
 	if (!rc) {
 		rep = strata__meta__pr_get_reply__unpack(NULL, f.hdr.hdr_len, f.msg);
 		if (rep) {
 			st->version = rep->version;
 			pr->cache = *st;
 			pr->checked_ms = st_now_ms();
+			/* The reply carries this update's seq: every other cache is older. */
+			pr->loaded_gen = watch_note(rep->seq, rep->instance) ? g_watch.gen : 0;
 			strata__meta__pr_get_reply__free_unpacked(rep, NULL);
 		} else {
 			rc = -EBADMSG;
