@@ -347,6 +347,16 @@ static int state_from_rec(struct pr_state *st, const Strata__Meta__PrRecord *r, 
 	return 0;
 }
 
+/* Why a refresh asks meta, for the debug log (tests count these). */
+static const char *refresh_why(bool force, uint64_t now)
+{
+	if (force)
+		return "load";
+	if (!g_watch.last_reply_ms || now - g_watch.last_reply_ms >= PR_LEASE_MS)
+		return "no watch";
+	return "stale";
+}
+
 /* Bring pr->cache up to date. force: ask meta whatever the cache age. Returns 0, or -errno
  * when meta could not confirm the state (the cache is then unchanged). */
 static int pr_refresh(struct isc_pr *pr, bool force)
@@ -365,6 +375,7 @@ static int pr_refresh(struct isc_pr *pr, bool force)
 		return 0;
 	req.spec = pr->spec;
 	req.known_version = pr->cache.version;
+	st_debug("reservations of %s: PR_GET (%s)", pr->spec, refresh_why(force, now));
 	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_GET, &req.base, &f, PR_META_MS);
 	if (rc)
 		goto out;
