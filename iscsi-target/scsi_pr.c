@@ -15,14 +15,28 @@
  * (another gateway changed the state in between) reloads and decides again, so two gateways
  * serialise their PR OUT commands through meta.
  *
- * Cost on the data path. A command that the reservation may block (READ, WRITE, TUR, ...)
- * revalidates the cache with a PR_GET that carries the cached version; meta answers with
- * just the version when nothing changed (a ~40-byte reply, one loopback round trip). With the
- * default --pr-cache-ms 0 that happens before every such command: a reservation or preempt
- * made through another gateway fences the very next command here, at the price of one meta
- * round trip per command. --pr-cache-ms N trusts the cache for N ms instead, trading a window
- * of N ms (in which another gateway's PREEMPT is not yet seen) for no meta traffic.
- * The RPC is a blocking st_rpc_call on the reactor thread, as login's catalog calls are.
+ * Keeping the cache current without asking meta per command: meta pushes changes.
+ *
+ *   g_watch: one PR_WATCH always outstanding on the reactor (st_client), re-armed on every
+ *            reply with known_seq = the (instance, seq) it reported; that is our ack
+ *   meta:    pr_seq +1 per PR_UPDATE; answers the watches at once; holds the PR_UPDATE's
+ *            reply until every watcher acked the new seq (or 5 s, then closes the laggards)
+ *   here:    (instance, seq) moved --> gen++ : every LU's cache is stale
+ *            isc_pr_check: trusted iff watch reply < 2 s ago && pr->loaded_gen == gen,
+ *            else one blocking PR_GET (whose reply carries (instance, seq): loaded_gen = gen)
+ *
+ * So once a PR OUT through another gateway has completed, this gateway has moved gen and its
+ * next command reloads: a reservation or preempt fences the very next command here, and the
+ * data path costs no meta round trip. The 2 s lease is shorter than meta's 5 s timeout: a
+ * gateway whose reactor was stuck and that meta gave up on trusts nothing when it resumes.
+ * While the watch is down (meta away, reconnect with back-off) every such command asks meta,
+ * as before the watch: strict. --pr-cache-ms N additionally trusts a cache confirmed less
+ * than N ms ago whatever the watch says (an explicit opt-in to a window of N ms).
+ *
+ * PR_GET and PR_UPDATE are blocking st_rpc_calls on the reactor thread (2 s and 8 s timeouts),
+ * as login's catalog calls are; they are rare now (a reload per LU after a change, PR IN/OUT).
+ * A PR_UPDATE carries our watch's gateway id: meta does not wait for our own ack while we
+ * are blocked in it (its reply's seq moves gen before we serve anything again).
  * If meta cannot be reached, PR IN/OUT fail with BUSY, and other commands are checked against
  * the cached state (no PR change can be committed while meta is down).
  *
