@@ -53,6 +53,7 @@ step "B serves a session: warm-up READs and WRITEs, then waits while A reserves"
 	write 6 read 6 signal "$TEST_TMP/fenced" waitfor "$TEST_TMP/released" \
 	write 7 >"$TEST_TMP/b.out" 2>&1 &
 B_SESSION=$!
+_DAEMON_PIDS+=("$B_SESSION") # a failing test must not leave it behind (libiscsi reconnects)
 sync_wait "$TEST_TMP/warm"
 warm=$(pr_gets)
 [ "$warm" -le 2 ] || fail "B asked meta $warm times for 10 commands (cache not trusted): $(grep PR_GET "$B_LOG")"
