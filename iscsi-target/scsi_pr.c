@@ -191,6 +191,9 @@ static void watch_retry_cb(void *arg, int res)
  * lease runs out), so commands fall back to asking meta. */
 static void watch_fail(int err)
 {
+	/* Stop trusting at once rather than when the lease runs out: meta no longer waits for a
+	 * connection that is gone, so changes may commit without our acknowledgement from now. */
+	g_watch.last_reply_ms = 0;
 	if (g_watch.stopping || g_watch.retry.busy)
 		return;
 	if (!g_watch.failed || st_now_ms() - g_watch.warned_ms > 10000) {
