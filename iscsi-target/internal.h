@@ -547,6 +547,12 @@ void isc_scsi_exec(struct isc_task *t) __attribute__((nonnull));
  * a cached state for cache_ms (0: revalidate before every command that needs it). Without
  * this call the state stays in this process. Call once at start-up. */
 void isc_pr_init(const char *meta, unsigned cache_ms);
+/* Start the asynchronous PR watch on r (after isc_pr_init; reactor thread or before run).
+ * While it is healthy, cached state is trusted until meta reports a change. Returns 0 or
+ * -errno (the watch then retries in the background anyway). */
+int isc_pr_watch_start(struct st_reactor *r) __attribute__((nonnull));
+/* Stop the watch (reactor not running, before st_reactor_destroy). */
+void isc_pr_watch_stop(void);
 /* spec "pool/vol[@snap]" names the record in meta; target is the target IQN. */
 struct isc_pr *isc_pr_create(uint64_t volume_id, const char *spec, const char *target)
 	__attribute__((nonnull));

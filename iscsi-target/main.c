@@ -51,7 +51,8 @@ int main(int argc, char **argv)
 		{"block-size", ST_FLAG_INT, &block_size, "BYTES",
 		 "logical block size: 512 or 4096"},
 		{"pr-cache-ms", ST_FLAG_INT, &pr_cache_ms, "MS",
-		 "trust cached reservation state for MS ms (0: ask meta before every command)"},
+		 "also trust cached reservation state for MS ms without the watch (0: only while "
+		 "meta's PR watch is healthy; ask meta before every command otherwise)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
@@ -100,6 +101,9 @@ int main(int argc, char **argv)
 		goto err_reactor;
 	}
 	isc_target_init(&cfg, cl);
+	rc = isc_pr_watch_start(r);
+	if (rc)
+		st_warn("reservation watch: %s; retrying in the background", strerror(-rc));
 	lfd = st_tcp_listen(listen_addr, 128);
 	if (lfd < 0) {
 		st_error("listen %s: %s", listen_addr, strerror(-lfd));
@@ -112,6 +116,7 @@ int main(int argc, char **argv)
 	pthread_kill(sigthr, SIGTERM);
 	pthread_join(sigthr, NULL);
 	close(lfd);
+	isc_pr_watch_stop();
 	/* libstrata first: its requests fail over to the sessions' completions, which the
 	 * reactor's teardown then runs. */
 	strata_disconnect(cl);
@@ -119,6 +124,7 @@ int main(int argc, char **argv)
 	return rc ? 1 : 0;
 
 err_cluster:
+	isc_pr_watch_stop();
 	strata_disconnect(cl);
 err_reactor:
 	st_reactor_destroy(r);

@@ -15,14 +15,28 @@
  * (another gateway changed the state in between) reloads and decides again, so two gateways
  * serialise their PR OUT commands through meta.
  *
- * Cost on the data path. A command that the reservation may block (READ, WRITE, TUR, ...)
- * revalidates the cache with a PR_GET that carries the cached version; meta answers with
- * just the version when nothing changed (a ~40-byte reply, one loopback round trip). With the
- * default --pr-cache-ms 0 that happens before every such command: a reservation or preempt
- * made through another gateway fences the very next command here, at the price of one meta
- * round trip per command. --pr-cache-ms N trusts the cache for N ms instead, trading a window
- * of N ms (in which another gateway's PREEMPT is not yet seen) for no meta traffic.
- * The RPC is a blocking st_rpc_call on the reactor thread, as login's catalog calls are.
+ * Keeping the cache current without asking meta per command: meta pushes changes.
+ *
+ *   g_watch: one PR_WATCH always outstanding on the reactor (st_client), re-armed on every
+ *            reply with known_seq = the (instance, seq) it reported; that is our ack
+ *   meta:    pr_seq +1 per PR_UPDATE; answers the watches at once; holds the PR_UPDATE's
+ *            reply until every watcher acked the new seq (or 5 s, then closes the laggards)
+ *   here:    (instance, seq) moved --> gen++ : every LU's cache is stale
+ *            isc_pr_check: trusted iff watch reply < 2 s ago && pr->loaded_gen == gen,
+ *            else one blocking PR_GET (whose reply carries (instance, seq): loaded_gen = gen)
+ *
+ * So once a PR OUT through another gateway has completed, this gateway has moved gen and its
+ * next command reloads: a reservation or preempt fences the very next command here, and the
+ * data path costs no meta round trip. The 2 s lease is shorter than meta's 5 s timeout: a
+ * gateway whose reactor was stuck and that meta gave up on trusts nothing when it resumes.
+ * While the watch is down (meta away, reconnect with back-off) every such command asks meta,
+ * as before the watch: strict. --pr-cache-ms N additionally trusts a cache confirmed less
+ * than N ms ago whatever the watch says (an explicit opt-in to a window of N ms).
+ *
+ * PR_GET and PR_UPDATE are blocking st_rpc_calls on the reactor thread (2 s and 8 s timeouts),
+ * as login's catalog calls are; they are rare now (a reload per LU after a change, PR IN/OUT).
+ * A PR_UPDATE carries our watch's gateway id: meta does not wait for our own ack while we
+ * are blocked in it (its reply's seq moves gen before we serve anything again).
  * If meta cannot be reached, PR IN/OUT fail with BUSY, and other commands are checked against
  * the cached state (no PR change can be committed while meta is down).
  *
@@ -36,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -51,6 +66,13 @@
 #define PR_PORT_MAX (ISC_NAME_MAX + 32)
 #define PR_RETRIES  32
 #define PR_META_MS  2000
+/* A PR_UPDATE reply may be held by meta until every watcher acknowledged it (5 s at most). */
+#define PR_UPDATE_MS 8000
+/* The watch lease: trust caches only if the last watch reply came less than this ago. Shorter
+ * than meta's 5 s acknowledgement timeout, so a gateway meta gave up on has stopped trusting. */
+#define PR_LEASE_MS    2000
+#define PR_BACKOFF_MIN 100
+#define PR_BACKOFF_MAX 2000
 
 enum pr_type {
 	PR_NONE = 0,
@@ -84,6 +106,7 @@ struct isc_pr {
 	char tport[PR_PORT_MAX];
 	struct pr_state cache; /* the newest state seen (the whole state without meta) */
 	uint64_t checked_ms;   /* when cache was last confirmed by meta */
+	uint64_t loaded_gen;   /* g_watch.gen the cache is current at (0: not known) */
 };
 
 /* The meta connection: one blocking fd, used only from the reactor thread. */
@@ -91,9 +114,173 @@ static struct {
 	bool on;
 	char addr[256];
 	int fd;
+	int tmo_ms; /* the fd's current send/receive timeout */
 	unsigned cache_ms;
 	uint64_t warned_ms;
 } g_meta = {.fd = -1};
+
+/*
+ * The PR watch: an st_client on the reactor with one PR_WATCH always outstanding.
+ *
+ *   (instance, seq) from any meta reply --moved?--> gen++ (every LU's cache is now stale)
+ *   LU cache trusted  <=>  last watch reply < PR_LEASE_MS ago  &&  pr->loaded_gen == gen
+ *
+ * Re-arming with known_seq = seq is the acknowledgement meta waits for before it answers a
+ * PR_UPDATE; it is sent only after gen moved, so once another gateway's change is committed,
+ * no cache older than it is trusted here.
+ */
+static struct {
+	struct st_reactor *r;
+	struct st_client *cl;
+	bool stopping;
+	bool failed; /* the last attempt failed (log the recovery) */
+	uint64_t gateway;
+	uint64_t seq, instance;
+	uint64_t gen;
+	uint64_t last_reply_ms;
+	unsigned backoff_ms;
+	uint64_t warned_ms;
+	struct st_io retry;
+} g_watch = {.gen = 1};
+
+/* (instance, seq) as of which a meta reply was made. Moves gen when it is news. Returns true
+ * if state read in that reply is current at the new gen (false: older than what we know). */
+static bool watch_note(uint64_t seq, uint64_t instance)
+{
+	if (instance == 0)
+		return false; /* a meta without PR_WATCH */
+	if (instance != g_watch.instance || seq > g_watch.seq) {
+		g_watch.instance = instance;
+		g_watch.seq = seq;
+		g_watch.gen++;
+		return true;
+	}
+	return seq == g_watch.seq;
+}
+
+static bool watch_trusts(const struct isc_pr *pr, uint64_t now)
+{
+	return g_watch.r && !g_watch.stopping && g_watch.last_reply_ms &&
+	       now - g_watch.last_reply_ms < PR_LEASE_MS && pr->loaded_gen == g_watch.gen;
+}
+
+static void watch_arm(void);
+static void watch_fail(int err);
+
+static void watch_retry_cb(void *arg, int res)
+{
+	struct st_client *old = g_watch.cl;
+	int rc;
+
+	(void)arg;
+	if (g_watch.stopping || res == -ECANCELED)
+		return;
+	g_watch.cl = NULL; /* its failing calls are ignored from now on */
+	if (old)
+		st_client_close(old);
+	rc = st_client_connect(g_watch.r, g_meta.addr, &g_watch.cl);
+	if (rc) {
+		g_watch.cl = NULL;
+		watch_fail(rc); /* the timer is idle again inside its own callback */
+		return;
+	}
+	watch_arm();
+}
+
+/* The watch failed: reconnect after a growing back-off. Caches stay untrusted meanwhile (the
+ * lease runs out), so commands fall back to asking meta. */
+static void watch_fail(int err)
+{
+	/* Stop trusting at once rather than when the lease runs out: meta no longer waits for a
+	 * connection that is gone, so changes may commit without our acknowledgement from now. */
+	g_watch.last_reply_ms = 0;
+	if (g_watch.stopping || g_watch.retry.busy)
+		return;
+	if (!g_watch.failed || st_now_ms() - g_watch.warned_ms > 10000) {
+		g_watch.warned_ms = st_now_ms();
+		st_warn("reservation watch on meta %s: %s (asking meta before every command "
+			"meanwhile)",
+			g_meta.addr, strerror(-err));
+	}
+	g_watch.failed = true;
+	g_watch.backoff_ms = g_watch.backoff_ms ? g_watch.backoff_ms * 2 : PR_BACKOFF_MIN;
+	if (g_watch.backoff_ms > PR_BACKOFF_MAX)
+		g_watch.backoff_ms = PR_BACKOFF_MAX;
+	st_reactor_timer(g_watch.r, &g_watch.retry, g_watch.backoff_ms, watch_retry_cb, NULL);
+}
+
+static void watch_cb(void *arg, int err, struct st_frame *reply)
+{
+	Strata__Meta__PrWatchReply *rep;
+
+	if (g_watch.stopping || arg != g_watch.cl)
+		return; /* a client we already replaced */
+	if (!err && reply) {
+		rep = strata__meta__pr_watch_reply__unpack(NULL, reply->hdr.hdr_len, reply->msg);
+		if (rep && rep->instance) {
+			g_watch.last_reply_ms = st_now_ms();
+			(void)watch_note(rep->seq, rep->instance);
+			strata__meta__pr_watch_reply__free_unpacked(rep, NULL);
+			if (g_watch.failed)
+				st_info("reservation watch on meta %s: up", g_meta.addr);
+			g_watch.failed = false;
+			g_watch.backoff_ms = 0;
+			watch_arm();
+			return;
+		}
+		if (rep)
+			strata__meta__pr_watch_reply__free_unpacked(rep, NULL);
+		err = -EBADMSG;
+	}
+	watch_fail(err ? err : -EBADMSG);
+}
+
+/* Send the next PR_WATCH; known_seq = seq acknowledges everything gen reflects. */
+static void watch_arm(void)
+{
+	Strata__Meta__PrWatchReq req = STRATA__META__PR_WATCH_REQ__INIT;
+	int rc;
+
+	req.known_seq = g_watch.instance ? g_watch.seq : 0;
+	req.instance = g_watch.instance;
+	req.gateway = g_watch.gateway;
+	rc = st_client_call(g_watch.cl, STRATA__META__META_MSG_TYPE__META_PR_WATCH, 0, &req.base,
+			    NULL, 0, watch_cb, g_watch.cl);
+	if (rc)
+		watch_fail(rc);
+}
+
+int isc_pr_watch_start(struct st_reactor *r)
+{
+	int rc;
+
+	g_watch.r = r;
+	g_watch.stopping = false;
+	while (!g_watch.gateway)
+		if (getrandom(&g_watch.gateway, sizeof(g_watch.gateway), 0) < 0)
+			g_watch.gateway = st_now_ms() ^ ((uint64_t)getpid() << 32);
+	if (!g_meta.on)
+		return 0;
+	rc = st_client_connect(r, g_meta.addr, &g_watch.cl);
+	if (rc) {
+		g_watch.cl = NULL;
+		watch_fail(rc);
+		return rc;
+	}
+	watch_arm();
+	return 0;
+}
+
+void isc_pr_watch_stop(void)
+{
+	struct st_client *cl = g_watch.cl;
+
+	g_watch.stopping = true;
+	g_watch.cl = NULL;
+	if (cl)
+		st_client_close(cl);
+	/* A pending retry timer is cancelled by st_reactor_destroy; its callback sees stopping. */
+}
 
 void isc_pr_init(const char *meta, unsigned cache_ms)
 {
@@ -104,25 +291,29 @@ void isc_pr_init(const char *meta, unsigned cache_ms)
 	g_meta.on = true;
 }
 
-/* One blocking request to meta; reconnects once on a transport failure. Returns the reply
- * status (0 or -errno) with *reply filled, or a transport -errno. */
-static int meta_call(uint16_t type, const ProtobufCMessage *msg, struct st_frame *reply)
+/* One blocking request to meta (timeout tmo_ms); reconnects once on a transport failure.
+ * Returns the reply status (0 or -errno) with *reply filled, or a transport -errno. */
+static int meta_call(uint16_t type, const ProtobufCMessage *msg, struct st_frame *reply, int tmo_ms)
 {
 	char err[256] = "";
 	int rc = -ENOTCONN;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (g_meta.fd < 0) {
-			struct timeval tv = {PR_META_MS / 1000, 0};
 			g_meta.fd = st_tcp_connect(g_meta.addr, PR_META_MS);
 			if (g_meta.fd < 0) {
 				rc = g_meta.fd;
 				g_meta.fd = -1;
 				continue;
 			}
+			g_meta.tmo_ms = 0;
+		}
+		if (g_meta.tmo_ms != tmo_ms) {
 			/* A hung meta must not hang the reactor forever. */
+			struct timeval tv = {tmo_ms / 1000, (tmo_ms % 1000) * 1000};
 			setsockopt(g_meta.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 			setsockopt(g_meta.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+			g_meta.tmo_ms = tmo_ms;
 		}
 		memset(reply, 0, sizeof(*reply));
 		rc = st_rpc_call(g_meta.fd, type, 0, msg, NULL, 0, reply, err, sizeof(err));
@@ -173,6 +364,16 @@ static int state_from_rec(struct pr_state *st, const Strata__Meta__PrRecord *r, 
 	return 0;
 }
 
+/* Why a refresh asks meta, for the debug log (tests count these). */
+static const char *refresh_why(bool force, uint64_t now)
+{
+	if (force)
+		return "load";
+	if (!g_watch.last_reply_ms || now - g_watch.last_reply_ms >= PR_LEASE_MS)
+		return "no watch";
+	return "stale";
+}
+
 /* Bring pr->cache up to date. force: ask meta whatever the cache age. Returns 0, or -errno
  * when meta could not confirm the state (the cache is then unchanged). */
 static int pr_refresh(struct isc_pr *pr, bool force)
@@ -185,11 +386,14 @@ static int pr_refresh(struct isc_pr *pr, bool force)
 
 	if (!g_meta.on)
 		return 0;
+	if (!force && watch_trusts(pr, now))
+		return 0;
 	if (!force && g_meta.cache_ms && now - pr->checked_ms < g_meta.cache_ms)
 		return 0;
 	req.spec = pr->spec;
 	req.known_version = pr->cache.version;
-	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_GET, &req.base, &f);
+	st_debug("reservations of %s: PR_GET (%s)", pr->spec, refresh_why(force, now));
+	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_GET, &req.base, &f, PR_META_MS);
 	if (rc)
 		goto out;
 	rep = strata__meta__pr_get_reply__unpack(NULL, f.hdr.hdr_len, f.msg);
@@ -201,9 +405,13 @@ static int pr_refresh(struct isc_pr *pr, bool force)
 		rc = state_from_rec(&pr->cache, rep->record, rep->version);
 	else if (rep->version != pr->cache.version)
 		rc = -EBADMSG; /* a different version must come with its record */
-	strata__meta__pr_get_reply__free_unpacked(rep, NULL);
-	if (!rc)
+	if (!rc) {
 		pr->checked_ms = now;
+		pr->loaded_gen = watch_note(rep->seq, rep->instance) ? g_watch.gen : 0;
+	} else {
+		pr->loaded_gen = 0;
+	}
+	strata__meta__pr_get_reply__free_unpacked(rep, NULL);
 out:
 	st_frame_release(&f);
 	if (rc && now - g_meta.warned_ms > 5000) {
@@ -255,13 +463,16 @@ static int pr_commit(struct isc_pr *pr, struct pr_state *st)
 	req.spec = pr->spec;
 	req.expected_version = st->version;
 	req.record = &rec;
-	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_UPDATE, &req.base, &f);
+	req.gateway = g_watch.gateway; /* meta: we are blocked here, not ignoring our watch */
+	rc = meta_call(STRATA__META__META_MSG_TYPE__META_PR_UPDATE, &req.base, &f, PR_UPDATE_MS);
 	if (!rc) {
 		rep = strata__meta__pr_get_reply__unpack(NULL, f.hdr.hdr_len, f.msg);
 		if (rep) {
 			st->version = rep->version;
 			pr->cache = *st;
 			pr->checked_ms = st_now_ms();
+			/* The reply carries this update's seq: every other cache is older. */
+			pr->loaded_gen = watch_note(rep->seq, rep->instance) ? g_watch.gen : 0;
 			strata__meta__pr_get_reply__free_unpacked(rep, NULL);
 		} else {
 			rc = -EBADMSG;

@@ -309,14 +309,42 @@ void md_fence_release(struct md_fence *f, struct md_catalog *cat) __attribute__(
 void md_fence_conn_closed(struct md_fence *f, struct st_conn *c) __attribute__((nonnull));
 void md_fence_free(struct md_fence *f) __attribute__((nonnull));
 
-/* server.c */
+/* prwatch.c: PR_WATCH (pr_seq push) and PR_UPDATE replies held until every watcher saw them */
 struct st_reactor;
+struct md_prwatch;
+/* hb_ms: a held watch is answered after this (0: 1000); ack_ms: a PR_UPDATE reply waits this
+ * long for the watchers' acknowledgements before it closes the laggards (0: 5000). */
+int md_prwatch_create(struct st_reactor *r, uint64_t hb_ms, uint64_t ack_ms,
+		      struct md_prwatch **out) __attribute__((nonnull));
+/* Arm the heartbeat/timeout timer (once the server is up). */
+void md_prwatch_start(struct md_prwatch *pw) __attribute__((nonnull));
+uint64_t md_prwatch_seq(const struct md_prwatch *pw) __attribute__((nonnull));
+uint64_t md_prwatch_instance(const struct md_prwatch *pw) __attribute__((nonnull));
+/* A PR_WATCH from c: records its acknowledgement, answers now or holds. Returns 0 or -ENOMEM. */
+int md_prwatch_watch(struct md_prwatch *pw, struct st_conn *c, uint64_t req_id,
+		     const Strata__Meta__PrWatchReq *r) __attribute__((nonnull));
+/* A PR_UPDATE committed: pr_seq + 1, held watches answered. Returns the new seq. */
+uint64_t md_prwatch_bump(struct md_prwatch *pw) __attribute__((nonnull));
+/* Hold the reply to a PR_UPDATE that made seq until every watcher has seen it (it may be sent
+ * before this returns). Returns 0, or -ENOMEM (the caller replies now). */
+int md_prwatch_hold(struct md_prwatch *pw, struct st_conn *c, uint16_t type, uint64_t req_id,
+		    const ProtobufCMessage *msg, uint64_t seq, uint64_t gateway)
+	__attribute__((nonnull));
+void md_prwatch_conn_closed(struct md_prwatch *pw, struct st_conn *c) __attribute__((nonnull));
+/* Stop re-arming the timer (server stopping). */
+void md_prwatch_stop(struct md_prwatch *pw);
+/* After st_reactor_destroy(). */
+void md_prwatch_free(struct md_prwatch *pw);
+
+/* server.c */
 struct md_server;
 struct md_server_config {
 	const char *listen;
 	uint64_t down_out_s;
 	uint64_t down_ms;
 	uint64_t watch_timeout_ms;
+	uint64_t pr_heartbeat_ms;   /* PR_WATCH heartbeat (0: 1000) */
+	uint64_t pr_ack_timeout_ms; /* PR_UPDATE waits this long for watchers (0: 5000) */
 };
 int md_server_start(struct st_reactor *r, struct md_catalog *cat,
 		    const struct md_server_config *cfg, struct md_server **out)

@@ -15,6 +15,11 @@
  * is no memory state to keep in step with disk. An update is one synced WriteBatch, like every
  * other catalog change. Versions only grow, even when a record becomes empty, so a gateway's
  * "unchanged since version N" is never fooled by a record that went away and came back.
+ *
+ * Gateways do not poll this per command: every successful update moves the in-memory pr_seq
+ * and server.c holds the PR_UPDATE reply until every gateway's PR_WATCH has acknowledged it
+ * (prwatch.c), so a gateway reloads (PR_GET) only after a change, yet a reservation committed
+ * through one gateway fences the very next command through any other.
  */
 #include <errno.h>
 #include <stdlib.h>

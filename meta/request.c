@@ -48,6 +48,7 @@ static const struct req_kind kinds[] = {
 	{T(RECLAIM_DONE), &strata__meta__reclaim_done_req__descriptor},
 	{T(PR_GET), &strata__meta__pr_get_req__descriptor},
 	{T(PR_UPDATE), &strata__meta__pr_update_req__descriptor},
+	{T(PR_WATCH), &strata__meta__pr_watch_req__descriptor},
 };
 
 static int bad(char *why, size_t len, int rc, const char *fmt, ...)
@@ -230,6 +231,15 @@ static int validate(uint16_t type, const ProtobufCMessage *m, char *why, size_t 
 		if (type == T(PR_UPDATE) &&
 		    ((const Strata__Meta__PrUpdateReq *)m)->record == NULL) {
 			return bad(why, len, -EINVAL, "PR_UPDATE without a record");
+		}
+		return 0;
+	}
+	case T(PR_WATCH): {
+		const Strata__Meta__PrWatchReq *r = (const void *)m;
+		if (r->instance == 0 && r->known_seq != 0) {
+			return bad(why, len, -EINVAL,
+				   "PR_WATCH with known_seq %llu but no instance",
+				   (unsigned long long)r->known_seq);
 		}
 		return 0;
 	}

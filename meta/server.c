@@ -11,6 +11,9 @@
  *      +- the conn closes --> forget the conn, cancel the timer
  *   A waiter is freed only in its timer callback, which io_uring always delivers (fired or
  *   cancelled), so no path frees it twice or touches it after free.
+ *
+ * PR_WATCH and the holding of PR_UPDATE replies live in prwatch.c (the same idea for SCSI
+ * reservations, with acknowledgements as in fence.c).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -47,6 +50,7 @@ struct md_server {
 	uint64_t epoch_seen;
 	struct md_flattener *fl; /* flatten.c */
 	struct md_fence fence;
+	struct md_prwatch *pw;      /* prwatch.c: PR_WATCH, held PR_UPDATE replies */
 	struct md_pgstats *pgstats; /* stats.c: the nodes' latest PG health reports */
 	uint64_t dispatch_epoch;    /* the epoch when the request being dispatched arrived */
 	bool in_dispatch;
@@ -578,19 +582,30 @@ static int do_flatten_reply(struct md_server *s, struct st_conn *c, const struct
 }
 
 /* PR_GET / PR_UPDATE (pr.c). A lost compare-and-swap is -EAGAIN with the current version in
- * the ErrorReply message; the gateway reloads with PR_GET either way. */
+ * the ErrorReply message; the gateway reloads with PR_GET either way. Both replies carry
+ * (instance, pr_seq); a successful update moves pr_seq and its reply is held until every PR
+ * watcher has seen the change (prwatch.c). */
 static int do_pr(struct md_server *s, struct st_conn *c, const struct st_frame *f,
 		 const ProtobufCMessage *msg)
 {
 	Strata__Meta__PrGetReply m = STRATA__META__PR_GET_REPLY__INIT;
 	Strata__Meta__PrRecord *rec = NULL;
 	int rc;
+	m.instance = md_prwatch_instance(s->pw);
+	m.seq = md_prwatch_seq(s->pw);
 	if (f->hdr.type == STRATA__META__META_MSG_TYPE__META_PR_GET) {
 		const Strata__Meta__PrGetReq *r = (const void *)msg;
 		rc = md_pr_get(s->cat, r->spec, r->known_version, &m.version, &rec);
 	} else {
 		const Strata__Meta__PrUpdateReq *r = (const void *)msg;
 		rc = md_pr_update(s->cat, r->spec, r->expected_version, r->record, &m.version);
+		if (rc == 0) {
+			m.seq = md_prwatch_bump(s->pw);
+			if (md_prwatch_hold(s->pw, c, (uint16_t)(f->hdr.type | ST_FRAME_REPLY),
+					    f->hdr.req_id, &m.base, m.seq, r->gateway) == 0) {
+				return 0;
+			}
+		}
 	}
 	if (rc == 0) {
 		m.record = rec;
@@ -835,6 +850,8 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 	case STRATA__META__META_MSG_TYPE__META_PR_GET:
 	case STRATA__META__META_MSG_TYPE__META_PR_UPDATE:
 		return do_pr(s, c, f, msg);
+	case STRATA__META__META_MSG_TYPE__META_PR_WATCH:
+		return md_prwatch_watch(s->pw, c, f->hdr.req_id, (const void *)msg);
 	default:
 		return md_fail(s->cat, -ENOTSUP, "unsupported request 0x%04x", f->hdr.type);
 	}
@@ -886,6 +903,7 @@ static void on_close(struct st_conn *c, int err, void *arg)
 	struct md_server *s = arg;
 	struct md_waiter *w;
 	md_fence_conn_closed(&s->fence, c);
+	md_prwatch_conn_closed(s->pw, c);
 	TAILQ_FOREACH(w, &s->waiters, link)
 	{
 		if (w->c == c) {
@@ -945,8 +963,16 @@ int md_server_start(struct st_reactor *r, struct md_catalog *cat,
 		free(s);
 		return rc;
 	}
+	rc = md_prwatch_create(r, cfg->pr_heartbeat_ms, cfg->pr_ack_timeout_ms, &s->pw);
+	if (rc < 0) {
+		md_pgstats_free(s->pgstats);
+		md_fence_free(&s->fence);
+		free(s);
+		return rc;
+	}
 	rc = md_flattener_create(r, cat, &s->fl);
 	if (rc < 0) {
+		md_prwatch_free(s->pw);
 		md_pgstats_free(s->pgstats);
 		md_fence_free(&s->fence);
 		free(s);
@@ -955,11 +981,13 @@ int md_server_start(struct st_reactor *r, struct md_catalog *cat,
 	rc = st_server_start(r, cfg->listen, &meta_ops, s, 0, &s->srv);
 	if (rc < 0) {
 		md_flattener_free(s->fl);
+		md_prwatch_free(s->pw);
 		md_pgstats_free(s->pgstats);
 		free(s);
 		return rc;
 	}
 	st_reactor_timer(r, &s->tick_io, TICK_MS, tick, s);
+	md_prwatch_start(s->pw);
 	*out = s;
 	return 0;
 }
@@ -976,6 +1004,7 @@ void md_server_stop(struct md_server *s)
 	}
 	s->stopping = true;
 	md_flattener_stop(s->fl);
+	md_prwatch_stop(s->pw);
 	st_server_stop(s->srv);
 }
 
@@ -995,6 +1024,7 @@ void md_server_free(struct md_server *s)
 	}
 	md_fence_free(&s->fence);
 	md_flattener_free(s->fl);
+	md_prwatch_free(s->pw);
 	md_pgstats_free(s->pgstats);
 	if (dispatching == s) {
 		dispatching = NULL;

@@ -15,6 +15,10 @@
  *   resv                     READ RESERVATION -> "key K type T" or "none"
  *   write LBA                WRITE(10) of one block of 0x5a -> "GOOD"
  *   read LBA                 READ(10) of one block -> "GOOD"
+ *   signal FILE              create FILE (prints nothing): a sync point for a test script
+ *   waitfor FILE             wait up to 30 s for FILE to exist (prints nothing, or "ERROR
+ *                            timeout"); with signal, lets one session stay logged in while
+ *                            another tool acts through another gateway
  * A command that ends with RESERVATION CONFLICT prints "RESERVATION_CONFLICT"; any other
  * failure prints "ERROR ..." and the tool exits 1 after the remaining commands.
  */
@@ -22,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
@@ -183,6 +188,26 @@ int main(int argc, char **argv)
 			}
 			if (task) {
 				scsi_free_scsi_task(task);
+			}
+			i += 1;
+		} else if (!strcmp(c, "signal") && left >= 1) {
+			FILE *f = fopen(argv[i + 1], "w");
+			if (f == NULL) {
+				printf("ERROR cannot create %s\n", argv[i + 1]);
+				g_failed = 1;
+			} else {
+				fclose(f);
+			}
+			i += 1;
+		} else if (!strcmp(c, "waitfor") && left >= 1) {
+			int ms = 0;
+			while (access(argv[i + 1], F_OK) != 0 && ms < 30000) {
+				usleep(10000);
+				ms += 10;
+			}
+			if (ms >= 30000) {
+				printf("ERROR timeout waiting for %s\n", argv[i + 1]);
+				g_failed = 1;
 			}
 			i += 1;
 		} else {
