@@ -170,8 +170,12 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 		bd_batch_append(e->gbatch, e->batch);
 		bd_batch_clear(e->batch);
 	}
-	int rc = e->failed ? -EIO : bd_index_commit(e->ix, e->gbatch, sync || e->gsync);
+	bool synced = sync || e->gsync;
+	int rc = e->failed ? -EIO : bd_index_commit(e->ix, e->gbatch, synced);
 	bd_batch_clear(e->gbatch);
+	if (rc == 0 && synced) {
+		bd_engine_mark_durable(e); /* a synced WAL write covers every earlier commit */
+	}
 	if (rc) {
 		if (!e->failed) {
 			st_error("index commit failed: refusing further mutations");

@@ -549,6 +549,7 @@ static void tick(void *arg, int res)
 		return;
 	}
 	recovery_tick(d);
+	bd_engine_sync_tick(d->e);
 	st_reactor_timer(d->r, &d->tick, TICK_MS, tick, d);
 }
 

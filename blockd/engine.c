@@ -116,9 +116,84 @@ static uint64_t min_read_seq(struct bd_engine *e)
 	return o ? o->read_seq + 1 : e->seq + 1;
 }
 
+/* Everything committed so far is on disk (a WAL sync just succeeded). */
+void bd_engine_mark_durable(struct bd_engine *e)
+{
+	e->durable_seq = e->seq++;
+	e->last_sync_ms = st_now_ms();
+}
+
+static void bg_sync_done(void *arg, int err)
+{
+	struct bd_engine *e = arg;
+
+	e->bg_sync_running = false;
+	if (err) {
+		st_warn("background sync: %s", strerror(-err));
+	}
+}
+
+/*
+ * Blocks leave limbo when no read submitted before their release is still in flight AND the
+ * index commit that released them is durable. The second rule is what keeps a flushed write
+ * readable after power loss: if flushed write A is overwritten by unflushed B and A's block
+ * were reused at once by C, a power cut before B's commit reached the disk would bring back
+ * A's extent list pointing at C's data.
+ */
 void bd_engine_reap(struct bd_engine *e)
 {
-	bd_alloc_reap(&e->alloc, min_read_seq(e));
+	uint64_t lim = min_read_seq(e);
+
+	if (lim > e->durable_seq + 1) {
+		lim = e->durable_seq + 1;
+	}
+	bd_alloc_reap(&e->alloc, lim);
+}
+
+/*
+ * Called every tick of the service: without client flushes, freed blocks would wait in limbo
+ * forever, so a background flush (data fdatasync + WAL sync, the same as FLUSH) runs at most
+ * every BD_SYNC_INTERVAL_MS while some wait on it.
+ */
+void bd_engine_sync_tick(struct bd_engine *e)
+{
+	const struct bd_alloc *a = &e->alloc;
+
+	if (a->limbo_len == 0 || e->bg_sync_running || !e->writable || e->failed ||
+	    st_now_ms() - e->last_sync_ms < BD_SYNC_INTERVAL_MS) {
+		return;
+	}
+	/* The newest entry is the last one: nothing waits if even it is durable. */
+	if (a->limbo[(a->limbo_head + a->limbo_len - 1) % a->limbo_cap].seq <= e->durable_seq) {
+		return;
+	}
+	e->bg_sync_running = true;
+	e->last_sync_ms = st_now_ms();
+	bd_flush(e, bg_sync_done, e);
+}
+
+/*
+ * The allocator is out of space but limbo holds blocks waiting for a durable commit: make
+ * everything durable now (blocking, on this rare path) and reap. Returns true if any block
+ * came back.
+ */
+bool bd_engine_reclaim_now(struct bd_engine *e)
+{
+	uint64_t before = e->alloc.nfree;
+
+	if (e->alloc.limbo_len == 0 || e->failed) {
+		return false;
+	}
+	if (fdatasync(e->fd) < 0) {
+		st_error("fdatasync of the data file failed: %s", strerror(errno));
+		return false;
+	}
+	if (bd_index_sync(e->ix) < 0) {
+		return false;
+	}
+	bd_engine_mark_durable(e);
+	bd_engine_reap(e);
+	return e->alloc.nfree > before;
 }
 
 void bd_op_complete(struct bd_op *op)

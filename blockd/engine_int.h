@@ -96,6 +96,13 @@ struct bd_engine {
 	bool writable; /* opened for service (not fsck): the 'C' marker is cleared */
 	uint64_t seq;
 	struct op_list reads; /* in flight, oldest first */
+	/* Durable frees (engine.c, bd_engine_reap): a block whose last reference an index commit
+	 * dropped is reused only once that commit is on disk, i.e. a WAL sync started after it.
+	 * Limbo entries with seq <= durable_seq qualify. bg_sync_* drive the background sync that
+	 * keeps limbo short when no client flushes. */
+	uint64_t durable_seq;
+	uint64_t last_sync_ms;
+	bool bg_sync_running;
 	uint64_t checksum_errors;
 	uint64_t nlists;
 	struct bd_fsck_report rep;
@@ -126,6 +133,10 @@ struct bd_engine {
 		uint8_t k[RAW_SEEN_MAX], v[RAW_SEEN_MAX];
 	} raw_seen[RAW_SEEN_SLOTS]; /* raw keys known committed with this value */
 };
+
+#define BD_SYNC_INTERVAL_MS 1000 /* background flush while freed blocks wait on it */
+
+void bd_engine_mark_durable(struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* engine.c */

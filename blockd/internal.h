@@ -360,6 +360,12 @@ int bd_engine_verify_data(struct bd_engine *e, struct bd_fsck_report *rep) __att
 void bd_engine_space(struct bd_engine *e, struct bd_space *s) __attribute__((nonnull));
 /* Free limbo blocks that no read can still see (also done after every op). */
 void bd_engine_reap(struct bd_engine *e) __attribute__((nonnull));
+/* Start a background flush if freed blocks wait for a durable commit (at most once a second);
+ * the service calls it from its periodic tick. */
+void bd_engine_sync_tick(struct bd_engine *e) __attribute__((nonnull));
+/* Make every commit durable now (blocking fdatasync + WAL sync) and reap; for the ENOSPC path.
+ * Returns true if blocks came back. */
+bool bd_engine_reclaim_now(struct bd_engine *e) __attribute__((nonnull));
 struct bd_index *bd_engine_index(struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */

@@ -183,6 +183,9 @@ int bd_layer_delete(struct bd_engine *e, uint64_t family, uint64_t layer, const 
 			rc = bd_engine_commit_batch(e, true);
 			if (rc == 0) {
 				bd_engine_defer_frees(e, freed, (uint32_t)nfreed);
+				/* That commit was synced and nothing committed since: the
+				 * frees it made are durable already. */
+				bd_engine_mark_durable(e);
 				freed_total += nfreed;
 			}
 			nfreed = 0;

@@ -403,6 +403,9 @@ void bd_write_phase(struct bd_op *op)
 		return;
 	}
 	int nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
+	if (nr == -ENOSPC && bd_engine_reclaim_now(e)) {
+		nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
+	}
 	if (nr < 0) {
 		bd_op_fail(op, nr);
 		return;
@@ -540,6 +543,10 @@ static void flush_fsync_done(void *arg, int res)
 	/* The data of every completed write is durable; now the index that points at it. */
 	if (!err) {
 		err = bd_index_sync(f->e->ix);
+	}
+	if (!err) {
+		bd_engine_mark_durable(f->e);
+		bd_engine_reap(f->e); /* blocks that waited for this sync can be reused */
 	}
 	bd_done_cb cb = f->cb;
 	void *cb_arg = f->cb_arg;

@@ -194,6 +194,9 @@ int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
 	}
 	if (ndata) {
 		nr = bd_alloc_get(&e->alloc, ndata, runs, (int)ndata);
+		if (nr == -ENOSPC && bd_engine_reclaim_now(e)) {
+			nr = bd_alloc_get(&e->alloc, ndata, runs, (int)ndata);
+		}
 		if (nr < 0) {
 			rc = nr;
 			nr = 0;

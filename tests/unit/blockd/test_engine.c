@@ -265,6 +265,34 @@ Test(engine, enospc_corrupts_nothing)
 	t_close(&t);
 }
 
+/* A block an overwrite releases is reused only after the overwrite's index commit is durable:
+ * otherwise a power cut could bring back the flushed list pointing at someone else's data. */
+Test(engine, freed_blocks_wait_for_a_durable_commit)
+{
+	struct tctx t;
+	t_open(&t, 1 * MiB); /* 256 blocks */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 128 * 4096, 0x0A), 0);
+	cr_assert_eq(t_flush(&t), 0);
+	cr_assert_eq(t_used_now(&t), 128);
+	/* The overwrite's new blocks are in use and the old ones wait in limbo, even after a
+	 * reap: no read is in flight, but the releasing commit is not synced. */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 128 * 4096, 0x0B), 0);
+	bd_engine_reap(t.e);
+	cr_assert_eq(t_used_now(&t), 256, "freed blocks reused before their commit is durable");
+	/* A flush makes the commit durable and hands them back. */
+	cr_assert_eq(t_flush(&t), 0);
+	cr_assert_eq(t_used_now(&t), 128);
+	/* Out of space with blocks waiting: the engine syncs and retries instead of ENOSPC. */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 128 * 4096, 0x0C), 0);
+	cr_assert_eq(t_used_now(&t), 256);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 1, 0, 64 * 4096, 0x0D), 0,
+		     "limbo reclaimed on ENOSPC");
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 128 * 4096, 0x0C), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 1, 0, 64 * 4096, 0x0D), 0);
+	cr_assert_eq(t_used(&t), 192);
+	t_close(&t);
+}
+
 Test(engine, zero_trim_and_block_status)
 {
 	struct tctx t;
