@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Replication cost: 4k randwrite at QD32 through libstrata (strata-bench) on three local
 # blockd nodes, once on an R=1 pool and once on an R=3 pool, same cluster, same span.
-# Prints both IOPS figures and the ratio R=3 / R=1.
+# Prints both IOPS figures, the ratio R=3 / R=1, and where the CPU went: CPU time of the three
+# blockd processes and of the client, per write.
 #
 #   bench/replication.sh [SECONDS]   (binaries from $STRATA_BIN, default build/bin)
+#
+# The data files (DATA each, default 2G) are written through once first, as in engine.sh: a
+# redirect-on-write engine over a sparse file makes every write an allocating O_DIRECT write,
+# which ext4 cannot do without blocking (io_uring punts it to a worker thread). SPARSE=1 skips
+# that.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${STRATA_BIN:-$SRC/build/bin}
@@ -21,10 +27,18 @@ META=127.0.0.1:$(port)
 "$BIN/strata-meta" --listen "$META" --data "$TMP/meta" --log-level warn >"$TMP/meta.log" 2>&1 &
 PIDS+=($!)
 sleep 0.5
+DATA=${DATA:-2G}
+BD_PIDS=()
 for i in 0 1 2; do
+	if [ -z "${SPARSE:-}" ]; then
+		fio --name=prewrite --filename="$TMP/bd$i" --ioengine=io_uring --direct=1 --rw=write \
+			--bs=1M --iodepth=8 --size="$DATA" --output="$TMP/prewrite$i.out" >/dev/null 2>&1 ||
+			{ echo "replication: prewrite failed" >&2; exit 1; }
+	fi
 	"$BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$(port)" --data "$TMP/bd$i" \
-		--size 4G --log-level warn >"$TMP/bd$i.log" 2>&1 &
+		--size "$DATA" --log-level warn >"$TMP/bd$i.log" 2>&1 &
 	PIDS+=($!)
+	BD_PIDS+=($!)
 done
 for _ in $(seq 50); do
 	"$BIN/strata" --meta "$META" status | grep -q '3 up' && break
@@ -33,14 +47,33 @@ done
 cli() { "$BIN/strata" --meta "$META" "$@" >/dev/null; }
 cli pool create r1 --replicas 1
 cli pool create r3 --replicas 3
-cli volume create r1/v --size 4G
-cli volume create r3/v --size 4G
+cli volume create r1/v --size 1G
+cli volume create r3/v --size 1G
 sleep 1
-run() { # pool
-	"$BIN/strata-bench" run "strata://$META/$1/v" --rw randwrite --bs 4k --qd 32 \
-		--time "$SECS" --span 1G --json --quiet |
-		python3 -c 'import json,sys; print(int(json.load(sys.stdin)["write"]["iops"]))'
+ticks() { # PID... -> summed utime+stime in clock ticks
+	local p t=0
+	for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+	echo "$t"
 }
-r1=$(run r1)
-r3=$(run r3)
+HZ=$(getconf CLK_TCK)
+run() { # pool -> "IOPS blockd_us_per_write client_us_per_write"
+	local b0 b1 out
+	b0=$(ticks "${BD_PIDS[@]}")
+	out=$(/usr/bin/time -f '%U %S' "$BIN/strata-bench" run "strata://$META/$1/v" \
+		--rw randwrite --bs 4k --qd 32 --time "$SECS" --span 1G --json --quiet 2>"$TMP/time")
+	b1=$(ticks "${BD_PIDS[@]}")
+	python3 - "$out" "$((b1 - b0))" "$HZ" "$(tail -1 "$TMP/time")" <<'PY'
+import json, sys
+d = json.loads(sys.argv[1])["write"]
+ios, bd, hz = d["ios"], int(sys.argv[2]), int(sys.argv[3])
+cu, cs = map(float, sys.argv[4].split())
+print(int(d["iops"]), "%.1f" % (bd / hz * 1e6 / ios), "%.1f" % ((cu + cs) * 1e6 / ios))
+PY
+}
+read -r r1 b1 c1 <<<"$(run r1)"
+read -r r3 b3 c3 <<<"$(run r3)"
 python3 -c "import sys; r1,r3=int(sys.argv[1]),int(sys.argv[2]); print(f'4k randwrite QD32, three nodes: R=1 {r1} IOPS, R=3 {r3} IOPS, ratio {r3/r1:.2f}')" "$r1" "$r3"
+files="written once"
+[ -z "${SPARSE:-}" ] || files=sparse
+echo "CPU per write: R=1 blockd ${b1} us + client ${c1} us; R=3 blockd ${b3} us + client ${c3} us" \
+	"($(nproc) CPUs; data files $files, $DATA each)"
