@@ -213,7 +213,7 @@ void bd_op_complete(struct bd_op *op)
 		op->idem->status = op->err;
 		op->idem->miscompare = op->miscompare ? *op->miscompare : 0;
 		/* Committed with its 'I' key (bd_idem_persist): evicting it deletes the key. */
-		op->idem->persisted = op->kind == OP_CAW && op->err == 0;
+		op->idem->persisted = bd_op_persists_idem(op) && op->err == 0;
 	}
 	bd_lock_release(op);
 	bd_engine_reap(e);

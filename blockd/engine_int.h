@@ -134,6 +134,13 @@ struct bd_engine {
 	} raw_seen[RAW_SEEN_SLOTS]; /* raw keys known committed with this value */
 };
 
+/* A compare-and-write, or the write a replica applies for one (bd_req.caw_done): its
+ * (client_id, seq) outcome is persisted as an 'I' key when it succeeds (mutate.c). */
+static inline bool bd_op_persists_idem(const struct bd_op *op)
+{
+	return op->kind == OP_CAW || (op->kind == OP_WRITE && op->q.caw_done);
+}
+
 #define BD_SYNC_INTERVAL_MS 1000 /* background flush while freed blocks wait on it */
 
 void bd_engine_mark_durable(struct bd_engine *e) __attribute__((nonnull));

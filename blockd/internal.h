@@ -313,6 +313,8 @@ struct bd_req {
 	uint32_t length; /* bytes, multiple of BD_BLOCK, > 0 */
 	uint64_t client_id, seq;
 	bool fua;
+	bool caw_done; /* a write applying a successful compare-and-write (a replica's forward):
+			* its (client_id, seq) is persisted like the compare-and-write's own */
 	const struct bd_xkv *xkv; /* extra keys committed in the same WriteBatch (may be NULL) */
 	uint32_t nxkv;
 };

@@ -129,7 +129,7 @@ static struct idem_ent *idem_insert(struct bd_engine *e, uint64_t cid, uint64_t 
 void bd_idem_persist(struct bd_op *op)
 {
 	struct bd_engine *e = op->e;
-	if (op->kind != OP_CAW || !op->idem) {
+	if (!bd_op_persists_idem(op) || !op->idem) {
 		return;
 	}
 	uint8_t k[IDEM_KEY_LEN], v[IDEM_VAL_LEN];

@@ -5,7 +5,8 @@
  *      version = next(pg), prev = pg->version
  *      local engine op (WriteBatch carries 'V' = version)  \
  *      REPL_WRITE to every other acting member, in parallel  >--all answered--> reply
- *      (CAW: local first; the forward is the plain write of its data, only if it matched)
+ *      (CAW: local first; the forward is the plain write of its data, only if it matched,
+ *       flagged `caw` so the replica persists the (client_id, seq) as the primary did)
  *
  * Why one mutation at a time per PG: every member then applies a PG's mutations in the same
  * order, so overlapping writes leave identical replicas, and a member's version says exactly
@@ -161,6 +162,7 @@ static void fwd_send(struct bd_fwd *f)
 	size_t plen = r->payload_len;
 	if (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE) {
 		m.op = STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE;
+		m.caw = true;
 		payload = r->payload + r->q.length;
 		plen = r->q.length;
 	}
@@ -379,6 +381,7 @@ void repl_handle_write(struct bd_dist *d, struct st_frame *f, struct bd_reply *r
 	c->f = *f;
 	c->rp = rp;
 	c->q.fua = m->fua;
+	c->q.caw_done = m->caw && m->op == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE;
 	dist_vkey(c->keys[0], pg->pool, pg->pg);
 	dist_be64(c->vals[0], m->version);
 	dist_fkey(c->keys[1], c->q.family);

@@ -103,6 +103,41 @@ Test(mutate, caw_result_survives_restart)
 	t_close(&t);
 }
 
+/* A replica applies a successful compare-and-write as a plain write flagged caw_done: it
+ * persists the (client_id, seq) too, so after a failover and a restart of that replica the
+ * client's retry of the compare-and-write is answered as applied, not compared again. */
+Test(mutate, replica_records_the_caw_it_applies)
+{
+	struct tctx t;
+	t_open(&t, 16 * MiB);
+	uint64_t mis = 99;
+	bool found;
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 4096, 0x01), 0);
+	struct bd_req q = t_req(1, NULL, 0, 0, 0, 4096);
+	q.client_id = 88;
+	q.seq = 5;
+	q.caw_done = true;
+	uint8_t *data = t_buf(4096, 0x02);
+	cr_assert_eq(t_write_q(&t, &q, data), 0);
+	free(data);
+	cr_assert_eq(ikeys(&t, 88, 5, &found), 1);
+	cr_assert(found, "the replica persisted the compare-and-write's outcome");
+	/* A plain write with an id persists nothing. */
+	q.seq = 6;
+	q.caw_done = false;
+	data = t_buf(4096, 0x03);
+	cr_assert_eq(t_write_q(&t, &q, data), 0);
+	free(data);
+	cr_assert_eq(ikeys(&t, 88, 6, &found), 1);
+	cr_assert_not(found);
+
+	t_reopen(&t);
+	/* The retry (stale compare data 0x01) is answered success and changes nothing. */
+	cr_assert_eq(caw(&t, 88, 5, 0x01, 0x04, &mis), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x03), 0, "the retry was not applied");
+	t_close(&t);
+}
+
 Test(mutate, evicted_entries_lose_their_keys)
 {
 	struct tctx t;
