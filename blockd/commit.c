@@ -4,6 +4,7 @@
  * RocksDB WriteBatch (see group_run for why that keeps the guarantees of one commit per op).
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -225,10 +226,9 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
  *  - cache entries holding uncommitted edits are pinned against eviction, and everything that
  *    reads the index directly (layer delete, flatten, bd_engine_index) drains first.
  */
-static void group_run(void *arg, int res)
+static void group_run(void *arg)
 {
 	struct bd_engine *e = arg;
-	(void)res;
 	bd_engine_drain(e); /* gsched still set: settling arms no second timer */
 	e->gsched = false;
 	struct bd_op *op;
@@ -243,11 +243,16 @@ static void group_run(void *arg, int res)
 	}
 }
 
+/* group_run goes on the reactor's local queue: it runs after the rest of this turn's
+ * completions, with no SQE, timer or system call (a zero-length timer cost 7-10% of blockd's
+ * CPU per 4k write). */
 static void group_schedule(struct bd_engine *e)
 {
 	if (!e->gsched) {
 		e->gsched = true;
-		st_reactor_timer(e->r, &e->gio, 0, group_run, e);
+		while (st_reactor_post(e->r, group_run, e) < 0) {
+			sched_yield(); /* -ENOMEM: the group's ops are owed their completion */
+		}
 	}
 }
 

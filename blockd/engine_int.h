@@ -118,10 +118,9 @@ struct bd_engine {
 	 * not yet committed wait in gwait; once committed (or failed) they move to gdone and are
 	 * completed by group_run on a later reactor callback. */
 	struct op_list gwait, gdone;
-	struct st_io gio; /* the zero-length timer that runs group_run */
-	bool gsched;      /* gio armed */
-	bool gsync;       /* a FUA op waits: the group's commit syncs the WAL */
-	uint64_t gseq;    /* number of the group being gathered; gseq - 1 is committed */
+	bool gsched;   /* group_run posted to the reactor */
+	bool gsync;    /* a FUA op waits: the group's commit syncs the WAL */
+	uint64_t gseq; /* number of the group being gathered; gseq - 1 is committed */
 	uint64_t gcommits, gops;
 	struct bd_batch *gbatch; /* the group's WriteBatch, built at commit time */
 	struct bd_mkey *gdirty;  /* lists edited by the group, each once (encoded at commit) */
