@@ -9,6 +9,7 @@
  * otherwise a reload would read the older list back from RocksDB.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "engine_int.h"
@@ -23,6 +24,43 @@ struct centry_priv {
 static struct centry_priv *priv(struct bd_centry *e)
 {
 	return (struct centry_priv *)(void *)e;
+}
+
+/* Lists held by entries are reference counted: an entry's own list, and the same list shared
+ * by the resolution entries of descendants that read through it (see bd_resolve). */
+struct cmap {
+	uint32_t refs;
+	struct bd_extmap m;
+};
+
+static struct cmap *cmap_of(struct bd_extmap *m)
+{
+	return (struct cmap *)(void *)((char *)m - offsetof(struct cmap, m));
+}
+
+struct bd_extmap *bd_map_new(void)
+{
+	struct cmap *cm = malloc(sizeof(*cm));
+	if (!cm) {
+		return NULL;
+	}
+	cm->refs = 1;
+	return &cm->m;
+}
+
+struct bd_extmap *bd_map_ref(struct bd_extmap *m)
+{
+	if (m) {
+		cmap_of(m)->refs++;
+	}
+	return m;
+}
+
+void bd_map_put(struct bd_extmap *m)
+{
+	if (m && --cmap_of(m)->refs == 0) {
+		free(cmap_of(m));
+	}
 }
 
 TAILQ_HEAD(centry_list, bd_centry);
@@ -81,7 +119,7 @@ void bd_cache_free(struct bd_cache *c)
 	struct bd_centry *e;
 	while ((e = TAILQ_FIRST(&c->lru))) {
 		TAILQ_REMOVE(&c->lru, e, lru);
-		free(e->map);
+		bd_map_put(e->map);
 		free(e);
 	}
 	free(c->b);
@@ -114,7 +152,7 @@ static void cremove(struct bd_cache *c, struct bd_centry *e)
 		*pp = e->hnext;
 	}
 	TAILQ_REMOVE(&c->lru, e, lru);
-	free(e->map);
+	bd_map_put(e->map);
 	free(e);
 	c->n--;
 }

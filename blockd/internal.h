@@ -266,10 +266,17 @@ struct bd_centry {
 	struct bd_mkey key;
 	uint64_t resolved; /* layer whose list serves this key, 0 = none */
 	uint64_t gen;
-	struct bd_extmap *map; /* own list, when resolved == key.layer and loaded */
+	struct bd_extmap *map; /* resolved == key.layer: the own list (when loaded); otherwise,
+				* when set, the serving ancestor's list, shared: a read of a
+				* clone then costs one lookup whatever its depth */
 	struct bd_centry *hnext;
 	TAILQ_ENTRY(bd_centry) lru;
 };
+
+/* Lists held by cache entries: reference counted (bd_map_put frees at zero; NULL is fine). */
+struct bd_extmap *bd_map_new(void);
+struct bd_extmap *bd_map_ref(struct bd_extmap *m);
+void bd_map_put(struct bd_extmap *m);
 
 int bd_cache_new(struct bd_cache **out, size_t max_entries) __attribute__((nonnull));
 void bd_cache_free(struct bd_cache *c);

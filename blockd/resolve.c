@@ -28,24 +28,24 @@ struct bd_centry *bd_load_own(struct bd_engine *e, const struct bd_mkey *k, int 
 		ce->gen = gen;
 		return ce;
 	}
-	struct bd_extmap *m = malloc(sizeof(*m));
+	struct bd_extmap *m = bd_map_new();
 	if (!m) {
 		*err = -ENOMEM;
 		return NULL;
 	}
 	int rc = bd_index_get_map(e->ix, k, m);
 	if (rc <= 0) {
-		free(m);
+		bd_map_put(m);
 		*err = rc;
 		return NULL;
 	}
 	ce = bd_cache_get(e->cache, k);
 	if (!ce) {
-		free(m);
+		bd_map_put(m);
 		*err = -ENOMEM;
 		return NULL;
 	}
-	free(ce->map);
+	bd_map_put(ce->map);
 	ce->map = m;
 	ce->resolved = k->layer;
 	ce->gen = gen;
@@ -73,14 +73,15 @@ int bd_resolve(struct bd_engine *e, const struct bd_mkey *k, const struct bd_ext
 		if (ce->resolved == 0) {
 			return 0;
 		}
-		if (ce->resolved == k->layer) {
-			*out = ce->map;
+		if (ce->resolved == k->layer || ce->map) {
+			*out = ce->map; /* own, or the ancestor's shared list */
 			return 0;
 		}
 		struct bd_mkey ak = *k;
 		ak.layer = ce->resolved;
 		struct bd_centry *ae = bd_load_own(e, &ak, &err);
 		if (ae) {
+			ce->map = bd_map_ref(ae->map);
 			*out = ae->map;
 			return 0;
 		}
@@ -123,7 +124,7 @@ int bd_resolve(struct bd_engine *e, const struct bd_mkey *k, const struct bd_ext
 	if (!ce) {
 		return -ENOMEM;
 	}
-	free(ce->map);
+	bd_map_put(ce->map);
 	ce->map = NULL;
 	ce->resolved = found;
 	ce->gen = gen;
@@ -136,6 +137,9 @@ int bd_resolve(struct bd_engine *e, const struct bd_mkey *k, const struct bd_ext
 		if (err) {
 			return err;
 		}
+		/* Frozen ancestors' lists do not change within a cache generation (anything that
+		 * edits one bumps it), so the resolution may hold the list itself. */
+		ce->map = bd_map_ref((struct bd_extmap *)(uintptr_t)fm);
 	}
 	*out = fm;
 	return 0;
@@ -156,7 +160,7 @@ struct bd_extmap *bd_own_for_write(struct bd_engine *e, const struct bd_mkey *k,
 	if (*err) {
 		return NULL;
 	}
-	struct bd_extmap *m = malloc(sizeof(*m));
+	struct bd_extmap *m = bd_map_new();
 	if (!m) {
 		*err = -ENOMEM;
 		return NULL;
@@ -176,11 +180,11 @@ struct bd_extmap *bd_own_for_write(struct bd_engine *e, const struct bd_mkey *k,
 	}
 	ce = bd_cache_get(e->cache, k);
 	if (!ce) {
-		free(m);
+		bd_map_put(m);
 		*err = -ENOMEM;
 		return NULL;
 	}
-	free(ce->map);
+	bd_map_put(ce->map); /* a resolution's shared list, if any */
 	ce->map = m;
 	ce->resolved = k->layer;
 	ce->gen = bd_cache_gen(e->cache);

@@ -192,6 +192,49 @@ Test(engine, depth_64_chain)
 	t_close(&t);
 }
 
+/* Resolutions hold the ancestor's list itself (shared, reference counted): with a cache far
+ * smaller than the lists read, the ancestor's entries are evicted while clone entries still
+ * hold their lists; reads stay right, a copy-up from a shared list leaves the parent alone,
+ * and a layer delete (new cache generation) makes the clone resolve again. */
+Test(engine, clone_resolutions_share_the_ancestor_list)
+{
+	struct tctx t;
+	memset(&t, 0, sizeof(t));
+	snprintf(t.dir, sizeof(t.dir), "/tmp/bdtest.XXXXXX");
+	cr_assert_not_null(mkdtemp(t.dir));
+	snprintf(t.data, sizeof(t.data), "%s/data", t.dir);
+	t.size = 64 * MiB;
+	cr_assert_eq(st_reactor_create(&t.r, 256), 0);
+	struct bd_engine_opts o = {.data_path = t.data, .size = t.size, .cache_entries = 64};
+	cr_assert_eq(bd_engine_open(t.r, &o, &t.e), 0);
+
+	const uint64_t anc[] = {1};
+	/* 8 objects x 16 segments of 256 KiB = 128 lists in layer 1, twice the cache. */
+	for (uint64_t obj = 0; obj < 8; obj++) {
+		cr_assert_eq(t_write(&t, 1, NULL, 0, obj, 0, OBJ, (int)(0x20 + obj)), 0);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint64_t obj = 0; obj < 8; obj++) {
+			cr_assert_eq(t_check(&t, 2, anc, 1, obj, 0, OBJ, (int)(0x20 + obj)), 0,
+				     "clone read, pass %d object %lu", pass, (unsigned long)obj);
+		}
+	}
+	/* Copy-up in the clone from a shared list: the parent is unchanged. */
+	cr_assert_eq(t_write(&t, 2, anc, 1, 3, 4096, 4096, 0x77), 0);
+	cr_assert_eq(t_check(&t, 2, anc, 1, 3, 4096, 4096, 0x77), 0);
+	cr_assert_eq(t_check(&t, 2, anc, 1, 3, 0, 4096, 0x23), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 3, 0, OBJ, 0x23), 0);
+	/* Deleting the parent hands its lists to the clone (a new generation): still right. */
+	const uint64_t kids[] = {2};
+	cr_assert_eq(bd_layer_delete(t.e, 1, 1, kids, 1, NULL, NULL, NULL), 0);
+	for (uint64_t obj = 0; obj < 8; obj++) {
+		cr_assert_eq(t_check(&t, 2, NULL, 0, obj, obj == 3 ? 8192 : 0,
+				     obj == 3 ? OBJ - 8192 : OBJ, (int)(0x20 + obj)),
+			     0);
+	}
+	t_close(&t);
+}
+
 Test(engine, checksum_mismatch_is_an_error)
 {
 	struct tctx t;
