@@ -81,9 +81,17 @@ int strata_close(strata_volume *v)
 	if (v == NULL) {
 		return -EINVAL;
 	}
-	/* Requests hold no reference the caller could drop; wait for them to finish. */
+	/* Requests hold no reference the caller could drop; wait for them to finish. Without an
+	 * I/O thread nobody else completes them: turn the reactor here, unless this is a
+	 * callback inside it (then the requests still in flight cannot finish: -EBUSY). */
 	while (atomic_load(&v->inflight) > 0) {
-		sched_yield();
+		if (v->c->mode == SC_MODE_THREAD) {
+			sched_yield();
+		} else if (st_reactor_on_thread(v->c->r)) {
+			return -EBUSY;
+		} else if (st_reactor_run_once(v->c->r, 10) < 0) {
+			return -EIO;
+		}
 	}
 	free(v->ancestry);
 	free(v);

@@ -78,6 +78,13 @@ for t in "${TARGETS[@]}"; do
 	grep -q " 0 mismatches" "$TEST_TMP/s.txt" || fail "$t read: $(cat "$TEST_TMP/s.txt")"
 	i=$((i + 1))
 done
+# strata:// above runs libstrata in poll mode (no I/O thread); the default threaded cluster
+# gets the same verified workload.
+step "strata:// on libstrata's I/O thread (STRATA_BENCH_THREADED=1): randrw --verify"
+STRATA_BENCH_THREADED=1 "$BENCH" run "strata://$META/p/v" --rw randrw --rwmix 50 --qd 8 \
+	--time 2 --offset 192M --span 16M --verify --json >"$TEST_TMP/t.json" ||
+	fail "threaded randrw --verify failed"
+check_json "$TEST_TMP/t.json"
 
 # ---- verify catches bad data: nbdkit's null plugin acknowledges writes and reads zeros ----
 command -v nbdkit >/dev/null || fail "nbdkit is missing (run scripts/bootstrap)"

@@ -94,7 +94,11 @@ STRATA_API uint64_t strata_map_epoch(strata_cluster *c);
  */
 STRATA_API int strata_open(strata_cluster *c, const char *spec, int flags, strata_volume **out);
 
-/** Wait for in-flight I/O to complete, then free the handle. Returns 0 or a negative errno. */
+/**
+ * Wait for in-flight I/O to complete, then free the handle. Returns 0 or a negative errno:
+ * -EBUSY (handle kept) when called from a callback of a threadless cluster while other
+ * requests of the volume are still in flight, since they could only finish after it returns.
+ */
 STRATA_API int strata_close(strata_volume *v);
 
 /** Size in bytes. Changes when the volume is resized (see strata_on_resize). */
