@@ -249,6 +249,20 @@ int bd_index_get_super(struct bd_index *ix, struct bd_super *s)
 	return 1;
 }
 
+/* Ends a scan: a read error the iterator met turns rc into -EIO; the iterator is freed. */
+static int iter_end(rocksdb_iterator_t *it, int rc)
+{
+	char *err = NULL;
+	rocksdb_iter_get_error(it, &err);
+	if (err) {
+		st_error("rocksdb scan: %s", err);
+		rocksdb_free(err);
+		rc = -EIO;
+	}
+	rocksdb_iter_destroy(it);
+	return rc;
+}
+
 int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_fn fn, void *arg)
 {
 	uint8_t lo[17], hi[17];
@@ -290,15 +304,7 @@ int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_f
 			break;
 		}
 	}
-	char *err = NULL;
-	rocksdb_iter_get_error(it, &err);
-	if (err) {
-		st_error("rocksdb scan: %s", err);
-		rocksdb_free(err);
-		rc = -EIO;
-	}
-	rocksdb_iter_destroy(it);
-	return rc;
+	return iter_end(it, rc);
 }
 
 struct bd_batch *bd_batch_new(void)
@@ -437,13 +443,5 @@ int bd_index_scan_raw(struct bd_index *ix, const void *prefix, size_t plen, bd_r
 			break;
 		}
 	}
-	char *err = NULL;
-	rocksdb_iter_get_error(it, &err);
-	if (err) {
-		st_error("rocksdb scan: %s", err);
-		rocksdb_free(err);
-		rc = -EIO;
-	}
-	rocksdb_iter_destroy(it);
-	return rc;
+	return iter_end(it, rc);
 }

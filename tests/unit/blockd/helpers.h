@@ -19,6 +19,7 @@ struct tctx {
 	char dir[256];
 	char data[300];
 	uint64_t size;
+	size_t cache_entries; /* engine cache size (0: the default); kept across t_reopen */
 };
 
 struct twait {
@@ -45,20 +46,28 @@ static inline int t_wait(struct tctx *t, struct twait *w)
 
 static inline void t_engine_open(struct tctx *t)
 {
-	struct bd_engine_opts o = {.data_path = t->data, .size = t->size, .cache_entries = 0};
+	struct bd_engine_opts o = {
+		.data_path = t->data, .size = t->size, .cache_entries = t->cache_entries};
 	int rc = bd_engine_open(t->r, &o, &t->e);
 	cr_assert_eq(rc, 0, "engine open: %d", rc);
 }
 
-static inline void t_open(struct tctx *t, uint64_t size)
+/* An engine on a fresh data file in a private temp dir; cache_entries 0 = the default. */
+static inline void t_open_cache(struct tctx *t, uint64_t size, size_t cache_entries)
 {
 	memset(t, 0, sizeof(*t));
-	snprintf(t->dir, sizeof(t->dir), "/tmp/bdtest.XXXXXX");
+	snprintf(t->dir, sizeof(t->dir), "/tmp/bdtest.XXXXXX"); /* mkdtemp's template */
 	cr_assert_not_null(mkdtemp(t->dir));
 	snprintf(t->data, sizeof(t->data), "%s/data", t->dir);
 	t->size = size;
+	t->cache_entries = cache_entries;
 	cr_assert_eq(st_reactor_create(&t->r, 256), 0);
 	t_engine_open(t);
+}
+
+static inline void t_open(struct tctx *t, uint64_t size)
+{
+	t_open_cache(t, size, 0);
 }
 
 static inline void t_reopen(struct tctx *t)

@@ -199,14 +199,7 @@ Test(engine, depth_64_chain)
 Test(engine, clone_resolutions_share_the_ancestor_list)
 {
 	struct tctx t;
-	memset(&t, 0, sizeof(t));
-	snprintf(t.dir, sizeof(t.dir), "/tmp/bdtest.XXXXXX");
-	cr_assert_not_null(mkdtemp(t.dir));
-	snprintf(t.data, sizeof(t.data), "%s/data", t.dir);
-	t.size = 64 * MiB;
-	cr_assert_eq(st_reactor_create(&t.r, 256), 0);
-	struct bd_engine_opts o = {.data_path = t.data, .size = t.size, .cache_entries = 64};
-	cr_assert_eq(bd_engine_open(t.r, &o, &t.e), 0);
+	t_open_cache(&t, 64 * MiB, 64);
 
 	const uint64_t anc[] = {1};
 	/* 8 objects x 16 segments of 256 KiB = 128 lists in layer 1, twice the cache. */
