@@ -12,12 +12,8 @@ BENCH=$STRATA_BIN/strata-bench
 [ -x "$BENCH" ] || fail "$BENCH is not built"
 
 # ---- cluster: meta, one blockd, gateways that exist ----
-META_PORT=$(free_port)
 BD_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
+start_meta
 start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
 	--data "$TEST_TMP/bd.data" --size 4G
 wait_port "$BD_PORT"

@@ -10,13 +10,10 @@ for t in qemu-io python3; do
 	command -v "$t" >/dev/null || fail "$t is missing (run scripts/bootstrap)"
 done
 
-META_PORT=$(free_port)
 BD1_PORT=$(free_port)
 BD2_PORT=$(free_port)
 NBD_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
 QURI=nbd+tcp://127.0.0.1:$NBD_PORT
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 step() { echo "== $*"; }
 qio() { qemu-io -f raw "$QURI/$1" -c "$2" >"$TEST_TMP/qio" 2>&1 || fail "qemu-io $1 '$2': $(cat "$TEST_TMP/qio")"; }
 # Read and verify a pattern.
@@ -46,9 +43,7 @@ flatten_is() { # VOL STATE DONE TOTAL
 	[ "$got" = "$2 $3 $4 ${5:--}" ]
 }
 
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-META_PID=$LAST_PID
-wait_port "$META_PORT"
+start_meta
 start_bd 1 "$BD1_PORT"
 start_bd 2 "$BD2_PORT"
 wait_up 2
@@ -98,9 +93,7 @@ cli volume rm p/tmpl >"$TEST_TMP/rm" 2>&1 || fail "template rm refused: $(cat "$
 stop_daemon "$BD1_PID"
 stop_daemon "$BD2_PID"
 stop_daemon "$META_PID"
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-META_PID=$LAST_PID
-wait_port "$META_PORT"
+start_meta
 start_bd 1 "$BD1_PORT"
 start_bd 2 "$BD2_PORT"
 wait_up 2

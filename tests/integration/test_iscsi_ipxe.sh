@@ -29,15 +29,11 @@ ld -m elf_i386 -Ttext 0x7c00 --oformat binary -o "$TEST_TMP/mbr.bin" "$TEST_TMP/
 [ "$(od -An -tx1 -j510 -N2 "$TEST_TMP/mbr.bin" | tr -d ' ')" = 55aa ] || fail "no 0x55AA signature"
 
 step "one-node cluster, R=1 pool, strata-iscsi"
-META_PORT=$(free_port)
 BD_PORT=$(free_port)
 ISC_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
 IQN=iqn.2026-11.io.strata:boot.disk
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
+start_meta
 start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
 	--data "$TEST_TMP/bd.data" --size 1G
 wait_port "$BD_PORT"

@@ -12,26 +12,22 @@
 PR=$STRATA_TEST_BIN/iscsi_pr
 [ -x "$PR" ] || fail "$PR is missing (build the tree)"
 
-META_PORT=$(free_port)
 BD_PORT=$(free_port)
 A_PORT=$(free_port)
 B_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
 IQN=iqn.2026-11.io.strata:p.v
 URL_A=iscsi://127.0.0.1:$A_PORT/$IQN/0
 URL_B=iscsi://127.0.0.1:$B_PORT/$IQN/0
 HOST1=iqn.2026-01.test:host1
 HOST2=iqn.2026-01.test:host2
 B_LOG=$TEST_TMP/iscsi-b.log
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 step() { echo "== $*"; }
 sync_wait() { # FILE: written by the B session
 	wait_for 30 test -e "$1" || fail "B session never reached $(basename "$1"): $(cat "$TEST_TMP/b.out")"
 }
 pr_gets() { grep -c 'PR_GET' "$B_LOG" || true; }
 
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
+start_meta
 start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
 	--data "$TEST_TMP/bd.data" --size 1G
 wait_port "$BD_PORT"

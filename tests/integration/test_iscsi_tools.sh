@@ -9,16 +9,12 @@ for t in iscsi-ls iscsi-inq iscsi-readcapacity16 qemu-img qemu-io cmp; do
 	command -v "$t" >/dev/null || fail "$t is missing (run scripts/bootstrap)"
 done
 
-META_PORT=$(free_port)
 BD_PORT=$(free_port)
 ISC_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
 PFX=iqn.2026-11.io.strata
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 step() { echo "== $*"; }
 
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
+start_meta
 start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
 	--data "$TEST_TMP/bd.data" --size 4G
 wait_port "$BD_PORT"

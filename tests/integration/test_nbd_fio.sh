@@ -7,13 +7,9 @@
 command -v fio >/dev/null || fail "fio is missing (run scripts/bootstrap)"
 fio --enghelp 2>/dev/null | grep -qw nbd || fail "fio lacks the nbd engine (run scripts/bootstrap)"
 
-META_PORT=$(free_port)
 BD_PORT=$(free_port)
 NBD_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
+start_meta
 start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
 	--data "$TEST_TMP/bd.data" --size 4G
 wait_port "$BD_PORT"

@@ -9,13 +9,9 @@ for t in qemu-img qemu-io nbdinfo nbdcopy jq sha256sum; do
 done
 
 # ---- cluster: meta, one blockd, strata-nbd ----
-META_PORT=$(free_port)
 BD_PORT=$(free_port)
 NBD_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
+start_meta
 start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
 	--data "$TEST_TMP/bd.data" --size 4G
 wait_port "$BD_PORT"

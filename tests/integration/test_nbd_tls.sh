@@ -29,12 +29,8 @@ mkdir -p "$pki/client" "$pki/anon"
 	cp ca-cert.pem anon/
 ) || fail "making certificates"
 
-META_PORT=$(free_port)
 BD_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
+start_meta
 start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
 	--data "$TEST_TMP/bd.data" --size 4G
 wait_port "$BD_PORT"

@@ -10,12 +10,9 @@ for t in qemu-io python3; do
 	command -v "$t" >/dev/null || fail "$t is missing (run scripts/bootstrap)"
 done
 
-META_PORT=$(free_port)
 NBD_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
 QURI=nbd+tcp://127.0.0.1:$NBD_PORT
 MiB=$((1024 * 1024))
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 qio() { qemu-io -f raw "$QURI/$1" -c "$2" >"$TEST_TMP/qio" 2>&1 || fail "qemu-io $1 '$2': $(cat "$TEST_TMP/qio")"; }
 used() { cli --json volume info "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["used"])'; }
 expect_used() { # VOL BYTES
@@ -25,8 +22,7 @@ expect_used() { # VOL BYTES
 	echo "$1: used $got"
 }
 
-start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-wait_port "$META_PORT"
+start_meta
 for i in 0 1 2; do
 	port=$(free_port)
 	start_daemon "blockd$i" "$STRATA_BIN/strata-blockd" --meta "$META" \
