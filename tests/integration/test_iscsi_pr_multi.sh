@@ -9,25 +9,17 @@
 PR=$STRATA_TEST_BIN/iscsi_pr
 [ -x "$PR" ] || fail "$PR is missing (build the tree)"
 
-META_PORT=$(free_port)
 BD_PORT=$(free_port)
 A_PORT=$(free_port)
 B_PORT=$(free_port)
-META=127.0.0.1:$META_PORT
 PFX=iqn.2026-11.io.strata
 IQN=$PFX:p.v
 URL_A=iscsi://127.0.0.1:$A_PORT/$IQN/0
 URL_B=iscsi://127.0.0.1:$B_PORT/$IQN/0
 HOST1=iqn.2026-01.test:host1
 HOST2=iqn.2026-01.test:host2
-cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 step() { echo "== $*"; }
 
-start_meta() {
-	start_daemon meta "$STRATA_BIN/strata-meta" --listen "$META" --data "$TEST_TMP/meta"
-	META_PID=$LAST_PID
-	wait_port "$META_PORT"
-}
 start_gateways() {
 	start_daemon iscsi-a "$STRATA_BIN/strata-iscsi" --meta "$META" --listen "127.0.0.1:$A_PORT"
 	A_PID=$LAST_PID
