@@ -470,23 +470,36 @@ static void peer_activate(struct peer_ctx *c)
 	dist_pg_kick(d, pg);
 }
 
+/*
+ * One answer of a peering phase arrived: remember the first error; once the last is in, a
+ * stale peering is dropped and a failed one retried. Returns true when the phase completed
+ * cleanly and the caller moves on.
+ */
+static bool peer_phase_answer(struct peer_ctx *c, int err)
+{
+	if (err && !c->err) {
+		c->err = err;
+	}
+	if (--c->pending > 0) {
+		return false;
+	}
+	if (peer_stale(c)) {
+		free(c);
+		return false;
+	}
+	if (c->err) {
+		peer_retry(c, PEER_RETRY_MS);
+		return false;
+	}
+	return true;
+}
+
 static void recover_put(struct peer_ctx *c, int err)
 {
 	if (c->d->stopping) {
 		return;
 	}
-	if (err && !c->err) {
-		c->err = err;
-	}
-	if (--c->pending > 0) {
-		return;
-	}
-	if (peer_stale(c)) {
-		free(c);
-		return;
-	}
-	if (c->err) {
-		peer_retry(c, PEER_RETRY_MS);
+	if (!peer_phase_answer(c, err)) {
 		return;
 	}
 	peer_activate(c);
@@ -564,18 +577,7 @@ static void info_done(void *arg, int err, struct st_frame *reply)
 			err = -EBADMSG;
 		}
 	}
-	if (err && !c->err) {
-		c->err = err;
-	}
-	if (--c->pending > 0) {
-		return;
-	}
-	if (peer_stale(c)) {
-		free(c);
-		return;
-	}
-	if (c->err) {
-		peer_retry(c, PEER_RETRY_MS);
+	if (!peer_phase_answer(c, err)) {
 		return;
 	}
 	/* The most advanced member; ties go to us (no copy). */
