@@ -628,6 +628,7 @@ void bd_engine_close(struct bd_engine *e)
 	if (!e) {
 		return;
 	}
+	bd_engine_stop_verifier(e);
 	if (e->fd >= 0) {
 		close(e->fd);
 	}

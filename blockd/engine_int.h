@@ -46,6 +46,7 @@ struct bd_op {
 	int pending;
 	uint64_t read_seq;
 	bool in_reads;
+	bool verified_ok; /* set by the verifier thread (verify.c) */
 	bool excl;
 	struct obj_lock *lock;
 	struct idem_ent *idem;
@@ -113,6 +114,7 @@ struct bd_engine {
 	uint64_t idem_stamp; /* order of the last persisted entry ('I' key values) */
 	struct op_list free_ops;
 	size_t nfree_ops;
+	struct bd_verifier *verifier; /* NULL: reads are verified on the reactor thread */
 
 	/* Group commit (see bd_commit_phase in commit.c): ops whose index edit is in `batch` but
 	 * not yet committed wait in gwait; once committed (or failed) they move to gdone and are
@@ -215,6 +217,18 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
 /* Commit the edits of every op gathered for the group commit now (their replies still come
  * from a later reactor callback). Call before reading the index directly. */
 void bd_engine_drain(struct bd_engine *e) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* verify.c: read checksums on a worker thread. */
+
+struct bd_verifier;
+/* Starts the worker; done(op) runs on r's thread for every submitted op. Returns 0 or -errno. */
+int bd_verifier_start(struct st_reactor *r, void (*done)(void *op), struct bd_verifier **out)
+	__attribute__((nonnull));
+/* Queues op (its buf, pblk, crc and nblocks) for checking; false once stopped. */
+bool bd_verifier_submit(struct bd_verifier *v, struct bd_op *op) __attribute__((nonnull));
+/* Refuses new ops, posts back every queued one, and joins the worker. */
+void bd_verifier_stop(struct bd_verifier *v);
 
 /* ------------------------------------------------------------------------------------------ */
 /* cache.c */

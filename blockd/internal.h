@@ -359,6 +359,11 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	__attribute__((nonnull));
 /* Waits for nothing: call with no operation in flight. */
 void bd_engine_close(struct bd_engine *e);
+/* Check read checksums on a worker thread from now on (blockd/verify.c). Returns 0 or -errno. */
+int bd_engine_start_verifier(struct bd_engine *e) __attribute__((nonnull));
+/* Back to checking on the reactor thread; ops the worker holds are posted to the reactor
+ * first. Call before st_reactor_destroy(). */
+void bd_engine_stop_verifier(struct bd_engine *e) __attribute__((nonnull));
 /* The data file's persistent identity (from the index superblock), as text. */
 void bd_engine_uuid(const struct bd_engine *e, char out[37]) __attribute__((nonnull));
 /* The report of the last rebuild (open). */

@@ -70,12 +70,39 @@ static void read_verify(struct bd_op *op, uint8_t *dst)
 	}
 }
 
+/* On the reactor thread, after the verifier thread checked a READ (verify.c). */
+static void read_verified(void *arg)
+{
+	struct bd_op *op = arg;
+
+	if (!op->verified_ok) {
+		read_verify(op, op->buf); /* count, log and zero the bad blocks */
+	}
+	bd_op_complete(op);
+}
+
+static bool has_data(const struct bd_op *op)
+{
+	for (uint32_t i = 0; i < op->nblocks; i++) {
+		if (op->pblk[i] < BD_PBLK_NONE) {
+			return true;
+		}
+	}
+	return false;
+}
+
 void bd_read_done(struct bd_op *op)
 {
 	uint8_t *dst = op->kind == OP_CAW ? op->cawbuf : op->buf;
 	if (op->in_reads) {
 		TAILQ_REMOVE(&op->e->reads, op, link);
 		op->in_reads = false;
+	}
+	/* A plain READ's check can run off the reactor thread; a compare-and-write's stays here,
+	 * under its object lock. */
+	if (op->err == 0 && op->kind == OP_READ && op->e->verifier != NULL && has_data(op) &&
+	    bd_verifier_submit(op->e->verifier, op)) {
+		return;
 	}
 	if (op->err == 0) {
 		read_verify(op, dst);
@@ -93,6 +120,20 @@ void bd_read_done(struct bd_op *op)
 		}
 	}
 	bd_write_phase(op);
+}
+
+int bd_engine_start_verifier(struct bd_engine *e)
+{
+	if (e->verifier != NULL) {
+		return 0;
+	}
+	return bd_verifier_start(e->r, read_verified, &e->verifier);
+}
+
+void bd_engine_stop_verifier(struct bd_engine *e)
+{
+	bd_verifier_stop(e->verifier);
+	e->verifier = NULL;
 }
 
 void bd_read_phase(struct bd_op *op)

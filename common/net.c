@@ -2,12 +2,16 @@
 #include "common/net.h"
 
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -205,6 +209,110 @@ int st_tcp_connect(const char *hostport, int timeout_ms)
 close_fd:
 	close(fd);
 	return rc;
+}
+
+/*
+ * Fills un with the abstract name for ss ("\0strata:HOST:PORT", HOST in inet_ntop form so the
+ * listener's getsockname() and a client's parsed address agree). Returns 0, or -EADDRNOTAVAIL
+ * for a wildcard address, which names no one host.
+ */
+static int local_name(const struct sockaddr_storage *ss, struct sockaddr_un *un, socklen_t *len)
+{
+	char host[INET6_ADDRSTRLEN];
+	int port, n;
+
+	memset(un, 0, sizeof(*un));
+	un->sun_family = AF_UNIX;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		if (in->sin_addr.s_addr == htonl(INADDR_ANY) ||
+		    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)) == NULL) {
+			return -EADDRNOTAVAIL;
+		}
+		port = ntohs(in->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ||
+		    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)) == NULL) {
+			return -EADDRNOTAVAIL;
+		}
+		port = ntohs(in6->sin6_port);
+	} else {
+		return -EAFNOSUPPORT;
+	}
+	/* sun_path[0] stays '\0': the abstract namespace. The name is not NUL-terminated. */
+	n = snprintf(un->sun_path + 1, sizeof(un->sun_path) - 1, "strata:%s:%d", host, port);
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+	return 0;
+}
+
+int st_local_listen(int tcp_fd, int backlog)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_un un;
+	socklen_t len = sizeof(ss), ulen;
+	int fd, rc;
+
+	if (getsockname(tcp_fd, (struct sockaddr *)&ss, &len) < 0) {
+		return -errno;
+	}
+	rc = local_name(&ss, &un, &ulen);
+	if (rc < 0) {
+		return rc;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		return -errno;
+	}
+	if (bind(fd, (struct sockaddr *)&un, ulen) < 0 || listen(fd, backlog) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int st_local_connect(const char *hostport)
+{
+	const char *transport = getenv("STRATA_TRANSPORT");
+	struct sockaddr_storage ss;
+	struct sockaddr_un un;
+	socklen_t len, ulen;
+	int fd, rc;
+
+	if (transport != NULL && strcmp(transport, "tcp") == 0) {
+		return -ENOENT;
+	}
+	rc = st_parse_hostport(hostport, &ss, &len);
+	if (rc < 0) {
+		return rc;
+	}
+	rc = local_name(&ss, &un, &ulen);
+	if (rc < 0) {
+		return rc;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		return -errno;
+	}
+	/* A Unix connect never waits for the peer: it succeeds, or fails at once (ECONNREFUSED
+	 * when no one has the name, EAGAIN when the backlog is full). */
+	if (connect(fd, (struct sockaddr *)&un, ulen) < 0) {
+		rc = errno == ECONNREFUSED ? -ENOENT : -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int st_is_local(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
 }
 
 /*

@@ -18,6 +18,21 @@ int st_socket_port(int fd);
 /* Blocking connect with TCP_NODELAY; timeout_ms bounds the connect. Returns fd or -errno. */
 int st_tcp_connect(const char *hostport, int timeout_ms) __attribute__((nonnull));
 
+/*
+ * Same-host fast path. A TCP listener bound to a specific address gets a twin: an abstract
+ * AF_UNIX socket named "strata:HOST:PORT" after that address. Abstract names live in the
+ * network namespace, so a client that finds the twin is on the host (and in the namespace) that
+ * owns HOST:PORT; it then talks over the Unix socket, which costs the kernel about half of what
+ * a loopback TCP round trip costs. Setting STRATA_TRANSPORT=tcp in a client's environment turns
+ * the fast path off.
+ */
+/* Returns a listening fd for tcp_fd's twin, -EADDRNOTAVAIL for a wildcard address, or -errno. */
+int st_local_listen(int tcp_fd, int backlog);
+/* Returns a connected blocking fd, or -errno (-ENOENT: no twin, or the fast path is off). */
+int st_local_connect(const char *hostport) __attribute__((nonnull));
+/* True when fd is an AF_UNIX socket. */
+int st_is_local(int fd);
+
 /* Full-length blocking I/O helpers. Return 0, or -errno (-ECONNRESET on EOF). */
 int st_write_full(int fd, const void *buf, size_t len) __attribute__((nonnull));
 int st_read_full(int fd, void *buf, size_t len) __attribute__((nonnull));

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,11 @@ struct st_reactor {
 	/* Posts made on the reactor's own thread while it runs: no lock, no wakeup. */
 	struct st_post *local;
 	size_t nlocal, caplocal;
+
+	/* Busy-poll this long before sleeping (st_reactor_set_spin); 0: sleep at once. */
+	uint64_t spin_ns;
+	bool spin_now;     /* the last sleep was short: events are coming fast, so poll first */
+	bool taskrun_flag; /* the kernel flags pending completions in sq.kflags */
 };
 
 /* The reactor this thread is running, if any: posts from it take the local queue. */
@@ -158,8 +164,9 @@ int st_reactor_create(struct st_reactor **out, unsigned entries)
 	/* COOP_TASKRUN: completions are run when we enter the kernel anyway, so no IPIs;
 	 * SUBMIT_ALL: one bad SQE does not strand the rest of the batch. Both need 5.19+. */
 	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+	p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL;
 	ret = io_uring_queue_init_params(entries, &r->ring, &p);
+	r->taskrun_flag = ret == 0;
 	if (ret == -EINVAL) {
 		memset(&p, 0, sizeof(p));
 		ret = io_uring_queue_init_params(entries, &r->ring, &p);
@@ -174,6 +181,7 @@ int st_reactor_create(struct st_reactor **out, unsigned entries)
 		goto err_ring;
 	}
 	efd_arm(r);
+	r->spin_ns = (uint64_t)st_reactor_spin_from_env(ST_REACTOR_SPIN_US) * 1000u;
 	*out = r;
 	return 0;
 
@@ -227,6 +235,84 @@ static void local_drain(struct st_reactor *r)
 	r->nlocal = 0;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Adaptive polling, as QEMU's event loop does it (poll-max-ns): before sleeping in the kernel,
+ * watch the completion ring for up to spin_ns. On a virtual machine a sleeping vCPU is woken by
+ * an IPI through the hypervisor, which costs tens of microseconds per hop; a request that
+ * crosses client, daemon and device several times pays it at every hop. Pending completions
+ * show as a CQE, or as IORING_SQ_TASKRUN (COOP_TASKRUN defers them until we enter the kernel).
+ * The spin yields the CPU on every turn, so a thread we wait for is never kept off it. It is
+ * adaptive: it runs only while the previous sleep was shorter than the spin itself, so an idle
+ * or lightly loaded daemon sleeps at once and burns nothing.
+ */
+static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
+{
+	uint64_t deadline;
+
+	if (max_ns == 0 || !r->taskrun_flag || !r->spin_now) {
+		return;
+	}
+	(void)io_uring_submit(&r->ring);
+	deadline = now_ns() + max_ns;
+	do {
+		if (io_uring_cq_ready(&r->ring) > 0 ||
+		    (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN) != 0) {
+			return;
+		}
+		sched_yield();
+	} while (now_ns() < deadline);
+}
+
+unsigned st_reactor_spin_from_env(unsigned def)
+{
+	const char *v = getenv("STRATA_SPIN_US");
+	char *end;
+	unsigned long us;
+
+	if (v == NULL || *v == '\0') {
+		return def;
+	}
+	us = strtoul(v, &end, 10);
+	if (*end != '\0') {
+		return def;
+	}
+	return us > 1000 ? 1000 : (unsigned)us;
+}
+
+/* Submit and sleep for one completion (or timeout_ms >= 0); note whether the sleep was short. */
+static int wait_timed(struct st_reactor *r, int timeout_ms)
+{
+	struct __kernel_timespec ts;
+	struct io_uring_cqe *cqe;
+	uint64_t t0 = r->spin_ns > 0 ? now_ns() : 0;
+	int ret;
+
+	if (timeout_ms < 0) {
+		ret = io_uring_submit_and_wait(&r->ring, 1);
+	} else {
+		ts.tv_sec = timeout_ms / 1000;
+		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+		ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+	}
+	if (r->spin_ns > 0) {
+		r->spin_now = now_ns() - t0 <= r->spin_ns;
+	}
+	return ret;
+}
+
+void st_reactor_set_spin(struct st_reactor *r, unsigned us)
+{
+	r->spin_ns = (uint64_t)us * 1000u;
+}
+
 /* Returns 0, or -errno if io_uring itself fails. */
 int st_reactor_run(struct st_reactor *r)
 {
@@ -239,7 +325,8 @@ int st_reactor_run(struct st_reactor *r)
 		if (atomic_load_explicit(&r->stop, memory_order_acquire)) {
 			break;
 		}
-		ret = io_uring_submit_and_wait(&r->ring, 1);
+		spin_for_completions(r, r->spin_ns);
+		ret = wait_timed(r, -1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
 			break;
 		}
@@ -257,20 +344,19 @@ int st_reactor_run(struct st_reactor *r)
 int st_reactor_run_once(struct st_reactor *r, int timeout_ms)
 {
 	struct st_reactor *outer = tls_running;
-	struct __kernel_timespec ts;
-	struct io_uring_cqe *cqe;
 	int ret;
 
 	tls_running = r;
 	local_drain(r);
+	if (timeout_ms != 0) {
+		uint64_t cap = timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000u : UINT64_MAX;
+
+		spin_for_completions(r, r->spin_ns < cap ? r->spin_ns : cap);
+	}
 	if (timeout_ms == 0) {
 		ret = io_uring_submit(&r->ring);
-	} else if (timeout_ms < 0) {
-		ret = io_uring_submit_and_wait(&r->ring, 1);
 	} else {
-		ts.tv_sec = timeout_ms / 1000;
-		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
-		ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+		ret = wait_timed(r, timeout_ms);
 	}
 	if (ret >= 0 || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY || ret == -ETIME) {
 		ret = (int)reap(r);

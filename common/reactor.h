@@ -61,6 +61,17 @@ void st_reactor_set_owner(struct st_reactor *r) __attribute__((nonnull));
 /* True when called from inside st_reactor_run(r) on this thread. */
 bool st_reactor_on_thread(const struct st_reactor *r) __attribute__((nonnull));
 
+/*
+ * Busy-poll the completion ring for up to us microseconds before sleeping, while events come
+ * faster than that (0: always sleep at once). Every reactor starts with STRATA_SPIN_US from
+ * the environment, else ST_REACTOR_SPIN_US. Trades idle CPU for wakeup latency; reactor.c
+ * says when it pays.
+ */
+#define ST_REACTOR_SPIN_US 50
+void st_reactor_set_spin(struct st_reactor *r, unsigned us) __attribute__((nonnull));
+/* The spin a daemon asked for in STRATA_SPIN_US, else def (microseconds, capped at 1000). */
+unsigned st_reactor_spin_from_env(unsigned def);
+
 /* Thread-safe: ask run() to return after the current turn. */
 void st_reactor_stop(struct st_reactor *r) __attribute__((nonnull));
 

@@ -552,82 +552,107 @@ void st_conn_set_arg(struct st_conn *c, void *arg)
 /* ---------------------------------------------------------------------------------------- */
 /* Server: an accept loop that survives EMFILE and friends by backing off on a timer.        */
 
+struct st_listener {
+	struct st_server *s;
+	int fd;                 /* -1: not listening */
+	struct st_io accept_io; /* the accept, or the retry timer after an error */
+	bool failing;           /* in a streak of accept errors: warn once, not every retry */
+};
+
+/* The TCP listener, and its same-host Unix twin (st_local_listen) when the address has one. */
 struct st_server {
 	struct st_reactor *r;
-	int fd;
+	struct st_listener tcp, local;
 	int port;
 	const struct st_conn_ops *ops;
 	void *arg;
 	uint32_t max_payload;
-	struct st_io accept_io; /* the accept, or the retry timer after an error */
 	bool stopping;
-	bool failing; /* in a streak of accept errors: warn once, not every retry */
+	int live; /* listeners whose accept (or timer) is still armed */
 };
 
-static void server_accept_arm(struct st_server *s);
+static void listener_arm(struct st_listener *l);
 
-static void server_retry_done(void *arg, int res)
+/* The listener's last op has ended: close it, and free the server after its last one. */
+static void listener_end(struct st_listener *l)
 {
-	struct st_server *s = arg;
+	struct st_server *s = l->s;
 
-	if (s->stopping || res == -ECANCELED) {
-		close(s->fd);
+	close(l->fd);
+	l->fd = -1;
+	if (--s->live == 0) {
 		free(s);
-		return;
 	}
-	server_accept_arm(s);
 }
 
-static void server_accept_done(void *arg, int res)
+static void listener_retry_done(void *arg, int res)
 {
-	struct st_server *s = arg;
+	struct st_listener *l = arg;
+
+	if (l->s->stopping || res == -ECANCELED) {
+		listener_end(l);
+		return;
+	}
+	listener_arm(l);
+}
+
+static void listener_accept_done(void *arg, int res)
+{
+	struct st_listener *l = arg;
+	struct st_server *s = l->s;
 
 	if (s->stopping) {
 		if (res >= 0) {
 			close(res);
 		}
-		close(s->fd);
-		free(s);
+		listener_end(l);
 		return;
 	}
 	if (res >= 0) {
-		if (s->failing) {
+		if (l->failing) {
 			st_info("server :%d: accepting again", s->port);
-			s->failing = false;
+			l->failing = false;
 		}
 		/* st_conn_new closes the fd itself on failure. */
 		if (st_conn_new(s->r, res, s->ops, s->arg, s->max_payload) == NULL) {
 			st_warn("server :%d: out of memory for a new connection", s->port);
 		}
-		server_accept_arm(s);
+		listener_arm(l);
 		return;
 	}
 	switch (res) {
 	case -ECANCELED:
 		/* Only st_reactor_destroy() cancels us without st_server_stop(): go quietly. */
-		close(s->fd);
-		free(s);
+		listener_end(l);
 		break;
 	case -EINTR:
 	case -EAGAIN:
 	case -ECONNABORTED:
-		server_accept_arm(s);
+		listener_arm(l);
 		break;
 	default:
 		/* EMFILE, ENFILE, ENOBUFS, ENOMEM: retrying at once would spin. */
-		if (!s->failing) {
+		if (!l->failing) {
 			st_warn("server :%d: accept: %s; retrying every %d ms", s->port,
 				strerror(-res), ACCEPT_RETRY_MS);
-			s->failing = true;
+			l->failing = true;
 		}
-		st_reactor_timer(s->r, &s->accept_io, ACCEPT_RETRY_MS, server_retry_done, s);
+		st_reactor_timer(s->r, &l->accept_io, ACCEPT_RETRY_MS, listener_retry_done, l);
 		break;
 	}
 }
 
-static void server_accept_arm(struct st_server *s)
+static void listener_arm(struct st_listener *l)
 {
-	st_reactor_accept(s->r, &s->accept_io, s->fd, server_accept_done, s);
+	st_reactor_accept(l->s->r, &l->accept_io, l->fd, listener_accept_done, l);
+}
+
+static void listener_start(struct st_server *s, struct st_listener *l, int fd)
+{
+	l->s = s;
+	l->fd = fd;
+	s->live++;
+	listener_arm(l);
 }
 
 /* Returns 0 or -errno (from st_tcp_listen). */
@@ -635,7 +660,7 @@ int st_server_start(struct st_reactor *r, const char *hostport, const struct st_
 		    void *arg, uint32_t max_payload, struct st_server **out)
 {
 	struct st_server *s = calloc(1, sizeof(*s));
-	int fd;
+	int fd, lfd;
 
 	if (s == NULL) {
 		return -ENOMEM;
@@ -646,12 +671,21 @@ int st_server_start(struct st_reactor *r, const char *hostport, const struct st_
 		return fd;
 	}
 	s->r = r;
-	s->fd = fd;
 	s->port = st_socket_port(fd);
 	s->ops = ops;
 	s->arg = arg;
 	s->max_payload = max_payload;
-	server_accept_arm(s);
+	s->tcp.fd = s->local.fd = -1;
+	/* Without the twin (wildcard address, or the name still held by a dying predecessor),
+	 * same-host clients simply use TCP. */
+	lfd = st_local_listen(fd, 1024);
+	if (lfd < 0 && lfd != -EADDRNOTAVAIL) {
+		st_info("server :%d: no same-host socket: %s", s->port, strerror(-lfd));
+	}
+	listener_start(s, &s->tcp, fd);
+	if (lfd >= 0) {
+		listener_start(s, &s->local, lfd);
+	}
 	*out = s;
 	return 0;
 }
@@ -661,14 +695,19 @@ int st_server_port(const struct st_server *s)
 	return s->port;
 }
 
-/* The accept (or retry timer) completes with -ECANCELED and frees the server. */
+/* Each listener's accept (or timer) completes with -ECANCELED; the last one frees s. */
 void st_server_stop(struct st_server *s)
 {
 	if (s == NULL || s->stopping) {
 		return;
 	}
 	s->stopping = true;
-	st_reactor_cancel(s->r, &s->accept_io);
+	if (s->tcp.fd >= 0) {
+		st_reactor_cancel(s->r, &s->tcp.accept_io);
+	}
+	if (s->local.fd >= 0) {
+		st_reactor_cancel(s->r, &s->local.accept_io);
+	}
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -837,7 +876,10 @@ int st_client_connect(struct st_reactor *r, const char *hostport, struct st_clie
 		free(cl);
 		return -ENOMEM;
 	}
-	fd = st_tcp_connect(hostport, CLIENT_CONNECT_MS);
+	fd = st_local_connect(hostport);
+	if (fd < 0) {
+		fd = st_tcp_connect(hostport, CLIENT_CONNECT_MS);
+	}
 	if (fd < 0) {
 		client_free(cl);
 		return fd;

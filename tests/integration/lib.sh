@@ -185,6 +185,12 @@ start_node() {
 	wait_port "${BD_PORT[$i]}"
 }
 
+# Count the established AF_UNIX sockets a daemon holds (the same-host RPC fast path,
+# common/net.h). Connections to strata daemons on this host use it unless STRATA_TRANSPORT=tcp.
+unix_conns() {
+	ss -xpH state established | grep -c "pid=$1," || true
+}
+
 wait_up() {
 	local n=$1 secs=${2:-15}
 	wait_for "$secs" sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '$n up'" ||

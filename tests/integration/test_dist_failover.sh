@@ -16,6 +16,9 @@ wait_up 3
 cli pool create p --replicas 3 --pgs 32 >/dev/null
 cli volume create p/v --size 1G >/dev/null
 wait_pgs "$META" clean 30
+# Same-host daemons talk over the Unix twin of each TCP listener (common/net.h).
+ss -xlH | grep -q "@strata:127.0.0.1:${BD_PORT[0]} " || fail "node 0 has no same-host socket"
+[ "$(unix_conns "${BD_PID[0]}")" -gt 0 ] || fail "node 0 talks to meta and its peers over TCP"
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 
 echo "== workload across a kill -9 of node 1"

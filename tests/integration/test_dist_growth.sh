@@ -5,6 +5,9 @@
 # PG counts per node (`strata node ls --json`, reported by each blockd) are roughly even, the
 # new node holds data, and the old nodes hold less than before (strays were deleted).
 . "$(dirname "$0")/lib.sh"
+# Every process here (daemons, CLI, strata-io) uses TCP even on one host: the TCP RPC path
+# stays covered now that same-host peers default to the Unix fast path.
+export STRATA_TRANSPORT=tcp
 
 PGS=64
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
@@ -20,6 +23,7 @@ wait_up 3
 cli pool create p --replicas 2 --object-size 256K --pgs $PGS >/dev/null
 cli volume create p/v --size 1G >/dev/null
 wait_pgs "$META" clean 30
+[ "$(unix_conns "${BD_PID[1]}")" -eq 0 ] || fail "STRATA_TRANSPORT=tcp still used a Unix socket"
 
 echo "== write verified data on three nodes"
 io --volume p/v --seconds 4 --qd 16 --span 48M --seed 11 --state "$TEST_TMP/state" \

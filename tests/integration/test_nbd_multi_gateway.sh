@@ -23,8 +23,13 @@ wait_port "$BD_PORT"
 wait_up 1
 cli pool create p --replicas 1 >/dev/null
 cli volume create p/v --size 256M >/dev/null
-start_daemon nbd1 "$STRATA_BIN/strata-nbd" --meta "$META" --listen "127.0.0.1:$NBD1"
+# Gateway 1 reaches meta and blockd over TCP, gateway 2 over the same-host Unix twins
+# (common/net.h): both RPC transports serve the same volume at once.
+STRATA_TRANSPORT=tcp start_daemon nbd1 "$STRATA_BIN/strata-nbd" --meta "$META" \
+	--listen "127.0.0.1:$NBD1"
+NBD1_PID=$LAST_PID
 start_daemon nbd2 "$STRATA_BIN/strata-nbd" --meta "$META" --listen "127.0.0.1:$NBD2"
+NBD2_PID=$LAST_PID
 wait_port "$NBD1"
 wait_port "$NBD2"
 
@@ -49,6 +54,8 @@ a.flush()
 b.flush()
 print("cross-gateway visibility ok")
 PY
+[ "$(unix_conns "$NBD1_PID")" -eq 0 ] || fail "gateway 1 (STRATA_TRANSPORT=tcp) used a Unix socket"
+[ "$(unix_conns "$NBD2_PID")" -gt 0 ] || fail "gateway 2 did not use the same-host Unix sockets"
 
 echo "== fio verify through both gateways at once, disjoint halves"
 for g in 1 2; do

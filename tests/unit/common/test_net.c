@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -181,4 +182,55 @@ Test(net, write_to_pipe_and_closed_peer)
 	close(p[1]);
 	cr_assert_eq(st_read_full(p[0], got, 1), -ECONNRESET);
 	close(p[0]);
+}
+
+/* The same-host twin: named after the TCP listener's bound address, found by a client that
+ * dials that address, absent for wildcard listeners, and off under STRATA_TRANSPORT=tcp. */
+Test(net, local_twin_of_a_tcp_listener)
+{
+	int lfd = st_tcp_listen("127.0.0.1:0", 8);
+	cr_assert_geq(lfd, 0);
+	int port = st_socket_port(lfd);
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+
+	cr_assert_eq(st_local_connect(addr), -ENOENT, "no twin yet");
+	int ufd = st_local_listen(lfd, 8);
+	cr_assert_geq(ufd, 0);
+	int cfd = st_local_connect(addr);
+	cr_assert_geq(cfd, 0);
+	cr_assert(st_is_local(cfd));
+	int afd = accept(ufd, NULL, NULL);
+	cr_assert_geq(afd, 0);
+	cr_assert_eq(st_write_full(cfd, "ping", 4), 0);
+	char buf[4];
+	cr_assert_eq(st_read_full(afd, buf, 4), 0);
+	cr_assert_eq(memcmp(buf, "ping", 4), 0);
+
+	/* Another port's name is not ours. */
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port == 65535 ? 1 : port + 1);
+	cr_assert_eq(st_local_connect(addr), -ENOENT);
+
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	setenv("STRATA_TRANSPORT", "tcp", 1);
+	cr_assert_eq(st_local_connect(addr), -ENOENT, "fast path off");
+	unsetenv("STRATA_TRANSPORT");
+	int tfd = st_tcp_connect(addr, 1000);
+	cr_assert_geq(tfd, 0);
+	cr_assert(!st_is_local(tfd));
+
+	close(tfd);
+	close(afd);
+	close(cfd);
+	close(ufd);
+	close(lfd);
+	cr_assert_eq(st_local_connect(addr), -ENOENT, "the name goes with the socket");
+}
+
+Test(net, no_local_twin_for_a_wildcard_listener)
+{
+	int lfd = st_tcp_listen("0.0.0.0:0", 8);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(st_local_listen(lfd, 8), -EADDRNOTAVAIL);
+	close(lfd);
 }
