@@ -12,10 +12,14 @@
 # fio overwrites blocks in place. Writing both files first compares the same thing: I/O to
 # allocated blocks, as on a block device.) Both volumes are filled over SPAN so reads hit
 # data, then each job runs RUNTIME seconds over SPAN: 4k randread and randwrite at QD32 and
-# QD1. Prints a Markdown table: fio IOPS, strata IOPS, ratio (strata / fio), p50/p99 latency.
+# QD1. The machine is shared and its speed drifts by 1.5x within minutes, so the two sides are
+# interleaved: each round runs every job on fio and then at once on strata, ROUNDS times
+# (default 3). Prints a Markdown table: median fio IOPS, median strata IOPS, the median of the
+# per-round ratios (strata / fio; each ratio compares runs seconds apart), the range of those
+# ratios, and p50/p99 latency of the median round.
 # SPARSE=1 leaves blockd's data file sparse (created by blockd) to see that cost.
 #
-# Environment: RUNTIME (s per job), SPAN (region), DATA (file size), JOBS (subset of
+# Environment: RUNTIME (s per job), ROUNDS, SPAN (region), DATA (file size), JOBS (subset of
 # rr32 rw32 rr1 rw1), STRATA_BIN (binaries, default build/bin), TMPDIR (which disk: default
 # /tmp), KEEP_TMP=1, PERF=1 (perf record -g each strata process during rw32, into $TMP).
 set -euo pipefail
@@ -25,6 +29,7 @@ RUNTIME=${RUNTIME:-10}
 SPAN=${SPAN:-1G}
 DATA=${DATA:-4G}
 JOBS=(${JOBS:-rr32 rw32 rr1 rw1})
+ROUNDS=${ROUNDS:-3}
 
 die() {
 	echo "engine: $*" >&2
@@ -68,23 +73,6 @@ log "fio io_uring O_DIRECT on $TMP/fio.img ($DATA, region $SPAN)"
 truncate -s "$DATA" "$TMP/fio.img"
 fio --name=fill --filename="$TMP/fio.img" --ioengine=io_uring --direct=1 --rw=write --bs=1M \
 	--iodepth=8 --size="$SPAN" --output="$TMP/fill.out" >/dev/null 2>&1 || die "fio fill failed"
-for j in "${JOBS[@]}"; do
-	read -r rw qd <<<"$(job_args "$j")"
-	fio --name="$j" --filename="$TMP/fio.img" --ioengine=io_uring --direct=1 --rw="$rw" \
-		--bs=4k --iodepth="$qd" --size="$SPAN" --time_based --runtime="$RUNTIME" \
-		--randrepeat=0 --norandommap --output-format=json --output="$TMP/fio-$j.json" \
-		>/dev/null 2>&1 || die "fio $j failed"
-	read -r IOPS[fio,$j] P50[fio,$j] P99[fio,$j] < <(python3 - "$TMP/fio-$j.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))["jobs"][0]
-s = d["read"] if d["read"]["io_bytes"] else d["write"]
-p = s["clat_ns"]["percentile"]
-print("%.0f %.0f %.0f" % (s["iops"], p["50.000000"] / 1e3, p["99.000000"] / 1e3))
-PY
-)
-	log "fio $j: ${IOPS[fio,$j]} IOPS"
-done
-rm -f "$TMP/fio.img"
 
 # ---- strata: meta + one blockd (R=1) ----
 if [ -z "${SPARSE:-}" ]; then
@@ -114,7 +102,26 @@ URI=strata://$META/p/v
 log "strata-bench through libstrata: $URI (blockd data $DATA)"
 "$BIN/strata-bench" run "$URI" --rw write --bs 1M --qd 8 --span "$SPAN" --size "$SPAN" --quiet \
 	>/dev/null 2>"$TMP/fill.err" || die "strata fill failed: $(tail -2 "$TMP/fill.err")"
-for j in "${JOBS[@]}"; do
+run_fio() { # job round
+	local j=$1 k=$2 rw qd
+	read -r rw qd <<<"$(job_args "$j")"
+	fio --name="$j" --filename="$TMP/fio.img" --ioengine=io_uring --direct=1 --rw="$rw" \
+		--bs=4k --iodepth="$qd" --size="$SPAN" --time_based --runtime="$RUNTIME" \
+		--randrepeat=0 --norandommap --output-format=json --output="$TMP/fio-$j.json" \
+		>/dev/null 2>&1 || die "fio $j failed"
+	read -r IOPS[fio,$j,$k] P50[fio,$j,$k] P99[fio,$j,$k] < <(python3 - "$TMP/fio-$j.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["jobs"][0]
+s = d["read"] if d["read"]["io_bytes"] else d["write"]
+p = s["clat_ns"]["percentile"]
+print("%.0f %.0f %.0f" % (s["iops"], p["50.000000"] / 1e3, p["99.000000"] / 1e3))
+PY
+)
+	log "round $k fio $j: ${IOPS[fio,$j,$k]} IOPS"
+}
+
+run_strata() { # job round
+	local j=$1 k=$2 rw qd p
 	read -r rw qd <<<"$(job_args "$j")"
 	perf_pids=()
 	if [ -n "${PERF:-}" ] && [ "$j" = rw32 ]; then
@@ -126,7 +133,7 @@ for j in "${JOBS[@]}"; do
 		--time "$RUNTIME" --json --quiet >"$TMP/strata-$j.json" 2>"$TMP/bench.err" ||
 		die "strata-bench $j failed: $(tail -2 "$TMP/bench.err")"
 	for p in "${perf_pids[@]}"; do wait "$p" || true; done
-	read -r IOPS[strata,$j] P50[strata,$j] P99[strata,$j] < <(python3 - "$TMP/strata-$j.json" <<'PY'
+	read -r IOPS[strata,$j,$k] P50[strata,$j,$k] P99[strata,$j,$k] < <(python3 - "$TMP/strata-$j.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 s = d["read"] if d["read"]["ios"] else d["write"]
@@ -134,18 +141,36 @@ lat = s.get("lat_us", s.get("latency_us", {}))
 print("%.0f %s %s" % (s["iops"], lat.get("p50", "n/a"), lat.get("p99", "n/a")))
 PY
 )
-	log "strata $j: ${IOPS[strata,$j]} IOPS"
+	log "round $k strata $j: ${IOPS[strata,$j,$k]} IOPS"
+}
+
+for ((k = 1; k <= ROUNDS; k++)); do
+	for j in "${JOBS[@]}"; do
+		run_fio "$j" "$k"
+		run_strata "$j" "$k"
+	done
 done
 
 echo
-echo "| 4k job | fio IOPS | strata IOPS | ratio strata/fio | fio p50/p99 (us) | strata p50/p99 (us) |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| 4k job | fio IOPS | strata IOPS | ratio strata/fio (median) | ratio range | fio p50/p99 (us) | strata p50/p99 (us) |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for j in "${JOBS[@]}"; do
 	read -r rw qd <<<"$(job_args "$j")"
-	r=$(python3 -c "print('%.2f' % (${IOPS[strata,$j]} / ${IOPS[fio,$j]}))")
-	echo "| $rw QD$qd | ${IOPS[fio,$j]} | ${IOPS[strata,$j]} | $r |" \
-		"${P50[fio,$j]}/${P99[fio,$j]} | ${P50[strata,$j]}/${P99[strata,$j]} |"
+	rows=""
+	for ((k = 1; k <= ROUNDS; k++)); do
+		rows+="${IOPS[fio,$j,$k]} ${IOPS[strata,$j,$k]} ${P50[fio,$j,$k]}/${P99[fio,$j,$k]} ${P50[strata,$j,$k]}/${P99[strata,$j,$k]};"
+	done
+	python3 - "$rw" "$qd" "$rows" <<'PY'
+import statistics, sys
+rw, qd, rows = sys.argv[1], sys.argv[2], [r.split() for r in sys.argv[3].split(";") if r]
+ratios = sorted(float(s) / float(f) for f, s, _, _ in rows)
+fio = statistics.median(float(r[0]) for r in rows)
+st = statistics.median(float(r[1]) for r in rows)
+mid = sorted(rows, key=lambda r: float(r[1]) / float(r[0]))[len(rows) // 2]
+print("| %s QD%s | %.0f | %.0f | %.2f | %.2f-%.2f | %s | %s |" % (
+    rw, qd, fio, st, statistics.median(ratios), ratios[0], ratios[-1], mid[2], mid[3]))
+PY
 done
 echo
-echo "RUNTIME=${RUNTIME}s per job, region $SPAN of a $DATA file, $(nproc) CPUs," \
+echo "RUNTIME=${RUNTIME}s per job, $ROUNDS rounds (fio and strata alternated), region $SPAN of a $DATA file, $(nproc) CPUs," \
 	"dir $(dirname "$TMP"), blockd data file ${SPARSE:+sparse}${SPARSE:-written once}."

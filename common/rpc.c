@@ -75,6 +75,7 @@ struct st_conn {
 	unsigned nfree;
 	size_t sent_off;
 	bool sending;
+	bool flush_posted; /* conn_flush is queued on the reactor (counts in inflight) */
 	struct st_io send_io;
 	struct msghdr msg;
 	struct iovec iov[SEND_IOV];
@@ -181,6 +182,38 @@ static void conn_send_drained(struct st_conn *c)
 	}
 }
 
+/*
+ * Frames queued during one reactor turn leave in one SENDMSG: the first frame of a turn posts
+ * conn_flush (the local queue runs after the turn's completions, before the next submit)
+ * instead of arming a send that would carry it alone and hold the rest back for a turn.
+ */
+static void conn_flush(void *arg)
+{
+	struct st_conn *c = arg;
+
+	c->inflight--;
+	c->flush_posted = false;
+	c->in_cb++;
+	if (!c->failed) {
+		conn_send_arm(c);
+	}
+	c->in_cb--;
+	conn_maybe_finish(c);
+}
+
+static void conn_send_later(struct st_conn *c)
+{
+	if (c->sending || c->flush_posted || c->failed || TAILQ_EMPTY(&c->sendq)) {
+		return;
+	}
+	if (st_reactor_post(c->r, conn_flush, c) < 0) {
+		conn_send_arm(c); /* out of memory for the post: send what we have now */
+		return;
+	}
+	c->flush_posted = true;
+	c->inflight++;
+}
+
 static void conn_send_done(void *arg, int res)
 {
 	struct st_conn *c = arg;
@@ -221,7 +254,7 @@ static void conn_send_done(void *arg, int res)
 	}
 	c->sending = false;
 	if (!c->failed) {
-		conn_send_arm(c);
+		conn_send_later(c);
 		conn_send_drained(c);
 	}
 out:
@@ -485,7 +518,7 @@ static int conn_send(struct st_conn *c, uint16_t type, uint64_t req_id, int32_t 
 	st_frame_hdr_encode(&h, s->hdr);
 
 	TAILQ_INSERT_TAIL(&c->sendq, s, link);
-	conn_send_arm(c);
+	conn_send_later(c);
 	return 0;
 }
 
