@@ -10,7 +10,12 @@
 # redirect-on-write engine over a sparse file makes every write an allocating O_DIRECT write,
 # which ext4 cannot do without blocking (io_uring punts it to a worker thread). SPARSE=1 skips
 # that.
+#
+# Adaptive polling (STRATA_SPIN_US, common/reactor.c) is off here unless the caller sets it:
+# three daemons and the client oversubscribe two CPUs, so a spinning reactor only fills time a
+# neighbour could use, and its spin would count as CPU per write.
 set -euo pipefail
+export STRATA_SPIN_US=${STRATA_SPIN_US:-0}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${STRATA_BIN:-$SRC/build/bin}
 SECS=${1:-15}
