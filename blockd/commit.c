@@ -164,6 +164,7 @@ static void group_build(struct bd_engine *e)
  */
 int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 {
+	bd_committer_wait(e); /* the group in flight goes first */
 	group_build(e);
 	if (bd_batch_count(e->batch) > 0) {
 		/* Direct writes may change raw keys behind raw_seen's back. */
@@ -190,6 +191,7 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 
 void bd_engine_drain(struct bd_engine *e)
 {
+	bd_committer_wait(e);
 	if (!TAILQ_EMPTY(&e->gwait)) {
 		bd_engine_commit_batch(e, false);
 	}
@@ -226,10 +228,84 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
  *  - cache entries holding uncommitted edits are pinned against eviction, and everything that
  *    reads the index directly (layer delete, flatten, bd_engine_index) drains first.
  */
+/* A group the committer wrote (committer.c): the same settling as group_settle, with the
+ * group's own ops, sequence numbers and sync. spent is the written batch, kept for reuse. */
+void bd_commit_settle_group(struct bd_engine *e, struct op_list *ops, int rc, bool sync,
+			    uint64_t gseq, uint64_t dseq, struct bd_batch *spent)
+{
+	struct bd_op *op;
+
+	if (e->gspare == NULL) {
+		e->gspare = spent;
+	} else {
+		bd_batch_free(spent);
+	}
+	if (rc == 0 && sync && dseq > e->durable_seq) {
+		/* A synced WAL write covers every earlier commit (bd_engine_mark_durable). */
+		e->durable_seq = dseq;
+		e->last_sync_ms = st_now_ms();
+	}
+	if (rc) {
+		if (!e->failed) {
+			st_error("index commit failed: refusing further mutations");
+		}
+		memset(e->raw_seen, 0, sizeof(e->raw_seen));
+		e->failed = true;
+	}
+	while ((op = TAILQ_FIRST(ops))) {
+		TAILQ_REMOVE(ops, op, link);
+		if (rc && op->err == 0) {
+			op->err = rc;
+		}
+		TAILQ_INSERT_TAIL(&e->gdone, op, link);
+	}
+	e->gcommits++;
+	bd_cache_committed(e->cache, gseq);
+	group_schedule(e);
+}
+
+/* Hand the gathered group to the committer: encode it, swap in a fresh batch, and start the
+ * next group number (its edits pin their lists under the new number). */
+static void group_handoff(struct bd_engine *e)
+{
+	struct bd_batch *next = e->gspare != NULL ? e->gspare : bd_batch_new();
+	struct bd_batch *b;
+	uint64_t gseq, dseq;
+	bool sync;
+
+	if (next == NULL) {
+		bd_engine_commit_batch(e, false); /* out of memory: commit here */
+		return;
+	}
+	e->gspare = NULL;
+	group_build(e);
+	b = e->gbatch;
+	e->gbatch = next;
+	sync = e->gsync;
+	dseq = sync ? e->seq++ : 0; /* what the sync makes durable: everything before now */
+	gseq = e->gseq++;
+	e->ngdirty = 0;
+	e->gxkv_len = 0;
+	e->gsync = false;
+	bd_committer_handoff(e, b, sync, gseq, dseq, &e->gwait);
+}
+
 static void group_run(void *arg)
 {
 	struct bd_engine *e = arg;
-	bd_engine_drain(e); /* gsched still set: settling arms no second timer */
+	/* gsched stays set while settling: it arms no second run. */
+	if (e->cm == NULL) {
+		bd_engine_drain(e);
+	} else {
+		bd_committer_reap(e);
+		if (!bd_committer_busy(e) && !TAILQ_EMPTY(&e->gwait)) {
+			if (e->failed || bd_batch_count(e->batch) > 0) {
+				bd_engine_commit_batch(e, false); /* settles with the error */
+			} else {
+				group_handoff(e);
+			}
+		}
+	}
 	e->gsched = false;
 	struct bd_op *op;
 	while ((op = TAILQ_FIRST(&e->gdone))) {

@@ -629,6 +629,7 @@ void bd_engine_close(struct bd_engine *e)
 		return;
 	}
 	bd_engine_stop_verifier(e);
+	bd_engine_stop_committer(e);
 	if (e->fd >= 0) {
 		close(e->fd);
 	}
@@ -647,6 +648,7 @@ void bd_engine_close(struct bd_engine *e)
 	bd_layers_free(e->layers);
 	bd_batch_free(e->batch);
 	bd_batch_free(e->gbatch);
+	bd_batch_free(e->gspare);
 	free(e->gdirty);
 	free(e->gxkv);
 	struct bd_op *op;

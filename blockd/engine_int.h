@@ -115,6 +115,8 @@ struct bd_engine {
 	struct op_list free_ops;
 	size_t nfree_ops;
 	struct bd_verifier *verifier; /* NULL: reads are verified on the reactor thread */
+	struct bd_committer *cm;      /* NULL: groups are committed on the reactor thread */
+	struct bd_batch *gspare;      /* a written group batch, reused by the next handoff */
 
 	/* Group commit (see bd_commit_phase in commit.c): ops whose index edit is in `batch` but
 	 * not yet committed wait in gwait; once committed (or failed) they move to gdone and are
@@ -217,6 +219,23 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
 /* Commit the edits of every op gathered for the group commit now (their replies still come
  * from a later reactor callback). Call before reading the index directly. */
 void bd_engine_drain(struct bd_engine *e) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* committer.c: the pipelined group commit. */
+
+struct bd_committer;
+/* Settle the group in flight if the committer finished it (non-blocking). */
+void bd_committer_reap(struct bd_engine *e) __attribute__((nonnull));
+/* Block until the group in flight (if any) is written, then settle it. */
+void bd_committer_wait(struct bd_engine *e) __attribute__((nonnull));
+bool bd_committer_busy(const struct bd_engine *e) __attribute__((nonnull));
+/* Give the committer a group: its encoded batch, its ops (moved out of ops), its numbers. */
+void bd_committer_handoff(struct bd_engine *e, struct bd_batch *batch, bool sync, uint64_t gseq,
+			  uint64_t dseq, struct op_list *ops) __attribute__((nonnull));
+/* commit.c: settle a group the committer wrote (its ops to gdone, pins, durability). */
+void bd_commit_settle_group(struct bd_engine *e, struct op_list *ops, int rc, bool sync,
+			    uint64_t gseq, uint64_t dseq, struct bd_batch *spent)
+	__attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* verify.c: read checksums on a worker thread. */

@@ -81,7 +81,7 @@ int main(int argc, char **argv)
 	const char *listen = "127.0.0.1:7800", *data = NULL, *db = NULL, *meta = NULL;
 	const char *level = "info";
 	uint64_t size = 10ull << 30, cache = 65536;
-	bool fsck = false, verify = false, verify_inline = false;
+	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
 	const struct st_flag flags[] = {
 		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT", "strata-meta to register with"},
 		{"listen", ST_FLAG_STRING, &listen, "HOST:PORT",
@@ -98,6 +98,8 @@ int main(int argc, char **argv)
 		 "with --fsck: also read and check every block"},
 		{"verify-inline", ST_FLAG_BOOL, &verify_inline, NULL,
 		 "check read checksums on the I/O thread (default: on a worker thread)"},
+		{"commit-inline", ST_FLAG_BOOL, &commit_inline, NULL,
+		 "write index commits on the I/O thread (default: a pipelined committer thread)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
@@ -143,6 +145,10 @@ int main(int argc, char **argv)
 		st_error("verifier thread: %s", strerror(-rc));
 		goto out_engine;
 	}
+	if (!commit_inline && (rc = bd_engine_start_committer(e)) < 0) {
+		st_error("committer thread: %s", strerror(-rc));
+		goto out_engine;
+	}
 	const struct bd_fsck_report *rep = bd_engine_fsck_report(e);
 	struct bd_space sp;
 	bd_engine_space(e, &sp);
@@ -167,7 +173,8 @@ int main(int argc, char **argv)
 	/* Stop first (nothing re-arms), then let the reactor cancel and complete every op still
 	 * in flight while its owners are alive, and only then free them. */
 	bd_service_stop(svc);
-	bd_engine_stop_verifier(e); /* its last posts run in st_reactor_destroy */
+	bd_engine_stop_verifier(e); /* their last posts run in st_reactor_destroy */
+	bd_engine_stop_committer(e);
 	st_reactor_destroy(g_reactor);
 	bd_service_free(svc);
 	bd_engine_close(e);
