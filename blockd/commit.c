@@ -299,8 +299,16 @@ static void group_run(void *arg)
 	} else {
 		bd_committer_reap(e);
 		if (!bd_committer_busy(e) && !TAILQ_EMPTY(&e->gwait)) {
-			if (e->failed || bd_batch_count(e->batch) > 0) {
-				bd_engine_commit_batch(e, false); /* settles with the error */
+			/* Hand off only when other ops are live, whose work can overlap the write;
+			 * a lone op (queue depth 1) would just pay two thread wakeups. */
+			const struct bd_op *w;
+			size_t n = 0;
+			TAILQ_FOREACH(w, &e->gwait, link)
+			{
+				n++;
+			}
+			if (e->failed || bd_batch_count(e->batch) > 0 || e->nlive_ops <= n) {
+				bd_engine_commit_batch(e, false);
 			} else {
 				group_handoff(e);
 			}

@@ -93,11 +93,13 @@ struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks
 	op->nruns = 0;
 	op->nfreed = 0;
 	op->fsync_io.busy = false;
+	e->nlive_ops++;
 	return op;
 }
 
 static void op_free(struct bd_engine *e, struct bd_op *op)
 {
+	e->nlive_ops--;
 	free(op->cawbuf);
 	if (op->cap == OP_SMALL && e->nfree_ops < 256) {
 		TAILQ_INSERT_HEAD(&e->free_ops, op, link);

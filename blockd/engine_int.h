@@ -114,6 +114,7 @@ struct bd_engine {
 	uint64_t idem_stamp; /* order of the last persisted entry ('I' key values) */
 	struct op_list free_ops;
 	size_t nfree_ops;
+	size_t nlive_ops;             /* allocated and not yet freed */
 	struct bd_verifier *verifier; /* NULL: reads are verified on the reactor thread */
 	struct bd_committer *cm;      /* NULL: groups are committed on the reactor thread */
 	struct bd_batch *gspare;      /* a written group batch, reused by the next handoff */
