@@ -111,12 +111,13 @@ static void *committer_main(void *arg)
 	return NULL;
 }
 
-int bd_engine_start_committer(struct bd_engine *e)
+int bd_engine_start_committer(struct bd_engine *e, bool always)
 {
 	struct bd_committer *cm;
 	int rc;
 
 	if (e->cm != NULL) {
+		bd_commit_policy_reset(e, always);
 		return 0;
 	}
 	cm = calloc(1, sizeof(*cm));
@@ -138,6 +139,7 @@ int bd_engine_start_committer(struct bd_engine *e)
 	}
 	pthread_setname_np(cm->thread, "blockd-commit");
 	e->cm = cm;
+	bd_commit_policy_reset(e, always);
 	return 0;
 }
 

@@ -118,6 +118,10 @@ struct bd_engine {
 	struct bd_verifier *verifier; /* NULL: reads are verified on the reactor thread */
 	struct bd_committer *cm;      /* NULL: groups are committed on the reactor thread */
 	struct bd_batch *gspare;      /* a written group batch, reused by the next handoff */
+	uint64_t busy_t0, busy_idle0; /* the reactor-busy window (commit.c, reactor_saturated) */
+	bool saturated;     /* hand groups to the committer (commit.c, reactor_saturated) */
+	bool commit_always; /* tests: every group goes to the committer */
+	unsigned handoff_windows;
 
 	/* Group commit (see bd_commit_phase in commit.c): ops whose index edit is in `batch` but
 	 * not yet committed wait in gwait; once committed (or failed) they move to gdone and are
@@ -233,6 +237,8 @@ bool bd_committer_busy(const struct bd_engine *e) __attribute__((nonnull));
 /* Give the committer a group: its encoded batch, its ops (moved out of ops), its numbers. */
 void bd_committer_handoff(struct bd_engine *e, struct bd_batch *batch, bool sync, uint64_t gseq,
 			  uint64_t dseq, struct op_list *ops) __attribute__((nonnull));
+/* commit.c: start deciding afresh when to hand off (always: every group, for tests). */
+void bd_commit_policy_reset(struct bd_engine *e, bool always) __attribute__((nonnull));
 /* commit.c: settle a group the committer wrote (its ops to gdone, pins, durability). */
 void bd_commit_settle_group(struct bd_engine *e, struct op_list *ops, int rc, bool sync,
 			    uint64_t gseq, uint64_t dseq, struct bd_batch *spent)

@@ -360,8 +360,9 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 /* Waits for nothing: call with no operation in flight. */
 void bd_engine_close(struct bd_engine *e);
 /* Write group commits on a committer thread, pipelined with the next group's gathering
- * (blockd/committer.c). Returns 0 or -errno. */
-int bd_engine_start_committer(struct bd_engine *e) __attribute__((nonnull));
+ * (blockd/committer.c): while the reactor thread is saturated and other ops are live, or, with
+ * always (tests), every group. Returns 0 or -errno. */
+int bd_engine_start_committer(struct bd_engine *e, bool always) __attribute__((nonnull));
 /* Back to committing on the reactor thread, after the group in flight. Call before
  * st_reactor_destroy(). */
 void bd_engine_stop_committer(struct bd_engine *e) __attribute__((nonnull));

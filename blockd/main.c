@@ -145,7 +145,7 @@ int main(int argc, char **argv)
 		st_error("verifier thread: %s", strerror(-rc));
 		goto out_engine;
 	}
-	if (!commit_inline && (rc = bd_engine_start_committer(e)) < 0) {
+	if (!commit_inline && (rc = bd_engine_start_committer(e, false)) < 0) {
 		st_error("committer thread: %s", strerror(-rc));
 		goto out_engine;
 	}

@@ -62,6 +62,7 @@ struct st_reactor {
 	/* Busy-poll this long before sleeping (st_reactor_set_spin); 0: sleep at once. */
 	uint64_t spin_ns;
 	bool spin_now;     /* the last sleep was short: events are coming fast, so poll first */
+	uint64_t idle_ns;  /* time spent sleeping or polling for completions (st_reactor_idle_ns) */
 	bool taskrun_flag; /* the kernel flags pending completions in sq.kflags */
 };
 
@@ -261,14 +262,22 @@ static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 		return;
 	}
 	(void)io_uring_submit(&r->ring);
-	deadline = now_ns() + max_ns;
+	uint64_t t0 = now_ns(), t = t0;
+	deadline = t0 + max_ns;
 	do {
 		if (io_uring_cq_ready(&r->ring) > 0 ||
 		    (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN) != 0) {
-			return;
+			break;
 		}
 		sched_yield();
-	} while (now_ns() < deadline);
+		t = now_ns();
+	} while (t < deadline);
+	r->idle_ns += t - t0;
+}
+
+uint64_t st_reactor_idle_ns(const struct st_reactor *r)
+{
+	return r->idle_ns;
 }
 
 unsigned st_reactor_spin_from_env(unsigned def)
@@ -292,7 +301,7 @@ static int wait_timed(struct st_reactor *r, int timeout_ms)
 {
 	struct __kernel_timespec ts;
 	struct io_uring_cqe *cqe;
-	uint64_t t0 = r->spin_ns > 0 ? now_ns() : 0;
+	uint64_t t0 = now_ns(), slept;
 	int ret;
 
 	if (timeout_ms < 0) {
@@ -302,8 +311,10 @@ static int wait_timed(struct st_reactor *r, int timeout_ms)
 		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
 		ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
 	}
+	slept = now_ns() - t0;
+	r->idle_ns += slept;
 	if (r->spin_ns > 0) {
-		r->spin_now = now_ns() - t0 <= r->spin_ns;
+		r->spin_now = slept <= r->spin_ns;
 	}
 	return ret;
 }

@@ -69,6 +69,9 @@ bool st_reactor_on_thread(const struct st_reactor *r) __attribute__((nonnull));
  */
 #define ST_REACTOR_SPIN_US 50
 void st_reactor_set_spin(struct st_reactor *r, unsigned us) __attribute__((nonnull));
+/* Nanoseconds the loop has spent waiting for completions (sleeping or polling) so far: with
+ * a wall clock, how busy the reactor thread is. */
+uint64_t st_reactor_idle_ns(const struct st_reactor *r) __attribute__((nonnull));
 /* The spin a daemon asked for in STRATA_SPIN_US, else def (microseconds, capped at 1000). */
 unsigned st_reactor_spin_from_env(unsigned def);
 

@@ -50,11 +50,12 @@ static inline void t_engine_open(struct tctx *t)
 		.data_path = t->data, .size = t->size, .cache_entries = t->cache_entries};
 	int rc = bd_engine_open(t->r, &o, &t->e);
 	cr_assert_eq(rc, 0, "engine open: %d", rc);
-	/* As strata-blockd runs it: group commits on the pipelined committer thread.
-	 * STRATA_TEST_COMMIT_INLINE=1 runs the same tests with commits on the reactor thread. */
+	/* Every group commit on the pipelined committer thread (strata-blockd hands groups off
+	 * only while its reactor is saturated). STRATA_TEST_COMMIT_INLINE=1 runs the same tests
+	 * with commits on the reactor thread. */
 	const char *inl = getenv("STRATA_TEST_COMMIT_INLINE");
 	if (inl == NULL || inl[0] != '1') {
-		rc = bd_engine_start_committer(t->e);
+		rc = bd_engine_start_committer(t->e, true);
 		cr_assert_eq(rc, 0, "committer: %d", rc);
 	}
 }

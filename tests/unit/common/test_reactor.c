@@ -674,3 +674,31 @@ Test(rpc_echo, split_writes_many_sockets, .timeout = 60)
 	}
 	echo_stop(&es);
 }
+
+/* The loop counts the time it waits (sleeping or polling): a 30 ms wait with nothing to do is
+ * at least ~30 ms of idle; time spent in a callback is not. */
+Test(reactor, idle_time_is_counted)
+{
+	struct st_reactor *r;
+	cr_assert_eq(st_reactor_create(&r, 8), 0);
+	uint64_t i0 = st_reactor_idle_ns(r);
+	cr_assert_geq(st_reactor_run_once(r, 30), 0);
+	uint64_t i1 = st_reactor_idle_ns(r);
+	cr_assert_geq(i1 - i0, 25000000ull, "idle %llu ns", (unsigned long long)(i1 - i0));
+	st_reactor_destroy(r);
+}
+
+Test(reactor, spin_window_from_environment)
+{
+	unsetenv("STRATA_SPIN_US");
+	cr_assert_eq(st_reactor_spin_from_env(50), 50);
+	setenv("STRATA_SPIN_US", "0", 1);
+	cr_assert_eq(st_reactor_spin_from_env(50), 0);
+	setenv("STRATA_SPIN_US", "200", 1);
+	cr_assert_eq(st_reactor_spin_from_env(50), 200);
+	setenv("STRATA_SPIN_US", "999999", 1);
+	cr_assert_eq(st_reactor_spin_from_env(50), 1000, "capped");
+	setenv("STRATA_SPIN_US", "fast", 1);
+	cr_assert_eq(st_reactor_spin_from_env(50), 50, "garbage keeps the default");
+	unsetenv("STRATA_SPIN_US");
+}
