@@ -12,6 +12,11 @@
 # when present, strata-iscsi and tgt. fio here has no libiscsi engine, so the two iSCSI rows
 # run the same jobs with strata-bench through libiscsi (marked *).
 #
+# Every target is started and filled first, and then each job runs on every target back to
+# back (job-major order): the machine's speed drifts by up to 1.5x within minutes, and this
+# keeps the runs a ratio compares about a minute apart instead of several. Each target still
+# sees the six jobs in the same order.
+#
 # Environment: RUNTIME (seconds per job, default 5), SIZE (region, default 512M),
 # BUILD (build dir, default build), NO_BUILD=1 (skip the build), KEEP_TMP=1.
 set -euo pipefail
@@ -92,19 +97,33 @@ job_args() { # job -> fio rw bs iodepth
 declare -A RES # RES[row,job] = number
 ROWS=()
 
-# fio_row ROW fio-target-args... : run the six jobs, fill RES.
+declare -A ROW_KIND ROW_ARGS # how each available row runs its jobs (set by fio_row/bench_row)
+
+# fio_row ROW fio-target-args... : a row whose jobs fio runs (later, in job-major order).
 fio_row() {
 	local row=$1
 	shift
 	ROWS+=("$row")
-	local j rw bs qd out
-	for j in "${JOBS[@]}"; do
-		read -r rw bs qd <<<"$(job_args "$j")"
-		out=$tmp/fio-$j.json
-		if fio --name="$j" "$@" --rw="$rw" --bs="$bs" --iodepth="$qd" --size="$SIZE" \
-			--time_based --runtime="$RUNTIME" --randrepeat=0 --norandommap \
-			--output-format=json --output="$out" >"$tmp/fio.err" 2>&1; then
-			RES[$row,$j]=$(python3 - "$out" "$j" <<'PY'
+	ROW_KIND[$row]=fio
+	ROW_ARGS[$row]=$(printf '%s\x1f' "$@")
+}
+
+# bench_row ROW URI : a row whose jobs strata-bench runs (for iSCSI).
+bench_row() {
+	ROWS+=("$1")
+	ROW_KIND[$1]=bench
+	ROW_ARGS[$1]=$2
+}
+
+run_fio_job() { # row job fio-target-args...
+	local row=$1 j=$2 rw bs qd out
+	shift 2
+	read -r rw bs qd <<<"$(job_args "$j")"
+	out=$tmp/fio-$j.json
+	if fio --name="$j" "$@" --rw="$rw" --bs="$bs" --iodepth="$qd" --size="$SIZE" \
+		--time_based --runtime="$RUNTIME" --randrepeat=0 --norandommap \
+		--output-format=json --output="$out" >"$tmp/fio.err" 2>&1; then
+		RES[$row,$j]=$(python3 - "$out" "$j" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))["jobs"][0]
 j = sys.argv[2]
@@ -114,24 +133,19 @@ if d.get("error"):
 print("%.0f" % (side["iops"] if j in ("rr1", "rr32", "rw1", "rw32") else side["bw_bytes"] / 1e6))
 PY
 ) || RES[$row,$j]=
-		else
-			log "$row $j: fio failed: $(tail -2 "$tmp/fio.err" | tr '\n' ' ')"
-		fi
-		log "$row $j: ${RES[$row,$j]:-n/a}"
-	done
+	else
+		log "$row $j: fio failed: $(tail -2 "$tmp/fio.err" | tr '\n' ' ')"
+	fi
+	log "$row $j: ${RES[$row,$j]:-n/a}"
 }
 
-# bench_row ROW URI : the same six jobs through strata-bench (for iSCSI).
-bench_row() {
-	local row=$1 uri=$2
-	ROWS+=("$row")
-	local j rw bs qd out
-	for j in "${JOBS[@]}"; do
-		read -r rw bs qd <<<"$(job_args "$j")"
-		out=$tmp/bench-$j.json
-		if "$BIN/strata-bench" run "$uri" --rw "$rw" --bs "$bs" --qd "$qd" --span "$SIZE" \
-			--time "$RUNTIME" --json >"$out" 2>"$tmp/bench.err"; then
-			RES[$row,$j]=$(python3 - "$out" "$j" <<'PY'
+run_bench_job() { # row job uri
+	local row=$1 j=$2 uri=$3 rw bs qd out
+	read -r rw bs qd <<<"$(job_args "$j")"
+	out=$tmp/bench-$j.json
+	if "$BIN/strata-bench" run "$uri" --rw "$rw" --bs "$bs" --qd "$qd" --span "$SIZE" \
+		--time "$RUNTIME" --json >"$out" 2>"$tmp/bench.err"; then
+		RES[$row,$j]=$(python3 - "$out" "$j" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 j = sys.argv[2]
@@ -139,11 +153,10 @@ side = d["read"] if j in ("rr1", "rr32", "sr") else d["write"]
 print("%.0f" % (side["iops"] if j in ("rr1", "rr32", "rw1", "rw32") else side["mbps"]))
 PY
 )
-		else
-			log "$row $j: strata-bench failed: $(tail -2 "$tmp/bench.err" | tr '\n' ' ')"
-		fi
-		log "$row $j: ${RES[$row,$j]:-n/a}"
-	done
+	else
+		log "$row $j: strata-bench failed: $(tail -2 "$tmp/bench.err" | tr '\n' ' ')"
+	fi
+	log "$row $j: ${RES[$row,$j]:-n/a}"
 }
 
 # Write the whole region once so reads hit data, not holes.
@@ -154,6 +167,7 @@ NBD_FIO=(--ioengine=nbd)
 
 # ---- raw file ----
 log "raw file (fio io_uring O_DIRECT)"
+fill_fio --ioengine=io_uring --direct=1 --filename="$tmp/raw.img"
 fio_row "raw file" --ioengine=io_uring --direct=1 --filename="$tmp/raw.img"
 
 # ---- qemu-nbd raw ----
@@ -167,7 +181,6 @@ if command -v qemu-nbd >/dev/null; then
 		fill_fio "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
 		fio_row "qemu-nbd raw" "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
 	else ROWS+=("qemu-nbd raw"); fi
-	kill "${PIDS[-1]}" 2>/dev/null || true
 
 	log "qemu-nbd qcow2 chain 8 deep"
 	# Base holds the data; eight empty overlays on top, so every read walks the chain.
@@ -181,7 +194,6 @@ if command -v qemu-nbd >/dev/null; then
 	if wait_port "$p"; then
 		fio_row "qemu-nbd qcow2 depth 8" "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
 	else ROWS+=("qemu-nbd qcow2 depth 8"); fi
-	kill "${PIDS[-1]}" 2>/dev/null || true
 else
 	ROWS+=("qemu-nbd raw" "qemu-nbd qcow2 depth 8")
 fi
@@ -196,7 +208,6 @@ if command -v nbdkit >/dev/null; then
 		fill_fio "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
 		fio_row "nbdkit file" "${NBD_FIO[@]}" --uri="nbd://127.0.0.1:$p/"
 	else ROWS+=("nbdkit file"); fi
-	kill "${PIDS[-1]}" 2>/dev/null || true
 else
 	ROWS+=("nbdkit file")
 fi
@@ -281,6 +292,19 @@ else
 	ROWS+=("tgt (file, O_DIRECT) *")
 fi
 
+# ---- the jobs, job-major: every target runs job 1, then every target runs job 2, ... ----
+for j in "${JOBS[@]}"; do
+	for r in "${ROWS[@]}"; do
+		case ${ROW_KIND[$r]:-} in
+		fio)
+			IFS=$'\x1f' read -r -a args <<<"${ROW_ARGS[$r]}"
+			run_fio_job "$r" "$j" "${args[@]}"
+			;;
+		bench) run_bench_job "$r" "$j" "${ROW_ARGS[$r]}" ;;
+		esac
+	done
+done
+
 # ---- the table ----
 # Ratio columns: Strata row / peer row, per job (higher is better for Strata).
 RATIOS=("strata-nbd depth 0|raw file" "strata-nbd depth 0|qemu-nbd raw"
@@ -324,4 +348,5 @@ for pr in "${RATIOS[@]}"; do
 	echo "$line"
 done
 echo
-echo "RUNTIME=${RUNTIME}s per job, region $SIZE; * = same job through strata-bench (libiscsi)."
+echo "RUNTIME=${RUNTIME}s per job, region $SIZE, job-major order;" \
+	"* = same job through strata-bench (libiscsi)."
