@@ -7,7 +7,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/log.h"
 #include "engine_int.h"
@@ -308,25 +307,18 @@ static void group_handoff(struct bd_engine *e)
 #define BUSY_SATURATED  0.95
 #define HANDOFF_WINDOWS 25 /* 0.5 s */
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 void bd_commit_policy_reset(struct bd_engine *e, bool always)
 {
 	e->commit_always = always;
 	e->saturated = false;
 	e->handoff_windows = 0;
-	e->busy_t0 = mono_ns();
+	e->busy_t0 = st_now_ns();
 	e->busy_idle0 = st_reactor_idle_ns(e->r);
 }
 
 static bool reactor_saturated(struct bd_engine *e)
 {
-	uint64_t now = mono_ns();
+	uint64_t now = st_now_ns();
 	if (now - e->busy_t0 < BUSY_WINDOW_NS) {
 		return e->saturated;
 	}

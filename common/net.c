@@ -248,6 +248,18 @@ static int local_name(const struct sockaddr_storage *ss, struct sockaddr_un *un,
 	return 0;
 }
 
+/* A fresh AF_UNIX stream socket, and in un the abstract name for ss. Returns fd or -errno. */
+static int local_socket(const struct sockaddr_storage *ss, struct sockaddr_un *un, socklen_t *ulen)
+{
+	int fd, rc = local_name(ss, un, ulen);
+
+	if (rc < 0) {
+		return rc;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	return fd < 0 ? -errno : fd;
+}
+
 int st_local_listen(int tcp_fd, int backlog)
 {
 	struct sockaddr_storage ss;
@@ -258,13 +270,9 @@ int st_local_listen(int tcp_fd, int backlog)
 	if (getsockname(tcp_fd, (struct sockaddr *)&ss, &len) < 0) {
 		return -errno;
 	}
-	rc = local_name(&ss, &un, &ulen);
-	if (rc < 0) {
-		return rc;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = local_socket(&ss, &un, &ulen);
 	if (fd < 0) {
-		return -errno;
+		return fd;
 	}
 	if (bind(fd, (struct sockaddr *)&un, ulen) < 0 || listen(fd, backlog) < 0) {
 		rc = -errno;
@@ -289,13 +297,9 @@ int st_local_connect(const char *hostport)
 	if (rc < 0) {
 		return rc;
 	}
-	rc = local_name(&ss, &un, &ulen);
-	if (rc < 0) {
-		return rc;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = local_socket(&ss, &un, &ulen);
 	if (fd < 0) {
-		return -errno;
+		return fd;
 	}
 	/* A Unix connect never waits for the peer: it succeeds, or fails at once (ECONNREFUSED
 	 * when no one has the name, EAGAIN when the backlog is full). */

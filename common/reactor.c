@@ -59,7 +59,7 @@ struct st_reactor {
 	struct st_post *local;
 	size_t nlocal, caplocal;
 
-	/* Busy-poll this long before sleeping (st_reactor_set_spin); 0: sleep at once. */
+	/* Busy-poll this long before sleeping (STRATA_SPIN_US); 0: sleep at once. */
 	uint64_t spin_ns;
 	bool spin_now;     /* the last sleep was short: events are coming fast, so poll first */
 	uint64_t idle_ns;  /* time spent sleeping or polling for completions (st_reactor_idle_ns) */
@@ -236,14 +236,6 @@ static void local_drain(struct st_reactor *r)
 	r->nlocal = 0;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /*
  * Adaptive polling, as QEMU's event loop does it (poll-max-ns): before sleeping in the kernel,
  * watch the completion ring for up to spin_ns. On a virtual machine a sleeping vCPU is woken by
@@ -262,7 +254,7 @@ static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 		return;
 	}
 	(void)io_uring_submit(&r->ring);
-	uint64_t t0 = now_ns(), t = t0;
+	uint64_t t0 = st_now_ns(), t = t0;
 	deadline = t0 + max_ns;
 	do {
 		if (io_uring_cq_ready(&r->ring) > 0 ||
@@ -270,7 +262,7 @@ static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 			break;
 		}
 		sched_yield();
-		t = now_ns();
+		t = st_now_ns();
 	} while (t < deadline);
 	r->idle_ns += t - t0;
 }
@@ -301,7 +293,7 @@ static int wait_timed(struct st_reactor *r, int timeout_ms)
 {
 	struct __kernel_timespec ts;
 	struct io_uring_cqe *cqe;
-	uint64_t t0 = now_ns(), slept;
+	uint64_t t0 = st_now_ns(), slept;
 	int ret;
 
 	if (timeout_ms < 0) {
@@ -311,17 +303,12 @@ static int wait_timed(struct st_reactor *r, int timeout_ms)
 		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
 		ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
 	}
-	slept = now_ns() - t0;
+	slept = st_now_ns() - t0;
 	r->idle_ns += slept;
 	if (r->spin_ns > 0) {
 		r->spin_now = slept <= r->spin_ns;
 	}
 	return ret;
-}
-
-void st_reactor_set_spin(struct st_reactor *r, unsigned us)
-{
-	r->spin_ns = (uint64_t)us * 1000u;
 }
 
 /* Returns 0, or -errno if io_uring itself fails. */
@@ -584,6 +571,14 @@ void st_reactor_cancel(struct st_reactor *r, struct st_io *io)
 	sqe = get_sqe(r);
 	io_uring_prep_cancel(sqe, io, 0);
 	io_uring_sqe_set_data(sqe, NULL); /* the cancel's own CQE is ignored by reap() */
+}
+
+uint64_t st_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 uint64_t st_now_ms(void)

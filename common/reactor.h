@@ -62,13 +62,11 @@ void st_reactor_set_owner(struct st_reactor *r) __attribute__((nonnull));
 bool st_reactor_on_thread(const struct st_reactor *r) __attribute__((nonnull));
 
 /*
- * Busy-poll the completion ring for up to us microseconds before sleeping, while events come
- * faster than that (0: always sleep at once). Every reactor starts with STRATA_SPIN_US from
- * the environment, else ST_REACTOR_SPIN_US. Trades idle CPU for wakeup latency; reactor.c
- * says when it pays.
+ * Every reactor busy-polls its completion ring for up to STRATA_SPIN_US microseconds (from the
+ * environment, else ST_REACTOR_SPIN_US) before sleeping, while events come faster than that;
+ * 0 always sleeps at once. Trades idle CPU for wakeup latency; reactor.c says when it pays.
  */
 #define ST_REACTOR_SPIN_US 50
-void st_reactor_set_spin(struct st_reactor *r, unsigned us) __attribute__((nonnull));
 /* Nanoseconds the loop has spent waiting for completions (sleeping or polling) so far: with
  * a wall clock, how busy the reactor thread is. */
 uint64_t st_reactor_idle_ns(const struct st_reactor *r) __attribute__((nonnull));
@@ -118,7 +116,8 @@ void st_reactor_timer(struct st_reactor *r, struct st_io *io, uint64_t ms, st_io
 /* Ask the kernel to cancel io (its callback still runs, usually with -ECANCELED). */
 void st_reactor_cancel(struct st_reactor *r, struct st_io *io);
 
-/* Monotonic milliseconds. */
+/* Monotonic milliseconds, and nanoseconds. */
 uint64_t st_now_ms(void);
+uint64_t st_now_ns(void);
 
 #endif

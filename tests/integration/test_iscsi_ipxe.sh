@@ -29,16 +29,12 @@ ld -m elf_i386 -Ttext 0x7c00 --oformat binary -o "$TEST_TMP/mbr.bin" "$TEST_TMP/
 [ "$(od -An -tx1 -j510 -N2 "$TEST_TMP/mbr.bin" | tr -d ' ')" = 55aa ] || fail "no 0x55AA signature"
 
 step "one-node cluster, R=1 pool, strata-iscsi"
-BD_PORT=$(free_port)
 ISC_PORT=$(free_port)
 IQN=iqn.2026-11.io.strata:boot.disk
 
 start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 1G
-wait_port "$BD_PORT"
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||
-	fail "blockd never came up"
+start_node 0 1G
+wait_up 1
 cli pool create boot --replicas 1 >/dev/null
 cli volume create boot/disk --size 64M >/dev/null
 # Debug level logs every CDB, so a failed boot shows how far iPXE got.

@@ -12,7 +12,6 @@
 PR=$STRATA_TEST_BIN/iscsi_pr
 [ -x "$PR" ] || fail "$PR is missing (build the tree)"
 
-BD_PORT=$(free_port)
 A_PORT=$(free_port)
 B_PORT=$(free_port)
 IQN=iqn.2026-11.io.strata:p.v
@@ -28,11 +27,8 @@ sync_wait() { # FILE: written by the B session
 pr_gets() { grep -c 'PR_GET' "$B_LOG" || true; }
 
 start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 1G
-wait_port "$BD_PORT"
-wait_for 15 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||
-	fail "blockd never came up"
+start_node 0 1G
+wait_up 1
 cli pool create p --replicas 1 >/dev/null
 cli volume create p/v --size 64M >/dev/null
 # Default reservation flags: the push is what makes B's cache trustworthy.
