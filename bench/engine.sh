@@ -20,8 +20,9 @@
 # SPARSE=1 leaves blockd's data file sparse (created by blockd) to see that cost.
 #
 # Environment: RUNTIME (s per job), ROUNDS, SPAN (region), DATA (file size), JOBS (subset of
-# rr32 rw32 rr1 rw1), STRATA_BIN (binaries, default build/bin), TMPDIR (which disk: default
-# /tmp), KEEP_TMP=1, PERF=1 (perf record -g each strata process during rw32, into $TMP).
+# rr32 rw32 rr1 rw1), BLOCKD_ARGS (extra strata-blockd flags, e.g. --plain-io), STRATA_BIN
+# (binaries, default build/bin), TMPDIR (which disk: default /tmp), KEEP_TMP=1, PERF=1 (perf
+# record -g each strata process during rw32, into $TMP).
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${STRATA_BIN:-$SRC/build/bin}
@@ -88,7 +89,7 @@ META=127.0.0.1:$MP
 PIDS+=($!)
 wait_port "$MP" || die "strata-meta did not start"
 "$BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BP" --data "$TMP/bd.data" \
-	--size "$DATA" --log-level warn >"$TMP/blockd.log" 2>&1 &
+	--size "$DATA" --log-level warn ${BLOCKD_ARGS:-} >"$TMP/blockd.log" 2>&1 &
 BD_PID=$!
 PIDS+=($BD_PID)
 for _ in $(seq 100); do

@@ -45,6 +45,7 @@
 #include "common/log.h"
 #include "engine_int.h"
 #include "internal.h"
+#include "iobuf.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Ops: small ones are recycled, so the steady-state 4 KiB path does not malloc. */
@@ -276,6 +277,7 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->free_blocks = e->alloc.nfree;
 	s->used_blocks = e->nblocks - e->alloc.nfree;
 	s->checksum_errors = e->checksum_errors;
+	s->fixed_reads = e->fixed_reads;
 	s->lists = e->nlists;
 }
 
@@ -474,6 +476,33 @@ static int open_data(const char *path, uint64_t size, uint64_t *bytes)
 	return fd;
 }
 
+/*
+ * Register the data file and the read buffer arena (iobuf.c) with the engine's ring, so data
+ * I/O skips the per-op file lookup and, for reads into the arena, the per-op page pinning.
+ * Either may be refused (an old kernel, the memlock limit, a second engine on one ring in the
+ * unit tests); the plain ops then serve, and this is only logged.
+ */
+static void register_io(struct bd_engine *e)
+{
+	struct iovec iov[BD_IOBUF_CLASSES];
+	int rc = st_reactor_register_file(e->r, e->fd);
+	e->fixed_file = rc == 0;
+	if (rc && rc != -EBUSY) {
+		st_info("data file not registered with io_uring (%s): plain file ops",
+			strerror(-rc));
+	}
+	rc = bd_iobuf_iovecs(iov);
+	if (rc == 0) {
+		rc = st_reactor_register_buffers(e->r, iov, BD_IOBUF_CLASSES);
+	}
+	/* EBUSY: this ring has buffers already, and only engines register the one arena. */
+	e->fixed_bufs = rc == 0 || rc == -EBUSY;
+	if (!e->fixed_bufs) {
+		st_info("read buffers not registered with io_uring (%s): reads use readv",
+			strerror(-rc));
+	}
+}
+
 int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct bd_engine **out)
 {
 	int rc = -ENOMEM;
@@ -503,6 +532,9 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	if (e->fd < 0) {
 		rc = e->fd;
 		goto fail;
+	}
+	if (!o->plain_io && !o->fsck_only) {
+		register_io(e);
 	}
 	char dbpath[4096];
 	if (o->db_path) {
@@ -633,6 +665,9 @@ void bd_engine_close(struct bd_engine *e)
 	bd_engine_stop_verifier(e);
 	bd_engine_stop_committer(e);
 	if (e->fd >= 0) {
+		if (e->fixed_file) {
+			st_reactor_unregister_file(e->r);
+		}
 		close(e->fd);
 	}
 	if (e->ix && !e->failed && e->gbatch && bd_batch_count(e->gbatch) > 0) {

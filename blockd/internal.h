@@ -309,6 +309,7 @@ struct bd_engine_opts {
 	uint64_t size;       /* create the data file sparse at this size if it does not exist */
 	size_t cache_entries;
 	bool fsck_only; /* open, check, do not repair */
+	bool plain_io;  /* no registered file or buffers (comparisons, old kernels) */
 };
 
 /* One object request, as validated by the service (or a test). */
@@ -344,6 +345,7 @@ struct bd_space {
 	uint64_t total_blocks, used_blocks, free_blocks;
 	uint64_t checksum_errors;
 	uint64_t lists;
+	uint64_t fixed_reads; /* data reads that went through a registered buffer */
 };
 
 struct bd_status_ext {

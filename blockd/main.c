@@ -82,6 +82,7 @@ int main(int argc, char **argv)
 	const char *level = "info";
 	uint64_t size = 10ull << 30, cache = 65536;
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
+	bool plain_io = false;
 	const struct st_flag flags[] = {
 		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT", "strata-meta to register with"},
 		{"listen", ST_FLAG_STRING, &listen, "HOST:PORT",
@@ -100,6 +101,8 @@ int main(int argc, char **argv)
 		 "check read checksums on the I/O thread (default: on a worker thread)"},
 		{"commit-inline", ST_FLAG_BOOL, &commit_inline, NULL,
 		 "write index commits on the I/O thread (default: a pipelined committer thread)"},
+		{"plain-io", ST_FLAG_BOOL, &plain_io, NULL,
+		 "no io_uring registered file and read buffers (default: registered)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
@@ -126,6 +129,7 @@ int main(int argc, char **argv)
 		.db_path = db,
 		.size = size,
 		.cache_entries = (size_t)cache,
+		.plain_io = plain_io,
 	};
 	if (fsck) {
 		return run_fsck(&eo, verify);

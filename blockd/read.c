@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "engine_int.h"
 #include "internal.h"
+#include "iobuf.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Read phase (READ, and the compare half of COMPARE_AND_WRITE). */
@@ -164,7 +165,15 @@ void bd_read_phase(struct bd_op *op)
 		s->iov.iov_base = dst + (size_t)i * BD_BLOCK;
 		s->iov.iov_len = (size_t)(j - i) * BD_BLOCK;
 		op->pending++;
-		st_reactor_readv(e->r, &s->io, e->fd, &s->iov, 1, p * BD_BLOCK, bd_op_io_done, s);
+		int bi = e->fixed_bufs ? bd_iobuf_index(s->iov.iov_base, s->iov.iov_len) : -1;
+		if (bi >= 0) {
+			e->fixed_reads++;
+			st_reactor_read_fixed(e->r, &s->io, e->fd, s->iov.iov_base, s->iov.iov_len,
+					      p * BD_BLOCK, bi, bd_op_io_done, s);
+		} else {
+			st_reactor_readv(e->r, &s->io, e->fd, &s->iov, 1, p * BD_BLOCK,
+					 bd_op_io_done, s);
+		}
 		i = j;
 	}
 	if (nsub > 0) {

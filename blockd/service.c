@@ -18,6 +18,7 @@
 #include "common/rpc.h"
 #include "dist_int.h"
 #include "internal.h"
+#include "iobuf.h"
 #include "strata.pb-c.h"
 
 #define MAX_STATUS_EXTENTS 4096
@@ -67,7 +68,7 @@ static void req_free(struct svc_req *rq)
 		strata__blockd__io_request__free_unpacked(rq->io, NULL);
 	}
 	st_frame_release(&rq->f);
-	free(rq->rbuf);
+	bd_iobuf_free(rq->rbuf);
 	sc_put(rq->sc);
 	free(rq);
 }
@@ -113,6 +114,11 @@ static void free_buf(void *p)
 	free(p);
 }
 
+static void free_iobuf(void *p)
+{
+	bd_iobuf_free(p);
+}
+
 static void io_done(void *arg, int err)
 {
 	struct svc_req *rq = arg;
@@ -134,8 +140,8 @@ static void io_done(void *arg, int err)
 		uint8_t *buf = rq->rbuf;
 		rq->rbuf = NULL;
 		if (st_conn_send(sc->c, (uint16_t)(rq->type | ST_FRAME_REPLY), rq->req_id, 0, 0,
-				 &rep.base, buf, rq->length, free_buf, buf) < 0) {
-			free(buf);
+				 &rep.base, buf, rq->length, free_iobuf, buf) < 0) {
+			bd_iobuf_free(buf);
 		}
 	} else {
 		rep.length = rq->length;
@@ -252,7 +258,7 @@ static void handle_io(struct svc_conn *sc, struct st_frame *f)
 	rq->length = io->length;
 	if (s->dist) {
 		if (type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_READ) {
-			rq->rbuf = st_payload_alloc(io->length);
+			rq->rbuf = bd_iobuf_alloc(io->length);
 			if (!rq->rbuf) {
 				io_done(rq, -ENOMEM);
 				return;
@@ -275,7 +281,7 @@ static void handle_io(struct svc_conn *sc, struct st_frame *f)
 	}
 	switch (type) {
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_READ:
-		rq->rbuf = st_payload_alloc(io->length);
+		rq->rbuf = bd_iobuf_alloc(io->length);
 		if (!rq->rbuf) {
 			io_done(rq, -ENOMEM);
 			return;

@@ -64,6 +64,9 @@ struct st_reactor {
 	bool spin_now;     /* the last sleep was short: events are coming fast, so poll first */
 	uint64_t idle_ns;  /* time spent sleeping or polling for completions (st_reactor_idle_ns) */
 	bool taskrun_flag; /* the kernel flags pending completions in sq.kflags */
+
+	/* st_reactor_register_file: I/O on this fd goes through fixed-file slot 0. */
+	int fixed_fd;
 };
 
 /* The reactor this thread is running, if any: posts from it take the local queue. */
@@ -182,6 +185,7 @@ int st_reactor_create(struct st_reactor **out, unsigned entries)
 		goto err_ring;
 	}
 	efd_arm(r);
+	r->fixed_fd = -1;
 	r->spin_ns = (uint64_t)st_reactor_spin_from_env(ST_REACTOR_SPIN_US) * 1000u;
 	*out = r;
 	return 0;
@@ -504,12 +508,49 @@ void st_reactor_sendmsg(struct st_reactor *r, struct st_io *io, int fd, const st
 	io_start(r, sqe, io, cb, cb_arg);
 }
 
+int st_reactor_register_file(struct st_reactor *r, int fd)
+{
+	int ret;
+
+	if (r->fixed_fd >= 0) {
+		return -EBUSY;
+	}
+	ret = io_uring_register_files(&r->ring, &fd, 1);
+	if (ret == 0) {
+		r->fixed_fd = fd;
+	}
+	return ret;
+}
+
+void st_reactor_unregister_file(struct st_reactor *r)
+{
+	if (r->fixed_fd >= 0) {
+		(void)io_uring_unregister_files(&r->ring);
+		r->fixed_fd = -1;
+	}
+}
+
+int st_reactor_register_buffers(struct st_reactor *r, const struct iovec *iov, unsigned n)
+{
+	return io_uring_register_buffers(&r->ring, iov, n);
+}
+
+/* A file op on the registered file names fixed slot 0 instead of the fd: no fget/fput. */
+static void use_fixed_file(struct st_reactor *r, struct io_uring_sqe *sqe, int fd)
+{
+	if (fd >= 0 && fd == r->fixed_fd) {
+		sqe->fd = 0;
+		sqe->flags |= IOSQE_FIXED_FILE;
+	}
+}
+
 void st_reactor_readv(struct st_reactor *r, struct st_io *io, int fd, const struct iovec *iov,
 		      int iovcnt, uint64_t off, st_io_cb cb, void *cb_arg)
 {
 	struct io_uring_sqe *sqe = get_sqe(r);
 
 	io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, off);
+	use_fixed_file(r, sqe, fd);
 	io_start(r, sqe, io, cb, cb_arg);
 }
 
@@ -519,6 +560,7 @@ void st_reactor_writev(struct st_reactor *r, struct st_io *io, int fd, const str
 	struct io_uring_sqe *sqe = get_sqe(r);
 
 	io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, off);
+	use_fixed_file(r, sqe, fd);
 	io_start(r, sqe, io, cb, cb_arg);
 }
 
@@ -528,6 +570,7 @@ void st_reactor_read_fixed(struct st_reactor *r, struct st_io *io, int fd, void 
 	struct io_uring_sqe *sqe = get_sqe(r);
 
 	io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)len, off, buf_index);
+	use_fixed_file(r, sqe, fd);
 	io_start(r, sqe, io, cb, cb_arg);
 }
 
@@ -537,6 +580,7 @@ void st_reactor_write_fixed(struct st_reactor *r, struct st_io *io, int fd, cons
 	struct io_uring_sqe *sqe = get_sqe(r);
 
 	io_uring_prep_write_fixed(sqe, fd, buf, (unsigned)len, off, buf_index);
+	use_fixed_file(r, sqe, fd);
 	io_start(r, sqe, io, cb, cb_arg);
 }
 
@@ -546,6 +590,7 @@ void st_reactor_fsync(struct st_reactor *r, struct st_io *io, int fd, bool datas
 	struct io_uring_sqe *sqe = get_sqe(r);
 
 	io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+	use_fixed_file(r, sqe, fd);
 	io_start(r, sqe, io, cb, cb_arg);
 }
 

@@ -97,6 +97,19 @@ void st_reactor_send(struct st_reactor *r, struct st_io *io, int fd, const void 
 void st_reactor_sendmsg(struct st_reactor *r, struct st_io *io, int fd, const struct msghdr *msg,
 			st_io_cb cb, void *cb_arg);
 
+/*
+ * Registered files and buffers. After st_reactor_register_file(r, fd), every file op below on
+ * fd uses the fixed-file slot (IOSQE_FIXED_FILE: no per-op file lookup and reference). After
+ * st_reactor_register_buffers, st_reactor_read_fixed/write_fixed may name buffer index i for
+ * any range inside iov[i] (no per-op page pinning). Both return 0 or -errno (-ENOMEM when the
+ * memlock limit refuses the pinning); on failure the plain ops keep working. One file per
+ * reactor; call them on the reactor's thread or before it runs.
+ */
+int st_reactor_register_file(struct st_reactor *r, int fd) __attribute__((nonnull));
+void st_reactor_unregister_file(struct st_reactor *r) __attribute__((nonnull)); /* before close */
+int st_reactor_register_buffers(struct st_reactor *r, const struct iovec *iov, unsigned n)
+	__attribute__((nonnull));
+
 /* Files (O_DIRECT or not). iov must stay valid until the callback. */
 void st_reactor_readv(struct st_reactor *r, struct st_io *io, int fd, const struct iovec *iov,
 		      int iovcnt, uint64_t off, st_io_cb cb, void *cb_arg);

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 
 #include "helpers.h"
+#include "iobuf.h"
 
 #define MiB (1024u * 1024u)
 #define OBJ (4 * MiB)
@@ -229,7 +230,7 @@ Test(engine, clone_resolutions_share_the_ancestor_list)
 }
 
 /* worker: reads are checked on the verifier thread (blockd/verify.c), as strata-blockd does. */
-static void checksum_mismatch_case(bool worker)
+static void checksum_mismatch_case(bool worker, bool arena)
 {
 	struct tctx t;
 	t_open(&t, 16 * MiB);
@@ -260,7 +261,10 @@ static void checksum_mismatch_case(bool worker)
 	blk[100] ^= 0x01;
 	cr_assert_eq(pwrite(fd, blk, 4096, found), 4096);
 	close(fd);
-	uint8_t *r = t_buf(3 * 4096, 0xEE);
+	uint8_t *r = arena ? bd_iobuf_alloc(3 * 4096) : t_buf(3 * 4096, 0xEE);
+	cr_assert_not_null(r);
+	memset(r, 0xEE, 3 * 4096);
+	cr_assert_eq(bd_iobuf_index(r, 3 * 4096) >= 0, arena);
 	struct bd_req rq = t_req(1, NULL, 0, 0, 0, 3 * 4096);
 	cr_assert_eq(t_read_q(&t, &rq, r), -EILSEQ);
 	for (int i = 4096; i < 8192; i++) {
@@ -274,18 +278,96 @@ static void checksum_mismatch_case(bool worker)
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 4096, 4096, 0x99), 0);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 4096, 4096, 0x99), 0);
 	free(b);
-	free(r);
+	bd_iobuf_free(r);
 	t_close(&t);
 }
 
 Test(engine, checksum_mismatch_is_an_error)
 {
-	checksum_mismatch_case(false);
+	checksum_mismatch_case(false, false);
 }
 
 Test(engine, checksum_mismatch_is_an_error_on_the_verifier_thread)
 {
-	checksum_mismatch_case(true);
+	checksum_mismatch_case(true, false);
+}
+
+Test(engine, checksum_mismatch_is_an_error_through_a_registered_buffer)
+{
+	checksum_mismatch_case(true, true);
+}
+
+static uint64_t fixed_reads(struct tctx *t)
+{
+	struct bd_space s;
+	bd_engine_space(t->e, &s);
+	return s.fixed_reads;
+}
+
+/* Reads into the registered arena go out as READ_FIXED and return the same data as reads into
+ * heap buffers; a request larger than a slot, or one made while the arena is empty, gets a
+ * heap buffer and a plain readv; freed slots come back. */
+Test(engine, registered_buffer_reads)
+{
+	struct tctx t;
+	t_open(&t, 16 * MiB);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 256 * 1024, 0x5C), 0);
+	size_t small0 = bd_iobuf_free_slots(0), large0 = bd_iobuf_free_slots(1);
+
+	uint8_t *s = bd_iobuf_alloc(4096);
+	cr_assert_eq(bd_iobuf_index(s, 4096), 0);
+	uint64_t f0 = fixed_reads(&t);
+	struct bd_req q = t_req(1, NULL, 0, 0, 8192, 4096);
+	cr_assert_eq(t_read_q(&t, &q, s), 0);
+	cr_assert_eq(fixed_reads(&t), f0 + 1, "a 4 KiB read into a slot is a fixed read");
+	for (int i = 0; i < 4096; i++) {
+		cr_assert_eq(s[i], 0x5C);
+	}
+
+	uint8_t *l = bd_iobuf_alloc(128 * 1024);
+	cr_assert_eq(bd_iobuf_index(l, 128 * 1024), 1);
+	q = t_req(1, NULL, 0, 0, 64 * 1024, 128 * 1024);
+	cr_assert_eq(t_read_q(&t, &q, l), 0);
+	cr_assert_geq(fixed_reads(&t), f0 + 2);
+	for (int i = 0; i < 128 * 1024; i++) {
+		cr_assert_eq(l[i], 0x5C);
+	}
+
+	uint8_t *h = bd_iobuf_alloc(256 * 1024);
+	cr_assert_eq(bd_iobuf_index(h, 256 * 1024), -1, "larger than a slot: the heap");
+	uint64_t f1 = fixed_reads(&t);
+	q = t_req(1, NULL, 0, 0, 0, 256 * 1024);
+	cr_assert_eq(t_read_q(&t, &q, h), 0);
+	cr_assert_eq(fixed_reads(&t), f1, "a heap buffer reads with readv");
+	for (int i = 0; i < 256 * 1024; i++) {
+		cr_assert_eq(h[i], 0x5C);
+	}
+
+	/* Drain the small class: the next allocation falls back to the heap and still reads. */
+	size_t n = bd_iobuf_free_slots(0);
+	void **all = calloc(n, sizeof(*all));
+	for (size_t i = 0; i < n; i++) {
+		all[i] = bd_iobuf_alloc(4096);
+		cr_assert_geq(bd_iobuf_index(all[i], 4096), 0);
+	}
+	cr_assert_eq(bd_iobuf_free_slots(0), 0);
+	uint8_t *x = bd_iobuf_alloc(4096);
+	cr_assert_not_null(x);
+	cr_assert_eq(bd_iobuf_index(x, 4096), -1);
+	q = t_req(1, NULL, 0, 0, 0, 4096);
+	cr_assert_eq(t_read_q(&t, &q, x), 0);
+	cr_assert_eq(x[4095], 0x5C);
+	for (size_t i = 0; i < n; i++) {
+		bd_iobuf_free(all[i]);
+	}
+	free(all);
+	bd_iobuf_free(x);
+	bd_iobuf_free(h);
+	bd_iobuf_free(l);
+	bd_iobuf_free(s);
+	cr_assert_eq(bd_iobuf_free_slots(0), small0, "every slot came back");
+	cr_assert_eq(bd_iobuf_free_slots(1), large0);
+	t_close(&t);
 }
 
 struct many_reads {
