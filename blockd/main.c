@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 			    "[--meta HOST:PORT] [--db DIR] [--fsck [--verify]]";
 	const char *listen = "127.0.0.1:7800", *data = NULL, *db = NULL, *meta = NULL;
 	const char *level = "info";
-	uint64_t size = 10ull << 30, cache = 65536;
+	uint64_t size = 10ull << 30, cache = 65536, submit_batch = ST_REACTOR_SUBMIT_BATCH;
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
 	bool plain_io = false;
 	const struct st_flag flags[] = {
@@ -101,6 +101,8 @@ int main(int argc, char **argv)
 		 "check read checksums on the I/O thread (default: on a worker thread)"},
 		{"commit-inline", ST_FLAG_BOOL, &commit_inline, NULL,
 		 "write index commits on the I/O thread (default: a pipelined committer thread)"},
+		{"submit-batch", ST_FLAG_SIZE, &submit_batch, "N",
+		 "submit I/O once N requests are queued, 0: once per loop turn (default 4)"},
 		{"plain-io", ST_FLAG_BOOL, &plain_io, NULL,
 		 "no io_uring registered file and read buffers (default: registered)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
@@ -140,6 +142,7 @@ int main(int argc, char **argv)
 		st_error("reactor: %s", strerror(-rc));
 		return 1;
 	}
+	st_reactor_set_submit_batch(g_reactor, submit_batch > 1024 ? 1024 : (unsigned)submit_batch);
 	struct bd_engine *e = NULL;
 	if ((rc = bd_engine_open(g_reactor, &eo, &e)) < 0) {
 		st_error("engine open %s: %s", data, strerror(-rc));

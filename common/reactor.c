@@ -65,6 +65,9 @@ struct st_reactor {
 	uint64_t idle_ns;  /* time spent sleeping or polling for completions (st_reactor_idle_ns) */
 	bool taskrun_flag; /* the kernel flags pending completions in sq.kflags */
 
+	/* Submit as soon as this many SQEs are queued (0: once per turn). */
+	unsigned submit_batch;
+
 	/* st_reactor_register_file: I/O on this fd goes through fixed-file slot 0. */
 	int fixed_fd;
 };
@@ -97,6 +100,10 @@ static void io_start(struct st_reactor *r, struct io_uring_sqe *sqe, struct st_i
 	io->busy = true;
 	io_uring_sqe_set_data(sqe, io);
 	r->inflight++;
+	if (r->submit_batch > 0 && io_uring_sq_ready(&r->ring) >= r->submit_batch) {
+		/* Errors leave the SQEs queued; the turn's own submit retries and reports. */
+		(void)io_uring_submit(&r->ring);
+	}
 }
 
 static void post_drain(struct st_reactor *r)
@@ -269,6 +276,11 @@ static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 		t = st_now_ns();
 	} while (t < deadline);
 	r->idle_ns += t - t0;
+}
+
+void st_reactor_set_submit_batch(struct st_reactor *r, unsigned n)
+{
+	r->submit_batch = n;
 }
 
 uint64_t st_reactor_idle_ns(const struct st_reactor *r)

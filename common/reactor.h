@@ -67,6 +67,13 @@ bool st_reactor_on_thread(const struct st_reactor *r) __attribute__((nonnull));
  * 0 always sleeps at once. Trades idle CPU for wakeup latency; reactor.c says when it pays.
  */
 #define ST_REACTOR_SPIN_US 50
+/*
+ * Submit queued SQEs as soon as n of them are waiting, instead of once per loop turn (0, the
+ * default). A turn that parses a batch of requests then starts the first ones' I/O while it
+ * still parses the rest; blockd uses it (STRATA_SUBMIT_BATCH, default ST_REACTOR_SUBMIT_BATCH).
+ */
+#define ST_REACTOR_SUBMIT_BATCH 4
+void st_reactor_set_submit_batch(struct st_reactor *r, unsigned n) __attribute__((nonnull));
 /* Nanoseconds the loop has spent waiting for completions (sleeping or polling) so far: with
  * a wall clock, how busy the reactor thread is. */
 uint64_t st_reactor_idle_ns(const struct st_reactor *r) __attribute__((nonnull));

@@ -70,6 +70,8 @@ static inline void t_open_cache(struct tctx *t, uint64_t size, size_t cache_entr
 	t->size = size;
 	t->cache_entries = cache_entries;
 	cr_assert_eq(st_reactor_create(&t->r, 256), 0);
+	/* As strata-blockd runs it: I/O submitted as soon as a few requests are queued. */
+	st_reactor_set_submit_batch(t->r, ST_REACTOR_SUBMIT_BATCH);
 	t_engine_open(t);
 }
 

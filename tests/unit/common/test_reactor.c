@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -701,4 +702,56 @@ Test(reactor, spin_window_from_environment)
 	setenv("STRATA_SPIN_US", "fast", 1);
 	cr_assert_eq(st_reactor_spin_from_env(50), 50, "garbage keeps the default");
 	unsetenv("STRATA_SPIN_US");
+}
+
+static void count_cb(void *arg, int res)
+{
+	(void)res;
+	(*(int *)arg)++;
+}
+
+/* With a submit batch of 2, the second queued op submits both at once, before the loop runs:
+ * their writes are already in the pipe. Without one, nothing reaches the kernel until the
+ * loop's own submit. */
+static void submit_batch_case(unsigned batch, bool expect_early)
+{
+	struct st_reactor *r;
+	int p[2], done = 0;
+	char b[2] = {'a', 'b'}, got[4];
+	struct iovec iov[2] = {{&b[0], 1}, {&b[1], 1}};
+	struct st_io io[2];
+
+	cr_assert_eq(st_reactor_create(&r, 8), 0);
+	st_reactor_set_submit_batch(r, batch);
+	cr_assert_geq(st_reactor_run_once(r, 0), 0); /* submits the reactor's own wakeup read */
+	cr_assert_eq(pipe2(p, O_NONBLOCK), 0);
+	st_reactor_writev(r, &io[0], p[1], &iov[0], 1, (uint64_t)-1, count_cb, &done);
+	cr_assert_eq(read(p[0], got, sizeof(got)), -1, "one op is below the batch");
+	st_reactor_writev(r, &io[1], p[1], &iov[1], 1, (uint64_t)-1, count_cb, &done);
+	ssize_t n = read(p[0], got, sizeof(got));
+	if (expect_early) {
+		cr_assert_eq(n, 2, "both writes were submitted by the second op");
+		cr_assert_eq(memcmp(got, "ab", 2), 0, "in order");
+	} else {
+		cr_assert_eq(n, -1, "nothing submitted before the loop runs");
+	}
+	while (done < 2) {
+		cr_assert_geq(st_reactor_run_once(r, 1000), 0);
+	}
+	if (!expect_early) {
+		cr_assert_eq(read(p[0], got, sizeof(got)), 2);
+	}
+	close(p[0]);
+	close(p[1]);
+	st_reactor_destroy(r);
+}
+
+Test(reactor, submit_batch_submits_early)
+{
+	submit_batch_case(2, true);
+}
+
+Test(reactor, no_submit_batch_submits_per_turn)
+{
+	submit_batch_case(0, false);
 }
