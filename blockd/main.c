@@ -80,7 +80,8 @@ int main(int argc, char **argv)
 			    "[--meta HOST:PORT] [--db DIR] [--fsck [--verify]]";
 	const char *listen = "127.0.0.1:7800", *data = NULL, *db = NULL, *meta = NULL;
 	const char *level = "info";
-	uint64_t size = 10ull << 30, cache = 65536, submit_batch = ST_REACTOR_SUBMIT_BATCH;
+	uint64_t size = 10ull << 30, cache = 65536;
+	uint64_t submit_batch = st_reactor_submit_batch_from_env(ST_REACTOR_SUBMIT_BATCH);
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
 	bool plain_io = false;
 	const struct st_flag flags[] = {
@@ -102,7 +103,8 @@ int main(int argc, char **argv)
 		{"commit-inline", ST_FLAG_BOOL, &commit_inline, NULL,
 		 "write index commits on the I/O thread (default: a pipelined committer thread)"},
 		{"submit-batch", ST_FLAG_SIZE, &submit_batch, "N",
-		 "submit I/O once N requests are queued, 0: once per loop turn (default 4)"},
+		 "submit I/O once N requests are queued, 0: once per loop turn "
+		 "(default $STRATA_SUBMIT_BATCH, else 4)"},
 		{"plain-io", ST_FLAG_BOOL, &plain_io, NULL,
 		 "no io_uring registered file and read buffers (default: registered)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},

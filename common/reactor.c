@@ -193,6 +193,7 @@ int st_reactor_create(struct st_reactor **out, unsigned entries)
 	}
 	efd_arm(r);
 	r->fixed_fd = -1;
+	r->submit_batch = st_reactor_submit_batch_from_env(0);
 	r->spin_ns = (uint64_t)st_reactor_spin_from_env(ST_REACTOR_SPIN_US) * 1000u;
 	*out = r;
 	return 0;
@@ -288,20 +289,31 @@ uint64_t st_reactor_idle_ns(const struct st_reactor *r)
 	return r->idle_ns;
 }
 
-unsigned st_reactor_spin_from_env(unsigned def)
+/* An unsigned from the environment, capped; def when unset or not a number. */
+static unsigned env_uint(const char *name, unsigned def, unsigned cap)
 {
-	const char *v = getenv("STRATA_SPIN_US");
+	const char *v = getenv(name);
 	char *end;
-	unsigned long us;
+	unsigned long n;
 
 	if (v == NULL || *v == '\0') {
 		return def;
 	}
-	us = strtoul(v, &end, 10);
+	n = strtoul(v, &end, 10);
 	if (*end != '\0') {
 		return def;
 	}
-	return us > 1000 ? 1000 : (unsigned)us;
+	return n > cap ? cap : (unsigned)n;
+}
+
+unsigned st_reactor_spin_from_env(unsigned def)
+{
+	return env_uint("STRATA_SPIN_US", def, 1000);
+}
+
+unsigned st_reactor_submit_batch_from_env(unsigned def)
+{
+	return env_uint("STRATA_SUBMIT_BATCH", def, 1024);
 }
 
 /* Submit and sleep for one completion (or timeout_ms >= 0); note whether the sleep was short. */
@@ -539,6 +551,7 @@ void st_reactor_unregister_file(struct st_reactor *r)
 	if (r->fixed_fd >= 0) {
 		(void)io_uring_unregister_files(&r->ring);
 		r->fixed_fd = -1;
+		r->submit_batch = st_reactor_submit_batch_from_env(0);
 	}
 }
 

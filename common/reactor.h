@@ -68,9 +68,10 @@ bool st_reactor_on_thread(const struct st_reactor *r) __attribute__((nonnull));
  */
 #define ST_REACTOR_SPIN_US 50
 /*
- * Submit queued SQEs as soon as n of them are waiting, instead of once per loop turn (0, the
- * default). A turn that parses a batch of requests then starts the first ones' I/O while it
- * still parses the rest; blockd uses it (STRATA_SUBMIT_BATCH, default ST_REACTOR_SUBMIT_BATCH).
+ * Submit queued SQEs as soon as n of them are waiting, instead of once per loop turn (0). A
+ * turn that parses a batch of requests then starts the first ones' I/O while it still parses
+ * the rest. Reactors start with STRATA_SUBMIT_BATCH, else 0; strata-blockd defaults to
+ * ST_REACTOR_SUBMIT_BATCH (--submit-batch).
  */
 #define ST_REACTOR_SUBMIT_BATCH 4
 void st_reactor_set_submit_batch(struct st_reactor *r, unsigned n) __attribute__((nonnull));
@@ -79,6 +80,9 @@ void st_reactor_set_submit_batch(struct st_reactor *r, unsigned n) __attribute__
 uint64_t st_reactor_idle_ns(const struct st_reactor *r) __attribute__((nonnull));
 /* The spin a daemon asked for in STRATA_SPIN_US, else def (microseconds, capped at 1000). */
 unsigned st_reactor_spin_from_env(unsigned def);
+/* STRATA_SUBMIT_BATCH from the environment (capped at 1024), else def. Every reactor starts
+ * with st_reactor_submit_batch_from_env(0). */
+unsigned st_reactor_submit_batch_from_env(unsigned def);
 
 /* Thread-safe: ask run() to return after the current turn. */
 void st_reactor_stop(struct st_reactor *r) __attribute__((nonnull));

@@ -755,3 +755,16 @@ Test(reactor, no_submit_batch_submits_per_turn)
 {
 	submit_batch_case(0, false);
 }
+
+Test(reactor, submit_batch_from_environment)
+{
+	unsetenv("STRATA_SUBMIT_BATCH");
+	cr_assert_eq(st_reactor_submit_batch_from_env(4), 4);
+	setenv("STRATA_SUBMIT_BATCH", "0", 1);
+	cr_assert_eq(st_reactor_submit_batch_from_env(4), 0);
+	setenv("STRATA_SUBMIT_BATCH", "99999", 1);
+	cr_assert_eq(st_reactor_submit_batch_from_env(4), 1024, "capped");
+	setenv("STRATA_SUBMIT_BATCH", "x", 1);
+	cr_assert_eq(st_reactor_submit_batch_from_env(4), 4, "garbage keeps the default");
+	unsetenv("STRATA_SUBMIT_BATCH");
+}
