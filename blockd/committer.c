@@ -85,6 +85,7 @@ static void *committer_main(void *arg)
 {
 	struct bd_committer *cm = arg;
 
+	bd_index_thread_init();
 	pthread_mutex_lock(&cm->lock);
 	for (;;) {
 		while (!cm->pending && !cm->stop) {

@@ -189,6 +189,9 @@ struct bd_super {
 
 /* Open (creating) the RocksDB at path. Returns 0 or -errno. */
 int bd_index_open(struct bd_index **out, const char *path) __attribute__((nonnull));
+/* Per-thread RocksDB settings for a thread that writes the index (bd_index_open's thread gets
+ * them there). */
+void bd_index_thread_init(void);
 void bd_index_close(struct bd_index *ix);
 /* Returns 1 and fills m, 0 when absent, or -EIO/-EBADMSG. */
 int bd_index_get_map(struct bd_index *ix, const struct bd_mkey *k, struct bd_extmap *m)
