@@ -689,19 +689,29 @@ Test(reactor, idle_time_is_counted)
 	st_reactor_destroy(r);
 }
 
+/* An environment knob: unset or garbage keeps def, 0 and in-range values are taken, big ones
+ * are capped. */
+static void env_knob_case(const char *name, unsigned (*from_env)(unsigned), unsigned def,
+			  unsigned mid, unsigned cap)
+{
+	char v[16];
+	unsetenv(name);
+	cr_assert_eq(from_env(def), def);
+	setenv(name, "0", 1);
+	cr_assert_eq(from_env(def), 0);
+	snprintf(v, sizeof(v), "%u", mid);
+	setenv(name, v, 1);
+	cr_assert_eq(from_env(def), mid);
+	setenv(name, "999999", 1);
+	cr_assert_eq(from_env(def), cap, "capped");
+	setenv(name, "fast", 1);
+	cr_assert_eq(from_env(def), def, "garbage keeps the default");
+	unsetenv(name);
+}
+
 Test(reactor, spin_window_from_environment)
 {
-	unsetenv("STRATA_SPIN_US");
-	cr_assert_eq(st_reactor_spin_from_env(50), 50);
-	setenv("STRATA_SPIN_US", "0", 1);
-	cr_assert_eq(st_reactor_spin_from_env(50), 0);
-	setenv("STRATA_SPIN_US", "200", 1);
-	cr_assert_eq(st_reactor_spin_from_env(50), 200);
-	setenv("STRATA_SPIN_US", "999999", 1);
-	cr_assert_eq(st_reactor_spin_from_env(50), 1000, "capped");
-	setenv("STRATA_SPIN_US", "fast", 1);
-	cr_assert_eq(st_reactor_spin_from_env(50), 50, "garbage keeps the default");
-	unsetenv("STRATA_SPIN_US");
+	env_knob_case("STRATA_SPIN_US", st_reactor_spin_from_env, 50, 200, 1000);
 }
 
 static void count_cb(void *arg, int res)
@@ -758,13 +768,5 @@ Test(reactor, no_submit_batch_submits_per_turn)
 
 Test(reactor, submit_batch_from_environment)
 {
-	unsetenv("STRATA_SUBMIT_BATCH");
-	cr_assert_eq(st_reactor_submit_batch_from_env(4), 4);
-	setenv("STRATA_SUBMIT_BATCH", "0", 1);
-	cr_assert_eq(st_reactor_submit_batch_from_env(4), 0);
-	setenv("STRATA_SUBMIT_BATCH", "99999", 1);
-	cr_assert_eq(st_reactor_submit_batch_from_env(4), 1024, "capped");
-	setenv("STRATA_SUBMIT_BATCH", "x", 1);
-	cr_assert_eq(st_reactor_submit_batch_from_env(4), 4, "garbage keeps the default");
-	unsetenv("STRATA_SUBMIT_BATCH");
+	env_knob_case("STRATA_SUBMIT_BATCH", st_reactor_submit_batch_from_env, 4, 16, 1024);
 }
