@@ -4,7 +4,6 @@
  * RocksDB WriteBatch (see group_run for why that keeps the guarantees of one commit per op).
  */
 #include <errno.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -382,9 +381,7 @@ static void group_schedule(struct bd_engine *e)
 {
 	if (!e->gsched) {
 		e->gsched = true;
-		while (st_reactor_post(e->r, group_run, e) < 0) {
-			sched_yield(); /* -ENOMEM: the group's ops are owed their completion */
-		}
+		st_reactor_post_owed(e->r, group_run, e); /* its ops are owed their completion */
 	}
 }
 

@@ -21,7 +21,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 
 #include "common/log.h"
@@ -103,9 +102,7 @@ static void *committer_main(void *arg)
 		cm->refs++; /* the post's */
 		pthread_cond_broadcast(&cm->done);
 		pthread_mutex_unlock(&cm->lock);
-		while (st_reactor_post(cm->r, committer_posted, cm) < 0) {
-			sched_yield(); /* -ENOMEM: the group's ops are owed their completion */
-		}
+		st_reactor_post_owed(cm->r, committer_posted, cm); /* ops owed completion */
 		pthread_mutex_lock(&cm->lock);
 	}
 	pthread_mutex_unlock(&cm->lock);

@@ -453,6 +453,13 @@ int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg)
 	return 0;
 }
 
+void st_reactor_post_owed(struct st_reactor *r, void (*fn)(void *), void *arg)
+{
+	while (st_reactor_post(r, fn, arg) < 0) {
+		sched_yield();
+	}
+}
+
 /*
  * Cancels everything still in flight and runs those callbacks (with -ECANCELED or whatever the
  * op finished with) so their owners can free themselves, then tears the ring down. Callbacks

@@ -95,6 +95,10 @@ void st_reactor_stop(struct st_reactor *r) __attribute__((nonnull));
  */
 int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg)
 	__attribute__((nonnull(1, 2)));
+/* As st_reactor_post, for a post that completes work someone is owed (an op's reply): on
+ * -ENOMEM it yields the CPU and tries again until the post array can grow. */
+void st_reactor_post_owed(struct st_reactor *r, void (*fn)(void *), void *arg)
+	__attribute__((nonnull(1, 2)));
 
 /* The io_uring itself, for components that register fixed buffers or files. */
 struct io_uring *st_reactor_ring(struct st_reactor *r) __attribute__((nonnull));
