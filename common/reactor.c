@@ -558,7 +558,6 @@ void st_reactor_unregister_file(struct st_reactor *r)
 	if (r->fixed_fd >= 0) {
 		(void)io_uring_unregister_files(&r->ring);
 		r->fixed_fd = -1;
-		r->submit_batch = st_reactor_submit_batch_from_env(0);
 	}
 }
 

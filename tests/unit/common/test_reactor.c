@@ -723,7 +723,7 @@ static void count_cb(void *arg, int res)
 /* With a submit batch of 2, the second queued op submits both at once, before the loop runs:
  * their writes are already in the pipe. Without one, nothing reaches the kernel until the
  * loop's own submit. */
-static void submit_batch_case(unsigned batch, bool expect_early)
+static void submit_batch_case(unsigned batch, bool expect_early, bool file_registered_before)
 {
 	struct st_reactor *r;
 	int p[2], done = 0;
@@ -735,6 +735,12 @@ static void submit_batch_case(unsigned batch, bool expect_early)
 	st_reactor_set_submit_batch(r, batch);
 	cr_assert_geq(st_reactor_run_once(r, 0), 0); /* submits the reactor's own wakeup read */
 	cr_assert_eq(pipe2(p, O_NONBLOCK), 0);
+	if (file_registered_before) {
+		/* As an engine reopen does: registering and dropping a file leaves the batch alone.
+		 */
+		cr_assert_eq(st_reactor_register_file(r, p[0]), 0);
+		st_reactor_unregister_file(r);
+	}
 	st_reactor_writev(r, &io[0], p[1], &iov[0], 1, (uint64_t)-1, count_cb, &done);
 	cr_assert_eq(read(p[0], got, sizeof(got)), -1, "one op is below the batch");
 	st_reactor_writev(r, &io[1], p[1], &iov[1], 1, (uint64_t)-1, count_cb, &done);
@@ -758,12 +764,17 @@ static void submit_batch_case(unsigned batch, bool expect_early)
 
 Test(reactor, submit_batch_submits_early)
 {
-	submit_batch_case(2, true);
+	submit_batch_case(2, true, false);
 }
 
 Test(reactor, no_submit_batch_submits_per_turn)
 {
-	submit_batch_case(0, false);
+	submit_batch_case(0, false, false);
+}
+
+Test(reactor, submit_batch_outlives_a_registered_file)
+{
+	submit_batch_case(2, true, true);
 }
 
 Test(reactor, submit_batch_from_environment)
