@@ -13,28 +13,43 @@
 
 static void group_schedule(struct bd_engine *e);
 
-/* Every op gathered in gwait is committed (err 0) or not (err < 0): to gdone, completed by
- * group_run. */
-static void group_settle(struct bd_engine *e, int err)
+/* A group's ops are committed (err 0) or not (err < 0): to gdone, completed by group_run. */
+static void group_finish(struct bd_engine *e, struct op_list *ops, int err, uint64_t gseq)
 {
 	struct bd_op *op;
-	e->ngdirty = 0;
-	e->gxkv_len = 0;
-	if (TAILQ_EMPTY(&e->gwait)) {
-		return;
-	}
-	while ((op = TAILQ_FIRST(&e->gwait))) {
-		TAILQ_REMOVE(&e->gwait, op, link);
+	while ((op = TAILQ_FIRST(ops))) {
+		TAILQ_REMOVE(ops, op, link);
 		if (err && op->err == 0) {
 			op->err = err;
 		}
 		TAILQ_INSERT_TAIL(&e->gdone, op, link);
 	}
 	e->gcommits++;
-	bd_cache_committed(e->cache, e->gseq);
+	bd_cache_committed(e->cache, gseq);
+	group_schedule(e);
+}
+
+/* A failed index commit: memory is ahead of the index, so no more mutations. */
+static void commit_failed(struct bd_engine *e)
+{
+	if (!e->failed) {
+		st_error("index commit failed: refusing further mutations");
+	}
+	memset(e->raw_seen, 0, sizeof(e->raw_seen));
+	e->failed = true;
+}
+
+/* The group gathered in gwait was committed inline (err 0) or not. */
+static void group_settle(struct bd_engine *e, int err)
+{
+	e->ngdirty = 0;
+	e->gxkv_len = 0;
+	if (TAILQ_EMPTY(&e->gwait)) {
+		return;
+	}
+	group_finish(e, &e->gwait, err, e->gseq);
 	e->gseq++;
 	e->gsync = false;
-	group_schedule(e);
 }
 
 /* Remember a list the group edited; it is encoded once, at commit time, whatever the number
@@ -178,11 +193,7 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 		bd_engine_mark_durable(e); /* a synced WAL write covers every earlier commit */
 	}
 	if (rc) {
-		if (!e->failed) {
-			st_error("index commit failed: refusing further mutations");
-		}
-		memset(e->raw_seen, 0, sizeof(e->raw_seen));
-		e->failed = true;
+		commit_failed(e);
 	}
 	group_settle(e, rc);
 	return rc;
@@ -227,13 +238,11 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
  *  - cache entries holding uncommitted edits are pinned against eviction, and everything that
  *    reads the index directly (layer delete, flatten, bd_engine_index) drains first.
  */
-/* A group the committer wrote (committer.c): the same settling as group_settle, with the
- * group's own ops, sequence numbers and sync. spent is the written batch, kept for reuse. */
+/* A group the committer wrote (committer.c): settled as group_settle does, with the group's
+ * own ops, sequence numbers and sync. spent is the written batch, kept for reuse. */
 void bd_commit_settle_group(struct bd_engine *e, struct op_list *ops, int rc, bool sync,
 			    uint64_t gseq, uint64_t dseq, struct bd_batch *spent)
 {
-	struct bd_op *op;
-
 	if (e->gspare == NULL) {
 		e->gspare = spent;
 	} else {
@@ -245,22 +254,9 @@ void bd_commit_settle_group(struct bd_engine *e, struct op_list *ops, int rc, bo
 		e->last_sync_ms = st_now_ms();
 	}
 	if (rc) {
-		if (!e->failed) {
-			st_error("index commit failed: refusing further mutations");
-		}
-		memset(e->raw_seen, 0, sizeof(e->raw_seen));
-		e->failed = true;
+		commit_failed(e);
 	}
-	while ((op = TAILQ_FIRST(ops))) {
-		TAILQ_REMOVE(ops, op, link);
-		if (rc && op->err == 0) {
-			op->err = rc;
-		}
-		TAILQ_INSERT_TAIL(&e->gdone, op, link);
-	}
-	e->gcommits++;
-	bd_cache_committed(e->cache, gseq);
-	group_schedule(e);
+	group_finish(e, ops, rc, gseq);
 }
 
 /* Hand the gathered group to the committer: encode it, swap in a fresh batch, and start the
