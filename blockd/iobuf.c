@@ -37,7 +37,7 @@ struct iobuf_class {
 	size_t nfree;
 };
 
-static struct iobuf_class classes[2] = {
+static struct iobuf_class classes[BD_IOBUF_CLASSES] = {
 	{.slot = BD_IOBUF_SMALL, .n = BD_IOBUF_SMALL_N},
 	{.slot = BD_IOBUF_LARGE, .n = BD_IOBUF_LARGE_N},
 };
@@ -47,7 +47,7 @@ static bool ready;
 
 static void arena_init(void)
 {
-	for (size_t c = 0; c < 2; c++) {
+	for (size_t c = 0; c < BD_IOBUF_CLASSES; c++) {
 		struct iobuf_class *k = &classes[c];
 		void *p = NULL;
 		if (posix_memalign(&p, 4096, k->slot * k->n) != 0) {
@@ -101,27 +101,27 @@ void *bd_iobuf_alloc(size_t len)
 	return st_payload_alloc(len);
 }
 
-static struct iobuf_class *class_of(const void *p, int *index)
+/* The class whose region holds p, or -1 (a heap buffer, or NULL). */
+static int class_of(const void *p)
 {
 	const uint8_t *b = p;
 	for (int c = 0; c < BD_IOBUF_CLASSES; c++) {
-		struct iobuf_class *k = &classes[c];
-		if (k->base && b >= k->base && b < k->base + k->slot * k->n) {
-			*index = c;
-			return k;
+		const struct iobuf_class *k = &classes[c];
+		if (b && k->base && b >= k->base && b < k->base + k->slot * k->n) {
+			return c;
 		}
 	}
-	return NULL;
+	return -1;
 }
 
 void bd_iobuf_free(void *p)
 {
-	int c;
-	struct iobuf_class *k = p ? class_of(p, &c) : NULL;
-	if (!k) {
+	int c = class_of(p);
+	if (c < 0) {
 		free(p);
 		return;
 	}
+	struct iobuf_class *k = &classes[c];
 	pthread_mutex_lock(&lock);
 	k->free[k->nfree++] = (uint32_t)(((uint8_t *)p - k->base) / k->slot);
 	pthread_mutex_unlock(&lock);
@@ -129,9 +129,8 @@ void bd_iobuf_free(void *p)
 
 int bd_iobuf_index(const void *p, size_t len)
 {
-	int c;
-	struct iobuf_class *k = p ? class_of(p, &c) : NULL;
-	if (!k || (const uint8_t *)p + len > k->base + k->slot * k->n) {
+	int c = class_of(p);
+	if (c < 0 || (const uint8_t *)p + len > classes[c].base + classes[c].slot * classes[c].n) {
 		return -1;
 	}
 	return c;

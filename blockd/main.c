@@ -144,7 +144,9 @@ int main(int argc, char **argv)
 		st_error("reactor: %s", strerror(-rc));
 		return 1;
 	}
-	st_reactor_set_submit_batch(g_reactor, submit_batch > 1024 ? 1024 : (unsigned)submit_batch);
+	st_reactor_set_submit_batch(g_reactor, submit_batch > ST_REACTOR_SUBMIT_BATCH_MAX
+						       ? ST_REACTOR_SUBMIT_BATCH_MAX
+						       : (unsigned)submit_batch);
 	struct bd_engine *e = NULL;
 	if ((rc = bd_engine_open(g_reactor, &eo, &e)) < 0) {
 		st_error("engine open %s: %s", data, strerror(-rc));

@@ -114,11 +114,6 @@ static void free_buf(void *p)
 	free(p);
 }
 
-static void free_iobuf(void *p)
-{
-	bd_iobuf_free(p);
-}
-
 static void io_done(void *arg, int err)
 {
 	struct svc_req *rq = arg;
@@ -140,7 +135,7 @@ static void io_done(void *arg, int err)
 		uint8_t *buf = rq->rbuf;
 		rq->rbuf = NULL;
 		if (st_conn_send(sc->c, (uint16_t)(rq->type | ST_FRAME_REPLY), rq->req_id, 0, 0,
-				 &rep.base, buf, rq->length, free_iobuf, buf) < 0) {
+				 &rep.base, buf, rq->length, bd_iobuf_free, buf) < 0) {
 			bd_iobuf_free(buf);
 		}
 	} else {

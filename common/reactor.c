@@ -313,7 +313,7 @@ unsigned st_reactor_spin_from_env(unsigned def)
 
 unsigned st_reactor_submit_batch_from_env(unsigned def)
 {
-	return env_uint("STRATA_SUBMIT_BATCH", def, 1024);
+	return env_uint("STRATA_SUBMIT_BATCH", def, ST_REACTOR_SUBMIT_BATCH_MAX);
 }
 
 /* Submit and sleep for one completion (or timeout_ms >= 0); note whether the sleep was short. */
@@ -497,11 +497,6 @@ void st_reactor_destroy(struct st_reactor *r)
 	}
 	pthread_mutex_destroy(&r->lock);
 	free(r);
-}
-
-struct io_uring *st_reactor_ring(struct st_reactor *r)
-{
-	return &r->ring;
 }
 
 void st_reactor_accept(struct st_reactor *r, struct st_io *io, int fd, st_io_cb cb, void *cb_arg)

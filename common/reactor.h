@@ -73,15 +73,16 @@ bool st_reactor_on_thread(const struct st_reactor *r) __attribute__((nonnull));
  * the rest. Reactors start with STRATA_SUBMIT_BATCH, else 0; strata-blockd defaults to
  * ST_REACTOR_SUBMIT_BATCH (--submit-batch).
  */
-#define ST_REACTOR_SUBMIT_BATCH 4
+#define ST_REACTOR_SUBMIT_BATCH     4
+#define ST_REACTOR_SUBMIT_BATCH_MAX 1024
 void st_reactor_set_submit_batch(struct st_reactor *r, unsigned n) __attribute__((nonnull));
 /* Nanoseconds the loop has spent waiting for completions (sleeping or polling) so far: with
  * a wall clock, how busy the reactor thread is. */
 uint64_t st_reactor_idle_ns(const struct st_reactor *r) __attribute__((nonnull));
 /* The spin a daemon asked for in STRATA_SPIN_US, else def (microseconds, capped at 1000). */
 unsigned st_reactor_spin_from_env(unsigned def);
-/* STRATA_SUBMIT_BATCH from the environment (capped at 1024), else def. Every reactor starts
- * with st_reactor_submit_batch_from_env(0). */
+/* STRATA_SUBMIT_BATCH from the environment (capped at ST_REACTOR_SUBMIT_BATCH_MAX), else def. Every
+ * reactor starts with st_reactor_submit_batch_from_env(0). */
 unsigned st_reactor_submit_batch_from_env(unsigned def);
 
 /* Thread-safe: ask run() to return after the current turn. */
@@ -99,9 +100,6 @@ int st_reactor_post(struct st_reactor *r, void (*fn)(void *), void *arg)
  * -ENOMEM it yields the CPU and tries again until the post array can grow. */
 void st_reactor_post_owed(struct st_reactor *r, void (*fn)(void *), void *arg)
 	__attribute__((nonnull(1, 2)));
-
-/* The io_uring itself, for components that register fixed buffers or files. */
-struct io_uring *st_reactor_ring(struct st_reactor *r) __attribute__((nonnull));
 
 /* Sockets. */
 void st_reactor_accept(struct st_reactor *r, struct st_io *io, int fd, st_io_cb cb, void *cb_arg);
