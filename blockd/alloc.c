@@ -10,7 +10,10 @@
  * are current), not with every commit; `dirty` lists the chunks changed since the last one.
  *
  * Allocation is next-fit from a cursor, preferring one contiguous run; it falls back to
- * several runs, scanning 64 blocks per word.
+ * several runs, scanning 64 blocks per word. It stays inside the written region [0, ready)
+ * while that has room: over a sparse data file a write to a block the file never held makes
+ * the filesystem allocate and convert an extent, about 1.4x the cost of an overwrite
+ * (prewrite.c extends the region ahead of demand).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -31,6 +34,21 @@ static inline void bit_set(uint64_t *b, uint64_t i)
 static inline void bit_clear(uint64_t *b, uint64_t i)
 {
 	b[i >> 6] &= ~(1ull << (i & 63));
+}
+
+/* A free block below ready became used, or the reverse. */
+static inline void ready_took(struct bd_alloc *a, uint64_t b)
+{
+	if (b < a->ready) {
+		a->ready_free--;
+	}
+}
+
+static inline void ready_gave(struct bd_alloc *a, uint64_t b)
+{
+	if (b < a->ready) {
+		a->ready_free++;
+	}
 }
 
 uint64_t bd_alloc_nchunks(const struct bd_alloc *a)
@@ -81,28 +99,23 @@ static uint64_t find_free(const struct bd_alloc *a, uint64_t from, uint64_t to)
 	return to;
 }
 
-/* Reserve n blocks as at most maxruns runs. Returns the number of runs, or -ENOSPC. */
-int bd_alloc_get(struct bd_alloc *a, uint32_t n, struct bd_prun *runs, int maxruns)
+/* bd_alloc_get among blocks below lim, next-fit from *cursor. */
+static int get_below(struct bd_alloc *a, uint64_t lim, uint64_t *cursor, uint32_t n,
+		     struct bd_prun *runs, int maxruns)
 {
-	if (n == 0) {
-		return 0;
-	}
-	if (a->nfree < n || maxruns <= 0) {
-		return -ENOSPC;
-	}
 	int nr = 0;
 	uint32_t left = n;
-	uint64_t pos = a->cursor < a->nblocks ? a->cursor : 0;
+	uint64_t pos = *cursor < lim ? *cursor : 0;
 	uint64_t scanned = 0;
-	while (left > 0 && scanned < 2 * a->nblocks + 2) {
-		uint64_t s = find_free(a, pos, a->nblocks);
-		if (s == a->nblocks) {
-			scanned += a->nblocks - pos;
+	while (left > 0 && scanned < 2 * lim + 2) {
+		uint64_t s = find_free(a, pos, lim);
+		if (s == lim) {
+			scanned += lim - pos;
 			pos = 0;
 			continue;
 		}
 		uint64_t e = s;
-		while (e < a->nblocks && e - s < left && !bit_test(a->inuse, e)) {
+		while (e < lim && e - s < left && !bit_test(a->inuse, e)) {
 			e++;
 		}
 		if (nr == maxruns) {
@@ -126,8 +139,35 @@ int bd_alloc_get(struct bd_alloc *a, uint32_t n, struct bd_prun *runs, int maxru
 		}
 		return -ENOSPC;
 	}
+	for (int i = 0; i < nr; i++) {
+		for (uint64_t b = runs[i].pblk; b < runs[i].pblk + runs[i].len; b++) {
+			ready_took(a, b);
+		}
+	}
 	a->nfree -= n;
-	a->cursor = pos;
+	*cursor = pos;
+	return nr;
+}
+
+/* Reserve n blocks as at most maxruns runs. Returns the number of runs, or -ENOSPC. */
+int bd_alloc_get(struct bd_alloc *a, uint32_t n, struct bd_prun *runs, int maxruns)
+{
+	if (n == 0) {
+		return 0;
+	}
+	if (a->nfree < n || maxruns <= 0) {
+		return -ENOSPC;
+	}
+	if (a->ready < a->nblocks && a->ready_free >= n) {
+		int nr = get_below(a, a->ready, &a->rcursor, n, runs, maxruns);
+		if (nr > 0) {
+			return nr;
+		}
+	}
+	int nr = get_below(a, a->nblocks, &a->cursor, n, runs, maxruns);
+	if (nr > 0 && a->ready < a->nblocks) {
+		a->unready += n;
+	}
 	return nr;
 }
 
@@ -135,8 +175,44 @@ void bd_alloc_put(struct bd_alloc *a, uint64_t pblk, uint32_t n)
 {
 	for (uint64_t b = pblk; b < pblk + n; b++) {
 		bit_clear(a->inuse, b);
+		ready_gave(a, b);
 	}
 	a->nfree += n;
+}
+
+void bd_alloc_take(struct bd_alloc *a, uint64_t pblk, uint32_t n)
+{
+	for (uint64_t b = pblk; b < pblk + n; b++) {
+		bit_set(a->inuse, b);
+		ready_took(a, b);
+	}
+	a->nfree -= n;
+}
+
+uint32_t bd_alloc_free_run(const struct bd_alloc *a, uint64_t from, uint32_t max, uint64_t *start)
+{
+	uint64_t s = find_free(a, from, a->nblocks);
+	uint64_t e = s;
+	while (e < a->nblocks && e - s < max && !bit_test(a->inuse, e)) {
+		e++;
+	}
+	*start = s;
+	return (uint32_t)(e - s);
+}
+
+void bd_alloc_set_ready(struct bd_alloc *a, uint64_t ready)
+{
+	if (ready > a->nblocks) {
+		ready = a->nblocks;
+	}
+	for (uint64_t b = a->ready; b < ready; b++) {
+		if (!bit_test(a->inuse, b)) {
+			a->ready_free++;
+		}
+	}
+	if (ready > a->ready) {
+		a->ready = ready;
+	}
 }
 
 static void mark_dirty(struct bd_alloc *a, uint64_t pblk)
@@ -170,6 +246,7 @@ void bd_alloc_ref(struct bd_alloc *a, uint64_t pblk)
 		if (!bit_test(a->inuse, pblk)) {
 			/* Only during a rebuild: referenced blocks are never free. */
 			bit_set(a->inuse, pblk);
+			ready_took(a, pblk);
 			a->nfree--;
 		}
 	}
@@ -221,6 +298,7 @@ uint64_t bd_alloc_reap(struct bd_alloc *a, uint64_t min_seq)
 		/* A block re-referenced meanwhile (cannot happen today) stays in use. */
 		if (a->ref[l->pblk] == 0 && bit_test(a->inuse, l->pblk)) {
 			bit_clear(a->inuse, l->pblk);
+			ready_gave(a, l->pblk);
 			a->nfree++;
 			n++;
 		}
@@ -255,6 +333,7 @@ void bd_alloc_sync_inuse(struct bd_alloc *a)
 	a->limbo_head = 0;
 	a->nfree = 0;
 	a->nreferenced = 0;
+	a->ready_free = 0;
 	for (uint64_t b = 0; b < a->nblocks; b++) {
 		if (a->ref[b]) {
 			bit_set(a->inuse, b);
@@ -264,6 +343,7 @@ void bd_alloc_sync_inuse(struct bd_alloc *a)
 			bit_clear(a->inuse, b);
 			bit_clear(a->pbits, b);
 			a->nfree++;
+			ready_gave(a, b);
 		}
 	}
 }

@@ -274,8 +274,11 @@ void bd_key_of(const struct bd_req *q, uint64_t lb, struct bd_mkey *k)
 void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 {
 	s->total_blocks = e->nblocks;
-	s->free_blocks = e->alloc.nfree;
-	s->used_blocks = e->nblocks - e->alloc.nfree;
+	s->free_blocks = e->alloc.nfree + bd_prewrite_held(e);
+	s->used_blocks = e->nblocks - s->free_blocks;
+	s->written_blocks = e->alloc.ready;
+	s->prewritten_blocks = e->pw.written;
+	s->unready_blocks = e->alloc.unready;
 	s->checksum_errors = e->checksum_errors;
 	s->fixed_reads = e->fixed_reads;
 	s->lists = e->nlists;
@@ -516,6 +519,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	TAILQ_INIT(&e->free_ops);
 	TAILQ_INIT(&e->gwait);
 	TAILQ_INIT(&e->gdone);
+	TAILQ_INIT(&e->pw.waiters);
 	e->gseq = 1;
 	e->idem_ring = calloc(IDEM_CAP, sizeof(*e->idem_ring));
 	e->batch = bd_batch_new();
@@ -591,6 +595,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 		goto fail;
 	}
 	e->writable = !o->fsck_only;
+	bd_prewrite_open(e, e->writable ? o->prewrite_ahead : 0);
 	*out = e;
 	return 0;
 fail:
@@ -662,8 +667,10 @@ void bd_engine_close(struct bd_engine *e)
 	if (!e) {
 		return;
 	}
+	bd_engine_stop_prewriter(e);
 	bd_engine_stop_verifier(e);
 	bd_engine_stop_committer(e);
+	bd_prewrite_close(e);
 	if (e->fd >= 0) {
 		if (e->fixed_file) {
 			st_reactor_unregister_file(e->r);

@@ -64,6 +64,21 @@ struct bd_op {
 
 TAILQ_HEAD(op_list, bd_op);
 
+#define PW_IOV 16
+
+/* The prewriter (prewrite.c): written free space ahead of allocation on a sparse file. */
+struct bd_prewrite {
+	uint64_t ahead; /* blocks; 0: off */
+	bool busy, stopped, failed;
+	uint64_t start; /* the run being zero-filled, reserved in the allocator */
+	uint32_t len;
+	uint64_t written; /* blocks zero-filled since open */
+	uint8_t *zero;    /* PW_IOV iovecs all point here */
+	struct iovec iov[PW_IOV];
+	struct st_io io;
+	struct op_list waiters; /* writes that found no space while a run was reserved */
+};
+
 struct obj_lock {
 	uint64_t family, object;
 	int shared;
@@ -117,7 +132,8 @@ struct bd_engine {
 	uint64_t idem_stamp; /* order of the last persisted entry ('I' key values) */
 	struct op_list free_ops;
 	size_t nfree_ops;
-	size_t nlive_ops;             /* allocated and not yet freed */
+	size_t nlive_ops; /* allocated and not yet freed */
+	struct bd_prewrite pw;
 	struct bd_verifier *verifier; /* NULL: reads are verified on the reactor thread */
 	struct bd_committer *cm;      /* NULL: groups are committed on the reactor thread */
 	struct bd_batch *gspare;      /* a written group batch, reused by the next handoff */
@@ -194,6 +210,28 @@ struct bd_extmap *bd_own_for_write(struct bd_engine *e, const struct bd_mkey *k,
 void bd_read_phase(struct bd_op *op) __attribute__((nonnull));
 /* Every read of the op finished: verify, then complete (READ) or compare and write (CAW). */
 void bd_read_done(struct bd_op *op) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* prewrite.c */
+
+/* Find the written prefix of the data file and start keeping ahead_bytes written ahead. */
+void bd_prewrite_open(struct bd_engine *e, uint64_t ahead_bytes) __attribute__((nonnull));
+void bd_prewrite_close(struct bd_engine *e) __attribute__((nonnull));
+/* Start the next zero-fill (see bd_prewrite_kick). */
+void bd_prewrite_next(struct bd_engine *e) __attribute__((nonnull));
+/* After an allocation: prewrite when the written region runs short of free blocks. */
+static inline void bd_prewrite_kick(struct bd_engine *e)
+{
+	if (e->pw.ahead && !e->pw.busy && e->alloc.ready < e->nblocks &&
+	    e->alloc.ready_free < e->pw.ahead) {
+		bd_prewrite_next(e);
+	}
+}
+/* A write that got ENOSPC: if a prewrite holds blocks, queue op to retry its write phase when
+ * they are back, and return true. */
+bool bd_prewrite_park(struct bd_op *op) __attribute__((nonnull));
+/* Blocks the prewrite in flight holds (free space really). */
+uint64_t bd_prewrite_held(const struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* mutate.c */

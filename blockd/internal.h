@@ -65,6 +65,11 @@ struct bd_alloc {
 	uint64_t cursor;
 	uint64_t nfree;       /* clear bits in inuse */
 	uint64_t nreferenced; /* blocks with ref > 0 */
+	/* [0, ready) is known to be written in the data file (prewrite.c); ready_free counts
+	 * its free blocks, which allocation prefers. */
+	uint64_t ready, ready_free;
+	uint64_t rcursor;     /* next-fit cursor inside [0, ready) */
+	uint64_t unready;     /* blocks handed out while the region had too few (not all past it) */
 	uint8_t *chunk_dirty; /* per persisted chunk */
 	uint64_t *dirty;      /* chunks changed since the last clean close */
 	size_t ndirty, dirty_cap;
@@ -75,8 +80,8 @@ struct bd_alloc {
 /* Returns 0 or -ENOMEM. */
 int bd_alloc_init(struct bd_alloc *a, uint64_t nblocks) __attribute__((nonnull));
 void bd_alloc_fini(struct bd_alloc *a) __attribute__((nonnull));
-/* Reserve n blocks as at most maxruns runs. Returns the number of runs, or -ENOSPC (nothing
- * reserved). */
+/* Reserve n blocks as at most maxruns runs, inside the written region [0, ready) when it has
+ * n free blocks, else anywhere. Returns the number of runs, or -ENOSPC (nothing reserved). */
 int bd_alloc_get(struct bd_alloc *a, uint32_t n, struct bd_prun *runs, int maxruns)
 	__attribute__((nonnull));
 /* Undo a reservation that never got referenced. */
@@ -97,6 +102,14 @@ uint64_t bd_alloc_nchunks(const struct bd_alloc *a) __attribute__((nonnull));
 void bd_alloc_clear_dirty(struct bd_alloc *a) __attribute__((nonnull));
 /* After a rebuild: inuse := ref > 0 (limbo emptied), counters recomputed. */
 void bd_alloc_sync_inuse(struct bd_alloc *a) __attribute__((nonnull));
+/* Grow the written region to [0, ready) (never shrinks it; capped at nblocks). */
+void bd_alloc_set_ready(struct bd_alloc *a, uint64_t ready) __attribute__((nonnull));
+/* The first free run at or after from, at most max blocks: its length (0: none), start in
+ * *start. */
+uint32_t bd_alloc_free_run(const struct bd_alloc *a, uint64_t from, uint32_t max, uint64_t *start)
+	__attribute__((nonnull));
+/* Reserve the free run [pblk, pblk + n) as bd_alloc_get would (the caller checked it free). */
+void bd_alloc_take(struct bd_alloc *a, uint64_t pblk, uint32_t n) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* extmap.c */
@@ -311,9 +324,12 @@ struct bd_engine_opts {
 	const char *db_path; /* NULL: data_path + ".db" */
 	uint64_t size;       /* create the data file sparse at this size if it does not exist */
 	size_t cache_entries;
-	bool fsck_only; /* open, check, do not repair */
-	bool plain_io;  /* no registered file or buffers (comparisons, old kernels) */
+	bool fsck_only;          /* open, check, do not repair */
+	bool plain_io;           /* no registered file or buffers (comparisons, old kernels) */
+	uint64_t prewrite_ahead; /* bytes of written free space kept ahead of allocation (0: off) */
 };
+
+#define BD_PREWRITE_AHEAD (64ull << 20) /* strata-blockd's default */
 
 /* One object request, as validated by the service (or a test). */
 struct bd_req {
@@ -348,7 +364,10 @@ struct bd_space {
 	uint64_t total_blocks, used_blocks, free_blocks;
 	uint64_t checksum_errors;
 	uint64_t lists;
-	uint64_t fixed_reads; /* data reads that went through a registered buffer */
+	uint64_t fixed_reads;       /* data reads that went through a registered buffer */
+	uint64_t written_blocks;    /* [0, this) of the data file is known written (prewrite.c) */
+	uint64_t prewritten_blocks; /* zero-filled by the prewriter since open */
+	uint64_t unready_blocks;    /* allocated outside the written region since open */
 };
 
 struct bd_status_ext {
@@ -371,6 +390,9 @@ int bd_engine_start_committer(struct bd_engine *e, bool always) __attribute__((n
 /* Back to committing on the reactor thread, after the group in flight. Call before
  * st_reactor_destroy(). */
 void bd_engine_stop_committer(struct bd_engine *e) __attribute__((nonnull));
+/* No new prewrites (blockd/prewrite.c); off the reactor thread, also wait for the one in
+ * flight. Call before st_reactor_destroy(); bd_engine_close calls it too. */
+void bd_engine_stop_prewriter(struct bd_engine *e) __attribute__((nonnull));
 /* Check read checksums on a worker thread from now on (blockd/verify.c). Returns 0 or -errno. */
 int bd_engine_start_verifier(struct bd_engine *e) __attribute__((nonnull));
 /* Back to checking on the reactor thread; ops the worker holds are posted to the reactor

@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 			    "[--meta HOST:PORT] [--db DIR] [--fsck [--verify]]";
 	const char *listen = "127.0.0.1:7800", *data = NULL, *db = NULL, *meta = NULL;
 	const char *level = "info";
-	uint64_t size = 10ull << 30, cache = 65536;
+	uint64_t size = 10ull << 30, cache = 65536, prewrite = BD_PREWRITE_AHEAD;
 	uint64_t submit_batch = st_reactor_submit_batch_from_env(ST_REACTOR_SUBMIT_BATCH);
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
 	bool plain_io = false;
@@ -105,6 +105,9 @@ int main(int argc, char **argv)
 		{"submit-batch", ST_FLAG_SIZE, &submit_batch, "N",
 		 "submit I/O once N requests are queued, 0: once per loop turn "
 		 "(default $STRATA_SUBMIT_BATCH, else 4)"},
+		{"prewrite-ahead", ST_FLAG_SIZE, &prewrite, "SIZE",
+		 "on a sparse data file, keep this much free space written ahead of allocation "
+		 "(default 64M, 0: off)"},
 		{"plain-io", ST_FLAG_BOOL, &plain_io, NULL,
 		 "no io_uring registered file and read buffers (default: registered)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
@@ -134,6 +137,7 @@ int main(int argc, char **argv)
 		.size = size,
 		.cache_entries = (size_t)cache,
 		.plain_io = plain_io,
+		.prewrite_ahead = prewrite,
 	};
 	if (fsck) {
 		return run_fsck(&eo, verify);
@@ -184,6 +188,7 @@ int main(int argc, char **argv)
 	/* Stop first (nothing re-arms), then let the reactor cancel and complete every op still
 	 * in flight while its owners are alive, and only then free them. */
 	bd_service_stop(svc);
+	bd_engine_stop_prewriter(e);
 	bd_engine_stop_verifier(e); /* their last posts run in st_reactor_destroy */
 	bd_engine_stop_committer(e);
 	st_reactor_destroy(g_reactor);

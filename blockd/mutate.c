@@ -406,10 +406,14 @@ void bd_write_phase(struct bd_op *op)
 	if (nr == -ENOSPC && bd_engine_reclaim_now(e)) {
 		nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
 	}
+	if (nr == -ENOSPC && bd_prewrite_park(op)) {
+		return;
+	}
 	if (nr < 0) {
 		bd_op_fail(op, nr);
 		return;
 	}
+	bd_prewrite_kick(e);
 	op->nruns = nr;
 	op->phase = PH_WRITE;
 	uint32_t bi = 0;

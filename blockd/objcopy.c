@@ -202,6 +202,7 @@ int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
 			nr = 0;
 			goto out;
 		}
+		bd_prewrite_kick(e);
 		uint32_t bi = 0;
 		for (int r = 0; r < nr; r++) {
 			for (uint32_t i = 0; i < runs[r].len; i++) {

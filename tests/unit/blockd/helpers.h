@@ -20,6 +20,7 @@ struct tctx {
 	char data[300];
 	uint64_t size;
 	size_t cache_entries; /* engine cache size (0: the default); kept across t_reopen */
+	uint64_t prewrite;    /* bd_engine_opts.prewrite_ahead (0: off); kept across t_reopen */
 };
 
 struct twait {
@@ -46,8 +47,10 @@ static inline int t_wait(struct tctx *t, struct twait *w)
 
 static inline void t_engine_open(struct tctx *t)
 {
-	struct bd_engine_opts o = {
-		.data_path = t->data, .size = t->size, .cache_entries = t->cache_entries};
+	struct bd_engine_opts o = {.data_path = t->data,
+				   .size = t->size,
+				   .cache_entries = t->cache_entries,
+				   .prewrite_ahead = t->prewrite};
 	int rc = bd_engine_open(t->r, &o, &t->e);
 	cr_assert_eq(rc, 0, "engine open: %d", rc);
 	/* Every group commit on the pipelined committer thread (strata-blockd hands groups off
@@ -60,18 +63,24 @@ static inline void t_engine_open(struct tctx *t)
 	}
 }
 
-/* An engine on a fresh data file in a private temp dir; cache_entries 0 = the default. */
-static inline void t_open_cache(struct tctx *t, uint64_t size, size_t cache_entries)
+/* A private temp dir and a reactor, no engine yet (set options, then t_engine_open). */
+static inline void t_setup(struct tctx *t, uint64_t size)
 {
 	memset(t, 0, sizeof(*t));
 	snprintf(t->dir, sizeof(t->dir), "/tmp/bdtest.XXXXXX"); /* mkdtemp's template */
 	cr_assert_not_null(mkdtemp(t->dir));
 	snprintf(t->data, sizeof(t->data), "%s/data", t->dir);
 	t->size = size;
-	t->cache_entries = cache_entries;
 	cr_assert_eq(st_reactor_create(&t->r, 256), 0);
 	/* As strata-blockd runs it: I/O submitted as soon as a few requests are queued. */
 	st_reactor_set_submit_batch(t->r, ST_REACTOR_SUBMIT_BATCH);
+}
+
+/* An engine on a fresh data file in a private temp dir; cache_entries 0 = the default. */
+static inline void t_open_cache(struct tctx *t, uint64_t size, size_t cache_entries)
+{
+	t_setup(t, size);
+	t->cache_entries = cache_entries;
 	t_engine_open(t);
 }
 

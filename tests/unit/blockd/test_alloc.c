@@ -113,3 +113,55 @@ Test(alloc, persisted_chunks_track_references)
 	cr_assert_eq(a.nreferenced, 2);
 	bd_alloc_fini(&a);
 }
+
+/* Allocation stays in the written region [0, ready) while it has room (prewrite.c), and its
+ * free count follows every get, put, reference, reap and growth. */
+Test(alloc, written_region_first)
+{
+	struct bd_alloc a;
+	cr_assert_eq(bd_alloc_init(&a, 1000), 0);
+	struct bd_prun runs[1000];
+	bd_alloc_set_ready(&a, 100);
+	cr_assert_eq(a.ready_free, 100);
+	cr_assert_eq(bd_alloc_get(&a, 60, runs, 1000), 1);
+	cr_assert_lt(runs[0].pblk + runs[0].len, 101, "taken from the written region");
+	cr_assert_eq(a.ready_free, 40);
+	cr_assert_eq(a.unready, 0);
+	/* 50 do not fit in the 40 left: the whole file is searched (next-fit, so the region's
+	 * last 40 first), and the allocation is counted. */
+	cr_assert_eq(bd_alloc_get(&a, 50, runs, 1000), 1);
+	cr_assert_eq(runs[0].pblk, 60);
+	cr_assert_eq(runs[0].len, 50);
+	cr_assert_eq(a.unready, 50);
+	cr_assert_eq(a.ready_free, 0);
+	/* Growing the region over in-use blocks counts only the free ones. */
+	bd_alloc_set_ready(&a, 120);
+	cr_assert_eq(a.ready_free, 10);
+	bd_alloc_set_ready(&a, 5); /* never shrinks */
+	cr_assert_eq(a.ready, 120);
+	/* Put, reference, last unreference and reap of blocks inside it. */
+	bd_alloc_put(&a, 100, 5);
+	cr_assert_eq(a.ready_free, 15);
+	bd_alloc_ref(&a, 105);
+	cr_assert(bd_alloc_unref(&a, 105));
+	cr_assert_eq(bd_alloc_defer_free(&a, 105, 1), 0);
+	cr_assert_eq(bd_alloc_reap(&a, 2), 1);
+	cr_assert_eq(a.ready_free, 16);
+	/* The free run the prewriter takes next: skips used blocks, stops at the limit. */
+	uint64_t s;
+	cr_assert_eq(bd_alloc_free_run(&a, 0, 7, &s), 6);
+	cr_assert_eq(s, 100, "blocks 0-99 are in use, 106-109 too");
+	bd_alloc_take(&a, s, 6);
+	cr_assert_eq(a.ready_free, 10);
+	cr_assert_eq(bd_alloc_free_run(&a, 106, 1000, &s), 890);
+	cr_assert_eq(s, 110);
+	/* Reservations below the region's end stay in it. */
+	cr_assert_eq(bd_alloc_get(&a, 10, runs, 1000), 1);
+	cr_assert_eq(runs[0].pblk, 110);
+	cr_assert_eq(a.ready_free, 0);
+	cr_assert_eq(a.unready, 50);
+	/* After a rebuild the count is recomputed from scratch. */
+	bd_alloc_sync_inuse(&a);
+	cr_assert_eq(a.ready_free, a.ready, "nothing referenced: the whole region is free");
+	bd_alloc_fini(&a);
+}
