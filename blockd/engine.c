@@ -88,6 +88,7 @@ struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks
 	op->pending = 0;
 	op->in_reads = false;
 	op->excl = false;
+	op->acked = false;
 	op->lock = NULL;
 	op->idem = NULL;
 	op->cawbuf = NULL;
@@ -199,6 +200,34 @@ bool bd_engine_reclaim_now(struct bd_engine *e)
 	return e->alloc.nfree > before;
 }
 
+bool bd_engine_groups_pending(struct bd_engine *e)
+{
+	return e->gsched || !TAILQ_EMPTY(&e->gwait) || !TAILQ_EMPTY(&e->gdone) ||
+	       bd_committer_busy(e);
+}
+
+bool bd_space_park(struct bd_op *op)
+{
+	struct bd_engine *e = op->e;
+	if (!e->pw.busy && !bd_engine_groups_pending(e)) {
+		return false; /* nothing in flight can free a block: the ENOSPC stands */
+	}
+	TAILQ_INSERT_TAIL(&e->space_waiters, op, link);
+	return true;
+}
+
+void bd_space_retry(struct bd_engine *e)
+{
+	struct op_list w;
+	TAILQ_INIT(&w);
+	TAILQ_CONCAT(&w, &e->space_waiters, link);
+	struct bd_op *op;
+	while ((op = TAILQ_FIRST(&w))) {
+		TAILQ_REMOVE(&w, op, link);
+		bd_write_phase(op);
+	}
+}
+
 void bd_op_complete(struct bd_op *op)
 {
 	struct bd_engine *e = op->e;
@@ -224,7 +253,9 @@ void bd_op_complete(struct bd_op *op)
 	void *arg = op->cb_arg;
 	int err = op->err;
 	op_free(e, op);
-	cb(arg, err);
+	if (cb) { /* NULL: acknowledged before its commit (commit.c, ack_early) */
+		cb(arg, err);
+	}
 }
 
 void bd_op_fail(struct bd_op *op, int err)
@@ -519,7 +550,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	TAILQ_INIT(&e->free_ops);
 	TAILQ_INIT(&e->gwait);
 	TAILQ_INIT(&e->gdone);
-	TAILQ_INIT(&e->pw.waiters);
+	TAILQ_INIT(&e->space_waiters);
 	e->gseq = 1;
 	e->idem_ring = calloc(IDEM_CAP, sizeof(*e->idem_ring));
 	e->batch = bd_batch_new();
@@ -595,6 +626,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 		goto fail;
 	}
 	e->writable = !o->fsck_only;
+	e->ack_on_commit = o->ack_on_commit;
 	bd_prewrite_open(e, e->writable ? o->prewrite_ahead : 0);
 	*out = e;
 	return 0;
@@ -662,6 +694,20 @@ int bd_engine_verify_data(struct bd_engine *e, struct bd_fsck_report *rep)
 	return rc;
 }
 
+/* Commit and complete the ops still waiting on a group: writes acknowledged before their
+ * commit whose group_run is still posted when close is called outside the reactor (the unit
+ * tests, t_reopen). strata-blockd closes after st_reactor_destroy, which ran those posts. */
+static void settle_groups(struct bd_engine *e)
+{
+	for (int i = 0; i < 1000 && !st_reactor_on_thread(e->r) && bd_engine_groups_pending(e);
+	     i++) {
+		bd_engine_drain(e);
+		if (st_reactor_run_once(e->r, 10) < 0) {
+			break;
+		}
+	}
+}
+
 void bd_engine_close(struct bd_engine *e)
 {
 	if (!e) {
@@ -670,6 +716,9 @@ void bd_engine_close(struct bd_engine *e)
 	bd_engine_stop_prewriter(e);
 	bd_engine_stop_verifier(e);
 	bd_engine_stop_committer(e);
+	if (e->ix) {
+		settle_groups(e);
+	}
 	bd_prewrite_close(e);
 	if (e->fd >= 0) {
 		if (e->fixed_file) {

@@ -48,6 +48,7 @@ struct bd_op {
 	bool in_reads;
 	bool verified_ok; /* set by the verifier thread (verify.c) */
 	bool excl;
+	bool acked; /* replied to at the end of its commit phase (commit.c, ack_early) */
 	struct obj_lock *lock;
 	struct idem_ent *idem;
 	uint8_t *cawbuf;
@@ -76,7 +77,6 @@ struct bd_prewrite {
 	uint8_t *zero;    /* PW_IOV iovecs all point here */
 	struct iovec iov[PW_IOV];
 	struct st_io io;
-	struct op_list waiters; /* writes that found no space while a run was reserved */
 };
 
 struct obj_lock {
@@ -134,12 +134,15 @@ struct bd_engine {
 	size_t nfree_ops;
 	size_t nlive_ops; /* allocated and not yet freed */
 	struct bd_prewrite pw;
+	struct op_list space_waiters; /* writes that found no space while some may come back */
 	struct bd_verifier *verifier; /* NULL: reads are verified on the reactor thread */
 	struct bd_committer *cm;      /* NULL: groups are committed on the reactor thread */
 	struct bd_batch *gspare;      /* a written group batch, reused by the next handoff */
 	uint64_t busy_t0, busy_idle0; /* the reactor-busy window (commit.c, reactor_saturated) */
 	bool saturated;     /* hand groups to the committer (commit.c, reactor_saturated) */
 	bool commit_always; /* tests: every group goes to the committer */
+	bool ack_on_commit; /* reply to writes only once their group has committed */
+	bool gacked;        /* an op of the gathered group has been replied to */
 	unsigned handoff_windows;
 
 	/* Group commit (see bd_commit_phase in commit.c): ops whose index edit is in `batch` but
@@ -175,6 +178,11 @@ void bd_engine_mark_durable(struct bd_engine *e) __attribute__((nonnull));
 /* ------------------------------------------------------------------------------------------ */
 /* engine.c */
 
+/* A write that got ENOSPC while space may still come back (a prewrite holds blocks, or a
+ * group commit will release displaced ones): queue it to retry its write phase, return true. */
+bool bd_space_park(struct bd_op *op) __attribute__((nonnull));
+/* Run the write phase of every parked write again (after a group or a prewrite finished). */
+void bd_space_retry(struct bd_engine *e) __attribute__((nonnull));
 /* A recycled or new op for nblocks blocks, or NULL (ENOMEM). */
 struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks)
 	__attribute__((nonnull));
@@ -227,9 +235,6 @@ static inline void bd_prewrite_kick(struct bd_engine *e)
 		bd_prewrite_next(e);
 	}
 }
-/* A write that got ENOSPC: if a prewrite holds blocks, queue op to retry its write phase when
- * they are back, and return true. */
-bool bd_prewrite_park(struct bd_op *op) __attribute__((nonnull));
 /* Blocks the prewrite in flight holds (free space really). */
 uint64_t bd_prewrite_held(const struct bd_engine *e) __attribute__((nonnull));
 

@@ -327,6 +327,7 @@ struct bd_engine_opts {
 	bool fsck_only;          /* open, check, do not repair */
 	bool plain_io;           /* no registered file or buffers (comparisons, old kernels) */
 	uint64_t prewrite_ahead; /* bytes of written free space kept ahead of allocation (0: off) */
+	bool ack_on_commit; /* reply to a write only after its index commit (default: before) */
 };
 
 #define BD_PREWRITE_AHEAD (64ull << 20) /* strata-blockd's default */
@@ -383,6 +384,9 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	__attribute__((nonnull));
 /* Waits for nothing: call with no operation in flight. */
 void bd_engine_close(struct bd_engine *e);
+/* True while a group of writes is gathered, being committed, or committed and not yet
+ * completed: writes already acknowledged may still release blocks (commit.c, ack_early). */
+bool bd_engine_groups_pending(struct bd_engine *e) __attribute__((nonnull));
 /* Write group commits on a committer thread, pipelined with the next group's gathering
  * (blockd/committer.c): while the reactor thread is saturated and other ops are live, or, with
  * always (tests), every group. Returns 0 or -errno. */

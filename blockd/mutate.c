@@ -406,7 +406,7 @@ void bd_write_phase(struct bd_op *op)
 	if (nr == -ENOSPC && bd_engine_reclaim_now(e)) {
 		nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
 	}
-	if (nr == -ENOSPC && bd_prewrite_park(op)) {
+	if (nr == -ENOSPC && bd_space_park(op)) {
 		return;
 	}
 	if (nr < 0) {
@@ -568,5 +568,8 @@ void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg)
 	f->e = e;
 	f->cb = cb;
 	f->cb_arg = cb_arg;
+	/* Writes acknowledged before their commit (commit.c, ack_early) reach the WAL first, so
+	 * the sync below covers every write completed before this flush. */
+	bd_engine_drain(e);
 	st_reactor_fsync(e->r, &f->io, e->fd, true, flush_fsync_done, f);
 }

@@ -71,11 +71,12 @@ static int collect_obj_fn(void *arg, const struct bd_mkey *k, const struct bd_ex
 	return 0;
 }
 
-/* The committed lists of one object (the index is always up to date: every commit is
- * synchronous on this thread). */
+/* The lists of one object, from the index once every gathered or in-flight group commit is
+ * in it (bd_engine_drain). */
 static int collect(struct bd_engine *e, uint64_t family, uint64_t object, struct collect_obj *c)
 {
 	memset(c, 0, sizeof(*c));
+	bd_engine_drain(e);
 	c->object = object;
 	int rc = bd_index_scan(e->ix, family, 0, collect_obj_fn, c);
 	if (rc < 0) {
@@ -399,6 +400,7 @@ static int cmp_pair(const void *a, const void *b)
 long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t **out)
 {
 	struct list_objs l = {.keep = keep, .arg = arg};
+	bd_engine_drain(e);
 	int rc = bd_index_scan(e->ix, 0, 0, list_objs_fn, &l);
 	if (rc < 0 || l.err) {
 		free(l.v);

@@ -21,7 +21,7 @@
  * references (frees wait for durability, engine.c bd_engine_reap). The region is not persisted:
  * at open it is the file's leading data (SEEK_HOLE), and whatever was written past it is
  * found again by the skip rule. A write that finds no space while a prewrite holds a
- * reservation waits for it (bd_prewrite_park) instead of failing with ENOSPC. The prewriter
+ * reservation waits for it (bd_space_park) instead of failing with ENOSPC. The prewriter
  * does not start when free space is below PW_MIN_FREE, and stops for good on an I/O error
  * (the host filesystem full, say), which is logged: allocation then works as without it.
  */
@@ -62,7 +62,6 @@ void bd_prewrite_open(struct bd_engine *e, uint64_t ahead_bytes)
 {
 	struct bd_prewrite *pw = &e->pw;
 
-	TAILQ_INIT(&pw->waiters);
 	bd_alloc_set_ready(&e->alloc, written_prefix(e));
 	pw->ahead = ahead_bytes / BD_BLOCK;
 	if (pw->ahead == 0 || e->alloc.ready >= e->nblocks) {
@@ -134,25 +133,8 @@ static void pw_done(void *arg, int res)
 		pw->failed = true;
 	}
 	/* Writes that found no space while this held its blocks try again. */
-	struct op_list w;
-	TAILQ_INIT(&w);
-	TAILQ_CONCAT(&w, &pw->waiters, link);
-	struct bd_op *op;
-	while ((op = TAILQ_FIRST(&w))) {
-		TAILQ_REMOVE(&w, op, link);
-		bd_write_phase(op);
-	}
+	bd_space_retry(e);
 	bd_prewrite_kick(e);
-}
-
-bool bd_prewrite_park(struct bd_op *op)
-{
-	struct bd_prewrite *pw = &op->e->pw;
-	if (!pw->busy) {
-		return false;
-	}
-	TAILQ_INSERT_TAIL(&pw->waiters, op, link);
-	return true;
 }
 
 uint64_t bd_prewrite_held(const struct bd_engine *e)

@@ -279,6 +279,13 @@ static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 	r->idle_ns += t - t0;
 }
 
+void st_reactor_submit_now(struct st_reactor *r)
+{
+	if (io_uring_sq_ready(&r->ring) > 0) {
+		(void)io_uring_submit(&r->ring);
+	}
+}
+
 void st_reactor_set_submit_batch(struct st_reactor *r, unsigned n)
 {
 	r->submit_batch = n;

@@ -85,6 +85,10 @@ unsigned st_reactor_spin_from_env(unsigned def);
  * reactor starts with st_reactor_submit_batch_from_env(0). */
 unsigned st_reactor_submit_batch_from_env(unsigned def);
 
+/* Submit what is queued now, rather than at the end of the turn (a callback that is about to
+ * spend CPU time gets the I/O it queued under way first). */
+void st_reactor_submit_now(struct st_reactor *r) __attribute__((nonnull));
+
 /* Thread-safe: ask run() to return after the current turn. */
 void st_reactor_stop(struct st_reactor *r) __attribute__((nonnull));
 
