@@ -626,7 +626,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 		goto fail;
 	}
 	e->writable = !o->fsck_only;
-	e->ack_on_commit = o->ack_on_commit;
+	e->ack_early = o->ack_before_commit;
 	bd_prewrite_open(e, e->writable ? o->prewrite_ahead : 0);
 	*out = e;
 	return 0;

@@ -141,7 +141,7 @@ struct bd_engine {
 	uint64_t busy_t0, busy_idle0; /* the reactor-busy window (commit.c, reactor_saturated) */
 	bool saturated;     /* hand groups to the committer (commit.c, reactor_saturated) */
 	bool commit_always; /* tests: every group goes to the committer */
-	bool ack_on_commit; /* reply to writes only once their group has committed */
+	bool ack_early;     /* reply to plain writes before their group commit (opt-in) */
 	bool gacked;        /* an op of the gathered group has been replied to */
 	unsigned handoff_windows;
 

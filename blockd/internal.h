@@ -327,7 +327,9 @@ struct bd_engine_opts {
 	bool fsck_only;          /* open, check, do not repair */
 	bool plain_io;           /* no registered file or buffers (comparisons, old kernels) */
 	uint64_t prewrite_ahead; /* bytes of written free space kept ahead of allocation (0: off) */
-	bool ack_on_commit; /* reply to a write only after its index commit (default: before) */
+	/* Reply to a plain write before its index commit (commit.c, ack_early): volatile write
+	 * cache semantics, opt-in; the default replies after the commit. */
+	bool ack_before_commit;
 };
 
 #define BD_PREWRITE_AHEAD (64ull << 20) /* strata-blockd's default */

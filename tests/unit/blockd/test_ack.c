@@ -1,5 +1,6 @@
-/* Early acknowledgement (blockd/commit.c, ack_early): a plain write is replied to once its
- * data is written and its edit is in memory, before its group's index commit. */
+/* Early acknowledgement (blockd/commit.c, ack_early; strata-blockd --ack-before-commit): a
+ * plain write is replied to once its data is written and its edit is in memory, before its
+ * group's index commit. The default replies after the commit. */
 #include "engine_int.h"
 #include "helpers.h"
 
@@ -7,11 +8,11 @@
 
 /* Every group goes to the committer thread, whatever STRATA_TEST_COMMIT_INLINE says: the
  * reply then comes while the group is still in flight there. */
-static void open_with_committer(struct tctx *t, uint64_t size, bool ack_on_commit)
+static void open_with_committer(struct tctx *t, uint64_t size, bool ack_before_commit)
 {
 	t_setup(t, size);
 	struct bd_engine_opts o = {
-		.data_path = t->data, .size = t->size, .ack_on_commit = ack_on_commit};
+		.data_path = t->data, .size = t->size, .ack_before_commit = ack_before_commit};
 	cr_assert_eq(bd_engine_open(t->r, &o, &t->e), 0);
 	cr_assert_eq(bd_engine_start_committer(t->e, true), 0);
 }
@@ -19,7 +20,7 @@ static void open_with_committer(struct tctx *t, uint64_t size, bool ack_on_commi
 Test(ack, write_replied_before_commit_is_read_and_flushed)
 {
 	struct tctx t;
-	open_with_committer(&t, 64 * MiB, false);
+	open_with_committer(&t, 64 * MiB, true);
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 8 * 4096, 0x11), 0);
 	cr_assert(bd_engine_groups_pending(t.e), "replied while its group is in flight");
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 8 * 4096, 0x11), 0, "a read sees it");
@@ -36,10 +37,10 @@ Test(ack, write_replied_before_commit_is_read_and_flushed)
 	t_close(&t);
 }
 
-Test(ack, fua_and_ack_after_commit_wait_for_the_commit)
+Test(ack, fua_and_the_default_wait_for_the_commit)
 {
 	struct tctx t;
-	open_with_committer(&t, 64 * MiB, false);
+	open_with_committer(&t, 64 * MiB, true);
 	void *b = t_buf(4096, 0x33);
 	struct bd_req q = t_req(1, NULL, 0, 0, 0, 4096);
 	q.fua = true;
@@ -48,9 +49,9 @@ Test(ack, fua_and_ack_after_commit_wait_for_the_commit)
 	free(b);
 	bd_engine_close(t.e);
 	t.e = NULL;
-	open_with_committer(&t, 64 * MiB, true);
+	open_with_committer(&t, 64 * MiB, false);
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 4096, 0x44), 0);
-	cr_assert_not(bd_engine_groups_pending(t.e), "--ack-after-commit: after the commit");
+	cr_assert_not(bd_engine_groups_pending(t.e), "by default: after the commit");
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x44), 0);
 	t_close(&t);
 }
@@ -60,7 +61,7 @@ Test(ack, fua_and_ack_after_commit_wait_for_the_commit)
 Test(ack, a_write_waits_for_blocks_a_pending_group_releases)
 {
 	struct tctx t;
-	open_with_committer(&t, 1 * MiB, false); /* 256 blocks */
+	open_with_committer(&t, 1 * MiB, true); /* 256 blocks */
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 200 * 4096, 0x01), 0);
 	cr_assert_eq(t_flush(&t), 0);
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 50 * 4096, 0x02), 0);
