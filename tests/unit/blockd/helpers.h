@@ -96,6 +96,16 @@ static inline void t_reopen(struct tctx *t)
 	t_engine_open(t);
 }
 
+/* Reopen, and expect the rebuild to find the allocator and the index in agreement. */
+static inline void t_reopen_clean(struct tctx *t)
+{
+	t_reopen(t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t->e);
+	cr_assert_eq(r->leaked + r->missing + r->double_refs, 0,
+		     "leaked %lu missing %lu double %lu", (unsigned long)r->leaked,
+		     (unsigned long)r->missing, (unsigned long)r->double_refs);
+}
+
 static inline void t_close(struct tctx *t)
 {
 	bd_engine_close(t->e);
