@@ -17,7 +17,8 @@
 # (default 3). Prints a Markdown table: median fio IOPS, median strata IOPS, the median of the
 # per-round ratios (strata / fio; each ratio compares runs seconds apart), the range of those
 # ratios, and p50/p99 latency of the median round.
-# SPARSE=1 leaves blockd's data file sparse (created by blockd) to see that cost.
+# SPARSE=1 leaves blockd's data file sparse (created by blockd), to see that cost: the prewriter
+# (strata-blockd --prewrite-ahead, blockd/prewrite.c) then keeps written space ahead of allocation.
 #
 # Environment: RUNTIME (s per job), ROUNDS, SPAN (region), DATA (file size), JOBS (subset of
 # rr32 rw32 rr1 rw1), BLOCKD_ARGS (extra strata-blockd flags, e.g. --plain-io), STRATA_BIN
