@@ -165,6 +165,121 @@ static void group_build(struct bd_engine *e)
 }
 
 /*
+ * Reply first (journal.c). group_run seals the gathered group into a batch of its own,
+ * journals it, replies to the group's plain writes, and only then commits the sealed batch,
+ * inline or on the committer thread. The replies' callbacks may start new ops, which gather
+ * into the next group; anything that must see the index current (bd_engine_commit_batch,
+ * bd_engine_drain) commits a sealed group first, so groups reach RocksDB in order.
+ */
+static bool replies_first(const struct bd_op *op)
+{
+	return op->kind == OP_WRITE && !op->q.fua && !bd_op_persists_idem(op);
+}
+
+/* Seal the gathered group: its own batch (journaled), its ops, its numbers. */
+static bool group_seal(struct bd_engine *e)
+{
+	struct bd_batch *next = e->gspare != NULL ? e->gspare : bd_batch_new();
+	if (next == NULL) {
+		return false;
+	}
+	e->gspare = NULL;
+	group_build(e);
+	e->sl.journaled = bd_journal_append(e, e->gbatch) == 0;
+	e->sl.b = e->gbatch;
+	e->gbatch = next;
+	e->sl.sync = e->gsync;
+	e->sl.dseq = e->gsync ? e->seq++ : 0; /* what the sync makes durable */
+	e->sl.gseq = e->gseq++;
+	e->ngdirty = 0;
+	e->gxkv_len = 0;
+	e->gsync = false;
+	TAILQ_INIT(&e->sl.ops);
+	TAILQ_CONCAT(&e->sl.ops, &e->gwait, link);
+	e->sealed = true;
+	return true;
+}
+
+/* Commit the sealed group, if any: here, or by the committer (handoff). */
+static void sealed_dispatch(struct bd_engine *e, bool handoff)
+{
+	if (!e->sealed) {
+		return;
+	}
+	e->sealed = false;
+	if (handoff) {
+		bd_committer_handoff(e, e->sl.b, e->sl.sync, e->sl.gseq, e->sl.dseq, &e->sl.ops);
+		return;
+	}
+	int rc = e->failed ? -EIO : bd_index_commit(e->ix, e->sl.b, e->sl.sync);
+	bd_batch_clear(e->sl.b);
+	bd_commit_settle_group(e, &e->sl.ops, rc, e->sl.sync, e->sl.gseq, e->sl.dseq, e->sl.b);
+}
+
+/* Reply to the sealed group's plain writes. The op stays (lock, reservation, displaced
+ * blocks) until its commit settles it; a retry of it is answered from its idempotency entry,
+ * marked done and detached here, since a done entry may be reused before the op completes.
+ * The callbacks run after the list walk: they may seal and commit the group themselves. */
+static void sealed_reply(struct bd_engine *e)
+{
+	size_t n = 0;
+	struct bd_op *op;
+	TAILQ_FOREACH(op, &e->sl.ops, link)
+	{
+		if (!replies_first(op) || op->cb == NULL) {
+			continue;
+		}
+		if (n == e->acks_cap) {
+			size_t nc = e->acks_cap ? e->acks_cap * 2 : 64;
+			struct bd_ack *na = realloc(e->acks, nc * sizeof(*na));
+			if (na == NULL) {
+				break; /* the rest reply after the commit */
+			}
+			e->acks = na;
+			e->acks_cap = nc;
+		}
+		if (op->idem) {
+			op->idem->state = IDEM_DONE;
+			op->idem->status = 0;
+			op->idem->miscompare = 0;
+			op->idem = NULL;
+		}
+		e->acks[n++] = (struct bd_ack){op->cb, op->cb_arg};
+		op->cb = NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		e->acks[i].cb(e->acks[i].arg, 0);
+	}
+	if (n > 0) {
+		st_reactor_submit_now(e->r); /* the replies leave before the commit's CPU time */
+	}
+}
+
+/* Journal, reply, commit. Returns false when the group has no write that may reply first
+ * (or there is no journal): the caller commits it as before. */
+static bool group_reply_first(struct bd_engine *e, bool handoff)
+{
+	if (e->jfd < 0 || e->failed || bd_batch_count(e->batch) > 0) {
+		return false;
+	}
+	const struct bd_op *op;
+	TAILQ_FOREACH(op, &e->gwait, link)
+	{
+		if (replies_first(op)) {
+			break;
+		}
+	}
+	if (op == NULL || !group_seal(e)) {
+		return false;
+	}
+	if (e->sl.journaled) {
+		sealed_reply(e);
+	}
+	sealed_dispatch(e, handoff && e->cm != NULL && !bd_committer_busy(e));
+	return true;
+}
+
+/*
  * Commit the batch; on failure the engine stops accepting mutations (memory is ahead of the
  * index; a restart rebuilds from the index). One WriteBatch holds, in this order: the edits
  * of every op gathered for the group commit and whatever the caller put into e->batch.
@@ -178,7 +293,8 @@ static void group_build(struct bd_engine *e)
  */
 int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 {
-	bd_committer_wait(e); /* the group in flight goes first */
+	bd_committer_wait(e);      /* the group in flight goes first */
+	sealed_dispatch(e, false); /* then a sealed one */
 	group_build(e);
 	if (bd_batch_count(e->batch) > 0) {
 		/* Direct writes may change raw keys behind raw_seen's back. */
@@ -202,6 +318,7 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 void bd_engine_drain(struct bd_engine *e)
 {
 	bd_committer_wait(e);
+	sealed_dispatch(e, false);
 	if (!TAILQ_EMPTY(&e->gwait)) {
 		bd_engine_commit_batch(e, false);
 	}
@@ -229,8 +346,8 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
  *  - an op is in gwait only after its data write (and, with FUA, its fdatasync) completed, so
  *    the index never points at unwritten data;
  *  - an op keeps its object lock until the commit (gdone), so objcopy and compare-and-write
- *    never see a half-committed object; a plain write is replied to before that (ack_early),
- *    a FUA write or compare-and-write only after it;
+ *    never see a half-committed object; with the reply journal a plain write is replied to
+ *    before that (group_reply_first), a FUA write or compare-and-write only after it;
  *  - blocks an edit displaced go to limbo only after the commit (a crash before it leaves the
  *    old lists pointing at intact blocks);
  *  - a read between the edit and the commit sees the new list (its data is already on disk):
@@ -336,14 +453,11 @@ static bool reactor_saturated(struct bd_engine *e)
 static void group_run(void *arg)
 {
 	struct bd_engine *e = arg;
-	if (e->gacked) {
-		/* Put this turn's early replies on the wire before the commit's CPU time. */
-		e->gacked = false;
-		st_reactor_submit_now(e->r);
-	}
 	/* gsched stays set while settling: it arms no second run. */
 	if (e->cm == NULL) {
-		bd_engine_drain(e);
+		if (!group_reply_first(e, false)) {
+			bd_engine_drain(e);
+		}
 	} else {
 		bd_committer_reap(e);
 		if (!bd_committer_busy(e) && !TAILQ_EMPTY(&e->gwait)) {
@@ -355,8 +469,12 @@ static void group_run(void *arg)
 			{
 				n++;
 			}
-			if (e->failed || bd_batch_count(e->batch) > 0 ||
-			    (!e->commit_always && (e->nlive_ops <= n || !reactor_saturated(e)))) {
+			bool inline_ =
+				e->failed || bd_batch_count(e->batch) > 0 ||
+				(!e->commit_always && (e->nlive_ops <= n || !reactor_saturated(e)));
+			if (group_reply_first(e, !inline_)) {
+				/* journaled, replied to, committed or handed off */
+			} else if (inline_) {
 				bd_engine_commit_batch(e, false);
 			} else {
 				group_handoff(e);
@@ -376,6 +494,12 @@ static void group_run(void *arg)
 	}
 	/* Blocks those commits displaced are in limbo now: parked writes may fit. */
 	bd_space_retry(e);
+	/* Ops that joined while this ran (a reply's callback may start one) need a run; with a
+	 * group at the committer, its settle schedules one. */
+	if (!TAILQ_EMPTY(&e->gwait) && !bd_committer_busy(e)) {
+		group_schedule(e);
+	}
+	bd_journal_trim(e);
 }
 
 /* group_run goes on the reactor's local queue: it runs after the rest of this turn's
@@ -387,47 +511,6 @@ static void group_schedule(struct bd_engine *e)
 		e->gsched = true;
 		st_reactor_post_owed(e->r, group_run, e); /* its ops are owed their completion */
 	}
-}
-
-/*
- * Early acknowledgement, opt-in (strata-blockd --ack-before-commit). A write without FUA is
- * replied to once its data is on disk and its edits are in the cached lists and the group's
- * batch, before the group's rocksdb_write:
- *  - every later read, from any client, resolves through those cached lists (pinned until the
- *    commit), so it sees the write;
- *  - a flush drains every gathered or in-flight group before it syncs the WAL (bd_flush), so
- *    it covers every write replied to before it;
- *  - the price: a crash before the commit, kill -9 included, leaves the old version, as a
- *    power cut may for a disk with a volatile write cache. By default blockd replies after the
- *    commit, whose WAL write() survives kill -9, because the project promises that no
- *    acknowledged write is lost to a killed process;
- *  - if the commit fails the engine fails (commit_failed): later mutations and flushes get EIO.
- * The op itself lives on until the commit: it keeps its object lock (compare-and-write waits
- * for it), its reservation and its displaced blocks. FUA writes, writes that carry a
- * compare-and-write's outcome (bd_op_persists_idem), write-zeroes and trim reply after the
- * commit either way. Measured (4k randwrite through libstrata, one node, A/B alternated):
- * QD1 16.1k -> 19.0k IOPS, QD32 58k -> 74k: the commit's CPU time (memtable insert about half,
- * WAL append a third) is on every write's path.
- */
-static void ack_early(struct bd_op *op)
-{
-	struct bd_engine *e = op->e;
-	if (!e->ack_early || op->kind != OP_WRITE || op->q.fua || bd_op_persists_idem(op)) {
-		return;
-	}
-	if (op->idem) {
-		/* Applied, as far as any retry of it can tell: a retry is answered, not applied
-		 * again. Detached, since a done entry may be reused before this op completes. */
-		op->idem->state = IDEM_DONE;
-		op->idem->status = 0;
-		op->idem->miscompare = 0;
-		op->idem = NULL;
-	}
-	bd_done_cb cb = op->cb;
-	op->cb = NULL;
-	op->acked = true;
-	e->gacked = true;
-	cb(op->cb_arg, 0);
 }
 
 /*
@@ -523,6 +606,5 @@ void bd_commit_phase(struct bd_op *op)
 	e->gsync |= op->q.fua;
 	e->gops++;
 	TAILQ_INSERT_TAIL(&e->gwait, op, link);
-	ack_early(op);
 	group_schedule(e);
 }

@@ -88,7 +88,6 @@ struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks
 	op->pending = 0;
 	op->in_reads = false;
 	op->excl = false;
-	op->acked = false;
 	op->lock = NULL;
 	op->idem = NULL;
 	op->cawbuf = NULL;
@@ -202,7 +201,7 @@ bool bd_engine_reclaim_now(struct bd_engine *e)
 
 bool bd_engine_groups_pending(struct bd_engine *e)
 {
-	return e->gsched || !TAILQ_EMPTY(&e->gwait) || !TAILQ_EMPTY(&e->gdone) ||
+	return e->gsched || e->sealed || !TAILQ_EMPTY(&e->gwait) || !TAILQ_EMPTY(&e->gdone) ||
 	       bd_committer_busy(e);
 }
 
@@ -253,7 +252,7 @@ void bd_op_complete(struct bd_op *op)
 	void *arg = op->cb_arg;
 	int err = op->err;
 	op_free(e, op);
-	if (cb) { /* NULL: acknowledged before its commit (commit.c, ack_early) */
+	if (cb) { /* NULL: replied to before its commit (commit.c, sealed_reply) */
 		cb(arg, err);
 	}
 }
@@ -310,6 +309,8 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->written_blocks = e->alloc.ready;
 	s->prewritten_blocks = e->pw.written;
 	s->unready_blocks = e->alloc.unready;
+	s->journaled_groups = e->jgroups;
+	s->journal_replayed = e->jreplayed;
 	s->checksum_errors = e->checksum_errors;
 	s->fixed_reads = e->fixed_reads;
 	s->lists = e->nlists;
@@ -546,6 +547,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	}
 	e->r = r;
 	e->fd = -1;
+	e->jfd = -1;
 	TAILQ_INIT(&e->reads);
 	TAILQ_INIT(&e->free_ops);
 	TAILQ_INIT(&e->gwait);
@@ -616,6 +618,14 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 		rc = -EINVAL;
 		goto fail;
 	}
+	if (o->journal) {
+		/* Groups replied to and not in the index at a crash go in before the rebuild. */
+		char jpath[4200];
+		snprintf(jpath, sizeof(jpath), "%s.journal", dbpath);
+		if ((rc = bd_journal_open(e, jpath))) {
+			goto fail;
+		}
+	}
 	if ((rc = bd_alloc_init(&e->alloc, e->nblocks))) {
 		goto fail;
 	}
@@ -626,7 +636,6 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 		goto fail;
 	}
 	e->writable = !o->fsck_only;
-	e->ack_early = o->ack_before_commit;
 	bd_prewrite_open(e, e->writable ? o->prewrite_ahead : 0);
 	*out = e;
 	return 0;
@@ -719,6 +728,7 @@ void bd_engine_close(struct bd_engine *e)
 	if (e->ix) {
 		settle_groups(e);
 	}
+	bd_journal_close(e);
 	bd_prewrite_close(e);
 	if (e->fd >= 0) {
 		if (e->fixed_file) {
@@ -758,6 +768,7 @@ void bd_engine_close(struct bd_engine *e)
 		}
 	}
 	free(e->idem_ring);
+	free(e->acks);
 	free(e);
 }
 

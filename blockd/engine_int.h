@@ -48,7 +48,6 @@ struct bd_op {
 	bool in_reads;
 	bool verified_ok; /* set by the verifier thread (verify.c) */
 	bool excl;
-	bool acked; /* replied to at the end of its commit phase (commit.c, ack_early) */
 	struct obj_lock *lock;
 	struct idem_ent *idem;
 	uint8_t *cawbuf;
@@ -141,8 +140,22 @@ struct bd_engine {
 	uint64_t busy_t0, busy_idle0; /* the reactor-busy window (commit.c, reactor_saturated) */
 	bool saturated;     /* hand groups to the committer (commit.c, reactor_saturated) */
 	bool commit_always; /* tests: every group goes to the committer */
-	bool ack_early;     /* reply to plain writes before their group commit (opt-in) */
-	bool gacked;        /* an op of the gathered group has been replied to */
+	/* The reply journal (journal.c) and a group sealed for commit after its replies. */
+	int jfd; /* -1: no journal, writes reply after their commit */
+	uint64_t jseq, jsize, jgroups, jreplayed;
+	bool jwarned;
+	bool sealed;
+	struct {
+		struct bd_batch *b;
+		struct op_list ops;
+		uint64_t gseq, dseq;
+		bool sync, journaled;
+	} sl;
+	struct bd_ack {
+		bd_done_cb cb;
+		void *arg;
+	} * acks;
+	size_t acks_cap;
 	unsigned handoff_windows;
 
 	/* Group commit (see bd_commit_phase in commit.c): ops whose index edit is in `batch` but
@@ -218,6 +231,17 @@ struct bd_extmap *bd_own_for_write(struct bd_engine *e, const struct bd_mkey *k,
 void bd_read_phase(struct bd_op *op) __attribute__((nonnull));
 /* Every read of the op finished: verify, then complete (READ) or compare and write (CAW). */
 void bd_read_done(struct bd_op *op) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* journal.c */
+
+/* Open the journal at path, replay what the index lacks, empty it. Returns 0 or -errno. */
+int bd_journal_open(struct bd_engine *e, const char *path) __attribute__((nonnull));
+void bd_journal_close(struct bd_engine *e) __attribute__((nonnull));
+/* Put the 'J' mark into b and append b as the next record. Returns 0 or -errno. */
+int bd_journal_append(struct bd_engine *e, struct bd_batch *b) __attribute__((nonnull));
+/* Empty the journal when it is large and every record's batch is in the index. */
+void bd_journal_trim(struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* prewrite.c */

@@ -11,6 +11,8 @@
  *   'F' family(8)                             -> pool id (4): which pool a family's PGs are in
  *   'I' client_id(8) seq(8)                   -> stamp (8): a compare-and-write that succeeded
  *                                                (idempotency across restarts: see mutate.c)
+ *   'J'                                       -> (8) the last journaled group applied here
+ *                                                (journal.c)
  *
  * Integers in keys are big-endian so that one family's (or one layer's) lists are one
  * contiguous key range: layer delete and flatten scan a prefix. Reads never scan: they get the
@@ -428,6 +430,39 @@ int bd_batch_append(struct bd_batch *dst, const struct bd_batch *src)
 {
 	rocksdb_writebatch_iterate(src->wb, dst->wb, append_put, append_del);
 	return 0;
+}
+
+const char *bd_batch_data(const struct bd_batch *b, size_t *len)
+{
+	return rocksdb_writebatch_data(b->wb, len);
+}
+
+int bd_index_apply(struct bd_index *ix, const char *rep, size_t len)
+{
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create_from(rep, len);
+	if (!wb) {
+		return -ENOMEM;
+	}
+	struct bd_batch b = {wb};
+	int rc = bd_index_commit(ix, &b, false);
+	rocksdb_writebatch_destroy(wb);
+	return rc;
+}
+
+int bd_index_get_u64(struct bd_index *ix, const void *key, size_t klen, uint64_t *v)
+{
+	char *val;
+	size_t vlen;
+	int rc = get_raw(ix, key, klen, &val, &vlen);
+	if (rc == 1) {
+		if (vlen == 8) {
+			*v = get_be64((const uint8_t *)val);
+		} else {
+			rc = -EIO;
+		}
+		rocksdb_free(val);
+	}
+	return rc;
 }
 
 void bd_batch_del_raw(struct bd_batch *b, const void *key, size_t klen)

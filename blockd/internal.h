@@ -241,6 +241,13 @@ void bd_batch_set_chunks_current(struct bd_batch *b, bool current) __attribute__
 void bd_batch_put_raw(struct bd_batch *b, const void *key, size_t klen, const void *val,
 		      size_t vlen) __attribute__((nonnull));
 void bd_batch_del_raw(struct bd_batch *b, const void *key, size_t klen) __attribute__((nonnull));
+/* The batch's serialized form (valid until the batch changes). */
+const char *bd_batch_data(const struct bd_batch *b, size_t *len) __attribute__((nonnull));
+/* Commit a batch given in its serialized form (journal replay). Returns 0 or -errno. */
+int bd_index_apply(struct bd_index *ix, const char *rep, size_t len) __attribute__((nonnull));
+/* An 8-byte big-endian value: 1 and *v, 0 when absent, or -EIO. */
+int bd_index_get_u64(struct bd_index *ix, const void *key, size_t klen, uint64_t *v)
+	__attribute__((nonnull));
 /* Calls fn(arg, key, klen, val, vlen) for every key starting with prefix; nonzero stops. */
 typedef int (*bd_raw_fn)(void *arg, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen);
 int bd_index_scan_raw(struct bd_index *ix, const void *prefix, size_t plen, bd_raw_fn fn, void *arg)
@@ -327,9 +334,9 @@ struct bd_engine_opts {
 	bool fsck_only;          /* open, check, do not repair */
 	bool plain_io;           /* no registered file or buffers (comparisons, old kernels) */
 	uint64_t prewrite_ahead; /* bytes of written free space kept ahead of allocation (0: off) */
-	/* Reply to a plain write before its index commit (commit.c, ack_early): volatile write
-	 * cache semantics, opt-in; the default replies after the commit. */
-	bool ack_before_commit;
+	/* Journal each group commit and reply to its plain writes before the RocksDB commit
+	 * (journal.c). false: reply after the commit. */
+	bool journal;
 };
 
 #define BD_PREWRITE_AHEAD (64ull << 20) /* strata-blockd's default */
@@ -371,6 +378,8 @@ struct bd_space {
 	uint64_t written_blocks;    /* [0, this) of the data file is known written (prewrite.c) */
 	uint64_t prewritten_blocks; /* zero-filled by the prewriter since open */
 	uint64_t unready_blocks;    /* allocated outside the written region since open */
+	uint64_t journaled_groups;  /* group commits journaled (replied to first) since open */
+	uint64_t journal_replayed;  /* group commits the journal gave back at open */
 };
 
 struct bd_status_ext {
@@ -387,7 +396,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 /* Waits for nothing: call with no operation in flight. */
 void bd_engine_close(struct bd_engine *e);
 /* True while a group of writes is gathered, being committed, or committed and not yet
- * completed: writes already acknowledged may still release blocks (commit.c, ack_early). */
+ * completed: writes already replied to may still release blocks (journal.c). */
 bool bd_engine_groups_pending(struct bd_engine *e) __attribute__((nonnull));
 /* Write group commits on a committer thread, pipelined with the next group's gathering
  * (blockd/committer.c): while the reactor thread is saturated and other ops are live, or, with

@@ -83,7 +83,7 @@ int main(int argc, char **argv)
 	uint64_t size = 10ull << 30, cache = 65536, prewrite = BD_PREWRITE_AHEAD;
 	uint64_t submit_batch = st_reactor_submit_batch_from_env(ST_REACTOR_SUBMIT_BATCH);
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
-	bool plain_io = false, ack_before_commit = false;
+	bool plain_io = false, ack_after_commit = false;
 	const struct st_flag flags[] = {
 		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT", "strata-meta to register with"},
 		{"listen", ST_FLAG_STRING, &listen, "HOST:PORT",
@@ -108,9 +108,9 @@ int main(int argc, char **argv)
 		{"prewrite-ahead", ST_FLAG_SIZE, &prewrite, "SIZE",
 		 "on a sparse data file, keep this much free space written ahead of allocation "
 		 "(default 64M, 0: off)"},
-		{"ack-before-commit", ST_FLAG_BOOL, &ack_before_commit, NULL,
-		 "volatile write cache: reply to a write without FUA before its index commit; a "
-		 "kill -9 may then lose acknowledged writes not yet flushed (default: after)"},
+		{"ack-after-commit", ST_FLAG_BOOL, &ack_after_commit, NULL,
+		 "no reply journal: reply to a write only after its index commit (default: "
+		 "journal the commit, reply, then commit)"},
 		{"plain-io", ST_FLAG_BOOL, &plain_io, NULL,
 		 "no io_uring registered file and read buffers (default: registered)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
@@ -141,7 +141,7 @@ int main(int argc, char **argv)
 		.cache_entries = (size_t)cache,
 		.plain_io = plain_io,
 		.prewrite_ahead = prewrite,
-		.ack_before_commit = ack_before_commit,
+		.journal = !ack_after_commit,
 	};
 	if (fsck) {
 		return run_fsck(&eo, verify);

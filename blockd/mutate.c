@@ -568,8 +568,8 @@ void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg)
 	f->e = e;
 	f->cb = cb;
 	f->cb_arg = cb_arg;
-	/* Writes acknowledged before their commit (commit.c, ack_early) reach the WAL first, so
-	 * the sync below covers every write completed before this flush. */
+	/* Writes replied to before their commit (journal.c) reach the WAL first, so the sync
+	 * below covers every write completed before this flush. */
 	bd_engine_drain(e);
 	st_reactor_fsync(e->r, &f->io, e->fd, true, flush_fsync_done, f);
 }
