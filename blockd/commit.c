@@ -220,7 +220,7 @@ static void sealed_dispatch(struct bd_engine *e, bool handoff)
  * blocks) until its commit settles it; a retry of it is answered from its idempotency entry,
  * marked done and detached here, since a done entry may be reused before the op completes.
  * The callbacks run after the list walk: they may seal and commit the group themselves. */
-static void sealed_reply(struct bd_engine *e)
+static size_t sealed_reply(struct bd_engine *e)
 {
 	size_t n = 0;
 	struct bd_op *op;
@@ -250,9 +250,17 @@ static void sealed_reply(struct bd_engine *e)
 	for (size_t i = 0; i < n; i++) {
 		e->acks[i].cb(e->acks[i].arg, 0);
 	}
-	if (n > 0) {
-		st_reactor_submit_now(e->r); /* the replies leave before the commit's CPU time */
-	}
+	return n;
+}
+
+/* The inline commit of a group whose replies went first, posted behind them: the replies'
+ * connection flushes (their SENDMSGs) are queued posts too, and run first. */
+static void sealed_commit_post(void *arg)
+{
+	struct bd_engine *e = arg;
+	e->sealed_posted = false;
+	st_reactor_submit_now(e->r); /* the replies leave before the commit's CPU time */
+	sealed_dispatch(e, false);
 }
 
 /* Journal, reply, commit. Returns false when the group has no write that may reply first
@@ -272,10 +280,14 @@ static bool group_reply_first(struct bd_engine *e, bool handoff)
 	if (op == NULL || !group_seal(e)) {
 		return false;
 	}
-	if (e->sl.journaled) {
-		sealed_reply(e);
+	size_t replied = e->sl.journaled ? sealed_reply(e) : 0;
+	handoff = handoff && e->cm != NULL && !bd_committer_busy(e);
+	if (replied > 0 && !handoff && e->sealed && !e->sealed_posted) {
+		e->sealed_posted = true;
+		st_reactor_post_owed(e->r, sealed_commit_post, e); /* its ops are owed completion */
+		return true;
 	}
-	sealed_dispatch(e, handoff && e->cm != NULL && !bd_committer_busy(e));
+	sealed_dispatch(e, handoff);
 	return true;
 }
 
@@ -453,6 +465,8 @@ static bool reactor_saturated(struct bd_engine *e)
 static void group_run(void *arg)
 {
 	struct bd_engine *e = arg;
+	/* A sealed group whose posted commit has not run yet goes first: groups commit in order. */
+	sealed_dispatch(e, false);
 	/* gsched stays set while settling: it arms no second run. */
 	if (e->cm == NULL) {
 		if (!group_reply_first(e, false)) {

@@ -201,8 +201,8 @@ bool bd_engine_reclaim_now(struct bd_engine *e)
 
 bool bd_engine_groups_pending(struct bd_engine *e)
 {
-	return e->gsched || e->sealed || !TAILQ_EMPTY(&e->gwait) || !TAILQ_EMPTY(&e->gdone) ||
-	       bd_committer_busy(e);
+	return e->gsched || e->sealed || e->sealed_posted || !TAILQ_EMPTY(&e->gwait) ||
+	       !TAILQ_EMPTY(&e->gdone) || bd_committer_busy(e);
 }
 
 bool bd_space_park(struct bd_op *op)

@@ -145,6 +145,7 @@ struct bd_engine {
 	uint64_t jseq, jsize, jgroups, jreplayed;
 	bool jwarned;
 	bool sealed;
+	bool sealed_posted; /* sealed_commit_post is queued on the reactor */
 	struct {
 		struct bd_batch *b;
 		struct op_list ops;
