@@ -99,6 +99,16 @@ static uint64_t find_free(const struct bd_alloc *a, uint64_t from, uint64_t to)
 	return to;
 }
 
+/* The end of the free run starting at free block s: at most max blocks, below lim. */
+static uint64_t run_end(const struct bd_alloc *a, uint64_t s, uint64_t lim, uint64_t max)
+{
+	uint64_t e = s;
+	while (e < lim && e - s < max && !bit_test(a->inuse, e)) {
+		e++;
+	}
+	return e;
+}
+
 /* bd_alloc_get among blocks below lim, next-fit from *cursor. */
 static int get_below(struct bd_alloc *a, uint64_t lim, uint64_t *cursor, uint32_t n,
 		     struct bd_prun *runs, int maxruns)
@@ -114,10 +124,7 @@ static int get_below(struct bd_alloc *a, uint64_t lim, uint64_t *cursor, uint32_
 			pos = 0;
 			continue;
 		}
-		uint64_t e = s;
-		while (e < lim && e - s < left && !bit_test(a->inuse, e)) {
-			e++;
-		}
+		uint64_t e = run_end(a, s, lim, left);
 		if (nr == maxruns) {
 			break;
 		}
@@ -192,12 +199,8 @@ void bd_alloc_take(struct bd_alloc *a, uint64_t pblk, uint32_t n)
 uint32_t bd_alloc_free_run(const struct bd_alloc *a, uint64_t from, uint32_t max, uint64_t *start)
 {
 	uint64_t s = find_free(a, from, a->nblocks);
-	uint64_t e = s;
-	while (e < a->nblocks && e - s < max && !bit_test(a->inuse, e)) {
-		e++;
-	}
 	*start = s;
-	return (uint32_t)(e - s);
+	return (uint32_t)(run_end(a, s, a->nblocks, max) - s);
 }
 
 void bd_alloc_set_ready(struct bd_alloc *a, uint64_t ready)

@@ -176,8 +176,8 @@ static bool replies_first(const struct bd_op *op)
 	return op->kind == OP_WRITE && !op->q.fua && !bd_op_persists_idem(op);
 }
 
-/* Seal the gathered group: its own batch (journaled), its ops, its numbers. */
-static bool group_seal(struct bd_engine *e)
+/* Seal the gathered group: its own batch (journaled if asked), its ops, its numbers. */
+static bool group_seal(struct bd_engine *e, bool journal)
 {
 	struct bd_batch *next = e->gspare != NULL ? e->gspare : bd_batch_new();
 	if (next == NULL) {
@@ -185,7 +185,7 @@ static bool group_seal(struct bd_engine *e)
 	}
 	e->gspare = NULL;
 	group_build(e);
-	e->sl.journaled = bd_journal_append(e, e->gbatch) == 0;
+	e->sl.journaled = journal && bd_journal_append(e, e->gbatch) == 0;
 	e->sl.b = e->gbatch;
 	e->gbatch = next;
 	e->sl.sync = e->gsync;
@@ -218,7 +218,7 @@ static void sealed_dispatch(struct bd_engine *e, bool handoff)
 
 /* Reply to the sealed group's plain writes. The op stays (lock, reservation, displaced
  * blocks) until its commit settles it; a retry of it is answered from its idempotency entry,
- * marked done and detached here, since a done entry may be reused before the op completes.
+ * settled and let go of here, since a done entry may be reused before the op completes.
  * The callbacks run after the list walk: they may seal and commit the group themselves. */
 static size_t sealed_reply(struct bd_engine *e)
 {
@@ -238,12 +238,7 @@ static size_t sealed_reply(struct bd_engine *e)
 			e->acks = na;
 			e->acks_cap = nc;
 		}
-		if (op->idem) {
-			op->idem->state = IDEM_DONE;
-			op->idem->status = 0;
-			op->idem->miscompare = 0;
-			op->idem = NULL;
-		}
+		bd_op_idem_done(op); /* op->err is 0: its data is written */
 		e->acks[n++] = (struct bd_ack){op->cb, op->cb_arg};
 		op->cb = NULL;
 	}
@@ -277,7 +272,7 @@ static bool group_reply_first(struct bd_engine *e, bool handoff)
 			break;
 		}
 	}
-	if (op == NULL || !group_seal(e)) {
+	if (op == NULL || !group_seal(e, true)) {
 		return false;
 	}
 	size_t replied = e->sl.journaled ? sealed_reply(e) : 0;
@@ -393,26 +388,11 @@ void bd_commit_settle_group(struct bd_engine *e, struct op_list *ops, int rc, bo
  * next group number (its edits pin their lists under the new number). */
 static void group_handoff(struct bd_engine *e)
 {
-	struct bd_batch *next = e->gspare != NULL ? e->gspare : bd_batch_new();
-	struct bd_batch *b;
-	uint64_t gseq, dseq;
-	bool sync;
-
-	if (next == NULL) {
+	if (!group_seal(e, false)) {
 		bd_engine_commit_batch(e, false); /* out of memory: commit here */
 		return;
 	}
-	e->gspare = NULL;
-	group_build(e);
-	b = e->gbatch;
-	e->gbatch = next;
-	sync = e->gsync;
-	dseq = sync ? e->seq++ : 0; /* what the sync makes durable: everything before now */
-	gseq = e->gseq++;
-	e->ngdirty = 0;
-	e->gxkv_len = 0;
-	e->gsync = false;
-	bd_committer_handoff(e, b, sync, gseq, dseq, &e->gwait);
+	sealed_dispatch(e, true);
 }
 
 /*

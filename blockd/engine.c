@@ -227,6 +227,18 @@ void bd_space_retry(struct bd_engine *e)
 	}
 }
 
+void bd_op_idem_done(struct bd_op *op)
+{
+	if (op->idem) {
+		op->idem->state = IDEM_DONE;
+		op->idem->status = op->err;
+		op->idem->miscompare = op->miscompare ? *op->miscompare : 0;
+		/* Committed with its 'I' key (bd_idem_persist): evicting it deletes the key. */
+		op->idem->persisted = bd_op_persists_idem(op) && op->err == 0;
+		op->idem = NULL;
+	}
+}
+
 void bd_op_complete(struct bd_op *op)
 {
 	struct bd_engine *e = op->e;
@@ -239,13 +251,7 @@ void bd_op_complete(struct bd_op *op)
 		bd_alloc_put(&e->alloc, op->runs[i].pblk, op->runs[i].len);
 	}
 	op->nruns = 0;
-	if (op->idem) {
-		op->idem->state = IDEM_DONE;
-		op->idem->status = op->err;
-		op->idem->miscompare = op->miscompare ? *op->miscompare : 0;
-		/* Committed with its 'I' key (bd_idem_persist): evicting it deletes the key. */
-		op->idem->persisted = bd_op_persists_idem(op) && op->err == 0;
-	}
+	bd_op_idem_done(op);
 	bd_lock_release(op);
 	bd_engine_reap(e);
 	bd_done_cb cb = op->cb;

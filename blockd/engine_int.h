@@ -200,6 +200,8 @@ void bd_space_retry(struct bd_engine *e) __attribute__((nonnull));
 /* A recycled or new op for nblocks blocks, or NULL (ENOMEM). */
 struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks)
 	__attribute__((nonnull));
+/* Record the op's outcome (op->err) in its idempotency entry, if any, and let go of it. */
+void bd_op_idem_done(struct bd_op *op) __attribute__((nonnull));
 /* Release everything the op holds, record its idempotency status, free it and call its cb. */
 void bd_op_complete(struct bd_op *op) __attribute__((nonnull));
 void bd_op_fail(struct bd_op *op, int err) __attribute__((nonnull));

@@ -449,6 +449,13 @@ int bd_index_apply(struct bd_index *ix, const char *rep, size_t len)
 	return rc;
 }
 
+void bd_batch_put_u64(struct bd_batch *b, const void *key, size_t klen, uint64_t v)
+{
+	uint8_t val[8];
+	put_be64(val, v);
+	rocksdb_writebatch_put(b->wb, key, klen, (const char *)val, sizeof(val));
+}
+
 int bd_index_get_u64(struct bd_index *ix, const void *key, size_t klen, uint64_t *v)
 {
 	char *val;

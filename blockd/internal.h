@@ -245,6 +245,9 @@ void bd_batch_del_raw(struct bd_batch *b, const void *key, size_t klen) __attrib
 const char *bd_batch_data(const struct bd_batch *b, size_t *len) __attribute__((nonnull));
 /* Commit a batch given in its serialized form (journal replay). Returns 0 or -errno. */
 int bd_index_apply(struct bd_index *ix, const char *rep, size_t len) __attribute__((nonnull));
+/* Put v as an 8-byte big-endian value (read back by bd_index_get_u64). */
+void bd_batch_put_u64(struct bd_batch *b, const void *key, size_t klen, uint64_t v)
+	__attribute__((nonnull));
 /* An 8-byte big-endian value: 1 and *v, 0 when absent, or -EIO. */
 int bd_index_get_u64(struct bd_index *ix, const void *key, size_t klen, uint64_t *v)
 	__attribute__((nonnull));

@@ -168,14 +168,11 @@ void bd_journal_close(struct bd_engine *e)
 
 int bd_journal_append(struct bd_engine *e, struct bd_batch *b)
 {
-	uint8_t hdr[JOURNAL_HDR] = {0}, key_val[8];
+	uint8_t hdr[JOURNAL_HDR] = {0};
 	/* Consumed even if the append fails: the batch commits with this mark either way, and a
 	 * later record must not reuse a number the index already holds. */
 	uint64_t seq = e->jseq++;
-	for (int i = 0; i < 8; i++) {
-		key_val[i] = (uint8_t)(seq >> (56 - 8 * i));
-	}
-	bd_batch_put_raw(b, J_KEY, sizeof(J_KEY), key_val, sizeof(key_val));
+	bd_batch_put_u64(b, J_KEY, sizeof(J_KEY), seq);
 	size_t len;
 	const char *data = bd_batch_data(b, &len);
 	if (len > JOURNAL_MAX) {
