@@ -189,13 +189,19 @@ static inline int t_flush(struct tctx *t)
 	return t_wait(t, &w);
 }
 
+/* The engine's space and counters, as they are now. */
+static inline struct bd_space t_space(struct tctx *t)
+{
+	struct bd_space s;
+	bd_engine_space(t->e, &s);
+	return s;
+}
+
 /* Blocks in use once every commit is durable (freed blocks wait for that; see
  * bd_engine_reap). t_used_now does not sync first. */
 static inline uint64_t t_used_now(struct tctx *t)
 {
-	struct bd_space s;
-	bd_engine_space(t->e, &s);
-	return s.used_blocks;
+	return t_space(t).used_blocks;
 }
 
 static inline uint64_t t_used(struct tctx *t)

@@ -18,13 +18,6 @@ static void open_with_committer(struct tctx *t, bool journal)
 	cr_assert_eq(bd_engine_start_committer(t->e, true), 0);
 }
 
-static struct bd_space space(struct tctx *t)
-{
-	struct bd_space s;
-	bd_engine_space(t->e, &s);
-	return s;
-}
-
 Test(ack, write_replied_before_commit_is_read_and_flushed)
 {
 	struct tctx t;
@@ -32,13 +25,13 @@ Test(ack, write_replied_before_commit_is_read_and_flushed)
 	open_with_committer(&t, true);
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 8 * 4096, 0x11), 0);
 	cr_assert(bd_engine_groups_pending(t.e), "replied while its group is in flight");
-	cr_assert_geq(space(&t).journaled_groups, 1);
+	cr_assert_geq(t_space(&t).journaled_groups, 1);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 8 * 4096, 0x11), 0, "a read sees it");
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 4096, 4096, 0x22), 0);
 	cr_assert_eq(t_flush(&t), 0);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 4096, 4096, 0x22), 0);
 	t_reopen_clean(&t);
-	cr_assert_eq(space(&t).journal_replayed, 0, "a clean close leaves nothing to replay");
+	cr_assert_eq(t_space(&t).journal_replayed, 0, "a clean close leaves nothing to replay");
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x11), 0);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 4096, 4096, 0x22), 0);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 2 * 4096, 6 * 4096, 0x11), 0);
@@ -61,7 +54,7 @@ Test(ack, fua_and_no_journal_wait_for_the_commit)
 	open_with_committer(&t, false);
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 4096, 0x44), 0);
 	cr_assert_not(bd_engine_groups_pending(t.e), "without the journal: after the commit");
-	cr_assert_eq(space(&t).journaled_groups, 0);
+	cr_assert_eq(t_space(&t).journaled_groups, 0);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x44), 0);
 	t_close(&t);
 }

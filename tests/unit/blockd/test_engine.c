@@ -268,9 +268,7 @@ static void checksum_mismatch_case(bool worker, bool arena)
 	for (int i = 4096; i < 8192; i++) {
 		cr_assert_eq(r[i], 0, "bad data is never returned");
 	}
-	struct bd_space s;
-	bd_engine_space(t.e, &s);
-	cr_assert_eq(s.checksum_errors, 1);
+	cr_assert_eq(t_space(&t).checksum_errors, 1);
 	/* Blocks around it still read; a rewrite heals it. */
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0), 0);
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 4096, 4096, 0x99), 0);
@@ -297,9 +295,7 @@ Test(engine, checksum_mismatch_is_an_error_through_a_registered_buffer)
 
 static uint64_t fixed_reads(struct tctx *t)
 {
-	struct bd_space s;
-	bd_engine_space(t->e, &s);
-	return s.fixed_reads;
+	return t_space(t).fixed_reads;
 }
 
 /* Reads into the registered arena go out as READ_FIXED and return the same data as reads into

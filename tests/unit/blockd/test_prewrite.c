@@ -14,13 +14,6 @@ static void settle(struct tctx *t)
 	}
 }
 
-static struct bd_space space(struct tctx *t)
-{
-	struct bd_space s;
-	bd_engine_space(t->e, &s);
-	return s;
-}
-
 /* Where the data file's first hole starts (everything before it is written). */
 static uint64_t first_hole(struct tctx *t)
 {
@@ -39,7 +32,7 @@ Test(prewrite, keeps_written_space_ahead_of_allocation)
 	t.prewrite = 4 * MiB;
 	t_engine_open(&t);
 	settle(&t);
-	struct bd_space s = space(&t);
+	struct bd_space s = t_space(&t);
 	cr_assert_geq(s.written_blocks, 1024, "4 MiB written ahead at open");
 	cr_assert_eq(s.prewritten_blocks, s.written_blocks);
 	cr_assert_lt(s.written_blocks, 16384, "not the whole file");
@@ -49,7 +42,7 @@ Test(prewrite, keeps_written_space_ahead_of_allocation)
 		cr_assert_eq(t_write(&t, 1, NULL, 0, obj, 0, 1 * MiB, (int)obj + 1), 0);
 		settle(&t);
 	}
-	s = space(&t);
+	s = t_space(&t);
 	cr_assert_eq(s.unready_blocks, 0, "no write went to unwritten file space");
 	cr_assert_geq(s.written_blocks, 2048 + 1024);
 	cr_assert_eq(s.free_blocks, 16384 - 2048);
@@ -60,7 +53,7 @@ Test(prewrite, keeps_written_space_ahead_of_allocation)
 	uint64_t written = s.written_blocks;
 	t_reopen(&t);
 	settle(&t);
-	cr_assert_geq(space(&t).written_blocks, written);
+	cr_assert_geq(t_space(&t).written_blocks, written);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 3, 0, 1 * MiB, 4), 0);
 	t_close(&t);
 }
@@ -90,7 +83,7 @@ Test(prewrite, never_overwrites_live_blocks)
 	t.prewrite = 4 * MiB;
 	t_engine_open(&t);
 	settle(&t);
-	struct bd_space s = space(&t);
+	struct bd_space s = t_space(&t);
 	cr_assert_geq(s.written_blocks, 256 + 1024, "1024 free blocks written, plus the data");
 	cr_assert_eq(s.written_blocks - s.prewritten_blocks, 256,
 		     "the 256 blocks of object 1 joined the region without being written");
@@ -109,7 +102,7 @@ Test(prewrite, a_write_waits_for_reserved_blocks_instead_of_enospc)
 	t_engine_open(&t);
 	cr_assert(t.e->pw.busy, "open started the first prewrite");
 	cr_assert_eq(t.e->alloc.nfree, 1280 - t.e->pw.len);
-	cr_assert_eq(space(&t).free_blocks, 1280, "reserved blocks still count as free");
+	cr_assert_eq(t_space(&t).free_blocks, 1280, "reserved blocks still count as free");
 	/* More than the allocator has free while the prewrite runs, less than the file. */
 	uint32_t len = (1280 - t.e->pw.len + 1) * 4096;
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, len, 0x33), 0);
@@ -127,7 +120,7 @@ Test(prewrite, off_or_not_needed)
 	t_setup(&t, 16 * MiB);
 	t_engine_open(&t);
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 1 * MiB, 0x55), 0);
-	struct bd_space s = space(&t);
+	struct bd_space s = t_space(&t);
 	cr_assert_eq(s.prewritten_blocks, 0);
 	cr_assert_eq(s.unready_blocks, 256);
 	bd_engine_close(t.e);
@@ -145,7 +138,7 @@ Test(prewrite, off_or_not_needed)
 	t.prewrite = 4 * MiB;
 	t_engine_open(&t);
 	cr_assert_not(t.e->pw.busy);
-	s = space(&t);
+	s = t_space(&t);
 	cr_assert_eq(s.written_blocks, 4096, "the whole file is written");
 	cr_assert_eq(s.prewritten_blocks, 0);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 1 * MiB, 0x55), 0);
