@@ -176,28 +176,52 @@ static bool replies_first(const struct bd_op *op)
 	return op->kind == OP_WRITE && !op->q.fua && !bd_op_persists_idem(op);
 }
 
-/* Seal the gathered group: its own batch (journaled if asked), its ops, its numbers. */
-static bool group_seal(struct bd_engine *e, bool journal)
+/*
+ * Seal the gathered group: its own batch (journaled if asked), its ops, its numbers. A group
+ * that waits for the busy committer (sl.await_cm) takes the new one in: the batch is appended
+ * to its batch, the ops to its ops, and it takes the new group's numbers (the cache unpins
+ * every list pinned up to them at its commit). Returns the first op of the new group, or NULL
+ * when nothing was sealed (out of memory).
+ */
+static struct bd_op *group_seal(struct bd_engine *e, bool journal)
 {
+	if (e->sealed && !e->sl.await_cm) {
+		return NULL; /* its commit is posted: the caller commits both in order */
+	}
 	struct bd_batch *next = e->gspare != NULL ? e->gspare : bd_batch_new();
 	if (next == NULL) {
-		return false;
+		return NULL;
 	}
 	e->gspare = NULL;
 	group_build(e);
-	e->sl.journaled = journal && bd_journal_append(e, e->gbatch) == 0;
-	e->sl.b = e->gbatch;
-	e->gbatch = next;
-	e->sl.sync = e->gsync;
-	e->sl.dseq = e->gsync ? e->seq++ : 0; /* what the sync makes durable */
+	bool merge = e->sealed;
+	bool journaled = journal && bd_journal_append(e, e->gbatch) == 0;
+	if (merge) {
+		(void)bd_batch_append(e->sl.b, e->gbatch); /* cannot fail */
+		bd_batch_clear(e->gbatch);
+		e->gspare = next; /* gbatch stays, cleared */
+	} else {
+		e->sl.b = e->gbatch;
+		e->gbatch = next;
+		e->sl.sync = false;
+		e->sl.await_cm = false;
+		TAILQ_INIT(&e->sl.ops);
+	}
+	e->sl.journaled = journaled; /* this group's: whether its ops may reply now */
+	if (e->gsync) {
+		e->sl.sync = true;
+		e->sl.dseq = e->seq++; /* what the sync makes durable */
+	} else if (!merge) {
+		e->sl.dseq = 0;
+	}
 	e->sl.gseq = e->gseq++;
 	e->ngdirty = 0;
 	e->gxkv_len = 0;
 	e->gsync = false;
-	TAILQ_INIT(&e->sl.ops);
+	struct bd_op *first = TAILQ_FIRST(&e->gwait);
 	TAILQ_CONCAT(&e->sl.ops, &e->gwait, link);
 	e->sealed = true;
-	return true;
+	return first;
 }
 
 /* Commit the sealed group, if any: here, or by the committer (handoff). */
@@ -207,6 +231,7 @@ static void sealed_dispatch(struct bd_engine *e, bool handoff)
 		return;
 	}
 	e->sealed = false;
+	e->sl.await_cm = false;
 	if (handoff) {
 		bd_committer_handoff(e, e->sl.b, e->sl.sync, e->sl.gseq, e->sl.dseq, &e->sl.ops);
 		return;
@@ -216,16 +241,14 @@ static void sealed_dispatch(struct bd_engine *e, bool handoff)
 	bd_commit_settle_group(e, &e->sl.ops, rc, e->sl.sync, e->sl.gseq, e->sl.dseq, e->sl.b);
 }
 
-/* Reply to the sealed group's plain writes. The op stays (lock, reservation, displaced
- * blocks) until its commit settles it; a retry of it is answered from its idempotency entry,
- * settled and let go of here, since a done entry may be reused before the op completes.
- * The callbacks run after the list walk: they may seal and commit the group themselves. */
-static size_t sealed_reply(struct bd_engine *e)
+/* Reply to the sealed group's plain writes, from op first on. The op stays (lock, reservation,
+ * displaced blocks) until its commit settles it; a retry of it is answered from its idempotency
+ * entry, settled and let go of here, since a done entry may be reused before the op completes. The
+ * callbacks run after the list walk: they may seal and commit the group themselves. */
+static size_t sealed_reply(struct bd_engine *e, struct bd_op *first)
 {
 	size_t n = 0;
-	struct bd_op *op;
-	TAILQ_FOREACH(op, &e->sl.ops, link)
-	{
+	for (struct bd_op *op = first; op != NULL; op = TAILQ_NEXT(op, link)) {
 		if (!replies_first(op) || op->cb == NULL) {
 			continue;
 		}
@@ -258,9 +281,16 @@ static void sealed_commit_post(void *arg)
 	sealed_dispatch(e, false);
 }
 
+/* What group_reply_first does with the group once its replies went. */
+enum after_reply {
+	COMMIT_INLINE,  /* posted behind the replies, on the reactor thread */
+	COMMIT_HANDOFF, /* to the idle committer */
+	COMMIT_AWAIT,   /* the committer is busy: wait for it (joining a group that waits) */
+};
+
 /* Journal, reply, commit. Returns false when the group has no write that may reply first
  * (or there is no journal): the caller commits it as before. */
-static bool group_reply_first(struct bd_engine *e, bool handoff)
+static bool group_reply_first(struct bd_engine *e, enum after_reply then)
 {
 	if (e->jfd < 0 || e->failed || bd_batch_count(e->batch) > 0) {
 		return false;
@@ -272,11 +302,18 @@ static bool group_reply_first(struct bd_engine *e, bool handoff)
 			break;
 		}
 	}
-	if (op == NULL || !group_seal(e, true)) {
+	struct bd_op *first;
+	if (op == NULL || (first = group_seal(e, true)) == NULL) {
 		return false;
 	}
-	size_t replied = e->sl.journaled ? sealed_reply(e) : 0;
-	handoff = handoff && e->cm != NULL && !bd_committer_busy(e);
+	size_t replied = e->sl.journaled ? sealed_reply(e, first) : 0;
+	if (then == COMMIT_AWAIT) {
+		/* The callbacks may have committed it already (bd_engine_drain). */
+		e->sl.await_cm = e->sealed;
+		e->jawaited++;
+		return true;
+	}
+	bool handoff = then == COMMIT_HANDOFF && e->cm != NULL && !bd_committer_busy(e);
 	if (replied > 0 && !handoff && e->sealed && !e->sealed_posted) {
 		e->sealed_posted = true;
 		st_reactor_post_owed(e->r, sealed_commit_post, e); /* its ops are owed completion */
@@ -445,11 +482,19 @@ static bool reactor_saturated(struct bd_engine *e)
 static void group_run(void *arg)
 {
 	struct bd_engine *e = arg;
-	/* A sealed group whose posted commit has not run yet goes first: groups commit in order. */
-	sealed_dispatch(e, false);
+	/* A sealed group goes first: groups commit in order. One whose commit is posted commits
+	 * here; one that waits for the committer goes to it once it is free. */
+	if (!e->sealed || !e->sl.await_cm) {
+		sealed_dispatch(e, false);
+	} else {
+		bd_committer_reap(e);
+		if (!bd_committer_busy(e)) {
+			sealed_dispatch(e, true);
+		}
+	}
 	/* gsched stays set while settling: it arms no second run. */
 	if (e->cm == NULL) {
-		if (!group_reply_first(e, false)) {
+		if (!group_reply_first(e, COMMIT_INLINE)) {
 			bd_engine_drain(e);
 		}
 	} else {
@@ -466,13 +511,16 @@ static void group_run(void *arg)
 			bool inline_ =
 				e->failed || bd_batch_count(e->batch) > 0 ||
 				(!e->commit_always && (e->nlive_ops <= n || !reactor_saturated(e)));
-			if (group_reply_first(e, !inline_)) {
+			if (group_reply_first(e, inline_ ? COMMIT_INLINE : COMMIT_HANDOFF)) {
 				/* journaled, replied to, committed or handed off */
 			} else if (inline_) {
 				bd_engine_commit_batch(e, false);
 			} else {
 				group_handoff(e);
 			}
+		} else if (!TAILQ_EMPTY(&e->gwait) && (!e->sealed || e->sl.await_cm)) {
+			/* The committer is busy: reply now, commit when it is free. */
+			(void)group_reply_first(e, COMMIT_AWAIT);
 		}
 	}
 	e->gsched = false;

@@ -36,6 +36,7 @@ struct bd_committer {
 	pthread_cond_t work, done;
 	int refs;
 	bool stop;
+	bool hold;     /* tests: wait before the next commit (bd_committer_hold) */
 	bool busy;     /* a group was handed off and is not reaped yet */
 	bool pending;  /* handed off, not started */
 	bool finished; /* written: rc is valid */
@@ -87,7 +88,7 @@ static void *committer_main(void *arg)
 	bd_index_thread_init();
 	pthread_mutex_lock(&cm->lock);
 	for (;;) {
-		while (!cm->pending && !cm->stop) {
+		while ((!cm->pending || cm->hold) && !cm->stop) {
 			pthread_cond_wait(&cm->work, &cm->lock);
 		}
 		if (!cm->pending) {
@@ -173,6 +174,19 @@ void bd_committer_reap(struct bd_engine *e)
 	if (take) {
 		committer_settle(e, cm);
 	}
+}
+
+void bd_committer_hold(struct bd_engine *e, bool hold)
+{
+	struct bd_committer *cm = e->cm;
+
+	if (cm == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&cm->lock);
+	cm->hold = hold;
+	pthread_cond_signal(&cm->work);
+	pthread_mutex_unlock(&cm->lock);
 }
 
 void bd_committer_wait(struct bd_engine *e)

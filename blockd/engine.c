@@ -317,6 +317,7 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->unready_blocks = e->alloc.unready;
 	s->journaled_groups = e->jgroups;
 	s->journal_replayed = e->jreplayed;
+	s->awaited_groups = e->jawaited;
 	s->checksum_errors = e->checksum_errors;
 	s->fixed_reads = e->fixed_reads;
 	s->lists = e->nlists;

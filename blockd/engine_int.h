@@ -142,8 +142,9 @@ struct bd_engine {
 	bool commit_always; /* tests: every group goes to the committer */
 	/* The reply journal (journal.c) and a group sealed for commit after its replies. */
 	int jfd; /* -1: no journal, writes reply after their commit */
-	uint64_t jseq, jsize, jgroups, jreplayed;
+	uint64_t jseq, jsize, jgroups, jreplayed, jawaited;
 	bool jwarned;
+	bool jbroken; /* an append failed: no appends until nothing journaled is pending */
 	bool sealed;
 	bool sealed_posted; /* sealed_commit_post is queued on the reactor */
 	struct {
@@ -151,6 +152,7 @@ struct bd_engine {
 		struct op_list ops;
 		uint64_t gseq, dseq;
 		bool sync, journaled;
+		bool await_cm; /* waits for the busy committer (commit.c, group_reply_early) */
 	} sl;
 	struct bd_ack {
 		bd_done_cb cb;

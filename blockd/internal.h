@@ -383,6 +383,7 @@ struct bd_space {
 	uint64_t unready_blocks;    /* allocated outside the written region since open */
 	uint64_t journaled_groups;  /* group commits journaled (replied to first) since open */
 	uint64_t journal_replayed;  /* group commits the journal gave back at open */
+	uint64_t awaited_groups;    /* journaled groups replied to while the committer was busy */
 };
 
 struct bd_status_ext {
@@ -408,6 +409,8 @@ int bd_engine_start_committer(struct bd_engine *e, bool always) __attribute__((n
 /* Back to committing on the reactor thread, after the group in flight. Call before
  * st_reactor_destroy(). */
 void bd_engine_stop_committer(struct bd_engine *e) __attribute__((nonnull));
+/* Tests: hold the committer thread before its next commit (true), or let it go (false). */
+void bd_committer_hold(struct bd_engine *e, bool hold) __attribute__((nonnull));
 /* No new prewrites (blockd/prewrite.c); off the reactor thread, also wait for the one in
  * flight. Call before st_reactor_destroy(); bd_engine_close calls it too. */
 void bd_engine_stop_prewriter(struct bd_engine *e) __attribute__((nonnull));

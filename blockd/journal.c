@@ -173,6 +173,9 @@ int bd_journal_append(struct bd_engine *e, struct bd_batch *b)
 	 * later record must not reuse a number the index already holds. */
 	uint64_t seq = e->jseq++;
 	bd_batch_put_u64(b, J_KEY, sizeof(J_KEY), seq);
+	if (e->jbroken) {
+		return -EIO;
+	}
 	size_t len;
 	const char *data = bd_batch_data(b, &len);
 	if (len > JOURNAL_MAX) {
@@ -190,10 +193,11 @@ int bd_journal_append(struct bd_engine *e, struct bd_batch *b)
 				w < 0 ? strerror(errno) : "short write");
 			e->jwarned = true;
 		}
-		/* A partial record is a torn tail: replay stops there. Start over after it. */
-		if (ftruncate(e->jfd, 0) == 0) {
-			e->jsize = 0;
-		}
+		/* A partial record is a torn tail: replay stops there, so nothing may follow it.
+		 * Truncating now would drop the records of groups replied to and not committed
+		 * yet: the journal rests until they are (bd_journal_trim), and writes meanwhile
+		 * reply after their commit. */
+		e->jbroken = true;
 		return -EIO;
 	}
 	e->jsize += (uint64_t)w;
@@ -203,10 +207,12 @@ int bd_journal_append(struct bd_engine *e, struct bd_batch *b)
 
 void bd_journal_trim(struct bd_engine *e)
 {
-	if (e->jfd < 0 || e->jsize < JOURNAL_TRIM || e->sealed || bd_committer_busy(e)) {
+	if (e->jfd < 0 || (e->jsize < JOURNAL_TRIM && !e->jbroken) || e->sealed ||
+	    bd_committer_busy(e)) {
 		return;
 	}
 	if (ftruncate(e->jfd, 0) == 0) {
 		e->jsize = 0;
+		e->jbroken = false;
 	}
 }

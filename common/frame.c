@@ -75,24 +75,10 @@ int st_frame_hdr_decode(const uint8_t in[ST_FRAME_HDR_SIZE], uint32_t max_msg, u
 	return 0;
 }
 
-void *st_payload_alloc(size_t len)
-{
-	void *p = NULL;
-	size_t rounded = (len + ST_FRAME_PAYLOAD_ALIGN - 1) & ~(size_t)(ST_FRAME_PAYLOAD_ALIGN - 1);
-
-	if (rounded == 0) {
-		rounded = ST_FRAME_PAYLOAD_ALIGN;
-	}
-	if (posix_memalign(&p, ST_FRAME_PAYLOAD_ALIGN, rounded) != 0) {
-		return NULL;
-	}
-	return p;
-}
-
 void st_frame_release(struct st_frame *f)
 {
 	free(f->msg);
-	free(f->payload);
+	st_payload_free(f->payload);
 	f->msg = NULL;
 	f->payload = NULL;
 }

@@ -126,7 +126,12 @@ int st_decoder_advance(struct st_decoder *d, size_t n) __attribute__((nonnull));
 /* In READY: move the frame out (caller now owns its buffers) and restart at HEADER. */
 void st_decoder_take(struct st_decoder *d, struct st_frame *out) __attribute__((nonnull));
 
-/* Allocate a payload buffer the way the decoder does (ST_FRAME_PAYLOAD_ALIGN, free()). */
+/*
+ * A payload buffer as the decoder makes one: ST_FRAME_PAYLOAD_ALIGN-aligned, from a per-thread
+ * cache (common/payload.c). Give it back with st_payload_free (free() is also correct, but
+ * bypasses the cache).
+ */
 void *st_payload_alloc(size_t len);
+void st_payload_free(void *p);
 
 #endif
