@@ -569,6 +569,10 @@ void bd_commit_phase(struct bd_op *op)
 		bd_op_fail(op, -EIO);
 		return;
 	}
+	if (op->dfg != NULL && !bd_defrag_still_valid(op)) {
+		bd_op_fail(op, -ESTALE); /* written meanwhile: the new blocks go back */
+		return;
+	}
 	for (uint32_t i = 0; i < op->nblocks && !err;) {
 		uint64_t lb = lb0 + i;
 		struct bd_mkey k;

@@ -91,6 +91,7 @@ struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks
 	op->lock = NULL;
 	op->idem = NULL;
 	op->cawbuf = NULL;
+	op->dfg = NULL;
 	op->nruns = 0;
 	op->nfreed = 0;
 	op->fsync_io.busy = false;
@@ -318,6 +319,9 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->journaled_groups = e->jgroups;
 	s->journal_replayed = e->jreplayed;
 	s->awaited_groups = e->jawaited;
+	s->defrag_segments = e->defrag_done;
+	s->defrag_skipped = e->defrag_skipped;
+	s->defrag_running = e->defrag_inflight;
 	s->checksum_errors = e->checksum_errors;
 	s->fixed_reads = e->fixed_reads;
 	s->lists = e->nlists;
@@ -644,6 +648,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	}
 	e->writable = !o->fsck_only;
 	bd_prewrite_open(e, e->writable ? o->prewrite_ahead : 0);
+	e->defrag_runs = e->writable ? o->defrag_runs : 0;
 	*out = e;
 	return 0;
 fail:
@@ -734,6 +739,11 @@ void bd_engine_close(struct bd_engine *e)
 	bd_engine_stop_committer(e);
 	if (e->ix) {
 		settle_groups(e);
+	}
+	if (e->defrag_done + e->defrag_skipped > 0) {
+		st_info("defrag: %lu segments rewritten into one run, %lu dropped (changed "
+			"meanwhile, or no free run)",
+			(unsigned long)e->defrag_done, (unsigned long)e->defrag_skipped);
 	}
 	bd_journal_close(e);
 	bd_prewrite_close(e);

@@ -59,6 +59,7 @@ struct bd_op {
 	int nruns;
 	struct op_sub *subs;
 	struct st_io fsync_io;
+	const struct bd_defrag *dfg; /* a defrag rewrite: what the segment held when read */
 	TAILQ_ENTRY(bd_op) link;
 };
 
@@ -143,6 +144,10 @@ struct bd_engine {
 	/* The reply journal (journal.c) and a group sealed for commit after its replies. */
 	int jfd; /* -1: no journal, writes reply after their commit */
 	uint64_t jseq, jsize, jgroups, jreplayed, jawaited;
+	/* Read-triggered defragmentation (defrag.c). */
+	uint32_t defrag_runs; /* 0: off */
+	uint32_t defrag_inflight;
+	uint64_t defrag_done, defrag_skipped;
 	bool jwarned;
 	bool jbroken; /* an append failed: no appends until nothing journaled is pending */
 	bool sealed;
@@ -301,6 +306,20 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
 void bd_engine_drain(struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
+/* defrag.c: read-triggered defragmentation. */
+struct bd_defrag {
+	uint64_t pblk[BD_SEG_BLOCKS];
+	uint32_t crc[BD_SEG_BLOCKS];
+	uint8_t *buf; /* the segment's data, BD_SEG_BLOCKS blocks */
+};
+/* After a READ verified its data: rewrite the fragmented segments it read whole. */
+void bd_defrag_consider(struct bd_op *op);
+/* In the commit phase of a defrag rewrite: does the segment still hold what was read? */
+bool bd_defrag_still_valid(struct bd_op *op);
+/* mutate.c: a plain write of one segment that commits only if bd_defrag_still_valid. */
+void bd_rewrite(struct bd_engine *e, const struct bd_req *q, const struct bd_defrag *dfg,
+		bd_done_cb cb, void *cb_arg);
+
 /* committer.c: the pipelined group commit. */
 
 struct bd_committer;

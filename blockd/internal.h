@@ -340,9 +340,13 @@ struct bd_engine_opts {
 	/* Journal each group commit and reply to its plain writes before the RocksDB commit
 	 * (journal.c). false: reply after the commit. */
 	bool journal;
+	/* Rewrite a segment read whole that lies in more than this many physical runs into one
+	 * (defrag.c); 0: off. */
+	uint32_t defrag_runs;
 };
 
 #define BD_PREWRITE_AHEAD (64ull << 20) /* strata-blockd's default */
+#define BD_DEFRAG_RUNS    8             /* strata-blockd's default */
 
 /* One object request, as validated by the service (or a test). */
 struct bd_req {
@@ -384,6 +388,9 @@ struct bd_space {
 	uint64_t journaled_groups;  /* group commits journaled (replied to first) since open */
 	uint64_t journal_replayed;  /* group commits the journal gave back at open */
 	uint64_t awaited_groups;    /* journaled groups replied to while the committer was busy */
+	uint64_t defrag_segments;   /* fragmented segments rewritten contiguously (defrag.c) */
+	uint64_t defrag_skipped;    /* candidates dropped: changed meanwhile, or no free run */
+	uint64_t defrag_running;    /* rewrites in flight */
 };
 
 struct bd_status_ext {

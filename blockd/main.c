@@ -81,6 +81,7 @@ int main(int argc, char **argv)
 	const char *listen = "127.0.0.1:7800", *data = NULL, *db = NULL, *meta = NULL;
 	const char *level = "info";
 	uint64_t size = 10ull << 30, cache = 65536, prewrite = BD_PREWRITE_AHEAD;
+	uint64_t defrag_runs = BD_DEFRAG_RUNS;
 	uint64_t submit_batch = st_reactor_submit_batch_from_env(ST_REACTOR_SUBMIT_BATCH);
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
 	bool plain_io = false, ack_after_commit = false;
@@ -108,6 +109,9 @@ int main(int argc, char **argv)
 		{"prewrite-ahead", ST_FLAG_SIZE, &prewrite, "SIZE",
 		 "on a sparse data file, keep this much free space written ahead of allocation "
 		 "(default 64M, 0: off)"},
+		{"defrag-runs", ST_FLAG_SIZE, &defrag_runs, "N",
+		 "rewrite a 256 KiB segment read whole into one run when it lies in more than N "
+		 "(default 8, 0: off)"},
 		{"ack-after-commit", ST_FLAG_BOOL, &ack_after_commit, NULL,
 		 "no reply journal: reply to a write only after its index commit (default: "
 		 "journal the commit, reply, then commit)"},
@@ -142,6 +146,7 @@ int main(int argc, char **argv)
 		.plain_io = plain_io,
 		.prewrite_ahead = prewrite,
 		.journal = !ack_after_commit,
+		.defrag_runs = defrag_runs > BD_SEG_BLOCKS ? BD_SEG_BLOCKS : (uint32_t)defrag_runs,
 	};
 	if (fsck) {
 		return run_fsck(&eo, verify);

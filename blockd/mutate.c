@@ -402,7 +402,17 @@ void bd_write_phase(struct bd_op *op)
 		bd_commit_phase(op);
 		return;
 	}
-	int nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
+	if (op->dfg != NULL) {
+		/* One contiguous run or nothing: that is the point, and space is never waited for.
+		 */
+		int one = bd_alloc_get(&e->alloc, op->nblocks, op->runs, 1);
+		if (one < 0) {
+			bd_op_fail(op, one);
+			return;
+		}
+	}
+	int nr = op->dfg != NULL ? 1
+				 : bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
 	if (nr == -ENOSPC && bd_engine_reclaim_now(e)) {
 		nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
 	}
@@ -450,7 +460,8 @@ static void op_locked(struct bd_op *op)
 }
 
 static void mutate(struct bd_engine *e, enum op_kind kind, const struct bd_req *q, const void *cmp,
-		   const void *data, uint64_t *miscompare, bd_done_cb cb, void *cb_arg)
+		   const void *data, uint64_t *miscompare, const struct bd_defrag *dfg,
+		   bd_done_cb cb, void *cb_arg)
 {
 	int rc = bd_validate(e, q, true);
 	if (rc) {
@@ -490,6 +501,7 @@ static void mutate(struct bd_engine *e, enum op_kind kind, const struct bd_req *
 	op->miscompare = miscompare;
 	op->cb = cb;
 	op->cb_arg = cb_arg;
+	op->dfg = dfg;
 	if (kind == OP_CAW) {
 		op->cawbuf = aligned_alloc(BD_BLOCK, q->length);
 		if (!op->cawbuf) {
@@ -510,24 +522,30 @@ static void mutate(struct bd_engine *e, enum op_kind kind, const struct bd_req *
 void bd_write(struct bd_engine *e, const struct bd_req *q, const void *buf, bd_done_cb cb,
 	      void *cb_arg)
 {
-	mutate(e, OP_WRITE, q, NULL, buf, NULL, cb, cb_arg);
+	mutate(e, OP_WRITE, q, NULL, buf, NULL, NULL, cb, cb_arg);
+}
+
+void bd_rewrite(struct bd_engine *e, const struct bd_req *q, const struct bd_defrag *dfg,
+		bd_done_cb cb, void *cb_arg)
+{
+	mutate(e, OP_WRITE, q, NULL, dfg->buf, NULL, dfg, cb, cb_arg);
 }
 
 void bd_write_zeroes(struct bd_engine *e, const struct bd_req *q, bd_done_cb cb, void *cb_arg)
 {
-	mutate(e, OP_ZERO, q, NULL, NULL, NULL, cb, cb_arg);
+	mutate(e, OP_ZERO, q, NULL, NULL, NULL, NULL, cb, cb_arg);
 }
 
 void bd_trim(struct bd_engine *e, const struct bd_req *q, bd_done_cb cb, void *cb_arg)
 {
-	mutate(e, OP_TRIM, q, NULL, NULL, NULL, cb, cb_arg);
+	mutate(e, OP_TRIM, q, NULL, NULL, NULL, NULL, cb, cb_arg);
 }
 
 void bd_compare_and_write(struct bd_engine *e, const struct bd_req *q, const void *cmp,
 			  const void *data, uint64_t *miscompare, bd_done_cb cb, void *cb_arg)
 {
 	*miscompare = 0;
-	mutate(e, OP_CAW, q, cmp, data, miscompare, cb, cb_arg);
+	mutate(e, OP_CAW, q, cmp, data, miscompare, NULL, cb, cb_arg);
 }
 
 struct flush_ctx {

@@ -79,6 +79,7 @@ static void read_verified(void *arg)
 	if (!op->verified_ok) {
 		read_verify(op, op->buf); /* count, log and zero the bad blocks */
 	}
+	bd_defrag_consider(op);
 	bd_op_complete(op);
 }
 
@@ -109,6 +110,7 @@ void bd_read_done(struct bd_op *op)
 		read_verify(op, dst);
 	}
 	if (op->err || op->kind == OP_READ) {
+		bd_defrag_consider(op); /* only a READ that verified */
 		bd_op_complete(op);
 		return;
 	}

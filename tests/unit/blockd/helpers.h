@@ -22,6 +22,7 @@ struct tctx {
 	size_t cache_entries; /* engine cache size (0: the default); kept across t_reopen */
 	uint64_t prewrite;    /* bd_engine_opts.prewrite_ahead (0: off); kept across t_reopen */
 	bool no_journal;      /* reply after the commit (strata-blockd --ack-after-commit) */
+	uint32_t defrag_runs; /* bd_engine_opts.defrag_runs (0: off); kept across t_reopen */
 };
 
 struct twait {
@@ -52,7 +53,8 @@ static inline void t_engine_open(struct tctx *t)
 				   .size = t->size,
 				   .cache_entries = t->cache_entries,
 				   .prewrite_ahead = t->prewrite,
-				   .journal = !t->no_journal};
+				   .journal = !t->no_journal,
+				   .defrag_runs = t->defrag_runs};
 	int rc = bd_engine_open(t->r, &o, &t->e);
 	cr_assert_eq(rc, 0, "engine open: %d", rc);
 	/* Every group commit on the pipelined committer thread (strata-blockd hands groups off

@@ -1,0 +1,158 @@
+/*
+ * strata-blockd engine: read-triggered defragmentation.
+ *
+ * Redirect-on-write puts every write in newly allocated blocks, next to whatever was written
+ * at the same time, not next to its logical neighbours. After random writes a segment (64
+ * blocks, 256 KiB) lies scattered over the disk, and a sequential reader (a VM booting, a
+ * backup, qemu-img convert) gets random-read speed: measured 434 MB/s for 1 MiB reads at QD8
+ * after 5 s of 4k random writes, against 1620 MB/s on the freshly written volume.
+ *
+ * So a READ that covered a whole segment, found it in more than defrag_runs physical runs
+ * and verified its data, rewrites it: the data it just read goes to one contiguous run,
+ * through the ordinary write path (allocation, O_DIRECT write, group commit, journal), and
+ * the old blocks are freed as an overwrite frees them. It costs one 256 KiB write per
+ * fragmented segment read, once; a random 4k reader never triggers it.
+ *
+ * Content never changes, so this is safe against everything else going on:
+ *  - only the layer's own list, and only blocks no other list references (ref 1): a block
+ *    shared with a snapshot or a clone stays shared, and no space is duplicated;
+ *  - the rewrite commits only if the segment still maps every block to the block and crc the
+ *    read saw (bd_defrag_still_valid, checked in the commit phase, which runs atomically on
+ *    the reactor thread); a write that landed meanwhile wins and the rewrite's blocks go back;
+ *  - it is purely local (no PG version, no forward): replicas hold the same content in their
+ *    own layout, and scrub compares crcs, which do not change.
+ * At most DEFRAG_INFLIGHT rewrites run at once, none while free space is short, and the
+ * allocation must be one run or nothing (bd_write_phase): a rewrite never waits for space.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "engine_int.h"
+#include "internal.h"
+
+#define DEFRAG_INFLIGHT 4
+/* Free blocks below which no rewrite starts: 64 MiB, or 1/16 of the device if smaller. */
+#define DEFRAG_MIN_FREE (16384u)
+
+struct defrag_ctx {
+	struct bd_engine *e;
+	struct bd_defrag d;
+};
+
+static void defrag_done(void *arg, int err)
+{
+	struct defrag_ctx *c = arg;
+	struct bd_engine *e = c->e;
+	e->defrag_inflight--;
+	if (err == 0) {
+		e->defrag_done++;
+	} else {
+		e->defrag_skipped++;
+	}
+	free(c->d.buf);
+	free(c);
+}
+
+/* The segment's physical runs, when every block holds data referenced by this list alone;
+ * 0 when it does not qualify. */
+static uint32_t segment_runs(struct bd_engine *e, const uint64_t *pblk)
+{
+	uint32_t runs = 0;
+	for (uint32_t j = 0; j < BD_SEG_BLOCKS; j++) {
+		if (pblk[j] >= BD_PBLK_NONE || pblk[j] >= e->alloc.nblocks ||
+		    e->alloc.ref[pblk[j]] != 1) {
+			return 0;
+		}
+		if (j == 0 || pblk[j] != pblk[j - 1] + 1) {
+			runs++;
+		}
+	}
+	return runs;
+}
+
+static bool space_to_spare(const struct bd_engine *e)
+{
+	uint64_t floor = e->alloc.nblocks / 16;
+	if (floor > DEFRAG_MIN_FREE) {
+		floor = DEFRAG_MIN_FREE;
+	}
+	return e->alloc.nfree > floor + BD_SEG_BLOCKS;
+}
+
+static void rewrite_segment(struct bd_op *op, uint32_t idx, uint64_t seg_lb)
+{
+	struct bd_engine *e = op->e;
+	struct defrag_ctx *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		return;
+	}
+	c->d.buf = aligned_alloc(BD_BLOCK, (size_t)BD_SEG_BLOCKS * BD_BLOCK);
+	if (c->d.buf == NULL) {
+		free(c);
+		return;
+	}
+	c->e = e;
+	memcpy(c->d.buf, op->buf + (size_t)idx * BD_BLOCK, (size_t)BD_SEG_BLOCKS * BD_BLOCK);
+	memcpy(c->d.pblk, op->pblk + idx, sizeof(c->d.pblk));
+	memcpy(c->d.crc, op->crc + idx, sizeof(c->d.crc));
+	struct bd_req q = {
+		.family = op->q.family,
+		.object = op->q.object,
+		.layer = op->q.layer,
+		.offset = seg_lb << BD_BLOCK_SHIFT,
+		.length = BD_SEG_BLOCKS * BD_BLOCK,
+	};
+	e->defrag_inflight++;
+	bd_rewrite(e, &q, &c->d, defrag_done, c);
+}
+
+void bd_defrag_consider(struct bd_op *op)
+{
+	struct bd_engine *e = op->e;
+	if (e->defrag_runs == 0 || op->kind != OP_READ || op->err != 0 || e->failed ||
+	    op->nblocks < BD_SEG_BLOCKS) {
+		return;
+	}
+	uint64_t lb0 = op->q.offset >> BD_BLOCK_SHIFT;
+	uint64_t seg_lb = (lb0 + BD_SEG_BLOCKS - 1) & ~(uint64_t)(BD_SEG_BLOCKS - 1);
+	for (; seg_lb + BD_SEG_BLOCKS <= lb0 + op->nblocks; seg_lb += BD_SEG_BLOCKS) {
+		if (e->defrag_inflight >= DEFRAG_INFLIGHT || !space_to_spare(e)) {
+			return;
+		}
+		uint32_t idx = (uint32_t)(seg_lb - lb0);
+		if (segment_runs(e, op->pblk + idx) <= e->defrag_runs) {
+			continue;
+		}
+		/* The list that served the read must be the layer's own (not an ancestor's). */
+		struct bd_mkey k;
+		int err;
+		bd_key_of(&op->q, seg_lb, &k);
+		if (bd_load_own(e, &k, &err) == NULL) {
+			continue;
+		}
+		rewrite_segment(op, idx, seg_lb);
+	}
+}
+
+bool bd_defrag_still_valid(struct bd_op *op)
+{
+	struct bd_engine *e = op->e;
+	const struct bd_defrag *d = op->dfg;
+	struct bd_mkey k;
+	int err;
+	bd_key_of(&op->q, op->q.offset >> BD_BLOCK_SHIFT, &k);
+	struct bd_centry *own = bd_load_own(e, &k, &err);
+	if (own == NULL || own->map == NULL) {
+		return false;
+	}
+	for (uint32_t j = 0; j < BD_SEG_BLOCKS; j++) {
+		struct bd_bmap b = bd_extmap_lookup(own->map, j);
+		if (b.pblk != d->pblk[j] || b.crc != d->crc[j] || b.pblk >= e->alloc.nblocks ||
+		    e->alloc.ref[b.pblk] != 1) {
+			return false;
+		}
+	}
+	return true;
+}
