@@ -178,6 +178,50 @@ int bd_alloc_get(struct bd_alloc *a, uint32_t n, struct bd_prun *runs, int maxru
 	return nr;
 }
 
+/* The first free run of at least n blocks below lim, from *cursor on (wrapping once). */
+static bool find_run(const struct bd_alloc *a, uint64_t lim, uint64_t *cursor, uint32_t n,
+		     uint64_t *out)
+{
+	uint64_t pos = *cursor < lim ? *cursor : 0;
+	uint64_t scanned = 0;
+	while (scanned < lim + n) {
+		uint64_t s = find_free(a, pos, lim);
+		if (s == lim) {
+			scanned += lim - pos;
+			pos = 0;
+			continue;
+		}
+		uint64_t e = run_end(a, s, lim, n);
+		if (e - s >= n) {
+			*out = s;
+			*cursor = e;
+			return true;
+		}
+		scanned += e - pos;
+		pos = e;
+	}
+	return false;
+}
+
+int bd_alloc_get_run(struct bd_alloc *a, uint32_t n, uint64_t *pblk)
+{
+	if (n == 0 || a->nfree < n) {
+		return -ENOSPC;
+	}
+	bool found = a->ready < a->nblocks && a->ready_free >= n &&
+		     find_run(a, a->ready, &a->rcursor, n, pblk);
+	if (!found) {
+		if (!find_run(a, a->nblocks, &a->cursor, n, pblk)) {
+			return -ENOSPC;
+		}
+		if (a->ready < a->nblocks) {
+			a->unready += n;
+		}
+	}
+	bd_alloc_take(a, *pblk, n);
+	return 0;
+}
+
 void bd_alloc_put(struct bd_alloc *a, uint64_t pblk, uint32_t n)
 {
 	for (uint64_t b = pblk; b < pblk + n; b++) {

@@ -72,8 +72,16 @@ static uint32_t segment_runs(struct bd_engine *e, const uint64_t *pblk)
 	return runs;
 }
 
+/* After a rewrite found no free run long enough, none is tried for this long (the search
+ * scans the allocation bitmap). */
+#define DEFRAG_NOSPACE_BACKOFF_MS 1000
+
 static bool space_to_spare(const struct bd_engine *e)
 {
+	if (e->defrag_nospace_ms != 0 &&
+	    st_now_ms() - e->defrag_nospace_ms < DEFRAG_NOSPACE_BACKOFF_MS) {
+		return false;
+	}
 	uint64_t floor = e->alloc.nblocks / 16;
 	if (floor > DEFRAG_MIN_FREE) {
 		floor = DEFRAG_MIN_FREE;

@@ -148,6 +148,7 @@ struct bd_engine {
 	uint32_t defrag_runs; /* 0: off */
 	uint32_t defrag_inflight;
 	uint64_t defrag_done, defrag_skipped;
+	uint64_t defrag_nospace_ms; /* when a rewrite last found no free run */
 	bool jwarned;
 	bool jbroken; /* an append failed: no appends until nothing journaled is pending */
 	bool sealed;

@@ -84,6 +84,9 @@ void bd_alloc_fini(struct bd_alloc *a) __attribute__((nonnull));
  * n free blocks, else anywhere. Returns the number of runs, or -ENOSPC (nothing reserved). */
 int bd_alloc_get(struct bd_alloc *a, uint32_t n, struct bd_prun *runs, int maxruns)
 	__attribute__((nonnull));
+/* Reserve one run of n blocks (in the written region first). Returns 0 with its first block
+ * in *pblk, or -ENOSPC when no free run is that long. */
+int bd_alloc_get_run(struct bd_alloc *a, uint32_t n, uint64_t *pblk) __attribute__((nonnull));
 /* Undo a reservation that never got referenced. */
 void bd_alloc_put(struct bd_alloc *a, uint64_t pblk, uint32_t n) __attribute__((nonnull));
 /* Add a reference (0 -> 1 marks the persisted chunk dirty). */

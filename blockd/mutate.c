@@ -402,17 +402,21 @@ void bd_write_phase(struct bd_op *op)
 		bd_commit_phase(op);
 		return;
 	}
+	int nr;
 	if (op->dfg != NULL) {
 		/* One contiguous run or nothing: that is the point, and space is never waited for.
 		 */
-		int one = bd_alloc_get(&e->alloc, op->nblocks, op->runs, 1);
-		if (one < 0) {
-			bd_op_fail(op, one);
+		nr = bd_alloc_get_run(&e->alloc, op->nblocks, &op->runs[0].pblk);
+		if (nr < 0) {
+			e->defrag_nospace_ms = st_now_ms();
+			bd_op_fail(op, nr);
 			return;
 		}
+		op->runs[0].len = op->nblocks;
+		nr = 1;
+	} else {
+		nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
 	}
-	int nr = op->dfg != NULL ? 1
-				 : bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
 	if (nr == -ENOSPC && bd_engine_reclaim_now(e)) {
 		nr = bd_alloc_get(&e->alloc, op->nblocks, op->runs, (int)op->nblocks);
 	}

@@ -165,3 +165,45 @@ Test(alloc, written_region_first)
 	cr_assert_eq(a.ready_free, a.ready, "nothing referenced: the whole region is free");
 	bd_alloc_fini(&a);
 }
+
+/* One run of n blocks or nothing (the defragmenter's allocation): short free runs at the
+ * cursor are passed over, the written region comes first, and a failure reserves nothing. */
+Test(alloc, one_run_or_nothing)
+{
+	struct bd_alloc a;
+	cr_assert_eq(bd_alloc_init(&a, 1000), 0);
+	struct bd_prun runs[1000];
+	cr_assert_eq(bd_alloc_get(&a, 1000, runs, 1000), 1);
+	/* Free: every other block of [0, 200), then [300, 340) and [600, 700). */
+	for (uint64_t b = 0; b < 200; b += 2) {
+		bd_alloc_put(&a, b, 1);
+	}
+	bd_alloc_put(&a, 300, 40);
+	bd_alloc_put(&a, 600, 100);
+	uint64_t free0 = a.nfree;
+	uint64_t p;
+	cr_assert_eq(bd_alloc_get_run(&a, 64, &p), 0);
+	cr_assert_eq(p, 600, "the first free run long enough");
+	cr_assert_eq(a.nfree, free0 - 64);
+	cr_assert_eq(bd_alloc_get_run(&a, 64, &p), -ENOSPC, "36 + 40 free, not in one run");
+	cr_assert_eq(a.nfree, free0 - 64, "a failed get reserves nothing");
+	cr_assert_eq(bd_alloc_get_run(&a, 40, &p), 0);
+	cr_assert_eq(p, 300);
+	bd_alloc_put(&a, 600, 64);
+
+	/* With a written region [0, 500) holding a long enough run, that run is taken first. */
+	struct bd_alloc w;
+	cr_assert_eq(bd_alloc_init(&w, 1000), 0);
+	cr_assert_eq(bd_alloc_get(&w, 1000, runs, 1000), 1);
+	bd_alloc_put(&w, 100, 64);
+	bd_alloc_put(&w, 800, 64);
+	bd_alloc_set_ready(&w, 500);
+	w.cursor = 700;
+	cr_assert_eq(bd_alloc_get_run(&w, 64, &p), 0);
+	cr_assert_eq(p, 100);
+	cr_assert_eq(w.ready_free, 0);
+	cr_assert_eq(bd_alloc_get_run(&w, 64, &p), 0);
+	cr_assert_eq(p, 800);
+	bd_alloc_fini(&w);
+	bd_alloc_fini(&a);
+}
