@@ -23,6 +23,14 @@
  *    own layout, and scrub compares crcs, which do not change.
  * At most DEFRAG_INFLIGHT rewrites run at once, none while free space is short, and the
  * allocation must be one run or nothing (bd_write_phase): a rewrite never waits for space.
+ *
+ * In the background, too (bd_defrag_tick, from the service's 500 ms tick): after a whole tick
+ * with no client op, a scan walks the index's lists in key order from where it stopped, and
+ * reads each segment whose list (as the index has it, a hint only) is all data in more than
+ * defrag_runs runs; the read's completion decides and rewrites as above. It keeps
+ * DEFRAG_BG_READS reads in flight while no client op arrives, stops at the first one, and
+ * rests DEFRAG_PASS_REST_MS after a full pass over the index, unless clients were busy
+ * since.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -32,7 +40,10 @@
 #include "engine_int.h"
 #include "internal.h"
 
-#define DEFRAG_INFLIGHT 4
+#define DEFRAG_INFLIGHT     4
+#define DEFRAG_BG_READS     2
+#define DEFRAG_SCAN_BATCH   4096  /* lists looked at per scan */
+#define DEFRAG_PASS_REST_MS 60000 /* after a full pass over the index */
 /* Free blocks below which no rewrite starts: 64 MiB, or 1/16 of the device if smaller. */
 #define DEFRAG_MIN_FREE (16384u)
 
@@ -113,6 +124,7 @@ static void rewrite_segment(struct bd_op *op, uint32_t idx, uint64_t seg_lb)
 		.length = BD_SEG_BLOCKS * BD_BLOCK,
 	};
 	e->defrag_inflight++;
+	e->bg_ops++; /* not a client's */
 	bd_rewrite(e, &q, &c->d, defrag_done, c);
 }
 
@@ -163,4 +175,136 @@ bool bd_defrag_still_valid(struct bd_op *op)
 		}
 	}
 	return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Background: idle-time scan. */
+
+static uint64_t client_ops(const struct bd_engine *e)
+{
+	return e->nops_total - e->bg_ops;
+}
+
+/* All data, in more than defrag_runs runs (the index's copy: a hint). */
+static bool looks_fragmented(const struct bd_engine *e, const struct bd_extmap *m)
+{
+	uint32_t blocks = 0, runs = 0;
+	for (uint32_t r = 0; r < m->nruns; r++) {
+		if (m->runs[r].pblk == BD_PBLK_ZERO) {
+			return false;
+		}
+		blocks += m->runs[r].len;
+		runs++;
+	}
+	return blocks == BD_SEG_BLOCKS && runs > e->defrag_runs;
+}
+
+struct scan {
+	struct bd_engine *e;
+	struct bd_mkey found[DEFRAG_BG_READS];
+	int nfound, want;
+	uint32_t seen;
+	bool stopped; /* by us, not by the end of the index */
+};
+
+static int scan_fn(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err)
+{
+	struct scan *sc = arg;
+	sc->e->defrag_cursor = *k;
+	sc->e->defrag_cursor_set = true;
+	if (err == 0 && m != NULL && looks_fragmented(sc->e, m)) {
+		sc->found[sc->nfound++] = *k;
+	}
+	if (sc->nfound == sc->want || ++sc->seen == DEFRAG_SCAN_BATCH) {
+		sc->stopped = true;
+		return 1;
+	}
+	return 0;
+}
+
+struct bg_read {
+	struct bd_engine *e;
+	uint8_t *buf;
+};
+
+static void bg_read_done(void *arg, int err)
+{
+	struct bg_read *b = arg;
+	struct bd_engine *e = b->e;
+	(void)err; /* the read's completion already decided (bd_defrag_consider) */
+	e->defrag_bg_reads--;
+	free(b->buf);
+	free(b);
+	bd_defrag_pump(e);
+}
+
+static void bg_read(struct bd_engine *e, const struct bd_mkey *k)
+{
+	struct bg_read *b = malloc(sizeof(*b));
+	uint8_t *buf = aligned_alloc(BD_BLOCK, (size_t)BD_SEG_BLOCKS * BD_BLOCK);
+	if (b == NULL || buf == NULL) {
+		free(b);
+		free(buf);
+		return;
+	}
+	b->e = e;
+	b->buf = buf;
+	struct bd_req q = {
+		.family = k->family,
+		.layer = k->layer,
+		.object = k->object,
+		.offset = (uint64_t)k->seg * BD_SEG_BLOCKS * BD_BLOCK,
+		.length = BD_SEG_BLOCKS * BD_BLOCK,
+	};
+	e->defrag_bg_reads++;
+	e->defrag_bg_started++;
+	e->bg_ops++;
+	bd_read(e, &q, buf, bg_read_done, b);
+}
+
+void bd_defrag_pump(struct bd_engine *e)
+{
+	if (e->defrag_runs == 0 || !e->defrag_idle || client_ops(e) != e->defrag_client_mark ||
+	    e->failed || !space_to_spare(e)) {
+		return;
+	}
+	int want = DEFRAG_BG_READS - (int)e->defrag_bg_reads;
+	if (want <= 0 || e->defrag_inflight >= DEFRAG_INFLIGHT) {
+		return;
+	}
+	if (e->defrag_rest_until_ms != 0) {
+		if (st_now_ms() < e->defrag_rest_until_ms) {
+			return;
+		}
+		e->defrag_rest_until_ms = 0;
+	}
+	struct scan sc = {.e = e, .want = want};
+	int rc = bd_index_scan_after(e->ix, e->defrag_cursor_set ? &e->defrag_cursor : NULL,
+				     scan_fn, &sc);
+	if (rc < 0) {
+		e->defrag_rest_until_ms = st_now_ms() + DEFRAG_PASS_REST_MS;
+		return;
+	}
+	if (!sc.stopped) {
+		/* The end of the index: start over after a rest. */
+		e->defrag_cursor_set = false;
+		e->defrag_rest_until_ms = st_now_ms() + DEFRAG_PASS_REST_MS;
+	}
+	for (int i = 0; i < sc.nfound; i++) {
+		bg_read(e, &sc.found[i]);
+	}
+}
+
+void bd_defrag_tick(struct bd_engine *e)
+{
+	if (e->defrag_runs == 0) {
+		return;
+	}
+	uint64_t now = client_ops(e);
+	e->defrag_idle = now == e->defrag_client_mark;
+	e->defrag_client_mark = now;
+	if (!e->defrag_idle) {
+		e->defrag_rest_until_ms = 0; /* written to since the last pass, maybe */
+	}
+	bd_defrag_pump(e);
 }

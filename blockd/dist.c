@@ -550,6 +550,7 @@ static void tick(void *arg, int res)
 	}
 	recovery_tick(d);
 	bd_engine_sync_tick(d->e);
+	bd_defrag_tick(d->e);
 	st_reactor_timer(d->r, &d->tick, TICK_MS, tick, d);
 }
 

@@ -96,6 +96,7 @@ struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks
 	op->nfreed = 0;
 	op->fsync_io.busy = false;
 	e->nlive_ops++;
+	e->nops_total++;
 	return op;
 }
 
@@ -321,7 +322,8 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->awaited_groups = e->jawaited;
 	s->defrag_segments = e->defrag_done;
 	s->defrag_skipped = e->defrag_skipped;
-	s->defrag_running = e->defrag_inflight;
+	s->defrag_running = e->defrag_inflight + e->defrag_bg_reads;
+	s->defrag_scanned = e->defrag_bg_started;
 	s->checksum_errors = e->checksum_errors;
 	s->fixed_reads = e->fixed_reads;
 	s->lists = e->nlists;

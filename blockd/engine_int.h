@@ -149,6 +149,15 @@ struct bd_engine {
 	uint32_t defrag_inflight;
 	uint64_t defrag_done, defrag_skipped;
 	uint64_t defrag_nospace_ms; /* when a rewrite last found no free run */
+	/* Background scan (defrag.c, bd_defrag_tick). */
+	uint64_t nops_total, bg_ops; /* ops made, and those the engine made itself */
+	uint64_t defrag_client_mark; /* client ops at the last tick */
+	bool defrag_idle;            /* no client op during the last tick */
+	uint32_t defrag_bg_reads;
+	uint64_t defrag_bg_started;
+	struct bd_mkey defrag_cursor;
+	bool defrag_cursor_set;
+	uint64_t defrag_rest_until_ms;
 	bool jwarned;
 	bool jbroken; /* an append failed: no appends until nothing journaled is pending */
 	bool sealed;
@@ -315,6 +324,8 @@ struct bd_defrag {
 };
 /* After a READ verified its data: rewrite the fragmented segments it read whole. */
 void bd_defrag_consider(struct bd_op *op);
+/* Keep background reads of fragmented segments going while no client op arrives. */
+void bd_defrag_pump(struct bd_engine *e);
 /* In the commit phase of a defrag rewrite: does the segment still hold what was read? */
 bool bd_defrag_still_valid(struct bd_op *op);
 /* mutate.c: a plain write of one segment that commits only if bd_defrag_still_valid. */

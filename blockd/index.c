@@ -273,30 +273,21 @@ static int iter_end(rocksdb_iterator_t *it, int rc)
 	return rc;
 }
 
-int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_fn fn, void *arg)
+/* Every list from the key lo (plen bytes) on while its key starts with those bytes, skipping
+ * one equal to skip (KEY_MAP_LEN bytes, or NULL). */
+static int scan_maps(struct bd_index *ix, const uint8_t *lo, size_t plen, const uint8_t *seek,
+		     size_t seeklen, const uint8_t *skip, bd_map_fn fn, void *arg)
 {
-	uint8_t lo[17], hi[17];
-	size_t plen = 1;
-	lo[0] = 'E';
-	if (family) {
-		put_be64(lo + 1, family);
-		plen = 9;
-		if (layer) {
-			put_be64(lo + 9, layer);
-			plen = 17;
-		}
-	}
-	memcpy(hi, lo, plen);
 	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro);
 	int rc = 0;
-	for (rocksdb_iter_seek(it, (const char *)lo, plen); rocksdb_iter_valid(it);
+	for (rocksdb_iter_seek(it, (const char *)seek, seeklen); rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		size_t klen, vlen;
 		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
-		if (klen < plen || memcmp(k, hi, plen) != 0) {
+		if (klen < plen || memcmp(k, lo, plen) != 0) {
 			break;
 		}
-		if (klen != KEY_MAP_LEN) {
+		if (klen != KEY_MAP_LEN || (skip != NULL && memcmp(k, skip, KEY_MAP_LEN) == 0)) {
 			continue;
 		}
 		struct bd_mkey mk = {
@@ -315,6 +306,33 @@ int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_f
 		}
 	}
 	return iter_end(it, rc);
+}
+
+int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_fn fn, void *arg)
+{
+	uint8_t lo[17];
+	size_t plen = 1;
+	lo[0] = 'E';
+	if (family) {
+		put_be64(lo + 1, family);
+		plen = 9;
+		if (layer) {
+			put_be64(lo + 9, layer);
+			plen = 17;
+		}
+	}
+	return scan_maps(ix, lo, plen, lo, plen, NULL, fn, arg);
+}
+
+int bd_index_scan_after(struct bd_index *ix, const struct bd_mkey *after, bd_map_fn fn, void *arg)
+{
+	uint8_t lo[1] = {'E'};
+	if (after == NULL) {
+		return scan_maps(ix, lo, 1, lo, 1, NULL, fn, arg);
+	}
+	uint8_t k[KEY_MAP_LEN];
+	map_key(k, after);
+	return scan_maps(ix, lo, 1, k, sizeof(k), k, fn, arg);
 }
 
 struct bd_batch *bd_batch_new(void)

@@ -226,6 +226,9 @@ int bd_index_get_chunk(struct bd_index *ix, uint64_t c, uint8_t out[BD_CHUNK_BYT
 typedef int (*bd_map_fn)(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err);
 int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_fn fn, void *arg)
 	__attribute__((nonnull(1, 4)));
+/* Every list in key order after `after` (NULL: from the first), until fn returns nonzero. */
+int bd_index_scan_after(struct bd_index *ix, const struct bd_mkey *after, bd_map_fn fn, void *arg)
+	__attribute__((nonnull(1, 3)));
 
 struct bd_batch *bd_batch_new(void);
 void bd_batch_free(struct bd_batch *b);
@@ -393,7 +396,8 @@ struct bd_space {
 	uint64_t awaited_groups;    /* journaled groups replied to while the committer was busy */
 	uint64_t defrag_segments;   /* fragmented segments rewritten contiguously (defrag.c) */
 	uint64_t defrag_skipped;    /* candidates dropped: changed meanwhile, or no free run */
-	uint64_t defrag_running;    /* rewrites in flight */
+	uint64_t defrag_running;    /* rewrites and background reads in flight */
+	uint64_t defrag_scanned;    /* background reads of segments the scan found fragmented */
 };
 
 struct bd_status_ext {
@@ -419,6 +423,9 @@ int bd_engine_start_committer(struct bd_engine *e, bool always) __attribute__((n
 /* Back to committing on the reactor thread, after the group in flight. Call before
  * st_reactor_destroy(). */
 void bd_engine_stop_committer(struct bd_engine *e) __attribute__((nonnull));
+/* Background defragmentation (defrag.c): call every few hundred ms; after a tick with no
+ * client op it reads and rewrites fragmented segments until one arrives. */
+void bd_defrag_tick(struct bd_engine *e) __attribute__((nonnull));
 /* Tests: hold the committer thread before its next commit (true), or let it go (false). */
 void bd_committer_hold(struct bd_engine *e, bool hold) __attribute__((nonnull));
 /* No new prewrites (blockd/prewrite.c); off the reactor thread, also wait for the one in

@@ -30,7 +30,7 @@ run_suite() { # block-size volume
 	wait_port "$port"
 	log=$TEST_TMP/cu-$bs.log
 	echo "== iscsi-test-cu --dataloss -t ALL, $bs-byte blocks"
-	timeout 300 iscsi-test-cu --dataloss -t ALL "iscsi://127.0.0.1:$port/$PFX:p.$vol/0" \
+	timeout -k 10 300 iscsi-test-cu --dataloss -t ALL "iscsi://127.0.0.1:$port/$PFX:p.$vol/0" \
 		>"$log" 2>&1 || true
 	grep -A4 "Run Summary" "$log" || fail "no CUnit summary: $(tail -20 "$log")"
 	failed=$(awk '$1 == "tests" { print $5 }' "$log")
@@ -63,11 +63,21 @@ ta --op new --mode target --tid 1 -T "$TGT_IQN" || fail "tgtadm: new target"
 ta --op new --mode logicalunit --tid 1 --lun 1 -b "$TEST_TMP/tgt.img" || fail "tgtadm: new lun"
 ta --op bind --mode target --tid 1 -I 127.0.0.1 || fail "tgtadm: bind"
 echo "== iscsi-test-cu --dataloss -t ALL against tgt (512-byte blocks)"
-timeout 300 iscsi-test-cu --dataloss -t ALL "iscsi://127.0.0.1:$TGT_PORT/$TGT_IQN/1" \
-	>"$TEST_TMP/cu-tgt.log" 2>&1 || true
+# -k: iscsi-test-cu blocked on a target that stopped answering does not die of SIGTERM.
+tgt_rc=0
+timeout -k 10 300 iscsi-test-cu --dataloss -t ALL "iscsi://127.0.0.1:$TGT_PORT/$TGT_IQN/1" \
+	>"$TEST_TMP/cu-tgt.log" 2>&1 || tgt_rc=$?
 tgt_stop
-grep -A4 "Run Summary" "$TEST_TMP/cu-tgt.log" || fail "no CUnit summary from tgt: $(tail -20 "$TEST_TMP/cu-tgt.log")"
-tgt_passed=$(awk '$1 == "tests" { print $4 }' "$TEST_TMP/cu-tgt.log")
+if grep -A4 "Run Summary" "$TEST_TMP/cu-tgt.log"; then
+	tgt_passed=$(awk '$1 == "tests" { print $4 }' "$TEST_TMP/cu-tgt.log")
+elif [ "$tgt_rc" -eq 124 ] || [ "$tgt_rc" -eq 137 ]; then
+	# tgt stopped answering mid-suite (seen once, in iSCSICmdSnTooHigh): what it passed
+	# before that is its count; the test it hung in and the ones after did not pass.
+	tgt_passed=$(grep -c '\.\.\.passed' "$TEST_TMP/cu-tgt.log" || true)
+	echo "tgt hung (iscsi-test-cu timed out) in: $(grep 'Test:' "$TEST_TMP/cu-tgt.log" | tail -1)"
+else
+	fail "no CUnit summary from tgt (exit $tgt_rc): $(tail -20 "$TEST_TMP/cu-tgt.log")"
+fi
 ours=$(cat "$TEST_TMP/passed-512")
 echo "passed: strata-iscsi $ours (512-byte blocks), tgt $tgt_passed"
 [ -n "$tgt_passed" ] && [ "$ours" -ge "$tgt_passed" ] ||

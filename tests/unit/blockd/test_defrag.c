@@ -171,3 +171,32 @@ Test(defrag, off_rewrites_nothing)
 	cr_assert_eq(t_space(&t).defrag_segments + t_space(&t).defrag_skipped, 0);
 	t_close(&t);
 }
+
+/* The background scan: after a tick with no client op, it finds the scattered segments in
+ * the index and rewrites them without anyone reading them; a client op stops it. */
+Test(defrag, idle_ticks_rewrite_what_no_one_read)
+{
+	struct tctx t;
+	open_defrag(&t);
+	scatter(&t);
+	settle(&t);
+	bd_defrag_tick(t.e); /* marks the client ops so far */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 3, 0, BD_BLOCK, 0x33), 0);
+	bd_defrag_tick(t.e); /* a client op in this tick: not idle */
+	settle(&t);
+	cr_assert_eq(t_space(&t).defrag_scanned, 0, "a busy tick starts nothing");
+	bd_defrag_tick(t.e); /* idle since the last tick */
+	settle(&t);
+	struct bd_space s = t_space(&t);
+	cr_assert_eq(s.defrag_scanned, 2, "objects 1 and 2, found in the index");
+	cr_assert_eq(s.defrag_segments, 2);
+	read_segment(&t, 1, NULL, 0, 1, -1, 0);
+	read_segment(&t, 1, NULL, 0, 2, -1, 0);
+	settle(&t);
+	cr_assert_eq(t_space(&t).defrag_segments, 2, "both are one run now");
+	t_reopen(&t);
+	const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
+	cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0);
+	read_segment(&t, 1, NULL, 0, 2, -1, 0);
+	t_close(&t);
+}
