@@ -222,8 +222,10 @@ META=127.0.0.1:$MP
 cli() { "$BIN/strata" --meta "$META" "$@" >/dev/null; }
 start meta "$BIN/strata-meta" --listen "$META" --data "$tmp/meta" --log-level warn
 wait_port "$MP" || die "strata-meta did not start"
+# No background defragmentation: it would run while the peers' jobs run (blockd is idle
+# then) and take their CPU and disk. The read-triggered kind stays (sr, then sr2).
 start blockd "$BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BP" --data "$tmp/bd.data" \
-	--size 8G --log-level warn
+	--size 8G --log-level warn --no-background-defrag
 wait_port "$BP" || die "strata-blockd did not start"
 for _ in $(seq 100); do
 	"$BIN/strata" --meta "$META" status 2>/dev/null | grep -q '1 up' && break

@@ -297,7 +297,7 @@ void bd_defrag_pump(struct bd_engine *e)
 
 void bd_defrag_tick(struct bd_engine *e)
 {
-	if (e->defrag_runs == 0) {
+	if (e->defrag_runs == 0 || !e->defrag_background) {
 		return;
 	}
 	uint64_t now = client_ops(e);

@@ -153,6 +153,7 @@ struct bd_engine {
 	uint64_t nops_total, bg_ops; /* ops made, and those the engine made itself */
 	uint64_t defrag_client_mark; /* client ops at the last tick */
 	bool defrag_idle;            /* no client op during the last tick */
+	bool defrag_background;
 	uint32_t defrag_bg_reads;
 	uint64_t defrag_bg_started;
 	struct bd_mkey defrag_cursor;

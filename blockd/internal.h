@@ -349,6 +349,7 @@ struct bd_engine_opts {
 	/* Rewrite a segment read whole that lies in more than this many physical runs into one
 	 * (defrag.c); 0: off. */
 	uint32_t defrag_runs;
+	bool defrag_background; /* also while idle (bd_defrag_tick) */
 };
 
 #define BD_PREWRITE_AHEAD (64ull << 20) /* strata-blockd's default */

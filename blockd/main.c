@@ -84,6 +84,7 @@ int main(int argc, char **argv)
 	uint64_t defrag_runs = BD_DEFRAG_RUNS;
 	uint64_t submit_batch = st_reactor_submit_batch_from_env(ST_REACTOR_SUBMIT_BATCH);
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
+	bool no_bg_defrag = false;
 	bool plain_io = false, ack_after_commit = false;
 	const struct st_flag flags[] = {
 		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT", "strata-meta to register with"},
@@ -112,6 +113,10 @@ int main(int argc, char **argv)
 		{"defrag-runs", ST_FLAG_SIZE, &defrag_runs, "N",
 		 "rewrite a 256 KiB segment read whole into one run when it lies in more than N "
 		 "(default 8, 0: off)"},
+		{"no-background-defrag", ST_FLAG_BOOL, &no_bg_defrag, NULL,
+		 "rewrite scattered segments only when a read covers them, not while idle "
+		 "(default: "
+		 "both)"},
 		{"ack-after-commit", ST_FLAG_BOOL, &ack_after_commit, NULL,
 		 "no reply journal: reply to a write only after its index commit (default: "
 		 "journal the commit, reply, then commit)"},
@@ -147,6 +152,7 @@ int main(int argc, char **argv)
 		.prewrite_ahead = prewrite,
 		.journal = !ack_after_commit,
 		.defrag_runs = defrag_runs > BD_SEG_BLOCKS ? BD_SEG_BLOCKS : (uint32_t)defrag_runs,
+		.defrag_background = !no_bg_defrag,
 	};
 	if (fsck) {
 		return run_fsck(&eo, verify);

@@ -32,8 +32,23 @@ tail -1 "$TEST_TMP/io.log"
 # Heartbeats carry `used` once a second: wait until every node reports its data.
 wait_for 10 sh -c "'$STRATA_BIN/strata' --meta $META node ls --json | python3 -c 'import json,sys; sys.exit(not all(x[\"used\"] > 0 for x in json.load(sys.stdin)))'" ||
 	fail "nodes report no data: $(cli node ls)"
-sleep 1.5 # one more heartbeat after the last write
-old_before=$(nodes 'sum(x["used"] for x in n)')
+# Then until `used` holds still: blocks an overwrite displaced count until a background sync
+# frees them, and idle nodes rewrite scattered segments meanwhile (background defrag).
+settled_sum() { # a python expression over n, once three reads 1.1 s apart agree (<= 35 s)
+	local p1 p2 p3 i
+	p1=$(nodes "$1")
+	sleep 1.1
+	p2=$(nodes "$1")
+	for ((i = 0; i < 30; i++)); do
+		sleep 1.1
+		p3=$(nodes "$1")
+		if [ "$p1" = "$p2" ] && [ "$p2" = "$p3" ]; then break; fi
+		p1=$p2
+		p2=$p3
+	done
+	echo "$p3"
+}
+old_before=$(settled_sum 'sum(x["used"] for x in n)')
 cli node ls
 
 echo "== a fourth node joins"
@@ -54,8 +69,8 @@ old = sum(x[\"used\"] for x in n if x[\"id\"] != 4)
 sys.exit(not (old < $old_before and [x for x in n if x[\"id\"] == 4][0][\"used\"] > 0))'" ||
 	fail "old nodes did not free space (before $old_before): $(cli node ls)"
 cli node ls
+total_after=$(settled_sum 'sum(x["used"] for x in n)')
 old_after=$(nodes 'sum(x["used"] for x in n if x["id"] != 4)')
-total_after=$(nodes 'sum(x["used"] for x in n)')
 echo "old nodes: $old_before -> $old_after bytes; all four: $total_after"
 # Nothing is lost or duplicated beyond R copies: the total stays what three nodes held.
 python3 -c "import sys; sys.exit(not (0.9 * $old_before <= $total_after <= 1.1 * $old_before))" ||

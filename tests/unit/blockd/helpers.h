@@ -54,7 +54,8 @@ static inline void t_engine_open(struct tctx *t)
 				   .cache_entries = t->cache_entries,
 				   .prewrite_ahead = t->prewrite,
 				   .journal = !t->no_journal,
-				   .defrag_runs = t->defrag_runs};
+				   .defrag_runs = t->defrag_runs,
+				   .defrag_background = t->defrag_runs > 0};
 	int rc = bd_engine_open(t->r, &o, &t->e);
 	cr_assert_eq(rc, 0, "engine open: %d", rc);
 	/* Every group commit on the pipelined committer thread (strata-blockd hands groups off
