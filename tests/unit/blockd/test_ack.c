@@ -18,6 +18,46 @@ static void open_with_committer(struct tctx *t, bool journal)
 	cr_assert_eq(bd_engine_start_committer(t->e, true), 0);
 }
 
+/* In a child process: open the engine with its committer (held, if asked), write blocks
+ * 0..n-1 of object obj in layer 1, block i filled with fill0 + i, each replied to, and die of
+ * SIGKILL at once. The parent checks how it died and reopens the same files into t->e. */
+static void killed_after_writes(struct tctx *t, bool hold, uint64_t obj, int n, int fill0)
+{
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct st_reactor *r;
+		if (st_reactor_create(&r, 256) < 0) {
+			_exit(2);
+		}
+		t->r = r;
+		struct bd_engine_opts o = {.data_path = t->data, .size = t->size, .journal = true};
+		if (bd_engine_open(r, &o, &t->e) < 0 || bd_engine_start_committer(t->e, true) < 0) {
+			_exit(3);
+		}
+		bd_committer_hold(t->e, hold);
+		for (int i = 0; i < n; i++) {
+			void *b = t_buf(4096, fill0 + i);
+			struct bd_req q = t_req(1, NULL, 0, obj, (uint64_t)i * 4096, 4096);
+			struct twait w = {.r = r};
+			bd_write(t->e, &q, b, t_cb, &w);
+			while (!w.done) {
+				st_reactor_run(r);
+			}
+			if (w.err) {
+				_exit(4);
+			}
+		}
+		kill(getpid(), SIGKILL);
+		_exit(5);
+	}
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d", status);
+	struct bd_engine_opts o = {.data_path = t->data, .size = t->size, .journal = true};
+	cr_assert_eq(bd_engine_open(t->r, &o, &t->e), 0);
+}
+
 Test(ack, write_replied_before_commit_is_read_and_flushed)
 {
 	struct tctx t;
@@ -70,43 +110,8 @@ Test(ack, killed_after_the_reply_loses_nothing)
 	bd_engine_close(t.e); /* create the files here; the child reopens them */
 	t.e = NULL;
 	for (int round = 0; round < 8; round++) {
-		pid_t pid = fork();
-		cr_assert_geq(pid, 0);
-		if (pid == 0) {
-			struct st_reactor *r;
-			if (st_reactor_create(&r, 256) < 0) {
-				_exit(2);
-			}
-			t.r = r;
-			struct bd_engine_opts o = {
-				.data_path = t.data, .size = t.size, .journal = true};
-			if (bd_engine_open(r, &o, &t.e) < 0 ||
-			    bd_engine_start_committer(t.e, true) < 0) {
-				_exit(3);
-			}
-			/* Object `round`, 16 blocks, each written with its own pattern. */
-			for (int i = 0; i < 16; i++) {
-				void *b = t_buf(4096, 0x40 + round * 16 + i);
-				struct bd_req q = t_req(1, NULL, 0, (uint64_t)round,
-							(uint64_t)i * 4096, 4096);
-				struct twait w = {.r = r};
-				bd_write(t.e, &q, b, t_cb, &w);
-				while (!w.done) {
-					st_reactor_run(r);
-				}
-				if (w.err) {
-					_exit(4);
-				}
-			}
-			kill(getpid(), SIGKILL);
-			_exit(5);
-		}
-		int status;
-		cr_assert_eq(waitpid(pid, &status, 0), pid);
-		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d",
-			  status);
-		struct bd_engine_opts o = {.data_path = t.data, .size = t.size, .journal = true};
-		cr_assert_eq(bd_engine_open(t.r, &o, &t.e), 0);
+		/* Object `round`, 16 blocks, each written with its own pattern. */
+		killed_after_writes(&t, false, (uint64_t)round, 16, 0x40 + round * 16);
 		const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
 		cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0, "round %d", round);
 		for (int o2 = 0; o2 <= round; o2++) {
@@ -163,40 +168,9 @@ Test(ack, groups_behind_a_busy_committer_reply_at_once, .timeout = 60)
 	bd_engine_close(t.e);
 	t.e = NULL;
 
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		struct st_reactor *r;
-		if (st_reactor_create(&r, 256) < 0) {
-			_exit(2);
-		}
-		t.r = r;
-		struct bd_engine_opts o = {.data_path = t.data, .size = t.size, .journal = true};
-		if (bd_engine_open(r, &o, &t.e) < 0 || bd_engine_start_committer(t.e, true) < 0) {
-			_exit(3);
-		}
-		/* New patterns over the same blocks: the old ones must not come back. */
-		bd_committer_hold(t.e, true);
-		for (int i = 0; i < 3; i++) {
-			void *b = t_buf(4096, 0x61 + i);
-			struct bd_req q = t_req(1, NULL, 0, 0, (uint64_t)i * 4096, 4096);
-			struct twait w = {.r = r};
-			bd_write(t.e, &q, b, t_cb, &w);
-			while (!w.done) {
-				st_reactor_run(r);
-			}
-			if (w.err) {
-				_exit(4);
-			}
-		}
-		kill(getpid(), SIGKILL);
-		_exit(5);
-	}
-	int status;
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d", status);
-	struct bd_engine_opts o = {.data_path = t.data, .size = t.size, .journal = true};
-	cr_assert_eq(bd_engine_open(t.r, &o, &t.e), 0);
+	/* New patterns over the same blocks, the committer held: the old ones must not come
+	 * back. */
+	killed_after_writes(&t, true, 0, 3, 0x61);
 	cr_assert_geq(t_space(&t).journal_replayed, 2, "the held group and the one behind it");
 	const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
 	cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0);
