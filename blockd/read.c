@@ -15,6 +15,9 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Read phase (READ, and the compare half of COMPARE_AND_WRITE). */
 
+/* Live ops above which a READ's checksums go to the verifier thread (verify.c). */
+#define VERIFY_OFFLOAD_MIN_OPS 4
+
 /* Map every block of the request; returns 0 or -errno. */
 static int map_blocks(struct bd_op *op)
 {
@@ -101,8 +104,12 @@ void bd_read_done(struct bd_op *op)
 		op->in_reads = false;
 	}
 	/* A plain READ's check can run off the reactor thread; a compare-and-write's stays here,
-	 * under its object lock. */
-	if (op->err == 0 && op->kind == OP_READ && op->e->verifier != NULL && has_data(op) &&
+	 * under its object lock. Only while other ops are live: the hand-off costs two thread
+	 * hops (measured at QD1 through libstrata: 7 us from the data's arrival to the check's
+	 * result, against a 25 us disk read; 4k randread QD1 +15% checked here, QD32 the same
+	 * either way, where the reactor thread is the one that is short of time). */
+	if (op->err == 0 && op->kind == OP_READ && op->e->verifier != NULL &&
+	    op->e->nlive_ops > VERIFY_OFFLOAD_MIN_OPS && has_data(op) &&
 	    bd_verifier_submit(op->e->verifier, op)) {
 		return;
 	}
