@@ -62,6 +62,9 @@ static void defrag_done(void *arg, int err)
 	} else {
 		e->defrag_skipped++;
 	}
+	if (err == -ENOSPC) {
+		e->defrag_nospace_ms = st_now_ms(); /* no free run that long (bd_write_phase) */
+	}
 	free(c->d.buf);
 	free(c);
 }

@@ -114,9 +114,7 @@ int main(int argc, char **argv)
 		 "rewrite a 256 KiB segment read whole into one run when it lies in more than N "
 		 "(default 8, 0: off)"},
 		{"no-background-defrag", ST_FLAG_BOOL, &no_bg_defrag, NULL,
-		 "rewrite scattered segments only when a read covers them, not while idle "
-		 "(default: "
-		 "both)"},
+		 "rewrite scattered segments only when a read covers them, not while idle too"},
 		{"ack-after-commit", ST_FLAG_BOOL, &ack_after_commit, NULL,
 		 "no reply journal: reply to a write only after its index commit (default: "
 		 "journal the commit, reply, then commit)"},

@@ -408,7 +408,6 @@ void bd_write_phase(struct bd_op *op)
 		 */
 		nr = bd_alloc_get_run(&e->alloc, op->nblocks, &op->runs[0].pblk);
 		if (nr < 0) {
-			e->defrag_nospace_ms = st_now_ms();
 			bd_op_fail(op, nr);
 			return;
 		}

@@ -78,11 +78,8 @@ void *st_payload_alloc(size_t len)
 {
 	void *p = NULL;
 	size_t rounded = (len + ST_FRAME_PAYLOAD_ALIGN - 1) & ~(size_t)(ST_FRAME_PAYLOAD_ALIGN - 1);
-	int k = class_of(rounded);
+	int k = class_of(rounded); /* len 0 too: class 0 */
 
-	if (rounded == 0) {
-		rounded = ST_FRAME_PAYLOAD_ALIGN;
-	}
 	if (k >= 0) {
 		struct payload_cache *c = cache_get();
 		if (c != NULL && c->n[k] > 0) {
