@@ -559,6 +559,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 		return -ENOMEM;
 	}
 	e->r = r;
+	st_reactor_set_spin_gate(r, &e->nlive_ops, ST_REACTOR_SPIN_MAX_LIVE);
 	e->fd = -1;
 	e->jfd = -1;
 	TAILQ_INIT(&e->reads);
@@ -750,6 +751,9 @@ void bd_engine_close(struct bd_engine *e)
 	}
 	bd_journal_close(e);
 	bd_prewrite_close(e);
+	if (e->r != NULL) {
+		st_reactor_set_spin_gate(e->r, NULL, 0);
+	}
 	if (e->fd >= 0) {
 		if (e->fixed_file) {
 			st_reactor_unregister_file(e->r);

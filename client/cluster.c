@@ -401,6 +401,8 @@ static int cluster_connect(const char *meta_addr, enum sc_mode mode, struct st_r
 		if (rc < 0) {
 			goto fail_map;
 		}
+		/* A daemon that shares its reactor gates the spin on its own load. */
+		st_reactor_set_spin_gate(c->r, &c->live, ST_REACTOR_SPIN_MAX_LIVE);
 	}
 	if (mode == SC_MODE_THREAD) {
 		if (pthread_create(&c->thread, NULL, io_thread, c) != 0) {

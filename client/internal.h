@@ -80,6 +80,7 @@ struct strata_cluster {
 	struct st_client *nodes[SC_MAX_NODES];
 	uint64_t client_id;
 	uint64_t seq; /* reactor thread only */
+	size_t live;  /* requests between req_start and req_finish: gates the reactor's spin */
 };
 
 struct strata_volume {

@@ -94,6 +94,7 @@ static void req_finish(struct sc_req *req)
 	free(req->subs);
 	free(req);
 	/* Out of libstrata before the callback, so the callback may close the volume. */
+	v->c->live--;
 	atomic_fetch_sub(&v->inflight, 1);
 	cb(cb_arg, err);
 }
@@ -394,6 +395,7 @@ static void req_start(void *arg)
 	strata_volume *v = req->v;
 	strata_cluster *c = v->c;
 
+	c->live++;
 	if (req->op == SC_FLUSH) {
 		size_t n = 0;
 		for (uint32_t id = 0; id < SC_MAX_NODES; id++) {

@@ -67,6 +67,8 @@ struct st_reactor {
 
 	/* Submit as soon as this many SQEs are queued (0: once per turn). */
 	unsigned submit_batch;
+	const size_t *spin_live; /* the owner's load, or NULL: see st_reactor_set_spin_gate */
+	size_t spin_max_live;
 
 	/* st_reactor_register_file: I/O on this fd goes through fixed-file slot 0. */
 	int fixed_fd;
@@ -258,11 +260,15 @@ static void local_drain(struct st_reactor *r)
  * adaptive: it runs only while the previous sleep was shorter than the spin itself, so an idle
  * or lightly loaded daemon sleeps at once and burns nothing.
  */
+/* A yield that took longer than this ran another thread: the CPUs are busy. */
+#define ST_REACTOR_YIELD_BUSY_NS 2000u
+
 static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 {
 	uint64_t deadline;
 
-	if (max_ns == 0 || !r->taskrun_flag || !r->spin_now) {
+	if (max_ns == 0 || !r->taskrun_flag || !r->spin_now ||
+	    (r->spin_live != NULL && *r->spin_live > r->spin_max_live)) {
 		return;
 	}
 	(void)io_uring_submit(&r->ring);
@@ -274,7 +280,12 @@ static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 			break;
 		}
 		sched_yield();
-		t = st_now_ns();
+		uint64_t after = st_now_ns();
+		bool gave_cpu_away = after - t > ST_REACTOR_YIELD_BUSY_NS;
+		t = after;
+		if (gave_cpu_away) {
+			break;
+		}
 	} while (t < deadline);
 	r->idle_ns += t - t0;
 }
@@ -284,6 +295,12 @@ void st_reactor_submit_now(struct st_reactor *r)
 	if (io_uring_sq_ready(&r->ring) > 0) {
 		(void)io_uring_submit(&r->ring);
 	}
+}
+
+void st_reactor_set_spin_gate(struct st_reactor *r, const size_t *live, size_t max)
+{
+	r->spin_live = live;
+	r->spin_max_live = max;
 }
 
 void st_reactor_set_submit_batch(struct st_reactor *r, unsigned n)

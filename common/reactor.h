@@ -68,6 +68,16 @@ bool st_reactor_on_thread(const struct st_reactor *r) __attribute__((nonnull));
  */
 #define ST_REACTOR_SPIN_US 50
 /*
+ * Gate the spin on the owner's load: poll before sleeping only while *live <= max (read on the
+ * reactor thread). A daemon with more requests in flight than that gets completions often
+ * enough without polling, and on a machine with fewer cores than busy threads its polling
+ * would take the CPU that the threads it waits for need. Without a gate the spin is ungated.
+ */
+#define ST_REACTOR_SPIN_MAX_LIVE 2
+void st_reactor_set_spin_gate(struct st_reactor *r, const size_t *live, size_t max)
+	__attribute__((nonnull(1)));
+
+/*
  * Submit queued SQEs as soon as n of them are waiting, instead of once per loop turn (0). A
  * turn that parses a batch of requests then starts the first ones' I/O while it still parses
  * the rest. Reactors start with STRATA_SUBMIT_BATCH, else 0; strata-blockd defaults to

@@ -493,6 +493,7 @@ struct nbd_server {
 	int lfd;
 	struct st_io accept_io;
 	bool stopping;
+	size_t live; /* requests in flight on every connection: gates the reactor's spin */
 	TAILQ_HEAD(, nbd_conn) conns;
 	LIST_HEAD(, nbd_export) exports; /* open volumes, shared by every connection */
 };

@@ -43,6 +43,7 @@ struct nbd_req *nbd_req_get(struct nbd_conn *c)
 	r->stage = 0;
 	r->next = 0;
 	c->active++;
+	c->srv->live++;
 	return r;
 }
 
@@ -57,6 +58,7 @@ void nbd_req_put(struct nbd_req *r)
 	}
 	TAILQ_INSERT_HEAD(&c->freereqs, r, link);
 	c->active--;
+	c->srv->live--;
 	nbd_conn_req_released(c);
 }
 

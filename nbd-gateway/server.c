@@ -811,6 +811,7 @@ int nbd_server_create(struct nbd_server **out, struct st_reactor *r, struct stra
 		free(srv);
 		return ret;
 	}
+	st_reactor_set_spin_gate(r, &srv->live, ST_REACTOR_SPIN_MAX_LIVE);
 	st_reactor_accept(r, &srv->accept_io, srv->lfd, accept_done, srv);
 	*out = srv;
 	return 0;
