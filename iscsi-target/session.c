@@ -92,6 +92,7 @@ struct isc_server {
 	TAILQ_HEAD(, isc_session) sessions;
 	uint16_t next_tsih;
 	unsigned nconns;
+	size_t live; /* tasks allocated and not yet freed: gates the reactor's spin */
 };
 
 static struct isc_server g_srv;
@@ -269,6 +270,7 @@ void isc_task_put(struct isc_task *t)
 	free(t->aux);
 	free(t->ext);
 	free(t);
+	g_srv.live--;
 	conn_put(c);
 }
 
@@ -614,6 +616,7 @@ static int handle_scsi_cmd(struct isc_conn *c, const struct isc_pdu *pdu)
 		return -ENOMEM;
 	t->conn = c;
 	c->refs++;
+	g_srv.live++;
 	t->refs = 1;
 	t->itt = pdu->itt;
 	t->cmd_sn = cmd_sn;
@@ -1202,6 +1205,7 @@ static void accept_done(void *arg, int res)
 int isc_server_start(struct st_reactor *r, int lfd, const char *portal)
 {
 	g_srv.r = r;
+	st_reactor_set_spin_gate(r, &g_srv.live, ST_REACTOR_SPIN_MAX_LIVE);
 	g_srv.lfd = lfd;
 	g_srv.portal = portal;
 	TAILQ_INIT(&g_srv.sessions);
