@@ -236,7 +236,8 @@ static void sealed_dispatch(struct bd_engine *e, bool handoff)
 		bd_committer_handoff(e, e->sl.b, e->sl.sync, e->sl.gseq, e->sl.dseq, &e->sl.ops);
 		return;
 	}
-	int rc = e->failed ? -EIO : bd_index_commit(e->ix, e->sl.b, e->sl.sync);
+	int rc = e->failed ? -EIO : e->sl.sync ? bd_engine_sync_data(e) : 0;
+	rc = rc ? rc : bd_index_commit(e->ix, e->sl.b, e->sl.sync);
 	bd_batch_clear(e->sl.b);
 	bd_commit_settle_group(e, &e->sl.ops, rc, e->sl.sync, e->sl.gseq, e->sl.dseq, e->sl.b);
 }
@@ -347,7 +348,8 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 		bd_batch_clear(e->batch);
 	}
 	bool synced = sync || e->gsync;
-	int rc = e->failed ? -EIO : bd_index_commit(e->ix, e->gbatch, synced);
+	int rc = e->failed ? -EIO : synced ? bd_engine_sync_data(e) : 0;
+	rc = rc ? rc : bd_index_commit(e->ix, e->gbatch, synced);
 	bd_batch_clear(e->gbatch);
 	if (rc == 0 && synced) {
 		bd_engine_mark_durable(e); /* a synced WAL write covers every earlier commit */
@@ -387,8 +389,12 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
  * rocksdb_write (one WAL append, one memtable insert pass).
  *
  * Why this keeps the guarantees of one commit per op:
- *  - an op is in gwait only after its data write (and, with FUA, its fdatasync) completed, so
- *    the index never points at unwritten data;
+ *  - an op is in gwait only after its data write completed, so the index never points at
+ *    unwritten data; and a commit that syncs the WAL (a FUA op in the group, layer delete,
+ *    close) first fdatasyncs the data file (bd_engine_sync_data), so no list becomes durable
+ *    before the data it points at. (FUA ops used to fdatasync on their own before joining:
+ *    a write whose data completed while that sync ran could have its list made durable by
+ *    the group's WAL sync with its data still in the device's volatile cache.)
  *  - an op keeps its object lock until the commit (gdone), so objcopy and compare-and-write
  *    never see a half-committed object; with the reply journal a plain write is replied to
  *    before that (group_reply_first), a FUA write or compare-and-write only after it;

@@ -20,6 +20,8 @@
  * still queued on the reactor finds no engine and only frees the committer.
  */
 #include <errno.h>
+#include <string.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -31,6 +33,7 @@ struct bd_committer {
 	struct bd_engine *e; /* NULL once the engine let go */
 	struct st_reactor *r;
 	struct bd_index *ix;
+	int data_fd; /* synced ahead of a synced commit (bd_engine_sync_data) */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t work, done;
@@ -96,7 +99,12 @@ static void *committer_main(void *arg)
 		}
 		cm->pending = false;
 		pthread_mutex_unlock(&cm->lock);
-		int rc = bd_index_commit(cm->ix, cm->batch, cm->sync);
+		int rc = 0;
+		if (cm->sync && cm->data_fd >= 0 && fdatasync(cm->data_fd) < 0) {
+			st_error("fdatasync of the data file failed: %s", strerror(errno));
+			rc = -EIO;
+		}
+		rc = rc ? rc : bd_index_commit(cm->ix, cm->batch, cm->sync);
 		pthread_mutex_lock(&cm->lock);
 		cm->rc = rc;
 		cm->finished = true;
@@ -126,6 +134,7 @@ int bd_engine_start_committer(struct bd_engine *e, bool always)
 	cm->e = e;
 	cm->r = e->r;
 	cm->ix = e->ix;
+	cm->data_fd = e->fd;
 	cm->refs = 1;
 	TAILQ_INIT(&cm->ops);
 	pthread_mutex_init(&cm->lock, NULL);

@@ -5,9 +5,9 @@
  * Write path (redirect-on-write, every write):
  *
  *   lock object (shared) -> reserve new blocks -> crc32c per 4 KiB -> writev to the new blocks
- *     -> [FUA: fdatasync] -> edit the cached lists, join the group commit: one WriteBatch per
- *        reactor turn with the new extent lists of every write of the group (+ copy-ups of
- *        ancestors' lists) -> commit [FUA in the group: sync WAL]
+ *     -> edit the cached lists, join the group commit: one WriteBatch per reactor turn with
+ *        the new extent lists of every write of the group (+ copy-ups of ancestors' lists)
+ *     -> commit [FUA in the group: fdatasync the data file, then commit with a WAL sync]
  *     -> displaced blocks lose a reference; at zero they wait in limbo until every read that
  *        started before the commit has finished, then become free -> unlock -> reply
  *
@@ -94,7 +94,6 @@ struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks
 	op->dfg = NULL;
 	op->nruns = 0;
 	op->nfreed = 0;
-	op->fsync_io.busy = false;
 	e->nlive_ops++;
 	e->nops_total++;
 	return op;
@@ -126,6 +125,19 @@ void bd_engine_mark_durable(struct bd_engine *e)
 {
 	e->durable_seq = e->seq++;
 	e->last_sync_ms = st_now_ms();
+}
+
+int bd_engine_sync_data(struct bd_engine *e)
+{
+	if (e->fd < 0) {
+		return 0;
+	}
+	if (fdatasync(e->fd) < 0) {
+		st_error("fdatasync of the data file failed: %s", strerror(errno));
+		return -EIO;
+	}
+	e->data_syncs++;
+	return 0;
 }
 
 static void bg_sync_done(void *arg, int err)
@@ -189,11 +201,7 @@ bool bd_engine_reclaim_now(struct bd_engine *e)
 	if (e->alloc.limbo_len == 0 || e->failed) {
 		return false;
 	}
-	if (fdatasync(e->fd) < 0) {
-		st_error("fdatasync of the data file failed: %s", strerror(errno));
-		return false;
-	}
-	if (bd_index_sync(e->ix) < 0) {
+	if (bd_engine_sync_data(e) < 0 || bd_index_sync(e->ix) < 0) {
 		return false;
 	}
 	bd_engine_mark_durable(e);
@@ -320,6 +328,7 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->journaled_groups = e->jgroups;
 	s->journal_replayed = e->jreplayed;
 	s->awaited_groups = e->jawaited;
+	s->data_syncs = e->data_syncs;
 	s->defrag_segments = e->defrag_done;
 	s->defrag_skipped = e->defrag_skipped;
 	s->defrag_running = e->defrag_inflight + e->defrag_bg_reads;
@@ -480,7 +489,7 @@ static void persist_chunks(struct bd_engine *e)
 	}
 	bd_alloc_clear_dirty(&e->alloc);
 	bd_batch_set_chunks_current(e->gbatch, true);
-	if (bd_index_commit(e->ix, e->gbatch, true)) {
+	if (bd_engine_sync_data(e) < 0 || bd_index_commit(e->ix, e->gbatch, true)) {
 		st_warn("close: persisting the bitmap chunks failed (rebuilt at next open)");
 	}
 	bd_batch_clear(e->gbatch);
@@ -754,12 +763,6 @@ void bd_engine_close(struct bd_engine *e)
 	if (e->r != NULL) {
 		st_reactor_set_spin_gate(e->r, NULL, 0);
 	}
-	if (e->fd >= 0) {
-		if (e->fixed_file) {
-			st_reactor_unregister_file(e->r);
-		}
-		close(e->fd);
-	}
 	if (e->ix && !e->failed && e->gbatch && bd_batch_count(e->gbatch) > 0) {
 		/* With no op in flight, gbatch holds only the deletes of evicted idempotency
 		 * keys (mutate.c); commit them rather than leave them to the prune at open. */
@@ -768,6 +771,13 @@ void bd_engine_close(struct bd_engine *e)
 	}
 	if (e->ix) {
 		persist_chunks(e);
+	}
+	/* After persist_chunks, which syncs the data before the index. */
+	if (e->fd >= 0) {
+		if (e->fixed_file) {
+			st_reactor_unregister_file(e->r);
+		}
+		close(e->fd);
 	}
 	bd_index_close(e->ix);
 	bd_alloc_fini(&e->alloc);

@@ -58,7 +58,6 @@ struct bd_op {
 	struct bd_prun *runs; /* write: reserved runs */
 	int nruns;
 	struct op_sub *subs;
-	struct st_io fsync_io;
 	const struct bd_defrag *dfg; /* a defrag rewrite: what the segment held when read */
 	TAILQ_ENTRY(bd_op) link;
 };
@@ -118,6 +117,7 @@ struct bd_engine {
 	 * keeps limbo short when no client flushes. */
 	uint64_t durable_seq;
 	uint64_t last_sync_ms;
+	uint64_t data_syncs; /* bd_engine_sync_data calls that succeeded */
 	bool bg_sync_running;
 	uint64_t checksum_errors;
 	bool fixed_file;      /* e->fd is the ring's registered file */
@@ -182,7 +182,7 @@ struct bd_engine {
 	 * completed by group_run on a later reactor callback. */
 	struct op_list gwait, gdone;
 	bool gsched;   /* group_run posted to the reactor */
-	bool gsync;    /* a FUA op waits: the group's commit syncs the WAL */
+	bool gsync;    /* a FUA op waits: the group's commit syncs the data file, then the WAL */
 	uint64_t gseq; /* number of the group being gathered; gseq - 1 is committed */
 	uint64_t gcommits, gops;
 	struct bd_batch *gbatch; /* the group's WriteBatch, built at commit time */
@@ -206,6 +206,14 @@ static inline bool bd_op_persists_idem(const struct bd_op *op)
 #define BD_SYNC_INTERVAL_MS 1000 /* background flush while freed blocks wait on it */
 
 void bd_engine_mark_durable(struct bd_engine *e) __attribute__((nonnull));
+
+/*
+ * fdatasync the data file, on the calling thread. Every WAL sync that is not a FLUSH's (which
+ * syncs the data first itself) calls this first: a synced WAL makes the lists of every earlier
+ * group durable, and a list must never reach the disk before the data it points at, or a power
+ * cut leaves it pointing at blocks that read back as a checksum error. Returns 0 or -EIO.
+ */
+int bd_engine_sync_data(struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* engine.c */

@@ -331,16 +331,6 @@ void bd_lock_release(struct bd_op *op)
 /* ------------------------------------------------------------------------------------------ */
 /* Write phase. */
 
-static void fsync_done(void *arg, int res)
-{
-	struct bd_op *op = arg;
-	if (res < 0) {
-		bd_op_fail(op, -EIO);
-		return;
-	}
-	bd_commit_phase(op);
-}
-
 void bd_op_io_done(void *arg, int res)
 {
 	struct op_sub *s = arg;
@@ -384,10 +374,7 @@ void bd_op_io_done(void *arg, int res)
 		bd_op_complete(op);
 		return;
 	}
-	if (op->q.fua) {
-		st_reactor_fsync(op->e->r, &op->fsync_io, op->e->fd, true, fsync_done, op);
-		return;
-	}
+	/* FUA: the group's commit syncs the data file and then the WAL (commit.c). */
 	bd_commit_phase(op);
 }
 

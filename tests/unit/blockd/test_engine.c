@@ -440,6 +440,27 @@ Test(engine, enospc_corrupts_nothing)
 
 /* A block an overwrite releases is reused only after the overwrite's index commit is durable:
  * otherwise a power cut could bring back the flushed list pointing at someone else's data. */
+/* An index commit that syncs the WAL outside a FLUSH (layer delete, clean close) makes every
+ * earlier group's lists durable: it must sync the data they point at first. */
+Test(engine, a_synced_index_commit_syncs_the_data_first)
+{
+	struct tctx t;
+	struct bd_space sp;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc2[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 8 * 4096, 0x10), 0);
+	cr_assert_eq(t_write(&t, 2, anc2, 1, 0, 0, 8 * 4096, 0x20), 0); /* not flushed */
+	bd_engine_space(t.e, &sp);
+	uint64_t before = sp.data_syncs;
+	uint64_t dropped, moved, freed;
+	cr_assert_eq(bd_layer_delete(t.e, 1, 1, (const uint64_t[]){2}, 1, &dropped, &moved, &freed),
+		     0);
+	bd_engine_space(t.e, &sp);
+	cr_assert_gt(sp.data_syncs, before, "the layer delete's WAL sync went ahead of the data");
+	cr_assert_eq(t_check(&t, 2, NULL, 0, 0, 0, 8 * 4096, 0x20), 0);
+	t_close(&t);
+}
+
 Test(engine, freed_blocks_wait_for_a_durable_commit)
 {
 	struct tctx t;
