@@ -329,6 +329,7 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->journal_replayed = e->jreplayed;
 	s->awaited_groups = e->jawaited;
 	s->data_syncs = e->data_syncs;
+	s->verify_offloads = e->verify_offloads;
 	s->defrag_segments = e->defrag_done;
 	s->defrag_skipped = e->defrag_skipped;
 	s->defrag_running = e->defrag_inflight + e->defrag_bg_reads;

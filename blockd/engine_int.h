@@ -120,9 +120,10 @@ struct bd_engine {
 	uint64_t data_syncs; /* bd_engine_sync_data calls that succeeded */
 	bool bg_sync_running;
 	uint64_t checksum_errors;
-	bool fixed_file;      /* e->fd is the ring's registered file */
-	bool fixed_bufs;      /* the iobuf arena is registered with the ring */
-	uint64_t fixed_reads; /* data reads issued as READ_FIXED */
+	uint64_t verify_offloads; /* READs checked on the verifier thread */
+	bool fixed_file;          /* e->fd is the ring's registered file */
+	bool fixed_bufs;          /* the iobuf arena is registered with the ring */
+	uint64_t fixed_reads;     /* data reads issued as READ_FIXED */
 	uint64_t nlists;
 	struct bd_fsck_report rep;
 	struct obj_lock *locks[1024];

@@ -396,6 +396,7 @@ struct bd_space {
 	uint64_t journal_replayed;  /* group commits the journal gave back at open */
 	uint64_t awaited_groups;    /* journaled groups replied to while the committer was busy */
 	uint64_t data_syncs;        /* fdatasyncs of the data file ahead of a synced index commit */
+	uint64_t verify_offloads;   /* READs whose crcs the verifier thread checked */
 	uint64_t defrag_segments;   /* fragmented segments rewritten contiguously (defrag.c) */
 	uint64_t defrag_skipped;    /* candidates dropped: changed meanwhile, or no free run */
 	uint64_t defrag_running;    /* rewrites and background reads in flight */

@@ -111,6 +111,7 @@ void bd_read_done(struct bd_op *op)
 	if (op->err == 0 && op->kind == OP_READ && op->e->verifier != NULL &&
 	    op->e->nlive_ops > VERIFY_OFFLOAD_MIN_OPS && has_data(op) &&
 	    bd_verifier_submit(op->e->verifier, op)) {
+		op->e->verify_offloads++;
 		return;
 	}
 	if (op->err == 0) {

@@ -380,36 +380,48 @@ static void many_reads_cb(void *arg, int err)
 	}
 }
 
-/* 256 reads in flight through the verifier thread: every one completes, on the reactor
- * thread, with the right data; stopping the verifier with none queued is clean. */
+/* n reads of bs bytes in flight, each over a block-patterned region; returns how many the
+ * verifier thread checked. Every one completes, on the reactor thread, with the right data. */
+static uint64_t many_reads(struct tctx *t, int n, uint32_t bs)
+{
+	uint64_t before = t_space(t).verify_offloads;
+	uint32_t nb = bs / 4096;
+	uint8_t *bufs = t_buf((size_t)n * bs, 0);
+	struct many_reads m = {.r = t->r, .left = n};
+	for (int i = 0; i < n; i++) {
+		struct bd_req q = t_req(1, NULL, 0, 0, (uint64_t)(i % (64 / nb)) * bs, bs);
+		bd_read(t->e, &q, bufs + (size_t)i * bs, many_reads_cb, &m);
+	}
+	while (m.left > 0) {
+		cr_assert_eq(st_reactor_run(t->r), 0);
+	}
+	cr_assert_eq(m.errors, 0);
+	for (int i = 0; i < n; i++) {
+		for (uint32_t j = 0; j < bs; j++) {
+			uint32_t blk = (uint32_t)(i % (64 / nb)) * nb + j / 4096;
+			cr_assert_eq(bufs[(size_t)i * bs + j], (uint8_t)(0x40 + blk),
+				     "read %d byte %u", i, j);
+		}
+	}
+	free(bufs);
+	return t_space(t).verify_offloads - before;
+}
+
+/* Reads with more than 4 others in flight go through the verifier thread, large or small;
+ * stopping the verifier with none queued is clean, and reads are checked inline again. */
 Test(engine, verifier_thread_checks_many_reads_in_flight)
 {
-	enum { N = 256 };
 	struct tctx t;
 	t_open(&t, 16 * MiB);
 	for (int i = 0; i < 64; i++) {
 		cr_assert_eq(t_write(&t, 1, NULL, 0, 0, (uint64_t)i * 4096, 4096, 0x40 + i), 0);
 	}
 	cr_assert_eq(bd_engine_start_verifier(t.e), 0);
-	uint8_t *bufs = t_buf((size_t)N * 4096, 0);
-	struct many_reads m = {.r = t.r, .left = N};
-	for (int i = 0; i < N; i++) {
-		struct bd_req q = t_req(1, NULL, 0, 0, (uint64_t)(i % 64) * 4096, 4096);
-		bd_read(t.e, &q, bufs + (size_t)i * 4096, many_reads_cb, &m);
-	}
-	while (m.left > 0) {
-		cr_assert_eq(st_reactor_run(t.r), 0);
-	}
-	cr_assert_eq(m.errors, 0);
-	for (int i = 0; i < N; i++) {
-		for (int j = 0; j < 4096; j++) {
-			cr_assert_eq(bufs[(size_t)i * 4096 + j], (uint8_t)(0x40 + i % 64),
-				     "read %d byte %d", i, j);
-		}
-	}
+	cr_assert_gt(many_reads(&t, 64, 64 * 1024), 0, "64 KiB reads were handed off");
+	cr_assert_gt(many_reads(&t, 256, 4096), 0, "4 KiB reads were handed off");
 	bd_engine_stop_verifier(t.e);
+	cr_assert_eq(many_reads(&t, 64, 4096), 0, "no verifier: checked inline");
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x40), 0, "inline again");
-	free(bufs);
 	t_close(&t);
 }
 
