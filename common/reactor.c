@@ -258,11 +258,9 @@ static void local_drain(struct st_reactor *r)
  * show as a CQE, or as IORING_SQ_TASKRUN (COOP_TASKRUN defers them until we enter the kernel).
  * The spin yields the CPU on every turn, so a thread we wait for is never kept off it. It is
  * adaptive: it runs only while the previous sleep was shorter than the spin itself, so an idle
- * or lightly loaded daemon sleeps at once and burns nothing.
+ * or lightly loaded daemon sleeps at once and burns nothing; and only while the owner has few
+ * requests in flight (st_reactor_set_spin_gate), since a loaded one gets completions anyway.
  */
-/* A yield that took longer than this ran another thread: the CPUs are busy. */
-#define ST_REACTOR_YIELD_BUSY_NS 2000u
-
 static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 {
 	uint64_t deadline;
@@ -280,12 +278,7 @@ static void spin_for_completions(struct st_reactor *r, uint64_t max_ns)
 			break;
 		}
 		sched_yield();
-		uint64_t after = st_now_ns();
-		bool gave_cpu_away = after - t > ST_REACTOR_YIELD_BUSY_NS;
-		t = after;
-		if (gave_cpu_away) {
-			break;
-		}
+		t = st_now_ns();
 	} while (t < deadline);
 	r->idle_ns += t - t0;
 }
