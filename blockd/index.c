@@ -467,6 +467,50 @@ int bd_index_apply(struct bd_index *ix, const char *rep, size_t len)
 	return rc;
 }
 
+struct scan_batch {
+	bd_map_fn fn;
+	void *arg;
+	int rc;
+};
+
+static void scan_batch_put(void *arg, const char *k, size_t klen, const char *v, size_t vlen)
+{
+	struct scan_batch *sb = arg;
+	const uint8_t *kk = (const uint8_t *)k;
+	if (sb->rc != 0 || klen != KEY_MAP_LEN || kk[0] != 'E') {
+		return;
+	}
+	struct bd_mkey mk = {
+		.family = get_be64(kk + 1),
+		.layer = get_be64(kk + 9),
+		.object = get_be64(kk + 17),
+		.seg = (uint32_t)kk[25] << 24 | (uint32_t)kk[26] << 16 | (uint32_t)kk[27] << 8 |
+		       kk[28],
+	};
+	struct bd_extmap m;
+	int err = bd_extmap_decode_padded(&m, (const uint8_t *)v, vlen);
+	sb->rc = sb->fn(sb->arg, &mk, err ? NULL : &m, err);
+}
+
+static void scan_batch_del(void *arg, const char *k, size_t klen)
+{
+	(void)arg;
+	(void)k;
+	(void)klen;
+}
+
+int bd_batch_scan_maps(const char *rep, size_t len, bd_map_fn fn, void *arg)
+{
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create_from(rep, len);
+	if (!wb) {
+		return -ENOMEM;
+	}
+	struct scan_batch sb = {fn, arg, 0};
+	rocksdb_writebatch_iterate(wb, &sb, scan_batch_put, scan_batch_del);
+	rocksdb_writebatch_destroy(wb);
+	return sb.rc;
+}
+
 void bd_batch_put_u64(struct bd_batch *b, const void *key, size_t klen, uint64_t v)
 {
 	uint8_t val[8];

@@ -251,6 +251,11 @@ void bd_batch_del_raw(struct bd_batch *b, const void *key, size_t klen) __attrib
 const char *bd_batch_data(const struct bd_batch *b, size_t *len) __attribute__((nonnull));
 /* Commit a batch given in its serialized form (journal replay). Returns 0 or -errno. */
 int bd_index_apply(struct bd_index *ix, const char *rep, size_t len) __attribute__((nonnull));
+/* Every extent-list put in a serialized batch (rep, len), in order: fn gets the key and the
+ * decoded list (NULL and the error if it does not decode); a non-zero return stops the walk
+ * and is returned. Deletes and other keys are skipped. */
+int bd_batch_scan_maps(const char *rep, size_t len, bd_map_fn fn, void *arg)
+	__attribute__((nonnull(1, 3)));
 /* Put v as an 8-byte big-endian value (read back by bd_index_get_u64). */
 void bd_batch_put_u64(struct bd_batch *b, const void *key, size_t klen, uint64_t v)
 	__attribute__((nonnull));

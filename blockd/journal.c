@@ -13,10 +13,12 @@
  * Record: magic(4) len(4) seq(8) crc32c(4) pad(4) | the batch's serialized WriteBatch. The
  * batch carries the 'J' key = seq, so RocksDB knows the last journaled group it applied. At
  * open, every intact record with seq above it is applied in order (a torn tail ends the
- * replay: its group was never replied to), the WAL is synced and the journal emptied, all
- * before the rebuild derives the allocator from the index. Records are needed only until
- * their batch is in RocksDB's WAL, so the file is emptied whenever it has grown past
- * JOURNAL_TRIM and no journaled group is waiting for its commit.
+ * replay: its group was never replied to), the data file and then the WAL are synced and the
+ * journal emptied, all before the rebuild derives the allocator from the index. A record
+ * whose new blocks do not read back with their crcs (its data was lost in a power cut while
+ * the record survived in the page cache) also ends the replay: see record_data_intact. Records are
+ * needed only until their batch is in RocksDB's WAL, so the file is emptied whenever it has grown
+ * past JOURNAL_TRIM and no journaled group is waiting for its commit.
  *
  * Durability is unchanged otherwise: a flush drains every group into RocksDB before it syncs
  * the WAL (bd_flush), so the journal is never synced; after a power cut an unflushed write may
@@ -61,6 +63,67 @@ static uint32_t record_crc(uint64_t seq, const void *data, size_t len)
 	return st_crc32c(st_crc32c(0, &seq, sizeof(seq)), data, len);
 }
 
+/*
+ * Is the data a record's lists point at on disk? The record reached the journal, a page-cache
+ * file the kernel writes back when it likes, but the data writes it describes sit in the
+ * device's volatile cache until a flush: after a power cut the record can outlive them. Each
+ * block a list of the record maps that the committed list does not (the record's new data)
+ * is read back and its crc checked. A record that fails is treated as a torn tail: it and
+ * everything after it were never flushed (a flush commits every group and empties the
+ * journal), so dropping them is allowed, and their blocks keep reading the old data instead
+ * of a checksum error.
+ */
+struct data_check {
+	struct bd_engine *e;
+	uint8_t *blk; /* one aligned block */
+	uint64_t bad_pblk;
+};
+
+static int check_list(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err)
+{
+	struct data_check *dc = arg;
+	if (err || m == NULL) {
+		return -EBADMSG;
+	}
+	struct bd_extmap old;
+	int rc = bd_index_get_map(dc->e->ix, k, &old);
+	if (rc < 0) {
+		return rc;
+	}
+	struct bd_bmap nb[BD_SEG_BLOCKS], ob[BD_SEG_BLOCKS];
+	bd_extmap_expand(m, nb);
+	if (rc > 0) {
+		bd_extmap_expand(&old, ob);
+	}
+	for (uint32_t i = 0; i < BD_SEG_BLOCKS; i++) {
+		if (nb[i].pblk >= BD_PBLK_NONE || nb[i].pblk == BD_PBLK_ZERO ||
+		    (rc > 0 && ob[i].pblk == nb[i].pblk)) {
+			continue;
+		}
+		if (pread(dc->e->fd, dc->blk, BD_BLOCK, (off_t)(nb[i].pblk * BD_BLOCK)) !=
+			    BD_BLOCK ||
+		    st_crc32c(0, dc->blk, BD_BLOCK) != nb[i].crc) {
+			dc->bad_pblk = nb[i].pblk;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* 0: every new block of the record is on disk; 1: one is not (dc->bad_pblk); or -errno. */
+static int record_data_intact(struct bd_engine *e, const uint8_t *rec, size_t len,
+			      uint64_t *bad_pblk)
+{
+	struct data_check dc = {.e = e};
+	if (posix_memalign((void **)&dc.blk, BD_BLOCK, BD_BLOCK) != 0) {
+		return -ENOMEM;
+	}
+	int rc = bd_batch_scan_maps((const char *)rec, len, check_list, &dc);
+	free(dc.blk);
+	*bad_pblk = dc.bad_pblk;
+	return rc;
+}
+
 /* Apply the records above the applied mark. Returns the number applied, or -errno. */
 static long replay(struct bd_engine *e, int fd, uint64_t applied, uint64_t *last)
 {
@@ -95,7 +158,21 @@ static long replay(struct bd_engine *e, int fd, uint64_t applied, uint64_t *last
 			break;
 		}
 		if (seq > applied) {
-			int rc = bd_index_apply(e->ix, (const char *)buf, len);
+			uint64_t bad;
+			int rc = record_data_intact(e, buf, len, &bad);
+			if (rc > 0) {
+				st_warn("journal: group %lu points at block %lu, whose data did "
+					"not "
+					"reach the disk (power loss?): it and later groups, never "
+					"flushed, are dropped",
+					(unsigned long)seq, (unsigned long)bad);
+				break;
+			}
+			if (rc < 0) {
+				free(buf);
+				return rc;
+			}
+			rc = bd_index_apply(e->ix, (const char *)buf, len);
 			if (rc < 0) {
 				free(buf);
 				return rc;
@@ -133,7 +210,9 @@ int bd_journal_open(struct bd_engine *e, const char *path)
 		return (int)n;
 	}
 	if (n > 0) {
-		if ((rc = bd_index_sync(e->ix)) < 0) {
+		/* The replayed lists' data was read back, but may still sit in the device's
+		 * cache after a kill: sync it before the WAL makes the lists durable. */
+		if ((rc = bd_engine_sync_data(e)) < 0 || (rc = bd_index_sync(e->ix)) < 0) {
 			close(fd);
 			return rc;
 		}
