@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +217,33 @@ static inline uint64_t t_used(struct tctx *t)
 	}
 	(void)bd_engine_reclaim_now(t->e);
 	return t_used_now(t);
+}
+
+/* Overwrite, behind the engine's back, the first 4 KiB block of the data file (within bytes)
+ * that equals want: with `with`, or with want with one bit flipped if with is NULL. Fails the
+ * test if no block matches. */
+static inline void t_clobber_block(const struct tctx *t, const uint8_t *want, const uint8_t *with,
+				   uint64_t bytes)
+{
+	int fd = open(t->data, O_RDWR);
+	cr_assert_geq(fd, 0);
+	uint8_t blk[4096];
+	off_t found = -1;
+	for (off_t off = 0; off < (off_t)bytes; off += 4096) {
+		cr_assert_eq(pread(fd, blk, 4096, off), 4096);
+		if (memcmp(blk, want, 4096) == 0) {
+			found = off;
+			break;
+		}
+	}
+	cr_assert_geq(found, 0, "the block is in the data file");
+	if (with != NULL) {
+		memcpy(blk, with, 4096);
+	} else {
+		blk[100] ^= 0x01;
+	}
+	cr_assert_eq(pwrite(fd, blk, 4096, found), 4096);
+	close(fd);
 }
 
 #endif
