@@ -16,7 +16,9 @@
 # interleaved: each round runs every job on fio and then at once on strata, ROUNDS times
 # (default 3). Prints a Markdown table: median fio IOPS, median strata IOPS, the median of the
 # per-round ratios (strata / fio; each ratio compares runs seconds apart), the range of those
-# ratios, and p50/p99 latency of the median round.
+# ratios, p50/p99 latency of the median round, and the median CPU time per I/O: fio's own
+# (user+system of its processes), against strata-bench's plus blockd's. CPU per I/O swings far
+# less than IOPS on a shared machine, so it is what shows a change in cost.
 # SPARSE=1 leaves blockd's data file sparse (created by blockd), to see that cost: the prewriter
 # (strata-blockd --prewrite-ahead, blockd/prewrite.c) then keeps written space ahead of allocation.
 #
@@ -38,7 +40,7 @@ die() {
 	exit 1
 }
 log() { echo "engine: $*" >&2; }
-for t in fio python3; do command -v "$t" >/dev/null || die "$t is missing (scripts/bootstrap)"; done
+for t in fio python3 /usr/bin/time; do command -v "$t" >/dev/null || die "$t is missing (scripts/bootstrap)"; done
 for b in strata-meta strata-blockd strata strata-bench; do
 	[ -x "$BIN/$b" ] || die "$BIN/$b is not built"
 done
@@ -68,7 +70,9 @@ job_args() { # job -> rw qd
 	*) die "unknown job $1" ;;
 	esac
 }
-declare -A IOPS P50 P99
+declare -A IOPS P50 P99 CPU
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime+stime of a pid, in clock ticks
 
 # ---- fio on a plain file ----
 log "fio io_uring O_DIRECT on $TMP/fio.img ($DATA, region $SPAN)"
@@ -110,16 +114,20 @@ log "strata-bench through libstrata: $URI (blockd data $DATA)"
 run_fio() { # job round
 	local j=$1 k=$2 rw qd
 	read -r rw qd <<<"$(job_args "$j")"
-	fio --name="$j" --filename="$TMP/fio.img" --ioengine=io_uring --direct=1 --rw="$rw" \
+	/usr/bin/time -f '%U %S' -o "$TMP/time-fio" \
+		fio --name="$j" --filename="$TMP/fio.img" --ioengine=io_uring --direct=1 --rw="$rw" \
 		--bs=4k --iodepth="$qd" --size="$SPAN" --time_based --runtime="$RUNTIME" \
 		--randrepeat=0 --norandommap --output-format=json --output="$TMP/fio-$j.json" \
 		>/dev/null 2>&1 || die "fio $j failed"
-	read -r IOPS[fio,$j,$k] P50[fio,$j,$k] P99[fio,$j,$k] < <(python3 - "$TMP/fio-$j.json" <<'PY'
+	read -r IOPS[fio,$j,$k] P50[fio,$j,$k] P99[fio,$j,$k] CPU[fio,$j,$k] < <(python3 - \
+		"$TMP/fio-$j.json" "$(tail -1 "$TMP/time-fio")" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))["jobs"][0]
 s = d["read"] if d["read"]["io_bytes"] else d["write"]
 p = s["clat_ns"]["percentile"]
-print("%.0f %.0f %.0f" % (s["iops"], p["50.000000"] / 1e3, p["99.000000"] / 1e3))
+u, k = map(float, sys.argv[2].split())
+print("%.0f %.0f %.0f %.1f" % (s["iops"], p["50.000000"] / 1e3, p["99.000000"] / 1e3,
+                               (u + k) * 1e6 / max(s["total_ios"], 1)))
 PY
 )
 	log "round $k fio $j: ${IOPS[fio,$j,$k]} IOPS"
@@ -134,16 +142,24 @@ run_strata() { # job round
 			>/dev/null 2>&1 &
 		perf_pids+=($!)
 	fi
-	"$BIN/strata-bench" run "$URI" --rw "$rw" --bs 4k --qd "$qd" --span "$SPAN" \
+	local b0 b1
+	b0=$(ticks "$BD_PID")
+	/usr/bin/time -f '%U %S' -o "$TMP/time-bench" \
+		"$BIN/strata-bench" run "$URI" --rw "$rw" --bs 4k --qd "$qd" --span "$SPAN" \
 		--time "$RUNTIME" --json --quiet >"$TMP/strata-$j.json" 2>"$TMP/bench.err" ||
 		die "strata-bench $j failed: $(tail -2 "$TMP/bench.err")"
+	b1=$(ticks "$BD_PID")
 	for p in "${perf_pids[@]}"; do wait "$p" || true; done
-	read -r IOPS[strata,$j,$k] P50[strata,$j,$k] P99[strata,$j,$k] < <(python3 - "$TMP/strata-$j.json" <<'PY'
+	read -r IOPS[strata,$j,$k] P50[strata,$j,$k] P99[strata,$j,$k] CPU[strata,$j,$k] < <(python3 - \
+		"$TMP/strata-$j.json" "$(tail -1 "$TMP/time-bench")" "$((b1 - b0))" "$HZ" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 s = d["read"] if d["read"]["ios"] else d["write"]
 lat = s.get("lat_us", s.get("latency_us", {}))
-print("%.0f %s %s" % (s["iops"], lat.get("p50", "n/a"), lat.get("p99", "n/a")))
+u, k = map(float, sys.argv[2].split())
+cpu = u + k + int(sys.argv[3]) / int(sys.argv[4])
+print("%.0f %s %s %.1f" % (s["iops"], lat.get("p50", "n/a"), lat.get("p99", "n/a"),
+                           cpu * 1e6 / max(s["ios"], 1)))
 PY
 )
 	log "round $k strata $j: ${IOPS[strata,$j,$k]} IOPS"
@@ -157,23 +173,25 @@ for ((k = 1; k <= ROUNDS; k++)); do
 done
 
 echo
-echo "| 4k job | fio IOPS | strata IOPS | ratio strata/fio (median) | ratio range | fio p50/p99 (us) | strata p50/p99 (us) |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| 4k job | fio IOPS | strata IOPS | ratio strata/fio (median) | ratio range | fio p50/p99 (us) | strata p50/p99 (us) | CPU per I/O, fio / strata (us) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for j in "${JOBS[@]}"; do
 	read -r rw qd <<<"$(job_args "$j")"
 	rows=""
 	for ((k = 1; k <= ROUNDS; k++)); do
-		rows+="${IOPS[fio,$j,$k]} ${IOPS[strata,$j,$k]} ${P50[fio,$j,$k]}/${P99[fio,$j,$k]} ${P50[strata,$j,$k]}/${P99[strata,$j,$k]};"
+		rows+="${IOPS[fio,$j,$k]} ${IOPS[strata,$j,$k]} ${P50[fio,$j,$k]}/${P99[fio,$j,$k]} ${P50[strata,$j,$k]}/${P99[strata,$j,$k]} ${CPU[fio,$j,$k]} ${CPU[strata,$j,$k]};"
 	done
 	python3 - "$rw" "$qd" "$rows" <<'PY'
 import statistics, sys
 rw, qd, rows = sys.argv[1], sys.argv[2], [r.split() for r in sys.argv[3].split(";") if r]
-ratios = sorted(float(s) / float(f) for f, s, _, _ in rows)
+ratios = sorted(float(r[1]) / float(r[0]) for r in rows)
 fio = statistics.median(float(r[0]) for r in rows)
 st = statistics.median(float(r[1]) for r in rows)
 mid = sorted(rows, key=lambda r: float(r[1]) / float(r[0]))[len(rows) // 2]
-print("| %s QD%s | %.0f | %.0f | %.2f | %.2f-%.2f | %s | %s |" % (
-    rw, qd, fio, st, statistics.median(ratios), ratios[0], ratios[-1], mid[2], mid[3]))
+cf = statistics.median(float(r[4]) for r in rows)
+cs = statistics.median(float(r[5]) for r in rows)
+print("| %s QD%s | %.0f | %.0f | %.2f | %.2f-%.2f | %s | %s | %.1f / %.1f |" % (
+    rw, qd, fio, st, statistics.median(ratios), ratios[0], ratios[-1], mid[2], mid[3], cf, cs))
 PY
 done
 echo
