@@ -224,6 +224,14 @@ static struct bd_op *group_seal(struct bd_engine *e, bool journal)
 	return first;
 }
 
+/* Commit b on this thread; a commit that syncs the WAL syncs the data file first (the
+ * committer does the same on its thread). */
+static int commit_after_data(struct bd_engine *e, struct bd_batch *b, bool sync)
+{
+	int rc = e->failed ? -EIO : sync ? bd_engine_sync_data(e) : 0;
+	return rc ? rc : bd_index_commit(e->ix, b, sync);
+}
+
 /* Commit the sealed group, if any: here, or by the committer (handoff). */
 static void sealed_dispatch(struct bd_engine *e, bool handoff)
 {
@@ -236,8 +244,7 @@ static void sealed_dispatch(struct bd_engine *e, bool handoff)
 		bd_committer_handoff(e, e->sl.b, e->sl.sync, e->sl.gseq, e->sl.dseq, &e->sl.ops);
 		return;
 	}
-	int rc = e->failed ? -EIO : e->sl.sync ? bd_engine_sync_data(e) : 0;
-	rc = rc ? rc : bd_index_commit(e->ix, e->sl.b, e->sl.sync);
+	int rc = commit_after_data(e, e->sl.b, e->sl.sync);
 	bd_batch_clear(e->sl.b);
 	bd_commit_settle_group(e, &e->sl.ops, rc, e->sl.sync, e->sl.gseq, e->sl.dseq, e->sl.b);
 }
@@ -348,8 +355,7 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 		bd_batch_clear(e->batch);
 	}
 	bool synced = sync || e->gsync;
-	int rc = e->failed ? -EIO : synced ? bd_engine_sync_data(e) : 0;
-	rc = rc ? rc : bd_index_commit(e->ix, e->gbatch, synced);
+	int rc = commit_after_data(e, e->gbatch, synced);
 	bd_batch_clear(e->gbatch);
 	if (rc == 0 && synced) {
 		bd_engine_mark_durable(e); /* a synced WAL write covers every earlier commit */

@@ -20,8 +20,6 @@
  * still queued on the reactor finds no engine and only frees the committer.
  */
 #include <errno.h>
-#include <string.h>
-#include <unistd.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -99,11 +97,7 @@ static void *committer_main(void *arg)
 		}
 		cm->pending = false;
 		pthread_mutex_unlock(&cm->lock);
-		int rc = 0;
-		if (cm->sync && cm->data_fd >= 0 && fdatasync(cm->data_fd) < 0) {
-			st_error("fdatasync of the data file failed: %s", strerror(errno));
-			rc = -EIO;
-		}
+		int rc = cm->sync && cm->data_fd >= 0 ? bd_sync_data_fd(cm->data_fd) : 0;
 		rc = rc ? rc : bd_index_commit(cm->ix, cm->batch, cm->sync);
 		pthread_mutex_lock(&cm->lock);
 		cm->rc = rc;

@@ -127,17 +127,31 @@ void bd_engine_mark_durable(struct bd_engine *e)
 	e->last_sync_ms = st_now_ms();
 }
 
+int bd_sync_data_fd(int fd)
+{
+	if (fdatasync(fd) < 0) {
+		st_error("fdatasync of the data file failed: %s", strerror(errno));
+		return -EIO;
+	}
+	return 0;
+}
+
 int bd_engine_sync_data(struct bd_engine *e)
 {
 	if (e->fd < 0) {
 		return 0;
 	}
-	if (fdatasync(e->fd) < 0) {
-		st_error("fdatasync of the data file failed: %s", strerror(errno));
-		return -EIO;
+	int rc = bd_sync_data_fd(e->fd);
+	if (rc == 0) {
+		e->data_syncs++;
 	}
-	e->data_syncs++;
-	return 0;
+	return rc;
+}
+
+bool bd_block_intact(int fd, uint64_t pblk, uint32_t crc, uint8_t *buf)
+{
+	return pread(fd, buf, BD_BLOCK, (off_t)(pblk * BD_BLOCK)) == BD_BLOCK &&
+	       st_crc32c(0, buf, BD_BLOCK) == crc;
 }
 
 static void bg_sync_done(void *arg, int err)
@@ -704,8 +718,7 @@ static int verify_fn(void *arg, const struct bd_mkey *k, const struct bd_extmap 
 			if (p >= v->e->nblocks) {
 				continue;
 			}
-			if (pread(v->e->fd, v->buf, BD_BLOCK, (off_t)(p * BD_BLOCK)) != BD_BLOCK ||
-			    st_crc32c(0, v->buf, BD_BLOCK) != m->crc[m->runs[r].lblk + i]) {
+			if (!bd_block_intact(v->e->fd, p, m->crc[m->runs[r].lblk + i], v->buf)) {
 				v->rep->checksum_errors++;
 				st_error("fsck: bad block %lu (family %lu layer %lu object %lu "
 					 "seg %u block %u)",

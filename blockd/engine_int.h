@@ -216,6 +216,13 @@ void bd_engine_mark_durable(struct bd_engine *e) __attribute__((nonnull));
  */
 int bd_engine_sync_data(struct bd_engine *e) __attribute__((nonnull));
 
+/* The same for any thread (the committer's): fdatasync fd, logging a failure. 0 or -EIO. */
+int bd_sync_data_fd(int fd);
+
+/* Does physical block pblk of the data file fd read back with this crc? buf: one aligned
+ * block, for the read. (fsck --verify, and journal replay.) */
+bool bd_block_intact(int fd, uint64_t pblk, uint32_t crc, uint8_t *buf) __attribute__((nonnull));
+
 /* ------------------------------------------------------------------------------------------ */
 /* engine.c */
 

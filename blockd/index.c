@@ -74,6 +74,22 @@ static void map_key(uint8_t k[KEY_MAP_LEN], const struct bd_mkey *mk)
 	k[28] = (uint8_t)mk->seg;
 }
 
+/* Decode an extent-list key (map_key's inverse) and its value, and hand both to fn: the list,
+ * or NULL and the error if the value does not decode. */
+static int map_fn_call(bd_map_fn fn, void *arg, const uint8_t k[KEY_MAP_LEN], const uint8_t *v,
+		       size_t vlen)
+{
+	struct bd_mkey mk = {
+		.family = get_be64(k + 1),
+		.layer = get_be64(k + 9),
+		.object = get_be64(k + 17),
+		.seg = (uint32_t)k[25] << 24 | (uint32_t)k[26] << 16 | (uint32_t)k[27] << 8 | k[28],
+	};
+	struct bd_extmap m;
+	int err = bd_extmap_decode_padded(&m, v, vlen);
+	return fn(arg, &mk, err ? NULL : &m, err);
+}
+
 static void chunk_key(uint8_t k[KEY_CHUNK_LEN], uint64_t c)
 {
 	k[0] = 'B';
@@ -290,17 +306,8 @@ static int scan_maps(struct bd_index *ix, const uint8_t *lo, size_t plen, const 
 		if (klen != KEY_MAP_LEN || (skip != NULL && memcmp(k, skip, KEY_MAP_LEN) == 0)) {
 			continue;
 		}
-		struct bd_mkey mk = {
-			.family = get_be64(k + 1),
-			.layer = get_be64(k + 9),
-			.object = get_be64(k + 17),
-			.seg = (uint32_t)k[25] << 24 | (uint32_t)k[26] << 16 |
-			       (uint32_t)k[27] << 8 | k[28],
-		};
 		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
-		struct bd_extmap m;
-		int err = bd_extmap_decode_padded(&m, v, vlen);
-		rc = fn(arg, &mk, err ? NULL : &m, err);
+		rc = map_fn_call(fn, arg, k, v, vlen);
 		if (rc) {
 			break;
 		}
@@ -480,16 +487,7 @@ static void scan_batch_put(void *arg, const char *k, size_t klen, const char *v,
 	if (sb->rc != 0 || klen != KEY_MAP_LEN || kk[0] != 'E') {
 		return;
 	}
-	struct bd_mkey mk = {
-		.family = get_be64(kk + 1),
-		.layer = get_be64(kk + 9),
-		.object = get_be64(kk + 17),
-		.seg = (uint32_t)kk[25] << 24 | (uint32_t)kk[26] << 16 | (uint32_t)kk[27] << 8 |
-		       kk[28],
-	};
-	struct bd_extmap m;
-	int err = bd_extmap_decode_padded(&m, (const uint8_t *)v, vlen);
-	sb->rc = sb->fn(sb->arg, &mk, err ? NULL : &m, err);
+	sb->rc = map_fn_call(sb->fn, sb->arg, kk, (const uint8_t *)v, vlen);
 }
 
 static void scan_batch_del(void *arg, const char *k, size_t klen)

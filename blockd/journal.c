@@ -16,9 +16,9 @@
  * replay: its group was never replied to), the data file and then the WAL are synced and the
  * journal emptied, all before the rebuild derives the allocator from the index. A record
  * whose new blocks do not read back with their crcs (its data was lost in a power cut while
- * the record survived in the page cache) also ends the replay: see record_data_intact. Records are
- * needed only until their batch is in RocksDB's WAL, so the file is emptied whenever it has grown
- * past JOURNAL_TRIM and no journaled group is waiting for its commit.
+ * the record survived in the page cache) also ends the replay: see record_data_intact.
+ * Records are needed only until their batch is in RocksDB's WAL, so the file is emptied
+ * whenever it has grown past JOURNAL_TRIM and no journaled group is waiting for its commit.
  *
  * Durability is unchanged otherwise: a flush drains every group into RocksDB before it syncs
  * the WAL (bd_flush), so the journal is never synced; after a power cut an unflushed write may
@@ -96,13 +96,11 @@ static int check_list(void *arg, const struct bd_mkey *k, const struct bd_extmap
 		bd_extmap_expand(&old, ob);
 	}
 	for (uint32_t i = 0; i < BD_SEG_BLOCKS; i++) {
-		if (nb[i].pblk >= BD_PBLK_NONE || nb[i].pblk == BD_PBLK_ZERO ||
-		    (rc > 0 && ob[i].pblk == nb[i].pblk)) {
+		/* BD_PBLK_NONE and BD_PBLK_ZERO, the two above every real block, hold no data. */
+		if (nb[i].pblk >= BD_PBLK_NONE || (rc > 0 && ob[i].pblk == nb[i].pblk)) {
 			continue;
 		}
-		if (pread(dc->e->fd, dc->blk, BD_BLOCK, (off_t)(nb[i].pblk * BD_BLOCK)) !=
-			    BD_BLOCK ||
-		    st_crc32c(0, dc->blk, BD_BLOCK) != nb[i].crc) {
+		if (!bd_block_intact(dc->e->fd, nb[i].pblk, nb[i].crc, dc->blk)) {
 			dc->bad_pblk = nb[i].pblk;
 			return 1;
 		}
@@ -162,9 +160,8 @@ static long replay(struct bd_engine *e, int fd, uint64_t applied, uint64_t *last
 			int rc = record_data_intact(e, buf, len, &bad);
 			if (rc > 0) {
 				st_warn("journal: group %lu points at block %lu, whose data did "
-					"not "
-					"reach the disk (power loss?): it and later groups, never "
-					"flushed, are dropped",
+					"not reach the disk (power loss?): it and later groups, "
+					"never flushed, are dropped",
 					(unsigned long)seq, (unsigned long)bad);
 				break;
 			}

@@ -105,9 +105,11 @@ void bd_read_done(struct bd_op *op)
 	}
 	/* A plain READ's check can run off the reactor thread; a compare-and-write's stays here,
 	 * under its object lock. Only while other ops are live: the hand-off costs two thread
-	 * hops (measured at QD1 through libstrata: 7 us from the data's arrival to the check's
-	 * result, against a 25 us disk read; 4k randread QD1 +15% checked here, QD32 the same
-	 * either way, where the reactor thread is the one that is short of time). */
+	 * hops (through libstrata: 7 us from the data's arrival to the check's result at QD1,
+	 * against a 25 us disk read, and 4k randread QD1 +15% checked here; 45-49 us at QD32,
+	 * against 1.1 us to check here, yet checking here at QD32 measured even through
+	 * libstrata and -17% through strata-nbd, where blockd's second runnable thread seems
+	 * worth more than the wait; docs/ARCHITECTURE.md, "Session 7"). */
 	if (op->err == 0 && op->kind == OP_READ && op->e->verifier != NULL &&
 	    op->e->nlive_ops > VERIFY_OFFLOAD_MIN_OPS && has_data(op) &&
 	    bd_verifier_submit(op->e->verifier, op)) {

@@ -28,16 +28,24 @@ Test(alloc, get_put_and_enospc)
 	bd_alloc_fini(&a);
 }
 
+/* An allocator of n blocks, all taken, then every other block of [0, lim) given back. */
+static void full_but_every_other(struct bd_alloc *a, uint64_t n, uint64_t lim)
+{
+	cr_assert_eq(bd_alloc_init(a, n), 0);
+	struct bd_prun all;
+	cr_assert_eq(bd_alloc_get(a, (uint32_t)n, &all, 1), 1);
+	cr_assert_eq(all.len, n);
+	for (uint64_t b = 0; b < lim; b += 2) {
+		bd_alloc_put(a, b, 1);
+	}
+}
+
 Test(alloc, fragmented_runs)
 {
 	struct bd_alloc a;
-	cr_assert_eq(bd_alloc_init(&a, 200), 0);
 	struct bd_prun runs[200];
-	cr_assert_eq(bd_alloc_get(&a, 200, runs, 200), 1);
-	/* Free every other block: a 10-block request needs 10 runs. */
-	for (uint64_t b = 0; b < 200; b += 2) {
-		bd_alloc_put(&a, b, 1);
-	}
+	/* Every other block free: a 10-block request needs 10 runs. */
+	full_but_every_other(&a, 200, 200);
 	int n = bd_alloc_get(&a, 10, runs, 200);
 	cr_assert_eq(n, 10);
 	for (int i = 0; i < n; i++) {
@@ -171,13 +179,9 @@ Test(alloc, written_region_first)
 Test(alloc, one_run_or_nothing)
 {
 	struct bd_alloc a;
-	cr_assert_eq(bd_alloc_init(&a, 1000), 0);
 	struct bd_prun runs[1000];
-	cr_assert_eq(bd_alloc_get(&a, 1000, runs, 1000), 1);
 	/* Free: every other block of [0, 200), then [300, 340) and [600, 700). */
-	for (uint64_t b = 0; b < 200; b += 2) {
-		bd_alloc_put(&a, b, 1);
-	}
+	full_but_every_other(&a, 1000, 200);
 	bd_alloc_put(&a, 300, 40);
 	bd_alloc_put(&a, 600, 100);
 	uint64_t free0 = a.nfree;
