@@ -21,6 +21,7 @@
  *    tell when every owner has had its callback.
  */
 #include "common/reactor.h"
+#include "common/cpu_slice.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -363,6 +364,7 @@ int st_reactor_run(struct st_reactor *r)
 	int ret = 0;
 
 	tls_running = r;
+	st_sched_short_slice();
 	for (;;) {
 		local_drain(r);
 		if (atomic_load_explicit(&r->stop, memory_order_acquire)) {
@@ -390,6 +392,7 @@ int st_reactor_run_once(struct st_reactor *r, int timeout_ms)
 	int ret;
 
 	tls_running = r;
+	st_sched_short_slice();
 	local_drain(r);
 	if (timeout_ms != 0) {
 		uint64_t cap = timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000u : UINT64_MAX;
