@@ -208,6 +208,7 @@ static struct bd_op *group_seal(struct bd_engine *e, bool journal)
 		TAILQ_INIT(&e->sl.ops);
 	}
 	e->sl.journaled = journaled; /* this group's: whether its ops may reply now */
+	e->sl.unjournaled = (merge && e->sl.unjournaled) || !journaled;
 	if (e->gsync) {
 		e->sl.sync = true;
 		e->sl.dseq = e->seq++; /* what the sync makes durable */
@@ -224,12 +225,20 @@ static struct bd_op *group_seal(struct bd_engine *e, bool journal)
 	return first;
 }
 
-/* Commit b on this thread; a commit that syncs the WAL syncs the data file first (the
- * committer does the same on its thread). */
-static int commit_after_data(struct bd_engine *e, struct bd_batch *b, bool sync)
+/*
+ * Commit b on this thread (the committer does the same on its own). No list may reach the
+ * disk before its data (index.c, bd_index_open):
+ *  - a commit that syncs the WAL syncs the data file first;
+ *  - a journaled commit stays in RocksDB's WAL buffer: a killed process replays the journal;
+ *  - an unjournaled one must survive a killed process on its own: the data file is synced,
+ *    then the WAL buffer (this commit and every earlier one, whose data that sync covered)
+ *    is written to the file.
+ */
+static int commit_after_data(struct bd_engine *e, struct bd_batch *b, bool sync, bool journaled)
 {
-	int rc = e->failed ? -EIO : sync ? bd_engine_sync_data(e) : 0;
-	return rc ? rc : bd_index_commit(e->ix, b, sync);
+	int rc = e->failed ? -EIO : sync || !journaled ? bd_engine_sync_data(e) : 0;
+	rc = rc ? rc : bd_index_commit(e->ix, b, sync);
+	return rc || sync || journaled ? rc : bd_index_flush_wal(e->ix);
 }
 
 /* Commit the sealed group, if any: here, or by the committer (handoff). */
@@ -240,11 +249,14 @@ static void sealed_dispatch(struct bd_engine *e, bool handoff)
 	}
 	e->sealed = false;
 	e->sl.await_cm = false;
+	if (handoff && e->sl.unjournaled && !e->sl.sync) {
+		handoff = false; /* the committer takes journaled or synced groups only */
+	}
 	if (handoff) {
 		bd_committer_handoff(e, e->sl.b, e->sl.sync, e->sl.gseq, e->sl.dseq, &e->sl.ops);
 		return;
 	}
-	int rc = commit_after_data(e, e->sl.b, e->sl.sync);
+	int rc = commit_after_data(e, e->sl.b, e->sl.sync, !e->sl.unjournaled);
 	bd_batch_clear(e->sl.b);
 	bd_commit_settle_group(e, &e->sl.ops, rc, e->sl.sync, e->sl.gseq, e->sl.dseq, e->sl.b);
 }
@@ -296,22 +308,18 @@ enum after_reply {
 	COMMIT_AWAIT,   /* the committer is busy: wait for it (joining a group that waits) */
 };
 
-/* Journal, reply, commit. Returns false when the group has no write that may reply first
- * (or there is no journal): the caller commits it as before. */
+/* Journal, reply, commit. Returns false when there is no group or no journal: the caller
+ * commits it unjournaled (commit_after_data). */
 static bool group_reply_first(struct bd_engine *e, enum after_reply then)
 {
 	if (e->jfd < 0 || e->failed || bd_batch_count(e->batch) > 0) {
 		return false;
 	}
-	const struct bd_op *op;
-	TAILQ_FOREACH(op, &e->gwait, link)
-	{
-		if (replies_first(op)) {
-			break;
-		}
-	}
+	/* Every group is journaled, not only those with a write that replies now: the ops that
+	 * reply after the commit (FUA, compare-and-write, write-zeroes, trim) rely on the journal
+	 * too, since the commit stays in the WAL buffer (commit_after_data). */
 	struct bd_op *first;
-	if (op == NULL || (first = group_seal(e, true)) == NULL) {
+	if (TAILQ_EMPTY(&e->gwait) || (first = group_seal(e, true)) == NULL) {
 		return false;
 	}
 	size_t replied = e->sl.journaled ? sealed_reply(e, first) : 0;
@@ -355,7 +363,7 @@ int bd_engine_commit_batch(struct bd_engine *e, bool sync)
 		bd_batch_clear(e->batch);
 	}
 	bool synced = sync || e->gsync;
-	int rc = commit_after_data(e, e->gbatch, synced);
+	int rc = commit_after_data(e, e->gbatch, synced, false);
 	bd_batch_clear(e->gbatch);
 	if (rc == 0 && synced) {
 		bd_engine_mark_durable(e); /* a synced WAL write covers every earlier commit */

@@ -184,18 +184,25 @@ void bd_engine_reap(struct bd_engine *e)
 /*
  * Called every tick of the service: without client flushes, freed blocks would wait in limbo
  * forever, so a background flush (data fdatasync + WAL sync, the same as FLUSH) runs at most
- * every BD_SYNC_INTERVAL_MS while some wait on it.
+ * every BD_SYNC_INTERVAL_MS while some wait on it, and whenever RocksDB's WAL buffer holds
+ * BD_WAL_SYNC_BYTES.
  */
 void bd_engine_sync_tick(struct bd_engine *e)
 {
 	const struct bd_alloc *a = &e->alloc;
 
-	if (a->limbo_len == 0 || e->bg_sync_running || !e->writable || e->failed ||
-	    st_now_ms() - e->last_sync_ms < BD_SYNC_INTERVAL_MS) {
+	if (e->bg_sync_running || !e->writable || e->failed) {
+		return;
+	}
+	/* RocksDB's WAL buffer must never fill: it would then write itself out before the data
+	 * it points at is synced (index.c, bd_index_open). */
+	bool wal_full = bd_index_unflushed(e->ix) >= BD_WAL_SYNC_BYTES;
+	if (!wal_full && (a->limbo_len == 0 || st_now_ms() - e->last_sync_ms < BD_SYNC_INTERVAL_MS)) {
 		return;
 	}
 	/* The newest entry is the last one: nothing waits if even it is durable. */
-	if (a->limbo[(a->limbo_head + a->limbo_len - 1) % a->limbo_cap].seq <= e->durable_seq) {
+	if (!wal_full &&
+	    a->limbo[(a->limbo_head + a->limbo_len - 1) % a->limbo_cap].seq <= e->durable_seq) {
 		return;
 	}
 	e->bg_sync_running = true;

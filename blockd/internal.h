@@ -266,10 +266,24 @@ int bd_index_get_u64(struct bd_index *ix, const void *key, size_t klen, uint64_t
 typedef int (*bd_raw_fn)(void *arg, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen);
 int bd_index_scan_raw(struct bd_index *ix, const void *prefix, size_t plen, bd_raw_fn fn, void *arg)
 	__attribute__((nonnull(1, 2, 4)));
-/* Commit atomically; sync = the WAL is synced before returning. Returns 0 or -EIO. */
+/*
+ * Commit atomically. Returns 0 or -EIO. With sync, the WAL (everything committed so far) is
+ * written and synced before returning. Without it, the commit reaches RocksDB's memtable and
+ * the WAL buffer in this process's memory only: a killed process loses it (the reply journal
+ * covers that, journal.c), and nothing of it reaches the disk before the next sync or
+ * bd_index_flush_wal. See bd_index_open for why.
+ */
 int bd_index_commit(struct bd_index *ix, struct bd_batch *b, bool sync) __attribute__((nonnull));
-/* Sync the WAL (everything committed so far survives power loss). Returns 0 or -EIO. */
+/* Write and sync the WAL (everything committed so far survives power loss). The caller has
+ * made the data of every commit durable first. Returns 0 or -EIO. */
 int bd_index_sync(struct bd_index *ix) __attribute__((nonnull));
+/* Write the WAL buffer to the file without a sync: commits so far survive a killed process
+ * (not a power cut). The caller has made their data durable first. Returns 0 or -EIO. */
+int bd_index_flush_wal(struct bd_index *ix) __attribute__((nonnull));
+/* Bytes committed since the last WAL write (what the WAL buffer holds). */
+uint64_t bd_index_unflushed(const struct bd_index *ix) __attribute__((nonnull));
+/* Commits so far (a counter, from any thread). */
+uint64_t bd_index_commits(const struct bd_index *ix) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* layers.c: (family, layer) -> ancestry. Parent links never change, so entries never go stale;

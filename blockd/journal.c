@@ -229,13 +229,22 @@ int bd_journal_open(struct bd_engine *e, const char *path)
 	return 0;
 }
 
+/* The journaled groups committed so far survive a killed process without the journal: their
+ * data is synced, then the WAL buffer written to the file (index.c). Returns 0 or -errno. */
+static int journal_covered(struct bd_engine *e)
+{
+	int rc = bd_index_unflushed(e->ix) == 0 ? 0 : bd_engine_sync_data(e);
+	return rc ? rc : bd_index_flush_wal(e->ix);
+}
+
 void bd_journal_close(struct bd_engine *e)
 {
 	if (e->jfd < 0) {
 		return;
 	}
-	/* Everything journaled is in the index by now (close settles every group). */
-	if (!e->failed && ftruncate(e->jfd, 0) < 0) {
+	/* Everything journaled is in the index by now (close settles every group), and in the
+	 * WAL buffer: out to the file first, after its data, or a kill would lose it. */
+	if (!e->failed && journal_covered(e) == 0 && ftruncate(e->jfd, 0) < 0) {
 		st_warn("journal: truncate at close: %s", strerror(errno));
 	}
 	close(e->jfd);
@@ -284,7 +293,7 @@ int bd_journal_append(struct bd_engine *e, struct bd_batch *b)
 void bd_journal_trim(struct bd_engine *e)
 {
 	if (e->jfd < 0 || (e->jsize < JOURNAL_TRIM && !e->jbroken) || e->sealed ||
-	    bd_committer_busy(e)) {
+	    bd_committer_busy(e) || journal_covered(e) < 0) {
 		return;
 	}
 	if (ftruncate(e->jfd, 0) == 0) {

@@ -541,6 +541,7 @@ void bd_compare_and_write(struct bd_engine *e, const struct bd_req *q, const voi
 struct flush_ctx {
 	struct bd_engine *e;
 	struct st_io io;
+	uint64_t commits; /* the index's commit count when the fdatasync was issued */
 	bd_done_cb cb;
 	void *cb_arg;
 };
@@ -552,7 +553,13 @@ static void flush_fsync_done(void *arg, int res)
 	if (res < 0) {
 		st_error("fdatasync of the data file failed: %d", res);
 	}
-	/* The data of every completed write is durable; now the index that points at it. */
+	/* The data of every completed write is durable; now the index that points at it. A group
+	 * committed while the fdatasync ran may hold writes it did not cover, and the WAL sync
+	 * below writes every commit so far: sync the data once more, here, for those. */
+	bd_committer_wait(f->e); /* a commit in flight on its thread counts too */
+	if (!err && bd_index_commits(f->e->ix) != f->commits) {
+		err = bd_engine_sync_data(f->e) < 0 ? -EIO : 0;
+	}
 	if (!err) {
 		err = bd_index_sync(f->e->ix);
 	}
@@ -579,5 +586,6 @@ void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg)
 	/* Writes replied to before their commit (journal.c) reach the WAL first, so the sync
 	 * below covers every write completed before this flush. */
 	bd_engine_drain(e);
+	f->commits = bd_index_commits(e->ix);
 	st_reactor_fsync(e->r, &f->io, e->fd, true, flush_fsync_done, f);
 }

@@ -34,7 +34,23 @@ struct bd_service {
 	struct st_server *srv;
 	struct bd_meta *meta;
 	struct bd_dist *dist; /* with meta: placement, fencing, replication */
+	struct st_io tick;    /* without meta: the engine's background sync (dist ticks it) */
+	bool ticking;
 };
+
+#define SYNC_TICK_MS 500
+
+/* A node without meta has no dist tick; the engine still needs its background sync (freed
+ * blocks, and RocksDB's WAL buffer, engine.c). */
+static void sync_tick(void *arg, int res)
+{
+	struct bd_service *s = arg;
+	if (res == -ECANCELED || !s->ticking) {
+		return;
+	}
+	bd_engine_sync_tick(s->e);
+	st_reactor_timer(s->r, &s->tick, SYNC_TICK_MS, sync_tick, s);
+}
 
 struct svc_conn {
 	int kind;
@@ -565,6 +581,9 @@ int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_
 			st_server_stop(s->srv);
 			return rc;
 		}
+	} else {
+		s->ticking = true;
+		st_reactor_timer(r, &s->tick, SYNC_TICK_MS, sync_tick, s);
 	}
 	*out = s;
 	return 0;
@@ -582,6 +601,10 @@ void bd_service_stop(struct bd_service *s)
 	}
 	bd_meta_stop(s->meta);
 	bd_dist_stop(s->dist);
+	if (s->ticking) {
+		s->ticking = false;
+		st_reactor_cancel(s->r, &s->tick);
+	}
 	st_server_stop(s->srv);
 }
 
