@@ -33,6 +33,8 @@
 
 #define KEY_MAP_LEN   29
 #define WAL_BUFFER_MAX (64u << 20)
+#define MEMTABLE_SWITCH (4u << 20)   /* blockd switches memtables here, after a sync */
+#define MEMTABLE_HARD   (256u << 20) /* RocksDB would switch here by itself */
 #define KEY_CHUNK_LEN 9
 
 struct bd_index {
@@ -153,8 +155,12 @@ int bd_index_open(struct bd_index **out, const char *path)
 	 * (FindSpliceForLevel, comparator calls that miss the CPU cache) grows with the memtable's
 	 * entry count. The live key set is small (one list per written segment, one chunk per
 	 * 16 MiB), so a flush writes little and overwritten versions die in the flush itself.
-	 * 64 MiB (the default) -> 4 MiB cut blockd's CPU per 4k randwrite by about a fifth. */
-	rocksdb_options_set_write_buffer_size(ix->opts, 4u << 20);
+	 * 64 MiB (the default) -> 4 MiB cut blockd's CPU per 4k randwrite by about a fifth.
+	 * blockd switches memtables itself at MEMTABLE_SWITCH bytes, right after a sync
+	 * (bd_index_switch_memtable); RocksDB's own limit is set far above it, because a switch
+	 * RocksDB makes writes the WAL buffer out before the data is synced (see the WAL below). */
+	rocksdb_options_set_write_buffer_size(ix->opts, MEMTABLE_HARD);
+	rocksdb_options_set_arena_block_size(ix->opts, 1u << 20);
 	/*
 	 * Update a key in place when the memtable already holds it and the new value fits: the
 	 * live key set is small and hot (every 4 KiB write rewrites its segment's list), so the
@@ -192,9 +198,9 @@ int bd_index_open(struct bd_index **out, const char *path)
 	 * in bd_index_sync and bd_index_flush_wal, which run after the data file's fdatasync.
 	 * A killed process loses the buffer: the reply journal covers every group (journal.c).
 	 * The buffer may hold WAL_BUFFER_MAX bytes before RocksDB writes it out by itself; blockd
-	 * syncs long before (BD_WAL_SYNC_BYTES, engine.c). One case is left: when a memtable
-	 * fills, RocksDB writes the buffer out before switching to a new one, and flushes the
-	 * memtable to a synced table file (on one disk, that sync flushes the data too).
+	 * syncs long before (BD_WAL_SYNC_BYTES, engine.c). A memtable switch also writes the
+	 * buffer out: blockd switches itself, right after a sync, when the buffer is empty
+	 * (MEMTABLE_SWITCH, bd_index_switch_memtable).
 	 */
 	rocksdb_options_set_manual_wal_flush(ix->opts, 1);
 	rocksdb_options_set_writable_file_max_buffer_size(ix->opts, WAL_BUFFER_MAX);
@@ -521,6 +527,31 @@ int bd_index_flush_wal(struct bd_index *ix)
 uint64_t bd_index_unflushed(const struct bd_index *ix)
 {
 	return ix->unflushed;
+}
+
+bool bd_index_memtable_full(struct bd_index *ix)
+{
+	uint64_t v = 0;
+	return rocksdb_property_int(ix->db, "rocksdb.cur-size-active-mem-table", &v) == 0 &&
+	       v >= MEMTABLE_SWITCH;
+}
+
+int bd_index_switch_memtable(struct bd_index *ix)
+{
+	char *err = NULL;
+	rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+	if (fo == NULL) {
+		return -ENOMEM;
+	}
+	rocksdb_flushoptions_set_wait(fo, 0); /* switch now, write the table in the background */
+	rocksdb_flush(ix->db, fo, &err);
+	rocksdb_flushoptions_destroy(fo);
+	if (err) {
+		st_error("rocksdb flush: %s", err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return 0;
 }
 
 uint64_t bd_index_commits(const struct bd_index *ix)

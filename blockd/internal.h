@@ -282,6 +282,11 @@ int bd_index_sync(struct bd_index *ix) __attribute__((nonnull));
 int bd_index_flush_wal(struct bd_index *ix) __attribute__((nonnull));
 /* Bytes committed since the last WAL write (what the WAL buffer holds). */
 uint64_t bd_index_unflushed(const struct bd_index *ix) __attribute__((nonnull));
+/* Is the active memtable at the size blockd switches it (index.c)? */
+bool bd_index_memtable_full(struct bd_index *ix) __attribute__((nonnull));
+/* Switch to a new memtable and flush the old one in the background. Call right after
+ * bd_index_sync, with no commit since: the switch writes the WAL buffer out. 0 or -EIO. */
+int bd_index_switch_memtable(struct bd_index *ix) __attribute__((nonnull));
 /* Commits so far (a counter, from any thread). */
 uint64_t bd_index_commits(const struct bd_index *ix) __attribute__((nonnull));
 

@@ -563,6 +563,9 @@ static void flush_fsync_done(void *arg, int res)
 	if (!err) {
 		err = bd_index_sync(f->e->ix);
 	}
+	if (!err && bd_index_memtable_full(f->e->ix)) {
+		(void)bd_index_switch_memtable(f->e->ix); /* its WAL buffer is empty now */
+	}
 	if (!err) {
 		bd_engine_mark_durable(f->e);
 		bd_engine_reap(f->e); /* blocks that waited for this sync can be reused */
