@@ -197,9 +197,10 @@ void bd_engine_sync_tick(struct bd_engine *e)
 	/* RocksDB's WAL buffer must never fill, nor its memtable: either would write the WAL out
 	 * before the data it points at is synced (index.c, bd_index_open). The sync switches the
 	 * memtable (flush_fsync_done). */
-	bool wal_full = bd_index_unflushed(e->ix) >= BD_WAL_SYNC_BYTES ||
-			bd_index_memtable_full(e->ix);
-	if (!wal_full && (a->limbo_len == 0 || st_now_ms() - e->last_sync_ms < BD_SYNC_INTERVAL_MS)) {
+	bool wal_full =
+		bd_index_unflushed(e->ix) >= BD_WAL_SYNC_BYTES || bd_index_memtable_full(e->ix);
+	if (!wal_full &&
+	    (a->limbo_len == 0 || st_now_ms() - e->last_sync_ms < BD_SYNC_INTERVAL_MS)) {
 		return;
 	}
 	/* The newest entry is the last one: nothing waits if even it is durable. */

@@ -170,7 +170,7 @@ struct bd_engine {
 		uint64_t gseq, dseq;
 		bool sync, journaled;
 		bool unjournaled; /* some merged group was not journaled: commit_after_data */
-		bool await_cm; /* waits for the busy committer (commit.c, group_reply_early) */
+		bool await_cm;    /* waits for the busy committer (commit.c, group_reply_early) */
 	} sl;
 	struct bd_ack {
 		bd_done_cb cb;
@@ -205,7 +205,7 @@ static inline bool bd_op_persists_idem(const struct bd_op *op)
 	return op->kind == OP_CAW || (op->kind == OP_WRITE && op->q.caw_done);
 }
 
-#define BD_SYNC_INTERVAL_MS 1000 /* background flush while freed blocks wait on it */
+#define BD_SYNC_INTERVAL_MS 1000        /* background flush while freed blocks wait on it */
 #define BD_WAL_SYNC_BYTES   (16u << 20) /* ... or once the WAL buffer holds this (index.c) */
 
 void bd_engine_mark_durable(struct bd_engine *e) __attribute__((nonnull));

@@ -31,11 +31,11 @@
 #include "engine_int.h"
 #include "internal.h"
 
-#define KEY_MAP_LEN   29
-#define WAL_BUFFER_MAX (64u << 20)
+#define KEY_MAP_LEN     29
+#define WAL_BUFFER_MAX  (64u << 20)
 #define MEMTABLE_SWITCH (4u << 20)   /* blockd switches memtables here, after a sync */
 #define MEMTABLE_HARD   (256u << 20) /* RocksDB would switch here by itself */
-#define KEY_CHUNK_LEN 9
+#define KEY_CHUNK_LEN   9
 
 struct bd_index {
 	rocksdb_t *db;
