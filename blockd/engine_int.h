@@ -93,7 +93,10 @@ struct idem_ent {
 	enum idem_state state;
 	int status;
 	uint64_t miscompare;
-	bool persisted;        /* an 'I' key records it (successful compare-and-write) */
+	bool persisted; /* an 'I' key records it (successful compare-and-write) */
+	bool located;   /* family and object are known (keys written before session 8
+			 * hold only the stamp) */
+	uint64_t family, object;
 	struct idem_ent *next; /* hash chain */
 };
 

@@ -549,6 +549,20 @@ struct bd_xobj {
 };
 
 void bd_xobj_free(struct bd_xobj *x);
+
+/* A persisted compare-and-write outcome, for recovery (recovery.c). */
+struct bd_idem_done {
+	uint64_t client_id, seq, family, object;
+};
+/* The persisted outcomes whose object in_pg accepts, into *out (free it). Returns the count
+ * or -ENOMEM. */
+long bd_idem_export(struct bd_engine *e, bool (*in_pg)(void *arg, uint64_t family, uint64_t object),
+		    void *arg, struct bd_idem_done **out) __attribute__((nonnull(1, 2, 4)));
+/* Remember outcomes another member applied, as this node's own: each not known yet is entered
+ * as done and its 'I' key put into e->batch, committed by the caller's next commit. */
+void bd_idem_import(struct bd_engine *e, const struct bd_idem_done *v, size_t n)
+	__attribute__((nonnull(1)));
+
 /* Read every list of (family, object) and its data. Returns 0 or -errno; a block whose crc
  * does not match counts in bad_blocks (its data is exported as read). */
 int bd_object_export(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xobj *out)

@@ -24,7 +24,9 @@
  * data is committed, a retry compares against its own new data and would miscompare. So every
  * successful compare-and-write that has an entry also persists it, as
  *
- *   'I' client_id(8) seq(8) -> stamp(8)      (big-endian; stamp orders the entries)
+ *   'I' client_id(8) seq(8) -> stamp(8) family(8) object(8)
+ *                               (big-endian; stamp orders the entries; keys written before
+ *                               session 8 hold the stamp alone)
  *
  * in the same WriteBatch as its data (bd_idem_persist), and engine open loads those keys back
  * as done-with-success entries (bd_idem_load). A miscompare writes nothing and is not
@@ -36,10 +38,17 @@
  * at open would let it grow without bound between restarts. A delete that never reaches the
  * index (a crash or failed commit before the next commit) leaves a stale key behind, so open
  * also caps: it keeps the IDEM_CAP newest stamps and deletes the rest.
+ *
+ * Recovery: a member that pulls a PG from another (recovery.c) also takes the source's
+ * persisted entries for the PG's objects (bd_idem_export / bd_idem_import), in the batch that
+ * records the PG's new version. Without them, a member rebuilt by backfill that later became
+ * the primary would evaluate a retried compare-and-write again, against its own new data, and
+ * report a miscompare for a write that succeeded.
  */
 
-#define IDEM_KEY_LEN 17
-#define IDEM_VAL_LEN 8
+#define IDEM_KEY_LEN     17
+#define IDEM_VAL_LEN     24
+#define IDEM_VAL_LEN_OLD 8
 
 static void idem_be64(uint8_t *p, uint64_t v)
 {
@@ -135,13 +144,19 @@ void bd_idem_persist(struct bd_op *op)
 	uint8_t k[IDEM_KEY_LEN], v[IDEM_VAL_LEN];
 	idem_key(k, op->idem->client_id, op->idem->seq);
 	idem_be64(v, ++e->idem_stamp);
+	idem_be64(v + 8, op->q.family);
+	idem_be64(v + 16, op->q.object);
+	op->idem->family = op->q.family;
+	op->idem->object = op->q.object;
+	op->idem->located = true;
 	/* Straight into the group's batch, not through group_raw: the key is unique to this op,
 	 * so there is nothing to merge, and it must not displace raw_seen's entries. */
 	bd_batch_put_raw(e->gbatch, k, sizeof(k), v, sizeof(v));
 }
 
 struct idem_loaded {
-	uint64_t client_id, seq, stamp;
+	uint64_t client_id, seq, stamp, family, object;
+	bool located;
 };
 
 struct idem_scan {
@@ -155,7 +170,7 @@ struct idem_scan {
 static int idem_scan_fn(void *arg, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
 	struct idem_scan *sc = arg;
-	if (klen != IDEM_KEY_LEN || vlen != IDEM_VAL_LEN) {
+	if (klen != IDEM_KEY_LEN || (vlen != IDEM_VAL_LEN && vlen != IDEM_VAL_LEN_OLD)) {
 		sc->bad++;
 		if (sc->prune) {
 			bd_batch_del_raw(sc->e->batch, k, klen);
@@ -175,6 +190,9 @@ static int idem_scan_fn(void *arg, const uint8_t *k, size_t klen, const uint8_t 
 		.client_id = idem_get_be64(k + 1),
 		.seq = idem_get_be64(k + 9),
 		.stamp = idem_get_be64(v),
+		.located = vlen == IDEM_VAL_LEN,
+		.family = vlen == IDEM_VAL_LEN ? idem_get_be64(v + 8) : 0,
+		.object = vlen == IDEM_VAL_LEN ? idem_get_be64(v + 16) : 0,
 	};
 	return 0;
 }
@@ -209,6 +227,9 @@ int bd_idem_load(struct bd_engine *e, bool prune)
 		struct idem_ent *ent = idem_insert(e, sc.v[i].client_id, sc.v[i].seq);
 		ent->state = IDEM_DONE;
 		ent->persisted = true;
+		ent->located = sc.v[i].located;
+		ent->family = sc.v[i].family;
+		ent->object = sc.v[i].object;
 	}
 	if (sc.n > 0) {
 		e->idem_stamp = sc.v[sc.n - 1].stamp; /* new keys sort after every loaded one */
@@ -224,6 +245,58 @@ int bd_idem_load(struct bd_engine *e, bool prune)
 		bd_batch_clear(e->batch);
 	}
 	return rc;
+}
+
+long bd_idem_export(struct bd_engine *e, bool (*in_pg)(void *arg, uint64_t family, uint64_t object),
+		    void *arg, struct bd_idem_done **out)
+{
+	size_t n = 0, cap = 0;
+	struct bd_idem_done *v = NULL;
+	for (size_t i = 0; i < IDEM_CAP; i++) {
+		const struct idem_ent *ent = &e->idem_ring[i];
+		if (ent->state != IDEM_DONE || !ent->persisted || !ent->located ||
+		    !in_pg(arg, ent->family, ent->object)) {
+			continue;
+		}
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			struct bd_idem_done *nv = realloc(v, nc * sizeof(*nv));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[n++] = (struct bd_idem_done){ent->client_id, ent->seq, ent->family, ent->object};
+	}
+	*out = v;
+	return (long)n;
+}
+
+void bd_idem_import(struct bd_engine *e, const struct bd_idem_done *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (idem_find(e, v[i].client_id, v[i].seq) != NULL) {
+			continue; /* known here: done, or in flight (its own outcome will tell) */
+		}
+		struct idem_ent *ent = idem_insert(e, v[i].client_id, v[i].seq);
+		if (ent == NULL) {
+			return; /* every slot pending: nothing more fits now */
+		}
+		ent->state = IDEM_DONE;
+		ent->status = 0;
+		ent->persisted = true;
+		ent->located = true;
+		ent->family = v[i].family;
+		ent->object = v[i].object;
+		uint8_t k[IDEM_KEY_LEN], val[IDEM_VAL_LEN];
+		idem_key(k, v[i].client_id, v[i].seq);
+		idem_be64(val, ++e->idem_stamp);
+		idem_be64(val + 8, v[i].family);
+		idem_be64(val + 16, v[i].object);
+		bd_batch_put_raw(e->batch, k, sizeof(k), val, sizeof(val));
+	}
 }
 
 /* ------------------------------------------------------------------------------------------ */

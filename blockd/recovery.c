@@ -17,7 +17,8 @@
  *   after it; otherwise full backfill: every object of the PG in the source's index (plus
  *   every object of the PG in ours, so objects the source no longer has are deleted)
  *   --> OBJ_GET each (at most BD_XFER_MAX objects in flight per node: throttling) --> install
- *   (replace every list of the object) --> finally persist the source's version.
+ *   (replace every list of the object) --> finally persist the source's version, with the
+ *   source's compare-and-write outcomes for the PG's objects (mutate.c, "Recovery").
  *   A crash mid-pull leaves the old version persisted: the next peering pulls again, and
  *   installing an object twice is harmless.
  *
@@ -184,6 +185,8 @@ struct pull_ctx {
 	uint64_t target;
 	uint64_t *objs; /* pairs */
 	size_t nobjs, next;
+	struct bd_idem_done *done; /* the source's compare-and-write outcomes for the PG */
+	size_t ndone;
 	int inflight, err;
 	bool listed;
 	struct st_io timer;
@@ -206,6 +209,8 @@ static void pull_finish(struct pull_ctx *pc)
 		dist_vkey(vk, pg->pool, pg->pg);
 		dist_be64(vv, pc->target);
 		struct bd_xkv kv = {vk, 9, vv, 8};
+		/* The outcomes ride in the same batch as the version (mutate.c, "Recovery"). */
+		bd_idem_import(d->e, pc->done, pc->ndone);
 		err = bd_engine_put_raw(d->e, &kv, 1, false);
 	}
 	if (!err) {
@@ -223,6 +228,7 @@ static void pull_finish(struct pull_ctx *pc)
 	bd_done_cb cb = pc->cb;
 	void *arg = pc->cb_arg;
 	free(pc->objs);
+	free(pc->done);
 	free(pc);
 	cb(arg, err);
 }
@@ -331,6 +337,13 @@ static void list_done(void *arg, int err, struct st_frame *reply)
 		return;
 	}
 	pc->target = l->version;
+	if (l->n_done > 0 && (pc->done = calloc(l->n_done, sizeof(*pc->done))) != NULL) {
+		for (size_t i = 0; i < l->n_done; i++) {
+			pc->done[i] = (struct bd_idem_done){l->done[i]->client_id, l->done[i]->seq,
+							    l->done[i]->family, l->done[i]->object};
+		}
+		pc->ndone = l->n_done;
+	}
 	uint64_t *local = NULL;
 	long nlocal = 0;
 	if (l->full) {
@@ -701,9 +714,25 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, str
 	}
 	Strata__Blockd__ObjRef *refs = calloc(n ? (size_t)n : 1, sizeof(*refs));
 	Strata__Blockd__ObjRef **ptrs = calloc(n ? (size_t)n : 1, sizeof(*ptrs));
-	if (!refs || !ptrs) {
+	struct dist_pool *pool = dist_pool(d, pg->pool);
+	struct pg_filter f = {d, pg->pool, pg->pg, pool ? pool->pg_count : 0};
+	struct bd_idem_done *done = NULL;
+	long ndone = pool ? bd_idem_export(d->e, in_pg, &f, &done) : 0;
+	Strata__Blockd__IdemDone *dv = calloc(ndone > 0 ? (size_t)ndone : 1, sizeof(*dv));
+	Strata__Blockd__IdemDone **dp = calloc(ndone > 0 ? (size_t)ndone : 1, sizeof(*dp));
+	if (!refs || !ptrs || ndone < 0 || !dv || !dp) {
 		bd_reply_send(rp, -ENOMEM, NULL, NULL, 0);
 	} else {
+		for (long i = 0; i < ndone; i++) {
+			strata__blockd__idem_done__init(&dv[i]);
+			dv[i].client_id = done[i].client_id;
+			dv[i].seq = done[i].seq;
+			dv[i].family = done[i].family;
+			dv[i].object = done[i].object;
+			dp[i] = &dv[i];
+		}
+		l.n_done = (size_t)(ndone > 0 ? ndone : 0);
+		l.done = dp;
 		for (long i = 0; i < n; i++) {
 			strata__blockd__obj_ref__init(&refs[i]);
 			refs[i].family = objs[2 * i];
@@ -716,6 +745,9 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, str
 	}
 	free(refs);
 	free(ptrs);
+	free(done);
+	free(dv);
+	free(dp);
 	free(objs);
 }
 
