@@ -197,16 +197,17 @@ void bd_engine_sync_tick(struct bd_engine *e)
 	/* RocksDB's WAL buffer must never fill, nor its memtable: either would write the WAL out
 	 * before the data it points at is synced (index.c, bd_index_open). The sync switches the
 	 * memtable (flush_fsync_done). */
-	bool wal_full =
+	bool index_full =
 		bd_index_unflushed(e->ix) >= BD_WAL_SYNC_BYTES || bd_index_memtable_full(e->ix);
-	if (!wal_full &&
-	    (a->limbo_len == 0 || st_now_ms() - e->last_sync_ms < BD_SYNC_INTERVAL_MS)) {
-		return;
-	}
-	/* The newest entry is the last one: nothing waits if even it is durable. */
-	if (!wal_full &&
-	    a->limbo[(a->limbo_head + a->limbo_len - 1) % a->limbo_cap].seq <= e->durable_seq) {
-		return;
+	if (!index_full) {
+		if (a->limbo_len == 0 || st_now_ms() - e->last_sync_ms < BD_SYNC_INTERVAL_MS) {
+			return;
+		}
+		/* The newest entry is the last one: nothing waits if even it is durable. */
+		if (a->limbo[(a->limbo_head + a->limbo_len - 1) % a->limbo_cap].seq <=
+		    e->durable_seq) {
+			return;
+		}
 	}
 	e->bg_sync_running = true;
 	e->last_sync_ms = st_now_ms();

@@ -73,6 +73,20 @@ static void idem_key(uint8_t k[IDEM_KEY_LEN], uint64_t cid, uint64_t seq)
 	idem_be64(k + 9, seq);
 }
 
+/* An outcome's 'I' key and value, the value stamped after every other; the entry learns its
+ * object. */
+static void idem_record(struct bd_engine *e, struct idem_ent *ent, uint64_t family, uint64_t object,
+			uint8_t k[IDEM_KEY_LEN], uint8_t v[IDEM_VAL_LEN])
+{
+	ent->family = family;
+	ent->object = object;
+	ent->located = true;
+	idem_key(k, ent->client_id, ent->seq);
+	idem_be64(v, ++e->idem_stamp);
+	idem_be64(v + 8, family);
+	idem_be64(v + 16, object);
+}
+
 static size_t idem_slot(uint64_t cid, uint64_t seq)
 {
 	uint64_t h = cid * 0x9E3779B97F4A7C15ull ^ seq * 0xC2B2AE3D27D4EB4Full;
@@ -142,13 +156,7 @@ void bd_idem_persist(struct bd_op *op)
 		return;
 	}
 	uint8_t k[IDEM_KEY_LEN], v[IDEM_VAL_LEN];
-	idem_key(k, op->idem->client_id, op->idem->seq);
-	idem_be64(v, ++e->idem_stamp);
-	idem_be64(v + 8, op->q.family);
-	idem_be64(v + 16, op->q.object);
-	op->idem->family = op->q.family;
-	op->idem->object = op->q.object;
-	op->idem->located = true;
+	idem_record(e, op->idem, op->q.family, op->q.object, k, v);
 	/* Straight into the group's batch, not through group_raw: the key is unique to this op,
 	 * so there is nothing to merge, and it must not displace raw_seen's entries. */
 	bd_batch_put_raw(e->gbatch, k, sizeof(k), v, sizeof(v));
@@ -287,14 +295,8 @@ void bd_idem_import(struct bd_engine *e, const struct bd_idem_done *v, size_t n)
 		ent->state = IDEM_DONE;
 		ent->status = 0;
 		ent->persisted = true;
-		ent->located = true;
-		ent->family = v[i].family;
-		ent->object = v[i].object;
 		uint8_t k[IDEM_KEY_LEN], val[IDEM_VAL_LEN];
-		idem_key(k, v[i].client_id, v[i].seq);
-		idem_be64(val, ++e->idem_stamp);
-		idem_be64(val + 8, v[i].family);
-		idem_be64(val + 16, v[i].object);
+		idem_record(e, ent, v[i].family, v[i].object, k, val);
 		bd_batch_put_raw(e->batch, k, sizeof(k), val, sizeof(val));
 	}
 }

@@ -54,13 +54,20 @@ static bool in_pg(void *arg, uint64_t family, uint64_t object)
 	       st_place_pg(family, object, f->pg_count) == f->pg;
 }
 
-static long pg_objects(struct bd_dist *d, struct bd_pg *pg, uint64_t **out)
+/* The filter for pg's objects; false if its pool is not in our map. */
+static bool pg_filter_init(struct pg_filter *f, struct bd_dist *d, const struct bd_pg *pg)
 {
 	struct dist_pool *p = dist_pool(d, pg->pool);
-	if (!p) {
+	*f = (struct pg_filter){d, pg->pool, pg->pg, p ? p->pg_count : 0};
+	return p != NULL;
+}
+
+static long pg_objects(struct bd_dist *d, struct bd_pg *pg, uint64_t **out)
+{
+	struct pg_filter f;
+	if (!pg_filter_init(&f, d, pg)) {
 		return -ESTALE;
 	}
-	struct pg_filter f = {d, pg->pool, pg->pg, p->pg_count};
 	return bd_object_list(d->e, in_pg, &f, out);
 }
 
@@ -714,10 +721,9 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, str
 	}
 	Strata__Blockd__ObjRef *refs = calloc(n ? (size_t)n : 1, sizeof(*refs));
 	Strata__Blockd__ObjRef **ptrs = calloc(n ? (size_t)n : 1, sizeof(*ptrs));
-	struct dist_pool *pool = dist_pool(d, pg->pool);
-	struct pg_filter f = {d, pg->pool, pg->pg, pool ? pool->pg_count : 0};
+	struct pg_filter f;
 	struct bd_idem_done *done = NULL;
-	long ndone = pool ? bd_idem_export(d->e, in_pg, &f, &done) : 0;
+	long ndone = pg_filter_init(&f, d, pg) ? bd_idem_export(d->e, in_pg, &f, &done) : 0;
 	Strata__Blockd__IdemDone *dv = calloc(ndone > 0 ? (size_t)ndone : 1, sizeof(*dv));
 	Strata__Blockd__IdemDone **dp = calloc(ndone > 0 ? (size_t)ndone : 1, sizeof(*dp));
 	if (!refs || !ptrs || ndone < 0 || !dv || !dp) {

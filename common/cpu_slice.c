@@ -21,6 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/flags.h"
 #include "common/log.h"
 
 /* The kernel's struct sched_attr (include/uapi/linux/sched/types.h, version 1: 56 bytes).
@@ -42,21 +43,8 @@ static _Thread_local bool tls_done;
 
 static unsigned slice_us(void)
 {
-	const char *v = getenv("STRATA_SLICE_US");
-	char *end;
-	unsigned long n;
-
-	if (v == NULL || *v == '\0') {
-		return ST_SCHED_SLICE_US;
-	}
-	n = strtoul(v, &end, 10);
-	if (*end != '\0') {
-		return ST_SCHED_SLICE_US;
-	}
-	if (n == 0) {
-		return 0;
-	}
-	return n < 100 ? 100 : n > 100000 ? 100000 : (unsigned)n;
+	unsigned n = st_env_uint("STRATA_SLICE_US", ST_SCHED_SLICE_US, 100000);
+	return n == 0 || n >= 100 ? n : 100; /* the kernel's least slice is 100 us */
 }
 
 void st_sched_short_slice(void)

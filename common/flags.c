@@ -159,3 +159,19 @@ void st_flags_usage(const char *usage, const struct st_flag *flags)
 	printf("  %-*s  %s\n", (int)width, "-h, --help", "show this help and exit");
 	fflush(stdout);
 }
+
+unsigned st_env_uint(const char *name, unsigned def, unsigned cap)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long n;
+
+	if (v == NULL || *v == '\0') {
+		return def;
+	}
+	n = strtoul(v, &end, 10);
+	if (*end != '\0') {
+		return def;
+	}
+	return n > cap ? cap : (unsigned)n;
+}

@@ -37,4 +37,8 @@ int st_flags_parse(const char *usage, const struct st_flag *flags, int argc, cha
 /* Print usage and the flag table to stdout. */
 void st_flags_usage(const char *usage, const struct st_flag *flags) __attribute__((nonnull));
 
+/* An unsigned from the environment variable name, capped at cap; def when it is unset, empty
+ * or not a decimal number. The tuning knobs (STRATA_SPIN_US, STRATA_SLICE_US, ...) use it. */
+unsigned st_env_uint(const char *name, unsigned def, unsigned cap) __attribute__((nonnull));
+
 #endif

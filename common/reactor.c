@@ -22,6 +22,7 @@
  */
 #include "common/reactor.h"
 #include "common/cpu_slice.h"
+#include "common/flags.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -307,31 +308,14 @@ uint64_t st_reactor_idle_ns(const struct st_reactor *r)
 	return r->idle_ns;
 }
 
-/* An unsigned from the environment, capped; def when unset or not a number. */
-static unsigned env_uint(const char *name, unsigned def, unsigned cap)
-{
-	const char *v = getenv(name);
-	char *end;
-	unsigned long n;
-
-	if (v == NULL || *v == '\0') {
-		return def;
-	}
-	n = strtoul(v, &end, 10);
-	if (*end != '\0') {
-		return def;
-	}
-	return n > cap ? cap : (unsigned)n;
-}
-
 unsigned st_reactor_spin_from_env(unsigned def)
 {
-	return env_uint("STRATA_SPIN_US", def, 1000);
+	return st_env_uint("STRATA_SPIN_US", def, 1000);
 }
 
 unsigned st_reactor_submit_batch_from_env(unsigned def)
 {
-	return env_uint("STRATA_SUBMIT_BATCH", def, ST_REACTOR_SUBMIT_BATCH_MAX);
+	return st_env_uint("STRATA_SUBMIT_BATCH", def, ST_REACTOR_SUBMIT_BATCH_MAX);
 }
 
 /* Submit and sleep for one completion (or timeout_ms >= 0); note whether the sleep was short. */

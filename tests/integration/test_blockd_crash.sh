@@ -10,17 +10,7 @@ ROUNDS=${ROUNDS:-50}
 
 for round in $(seq 1 "$ROUNDS"); do
 	start_blockd "$DATA" --size 256M
-	if [ "$round" -gt 1 ]; then
-		drv verify "$STATE" >"$TEST_TMP/verify.out" ||
-			fail "round $round: acknowledged+flushed data lost: $(cat "$TEST_TMP/verify.out")"
-	fi
-	drv stream "$STATE" &
-	stream=$!
-	# Let it run 50-400 ms, then pull the plug.
-	sleep "0.$(printf '%03d' $((50 + RANDOM % 350)))"
-	kill -9 "$BLOCKD_PID"
-	wait "$BLOCKD_PID" 2>/dev/null || true
-	wait "$stream" || fail "round $round: the stream failed before the crash"
+	verify_stream_kill "$round" "$STATE" 50 350 # let it run 50-400 ms, then pull the plug
 	"$STRATA_BIN/strata-blockd" --fsck --data "$DATA" >"$TEST_TMP/fsck.out" 2>&1 ||
 		fail "round $round: fsck: $(cat "$TEST_TMP/fsck.out")"
 done
