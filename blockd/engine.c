@@ -758,13 +758,24 @@ int bd_engine_verify_data(struct bd_engine *e, struct bd_fsck_report *rep)
  * tests, t_reopen). strata-blockd closes after st_reactor_destroy, which ran those posts. */
 static void settle_groups(struct bd_engine *e)
 {
-	for (int i = 0; i < 1000 && !st_reactor_on_thread(e->r) && bd_engine_groups_pending(e);
+	for (int i = 0; i < 1000 && e->r && !st_reactor_on_thread(e->r) && bd_engine_groups_pending(e);
 	     i++) {
 		bd_engine_drain(e);
 		if (st_reactor_run_once(e->r, 10) < 0) {
 			break;
 		}
 	}
+}
+
+/*
+ * strata-blockd destroys the reactor before it closes the engine: the ring's last completions
+ * and posts (st_reactor_destroy) still need the engine. Once the ring is gone close must not
+ * touch it; its teardown dropped the registered file and buffers with it.
+ */
+void bd_engine_forget_reactor(struct bd_engine *e)
+{
+	e->r = NULL;
+	e->fixed_file = false;
 }
 
 void bd_engine_close(struct bd_engine *e)
@@ -799,7 +810,7 @@ void bd_engine_close(struct bd_engine *e)
 	}
 	/* After persist_chunks, which syncs the data before the index. */
 	if (e->fd >= 0) {
-		if (e->fixed_file) {
+		if (e->fixed_file && e->r) {
 			st_reactor_unregister_file(e->r);
 		}
 		close(e->fd);

@@ -330,9 +330,10 @@ int bd_idem_load(struct bd_engine *e, bool prune) __attribute__((nonnull));
 void bd_commit_phase(struct bd_op *op) __attribute__((nonnull));
 /* Commit e->batch with the group's edits; on failure mutations are refused. */
 int bd_engine_commit_batch(struct bd_engine *e, bool sync) __attribute__((nonnull));
-/* Blocks whose last reference a committed batch dropped go to limbo. */
+/* Blocks whose last reference a committed batch dropped go to limbo (freed may be NULL when
+ * n is 0: an object install that displaced nothing). */
 void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t n)
-	__attribute__((nonnull));
+	__attribute__((nonnull(1)));
 /* Commit the edits of every op gathered for the group commit now (their replies still come
  * from a later reactor callback). Call before reading the index directly. */
 void bd_engine_drain(struct bd_engine *e) __attribute__((nonnull));

@@ -440,6 +440,9 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	__attribute__((nonnull));
 /* Waits for nothing: call with no operation in flight. */
 void bd_engine_close(struct bd_engine *e);
+/* The engine's reactor was destroyed (strata-blockd closes the engine after it): close then
+ * leaves the ring alone. */
+void bd_engine_forget_reactor(struct bd_engine *e) __attribute__((nonnull));
 /* True while a group of writes is gathered, being committed, or committed and not yet
  * completed: writes already replied to may still release blocks (journal.c). */
 bool bd_engine_groups_pending(struct bd_engine *e) __attribute__((nonnull));

@@ -205,11 +205,13 @@ int main(int argc, char **argv)
 	bd_engine_stop_verifier(e); /* their last posts run in st_reactor_destroy */
 	bd_engine_stop_committer(e);
 	st_reactor_destroy(g_reactor);
+	bd_engine_forget_reactor(e);
 	bd_service_free(svc);
 	bd_engine_close(e);
 	return rc < 0 ? 1 : 0;
 out_engine:
 	st_reactor_destroy(g_reactor);
+	bd_engine_forget_reactor(e);
 	bd_engine_close(e);
 	return 1;
 out_reactor:

@@ -148,7 +148,7 @@ void bd_engine_stop_prewriter(struct bd_engine *e)
 
 	pw->stopped = true;
 	/* Not inside st_reactor_run (close, tests): turn the ring until the write is back. */
-	while (pw->busy && !st_reactor_on_thread(e->r)) {
+	while (pw->busy && e->r && !st_reactor_on_thread(e->r)) {
 		if (st_reactor_run_once(e->r, -1) < 0) {
 			break;
 		}
