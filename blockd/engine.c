@@ -758,8 +758,8 @@ int bd_engine_verify_data(struct bd_engine *e, struct bd_fsck_report *rep)
  * tests, t_reopen). strata-blockd closes after st_reactor_destroy, which ran those posts. */
 static void settle_groups(struct bd_engine *e)
 {
-	for (int i = 0; i < 1000 && e->r && !st_reactor_on_thread(e->r) && bd_engine_groups_pending(e);
-	     i++) {
+	for (int i = 0;
+	     i < 1000 && e->r && !st_reactor_on_thread(e->r) && bd_engine_groups_pending(e); i++) {
 		bd_engine_drain(e);
 		if (st_reactor_run_once(e->r, 10) < 0) {
 			break;

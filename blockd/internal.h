@@ -570,6 +570,14 @@ void bd_idem_import(struct bd_engine *e, const struct bd_idem_done *v, size_t n)
  * does not match counts in bad_blocks (its data is exported as read). */
 int bd_object_export(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xobj *out)
 	__attribute__((nonnull));
+/* One page of that: the lists after (after_layer, after_seg) in (layer, seg) order (after_layer
+ * 0: from the first), as many as fit max_blocks of data (at least one, at most BD_XPAGE_LISTS,
+ * which keeps a page's encoded lists well inside a frame's message limit); *more says whether
+ * lists remain after the page. */
+#define BD_XPAGE_LISTS 512u
+int bd_object_export_page(struct bd_engine *e, uint64_t family, uint64_t object,
+			  uint64_t after_layer, uint32_t after_seg, uint32_t max_blocks,
+			  struct bd_xobj *out, bool *more) __attribute__((nonnull));
 /* Replace every list of (family, object) with x's (nlists 0: delete the object), data written
  * to fresh blocks first, then one WriteBatch (with xkv). -EBUSY while an op holds the object,
  * -EILSEQ when a data block does not match its crc. */

@@ -76,6 +76,11 @@ static int collect_obj_fn(void *arg, const struct bd_mkey *k, const struct bd_ex
 static int collect(struct bd_engine *e, uint64_t family, uint64_t object, struct collect_obj *c)
 {
 	memset(c, 0, sizeof(*c));
+	if (family == 0) {
+		/* No family is 0, and bd_index_scan reads family 0 as "every family": an install
+		 * would then drop the references of other families' lists and leave the lists. */
+		return -EINVAL;
+	}
 	bd_engine_drain(e);
 	c->object = object;
 	int rc = bd_index_scan(e->ix, family, 0, collect_obj_fn, c);
@@ -98,16 +103,43 @@ static int pread_block(struct bd_engine *e, uint64_t pblk, uint8_t *dst)
 
 int bd_object_export(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xobj *out)
 {
+	bool more;
+	return bd_object_export_page(e, family, object, 0, 0, UINT32_MAX, out, &more);
+}
+
+int bd_object_export_page(struct bd_engine *e, uint64_t family, uint64_t object,
+			  uint64_t after_layer, uint32_t after_seg, uint32_t max_blocks,
+			  struct bd_xobj *out, bool *more)
+{
 	memset(out, 0, sizeof(*out));
+	*more = false;
 	struct collect_obj c;
 	int rc = collect(e, family, object, &c);
 	if (rc) {
 		return rc;
 	}
-	uint32_t ndata = 0;
-	for (uint32_t i = 0; i < c.n; i++) {
-		ndata += bd_extmap_data_blocks(&c.lists[i].map);
+	/* The lists come in key order, (layer, seg): skip to the cursor, then take lists while
+	 * they fit the page (always at least one, at most BD_XPAGE_LISTS). */
+	uint32_t first = 0;
+	while (after_layer != 0 && first < c.n &&
+	       (c.lists[first].layer < after_layer ||
+		(c.lists[first].layer == after_layer && c.lists[first].seg <= after_seg))) {
+		first++;
 	}
+	uint32_t ndata = 0, end = first;
+	while (end < c.n && end - first < BD_XPAGE_LISTS) {
+		uint32_t nb = bd_extmap_data_blocks(&c.lists[end].map);
+		if (end > first && (uint64_t)ndata + nb > max_blocks) {
+			break;
+		}
+		ndata += nb;
+		end++;
+	}
+	*more = end < c.n;
+	if (first > 0 && end > first) {
+		memmove(c.lists, c.lists + first, (size_t)(end - first) * sizeof(*c.lists));
+	}
+	c.n = end - first;
 	uint8_t *data = NULL;
 	if (ndata) {
 		data = aligned_alloc(BD_BLOCK, (size_t)ndata * BD_BLOCK);

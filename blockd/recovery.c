@@ -72,111 +72,193 @@ static long pg_objects(struct bd_dist *d, struct bd_pg *pg, uint64_t **out)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* One object: OBJ_GET from a peer, install here. */
+/*
+ * One object: OBJ_GET from a peer, page by page, then install here.
+ *
+ * A whole object can be more than a frame may carry (ST_FRAME_MAX_PAYLOAD of data, 1 MiB of
+ * lists): a hot object under many snapshots has a full set of lists and blocks in every layer.
+ * So the pull asks for FETCH_PAGE_BYTES at a time with a (layer, seg) cursor and gathers the
+ * pages, then installs them in one bd_object_install as before. A source that predates paging
+ * ignores the cursor and answers with the whole object and more = false.
+ */
+#define FETCH_PAGE_BYTES (16u << 20)
+#define SERVE_PAGE_MAX   (32u << 20) /* at most this much data per page served */
 
-struct obj_pull {
+struct obj_fetch {
 	struct bd_dist *d;
-	uint32_t pool;
+	uint32_t source, pool;
 	uint64_t family, object;
+	struct bd_xobj acc; /* the pages so far */
+	uint32_t cap_lists;
 	bd_done_cb cb;
 	void *cb_arg;
 };
 
-static int xobj_from_reply(struct st_frame *reply, struct bd_xobj *x)
+/* Append one ObjData reply to f->acc. Returns 0 or -errno; *more from the reply. */
+static int fetch_append(struct obj_fetch *f, struct st_frame *reply, bool *more)
 {
-	memset(x, 0, sizeof(*x));
 	Strata__Blockd__ObjData *od =
 		strata__blockd__obj_data__unpack(NULL, reply->hdr.hdr_len, reply->msg);
 	if (!od) {
 		return -EBADMSG;
 	}
+	struct bd_xobj *x = &f->acc;
 	int rc = 0;
-	x->lists = calloc(od->n_lists ? od->n_lists : 1, sizeof(*x->lists));
-	if (!x->lists) {
-		rc = -ENOMEM;
+	*more = od->more;
+	if (od->more && od->n_lists == 0) {
+		rc = -EBADMSG; /* a page that brings nothing would never end */
 		goto out;
 	}
-	uint32_t ndata = 0;
+	if (x->nlists + od->n_lists > f->cap_lists) {
+		uint32_t cap = (uint32_t)(x->nlists + od->n_lists);
+		struct bd_xlist *nl = realloc(x->lists, (cap ? cap : 1) * sizeof(*nl));
+		if (!nl) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		x->lists = nl;
+		f->cap_lists = cap;
+	}
+	uint32_t ndata = 0, nlists = x->nlists;
 	for (size_t i = 0; i < od->n_lists; i++) {
-		x->lists[i].layer = od->lists[i]->layer;
-		x->lists[i].seg = od->lists[i]->seg;
-		if (od->lists[i]->seg >= (1u << 20) ||
-		    bd_extmap_decode(&x->lists[i].map, od->lists[i]->map.data,
-				     od->lists[i]->map.len)) {
+		struct bd_xlist *l = &x->lists[nlists];
+		l->layer = od->lists[i]->layer;
+		l->seg = od->lists[i]->seg;
+		if (l->seg >= (1u << 20) ||
+		    bd_extmap_decode(&l->map, od->lists[i]->map.data, od->lists[i]->map.len)) {
 			rc = -EBADMSG;
 			goto out;
 		}
-		ndata += bd_extmap_data_blocks(&x->lists[i].map);
+		if (nlists > 0 && (l->layer < x->lists[nlists - 1].layer ||
+				   (l->layer == x->lists[nlists - 1].layer &&
+				    l->seg <= x->lists[nlists - 1].seg))) {
+			rc = -EBADMSG; /* out of (layer, seg) order: the cursor would not advance */
+			goto out;
+		}
+		ndata += bd_extmap_data_blocks(&l->map);
+		nlists++;
 	}
-	x->nlists = (uint32_t)od->n_lists;
-	if ((uint64_t)ndata * BD_BLOCK != reply->hdr.payload_len) {
+	if ((uint64_t)ndata * BD_BLOCK != reply->hdr.payload_len ||
+	    (uint64_t)x->ndata + ndata > UINT32_MAX / BD_BLOCK) {
 		rc = -EBADMSG;
 		goto out;
 	}
-	x->ndata = ndata;
-	x->data = reply->payload; /* stolen */
-	reply->payload = NULL;
+	if (x->ndata == 0) {
+		free(x->data);
+		x->data = reply->payload; /* stolen: the common case is one page */
+		reply->payload = NULL;
+	} else if (ndata > 0) {
+		uint8_t *nd = aligned_alloc(BD_BLOCK, (size_t)(x->ndata + ndata) * BD_BLOCK);
+		if (!nd) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		memcpy(nd, x->data, (size_t)x->ndata * BD_BLOCK);
+		memcpy(nd + (size_t)x->ndata * BD_BLOCK, reply->payload, (size_t)ndata * BD_BLOCK);
+		free(x->data);
+		x->data = nd;
+	}
+	x->nlists = nlists;
+	x->ndata += ndata;
+	x->bad_blocks += od->bad_blocks;
 out:
 	strata__blockd__obj_data__free_unpacked(od, NULL);
-	if (rc) {
-		bd_xobj_free(x);
-	}
 	return rc;
 }
 
-static int install_reply(struct bd_dist *d, uint32_t pool, uint64_t family, uint64_t object,
-			 struct st_frame *reply)
+static void fetch_finish(struct obj_fetch *f, int err)
 {
-	struct bd_xobj x;
-	int rc = xobj_from_reply(reply, &x);
-	if (rc) {
-		return rc;
+	if (!err) {
+		uint8_t fk[9], fv[4];
+		dist_fkey(fk, f->family);
+		dist_be32(fv, f->pool);
+		struct bd_xkv kv = {fk, 9, fv, 4};
+		err = bd_object_install(f->d->e, f->family, f->object, &f->acc, &kv,
+					f->acc.nlists ? 1 : 0);
+		if (err == 0 && f->acc.nlists) {
+			dist_family_set(f->d, f->family, f->pool);
+		}
 	}
-	uint8_t fk[9], fv[4];
-	dist_fkey(fk, family);
-	dist_be32(fv, pool);
-	struct bd_xkv kv = {fk, 9, fv, 4};
-	rc = bd_object_install(d->e, family, object, &x, &kv, x.nlists ? 1 : 0);
-	if (rc == 0 && x.nlists) {
-		dist_family_set(d, family, pool);
-	}
-	bd_xobj_free(&x);
-	return rc;
-}
-
-static void obj_pull_done(void *arg, int err, struct st_frame *reply)
-{
-	struct obj_pull *op = arg;
-	if (!err && reply) {
-		err = install_reply(op->d, op->pool, op->family, op->object, reply);
-	}
-	bd_done_cb cb = op->cb;
-	void *cb_arg = op->cb_arg;
-	free(op);
+	bd_xobj_free(&f->acc);
+	bd_done_cb cb = f->cb;
+	void *cb_arg = f->cb_arg;
+	free(f);
 	cb(cb_arg, err);
+}
+
+static int fetch_send(struct obj_fetch *f);
+
+static void fetch_done(void *arg, int err, struct st_frame *reply)
+{
+	struct obj_fetch *f = arg;
+	bool more = false;
+	if (f->d->stopping) {
+		err = -ECANCELED;
+	}
+	if (!err && reply) {
+		err = fetch_append(f, reply, &more);
+	}
+	if (!err && more) {
+		err = fetch_send(f);
+		if (!err) {
+			return;
+		}
+	}
+	fetch_finish(f, err);
+}
+
+static int fetch_send(struct obj_fetch *f)
+{
+	struct st_client *cl = dist_peer(f->d, f->source);
+	if (!cl) {
+		return -ENOTCONN;
+	}
+	Strata__Blockd__ObjRequest m = STRATA__BLOCKD__OBJ_REQUEST__INIT;
+	m.pool_id = f->pool;
+	m.family = f->family;
+	m.object = f->object;
+	m.map_epoch = f->d->epoch;
+	m.from = f->d->self;
+	m.page_bytes = FETCH_PAGE_BYTES;
+	if (f->acc.nlists > 0) {
+		m.after_layer = f->acc.lists[f->acc.nlists - 1].layer;
+		m.after_seg = f->acc.lists[f->acc.nlists - 1].seg;
+	}
+	return st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET, 0, &m.base, NULL,
+			      0, fetch_done, f) < 0
+		       ? -ENOTCONN
+		       : 0;
+}
+
+/* Pull (family, object) from source and install it. Returns 0 and calls cb(arg, err) once
+ * done, or returns -errno without calling it when the first request cannot be sent. */
+static int fetch_object(struct bd_dist *d, uint32_t source, uint32_t pool, uint64_t family,
+			uint64_t object, bd_done_cb cb, void *arg)
+{
+	struct obj_fetch *f = calloc(1, sizeof(*f));
+	if (!f) {
+		return -ENOMEM;
+	}
+	*f = (struct obj_fetch){.d = d,
+				.source = source,
+				.pool = pool,
+				.family = family,
+				.object = object,
+				.cb = cb,
+				.cb_arg = arg};
+	int err = fetch_send(f);
+	if (err) {
+		free(f);
+	}
+	return err;
 }
 
 void recovery_pull_object(struct bd_dist *d, uint32_t source, uint32_t pool, uint64_t family,
 			  uint64_t object, bd_done_cb cb, void *arg)
 {
-	struct st_client *cl = dist_peer(d, source);
-	struct obj_pull *op = calloc(1, sizeof(*op));
-	if (!cl || !op) {
-		free(op);
-		cb(arg, cl ? -ENOMEM : -ENOTCONN);
-		return;
-	}
-	*op = (struct obj_pull){d, pool, family, object, cb, arg};
-	Strata__Blockd__ObjRequest m = STRATA__BLOCKD__OBJ_REQUEST__INIT;
-	m.pool_id = pool;
-	m.family = family;
-	m.object = object;
-	m.map_epoch = d->epoch;
-	m.from = d->self;
-	if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET, 0, &m.base, NULL, 0,
-			   obj_pull_done, op) < 0) {
-		free(op);
-		cb(arg, -ENOTCONN);
+	int err = fetch_object(d, source, pool, family, object, cb, arg);
+	if (err) {
+		cb(arg, err);
 	}
 }
 
@@ -246,7 +328,7 @@ static void pull_timer(void *arg, int res)
 	pull_pump(arg);
 }
 
-static void pull_obj_done(void *arg, int err, struct st_frame *reply)
+static void pull_obj_done(void *arg, int err)
 {
 	struct pull_obj *po = arg;
 	struct pull_ctx *pc = po->pc;
@@ -256,9 +338,6 @@ static void pull_obj_done(void *arg, int err, struct st_frame *reply)
 	if (d->stopping) {
 		free(po);
 		return;
-	}
-	if (!err && reply) {
-		err = install_reply(d, pc->pg->pool, po->family, po->object, reply);
 	}
 	if (err && !pc->err) {
 		st_warn("pg %u.%u: object %lu/%lu from node %u: %s", pc->pg->pool, pc->pg->pg,
@@ -282,26 +361,19 @@ static void pull_pump(struct pull_ctx *pc)
 	}
 	while (!pc->err && pc->next < pc->nobjs && pc->inflight < PULL_PARALLEL &&
 	       d->xfer_inflight < BD_XFER_MAX) {
-		struct st_client *cl = dist_peer(d, pc->source);
 		struct pull_obj *po = calloc(1, sizeof(*po));
-		if (!cl || !po) {
-			free(po);
-			pc->err = cl ? -ENOMEM : -ENOTCONN;
+		if (!po) {
+			pc->err = -ENOMEM;
 			break;
 		}
 		po->pc = pc;
 		po->family = pc->objs[2 * pc->next];
 		po->object = pc->objs[2 * pc->next + 1];
-		Strata__Blockd__ObjRequest m = STRATA__BLOCKD__OBJ_REQUEST__INIT;
-		m.pool_id = pc->pg->pool;
-		m.family = po->family;
-		m.object = po->object;
-		m.map_epoch = d->epoch;
-		m.from = d->self;
-		if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET, 0, &m.base,
-				   NULL, 0, pull_obj_done, po) < 0) {
+		int err = fetch_object(d, pc->source, pc->pg->pool, po->family, po->object,
+				       pull_obj_done, po);
+		if (err) {
 			free(po);
-			pc->err = -ENOTCONN;
+			pc->err = err;
 			break;
 		}
 		pc->next++;
@@ -761,7 +833,16 @@ static void handle_obj_get(struct bd_dist *d, const Strata__Blockd__ObjRequest *
 			   struct bd_reply *rp)
 {
 	struct bd_xobj x;
-	int rc = bd_object_export(d->e, m->family, m->object, &x);
+	bool more = false;
+	int rc;
+	if (m->page_bytes > 0) {
+		/* A paged pull (fetch_object): the puller's budget, within what a frame carries. */
+		uint32_t bytes = m->page_bytes < SERVE_PAGE_MAX ? m->page_bytes : SERVE_PAGE_MAX;
+		rc = bd_object_export_page(d->e, m->family, m->object, m->after_layer, m->after_seg,
+					   bytes / BD_BLOCK, &x, &more);
+	} else {
+		rc = bd_object_export(d->e, m->family, m->object, &x);
+	}
 	if (rc) {
 		bd_reply_send(rp, rc, NULL, NULL, 0);
 		return;
@@ -785,6 +866,7 @@ static void handle_obj_get(struct bd_dist *d, const Strata__Blockd__ObjRequest *
 		od.n_lists = x.nlists;
 		od.lists = ptrs;
 		od.bad_blocks = x.bad_blocks;
+		od.more = more;
 		uint8_t *data = x.data;
 		x.data = NULL;
 		bd_reply_send(rp, 0, &od.base, data, (size_t)x.ndata * BD_BLOCK);
@@ -793,6 +875,15 @@ static void handle_obj_get(struct bd_dist *d, const Strata__Blockd__ObjRequest *
 	free(ptrs);
 	free(enc);
 	bd_xobj_free(&x);
+}
+
+/* A repair installs the object with its family's pool ('F' key): the pool must exist, and
+ * a family already known here stays in its pool (a wrong one would make every object of
+ * the family look misplaced, and the stray scan would delete them). */
+static bool repair_pool_ok(struct bd_dist *d, uint32_t pool, uint64_t family)
+{
+	uint32_t known = dist_family_pool(d, family);
+	return family != 0 && dist_pool(d, pool) != NULL && (known == 0 || known == pool);
 }
 
 static void recover_pulled(void *arg, int err)
@@ -846,6 +937,10 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 		Strata__Blockd__ObjRequest *m =
 			strata__blockd__obj_request__unpack(NULL, f->hdr.hdr_len, f->msg);
 		rc = m ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+		if (!rc && type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_REPAIR &&
+		    !repair_pool_ok(d, m->pool_id, m->family)) {
+			rc = -EINVAL;
+		}
 		if (!rc && type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET) {
 			handle_obj_get(d, m, rp);
 		} else if (!rc) {

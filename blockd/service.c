@@ -445,6 +445,14 @@ void bd_reply_send(struct bd_reply *rp, int status, const struct ProtobufCMessag
 		   void *payload, size_t len)
 {
 	struct svc_conn *sc = rp->sc;
+	if (status >= 0 && (len > ST_FRAME_MAX_PAYLOAD ||
+			    (msg && protobuf_c_message_get_packed_size(msg) > ST_FRAME_MAX_MSG))) {
+		/* More than a peer's decoder takes (its default caps): it would drop the connection
+		 * as a protocol violation and retry forever. Say so instead (an unpaged OBJ_GET of
+		 * an object over 64 MiB, from a puller that predates paging). */
+		st_warn("reply to 0x%x: %zu bytes of payload, over the frame limit", rp->type, len);
+		status = -EMSGSIZE;
+	}
 	if (status < 0) {
 		reply_error(sc, rp->type, rp->req_id, status);
 		free(payload);

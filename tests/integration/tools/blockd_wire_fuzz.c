@@ -250,8 +250,8 @@ static void fill_message(ProtobufCMessage *m, const ProtobufCMessageDescriptor *
 			memcpy(base + f->offset, &arr, sizeof(arr));
 			continue;
 		}
-		if (f->label == PROTOBUF_C_LABEL_OPTIONAL &&
-		    f->type != PROTOBUF_C_TYPE_MESSAGE && f->type != PROTOBUF_C_TYPE_STRING) {
+		if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_MESSAGE &&
+		    f->type != PROTOBUF_C_TYPE_STRING) {
 			protobuf_c_boolean has = 1;
 			memcpy(base + f->quantifier_offset, &has, sizeof(has));
 		}
@@ -290,11 +290,13 @@ static const struct kind KINDS[] = {
 	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_LAYER_USAGE,
 	 &strata__blockd__layer_usage_request__descriptor, 0},
 	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_WRITE, &strata__blockd__repl_write__descriptor, 1},
-	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_FLUSH, &strata__blockd__flush_request__descriptor, 0},
-	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO, &strata__blockd__pg_ref__descriptor, 0},
-	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_LIST, &strata__blockd__pg_list_request__descriptor,
+	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_FLUSH, &strata__blockd__flush_request__descriptor,
 	 0},
-	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET, &strata__blockd__obj_request__descriptor, 0},
+	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO, &strata__blockd__pg_ref__descriptor, 0},
+	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_LIST,
+	 &strata__blockd__pg_list_request__descriptor, 0},
+	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_GET, &strata__blockd__obj_request__descriptor,
+	 0},
 	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_RECOVER, &strata__blockd__pg_ref__descriptor, 0},
 	{STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_DIGEST, &strata__blockd__obj_request__descriptor,
 	 0},
@@ -380,7 +382,9 @@ static int recv_all(int fd, void *buf, size_t len)
 	uint8_t *p = buf;
 	while (len > 0) {
 		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		int pr = poll(&pfd, 1, getenv("FUZZ_WAIT_MS") ? atoi(getenv("FUZZ_WAIT_MS")) : REPLY_WAIT_MS);
+		int pr =
+			poll(&pfd, 1,
+			     getenv("FUZZ_WAIT_MS") ? atoi(getenv("FUZZ_WAIT_MS")) : REPLY_WAIT_MS);
 		if (pr < 0 && errno == EINTR) {
 			continue;
 		}
@@ -405,11 +409,19 @@ static int build_frame(uint64_t req_id, uint8_t **out, size_t *out_len, bool *ex
 		       uint16_t *type_out, uint64_t *id_out)
 {
 	const struct kind *k = &KINDS[below(NKINDS)];
+	const char *only = getenv("FUZZ_KINDS"); /* debugging: "0x300,0x307" */
+	if (only && *only) {
+		char hex[16];
+		do {
+			k = &KINDS[below(NKINDS)];
+			snprintf(hex, sizeof(hex), "0x%x", k->type);
+		} while (!strstr(only, hex));
+	}
 	uint16_t type = k->type;
 	if (chance(3)) {
 		/* Unknown, meta's or nothing at all. */
-		static const uint16_t odd[] = {0, 1, 0x0100, 0x0104, 0x020c, 0x02ff, 0x0308, 0x7fff,
-					       0xffff};
+		static const uint16_t odd[] = {0,      1,      0x0100, 0x0104, 0x020c,
+					       0x02ff, 0x0308, 0x7fff, 0xffff};
 		type = chance(50) ? odd[below(sizeof(odd) / sizeof(odd[0]))] : (uint16_t)rnd();
 	}
 	g_arena_used = 0;
@@ -657,8 +669,8 @@ static int health(bool io)
 			  sizeof(wbuf), &reply);
 		if (rc == 0) {
 			st_frame_release(&reply);
-			rc = call(fd, STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_READ, &q.base, NULL, 0,
-				  &reply);
+			rc = call(fd, STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_READ, &q.base, NULL,
+				  0, &reply);
 		}
 		if (rc == 0) {
 			if (reply.hdr.payload_len != sizeof(wbuf) ||

@@ -733,3 +733,74 @@ Test(engine, committer_keeps_groups_in_order)
 	free(bufs);
 	t_close(&t);
 }
+
+/* No family is 0, and the index reads family 0 as "every family": a peer's object request
+ * naming it (found by blockd_wire_fuzz) made an install drop the references of every family's
+ * lists with that object number while the lists stayed, so their blocks could be handed out
+ * again. Export, install and digest now refuse it; the real family is untouched. */
+Test(engine, object_copy_refuses_family_zero)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 2, 0, 16 * 4096, 0x5a), 0);
+	struct bd_xobj x;
+	bool more;
+	cr_assert_eq(bd_object_export(t.e, 0, 2, &x), -EINVAL);
+	cr_assert_eq(bd_object_export_page(t.e, 0, 2, 0, 0, 1024, &x, &more), -EINVAL);
+	struct bd_xobj none = {0};
+	cr_assert_eq(bd_object_install(t.e, 0, 2, &none, NULL, 0), -EINVAL);
+	uint64_t digest;
+	uint32_t bad, lists;
+	cr_assert_eq(bd_object_digest(t.e, 0, 2, &digest, &bad, &lists), -EINVAL);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 2, 0, 16 * 4096, 0x5a), 0);
+	cr_assert_eq(t_used(&t), 16);
+	t_reopen_clean(&t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert(r->bitmap_checked);
+	cr_assert_eq(r->leaked + r->missing + r->double_refs, 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 2, 0, 16 * 4096, 0x5a), 0);
+	t_close(&t);
+}
+
+/* An object's export in pages: every list once, in (layer, seg) order, the data with it. */
+Test(engine, object_export_in_pages)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 4, 0, OBJ, 0x11), 0);
+	cr_assert_eq(t_write(&t, 2, anc, 1, 4, 0, OBJ, 0x22), 0);
+	struct bd_xobj whole;
+	cr_assert_eq(bd_object_export(t.e, 1, 4, &whole), 0);
+	uint64_t after_layer = 0;
+	uint32_t after_seg = 0, nlists = 0, ndata = 0, pages = 0;
+	bool more = true;
+	while (more) {
+		struct bd_xobj p;
+		cr_assert_eq(
+			bd_object_export_page(t.e, 1, 4, after_layer, after_seg, 100, &p, &more),
+			0);
+		cr_assert_gt(p.nlists, 0);
+		cr_assert_leq(p.ndata, 100);
+		for (uint32_t i = 0; i < p.nlists; i++) {
+			const struct bd_xlist *w = &whole.lists[nlists + i];
+			cr_assert_eq(p.lists[i].layer, w->layer);
+			cr_assert_eq(p.lists[i].seg, w->seg);
+		}
+		cr_assert_eq(memcmp(p.data, whole.data + (size_t)ndata * BD_BLOCK,
+				    (size_t)p.ndata * BD_BLOCK),
+			     0);
+		nlists += p.nlists;
+		ndata += p.ndata;
+		after_layer = p.lists[p.nlists - 1].layer;
+		after_seg = p.lists[p.nlists - 1].seg;
+		pages++;
+		bd_xobj_free(&p);
+	}
+	cr_assert_eq(nlists, whole.nlists);
+	cr_assert_eq(ndata, whole.ndata);
+	cr_assert_eq(ndata, 2 * OBJ / 4096);
+	cr_assert_gt(pages, 2);
+	bd_xobj_free(&whole);
+	t_close(&t);
+}
