@@ -144,7 +144,14 @@ int bd_layer_delete(struct bd_engine *e, uint64_t family, uint64_t layer, const 
 		for (uint32_t ch = 0; ch < nchildren; ch++) {
 			struct bd_mkey ck = *k;
 			ck.layer = children[ch];
-			if (ck.layer == 0 || ck.layer == layer) {
+			bool seen = false;
+			for (uint32_t j = 0; j < ch && !seen; j++) {
+				seen = children[j] == ck.layer;
+			}
+			if (ck.layer == 0 || ck.layer == layer || seen) {
+				/* A child named twice would get two references for its one list
+				 * (the first copy is not in the index yet, so has_own misses it).
+				 */
 				continue;
 			}
 			int own = has_own(e, &ck);

@@ -804,3 +804,27 @@ Test(engine, object_export_in_pages)
 	bd_xobj_free(&whole);
 	t_close(&t);
 }
+
+/* A layer delete that names a child twice (found by blockd_wire_fuzz) gave the child's one
+ * copy of the list two references: its blocks never came free again. */
+Test(engine, layer_delete_with_a_child_named_twice)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 32 * 4096, 0x10), 0);
+	const uint64_t kids[] = {2, 2};
+	uint64_t dropped, moved, freed;
+	cr_assert_eq(bd_layer_delete(t.e, 1, 1, kids, 2, &dropped, &moved, &freed), 0);
+	cr_assert_eq(moved, 1, "one copy for the one child");
+	cr_assert_eq(t_check(&t, 2, NULL, 0, 0, 0, 32 * 4096, 0x10), 0);
+	/* Overwritten in the child, the old blocks have no reference left. */
+	cr_assert_eq(t_write(&t, 2, NULL, 0, 0, 0, 32 * 4096, 0x20), 0);
+	bd_engine_reap(t.e);
+	cr_assert_eq(t_used(&t), 32);
+	t_reopen_clean(&t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert(r->bitmap_checked);
+	cr_assert_eq(r->leaked + r->missing, 0);
+	cr_assert_eq(t_used(&t), 32);
+	t_close(&t);
+}
