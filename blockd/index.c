@@ -405,6 +405,56 @@ int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_f
 	return scan_maps(ix, lo, plen, lo, plen, NULL, fn, arg);
 }
 
+/*
+ * The lists of one object: for each layer of the family, one seek to (family, layer, object)
+ * and that object's lists, then one seek past the layer. A family's keys are ordered by layer
+ * first, so a plain prefix scan would read every object of every layer (an object copy of a
+ * big volume, once per object, made recovery quadratic in the volume's size).
+ */
+int bd_index_scan_object(struct bd_index *ix, uint64_t family, uint64_t object, bd_map_fn fn,
+			 void *arg)
+{
+	if (family == 0) {
+		return -EINVAL; /* bd_index_scan reads it as "every family"; no family is 0 */
+	}
+	uint8_t t[KEY_MAP_LEN];
+	t[0] = 'E';
+	put_be64(t + 1, family);
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_scan);
+	int rc = 0;
+	rocksdb_iter_seek(it, (const char *)t, 9);
+	while (rc == 0 && rocksdb_iter_valid(it)) {
+		size_t klen, vlen;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		if (klen < 9 || memcmp(k, t, 9) != 0) {
+			break; /* past the family */
+		}
+		if (klen != KEY_MAP_LEN) {
+			rocksdb_iter_next(it);
+			continue;
+		}
+		memcpy(t + 9, k + 9, 8); /* this key's layer */
+		put_be64(t + 17, object);
+		int c = memcmp(k, t, 25);
+		if (c < 0) {
+			rocksdb_iter_seek(it, (const char *)t,
+					  25); /* to the object in this layer */
+		} else if (c == 0) {
+			const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+			rc = map_fn_call(fn, arg, k, v, vlen);
+			rocksdb_iter_next(it);
+		} else {
+			uint64_t layer = get_be64(k + 9);
+			if (layer == UINT64_MAX) {
+				break;
+			}
+			put_be64(t + 9, layer + 1); /* past this layer */
+			rocksdb_iter_seek(it, (const char *)t, 17);
+		}
+	}
+	return iter_end(it, rc);
+}
+
 int bd_index_scan_after(struct bd_index *ix, const struct bd_mkey *after, bd_map_fn fn, void *arg)
 {
 	uint8_t lo[1] = {'E'};

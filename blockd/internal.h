@@ -226,6 +226,10 @@ int bd_index_get_chunk(struct bd_index *ix, uint64_t c, uint8_t out[BD_CHUNK_BYT
 typedef int (*bd_map_fn)(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err);
 int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_fn fn, void *arg)
 	__attribute__((nonnull(1, 4)));
+/* Every list of (family, object) (family nonzero), in (layer, seg) order, seeking from layer
+ * to layer: cost in the family's layers, not its objects. */
+int bd_index_scan_object(struct bd_index *ix, uint64_t family, uint64_t object, bd_map_fn fn,
+			 void *arg) __attribute__((nonnull(1, 4)));
 /* Every list in key order after `after` (NULL: from the first), until fn returns nonzero. */
 int bd_index_scan_after(struct bd_index *ix, const struct bd_mkey *after, bd_map_fn fn, void *arg)
 	__attribute__((nonnull(1, 3)));

@@ -83,7 +83,7 @@ static int collect(struct bd_engine *e, uint64_t family, uint64_t object, struct
 	}
 	bd_engine_drain(e);
 	c->object = object;
-	int rc = bd_index_scan(e->ix, family, 0, collect_obj_fn, c);
+	int rc = bd_index_scan_object(e->ix, family, object, collect_obj_fn, c);
 	if (rc < 0) {
 		free(c->lists);
 		return rc;

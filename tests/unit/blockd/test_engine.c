@@ -770,8 +770,17 @@ Test(engine, object_export_in_pages)
 	const uint64_t anc[] = {1};
 	cr_assert_eq(t_write(&t, 1, NULL, 0, 4, 0, OBJ, 0x11), 0);
 	cr_assert_eq(t_write(&t, 2, anc, 1, 4, 0, OBJ, 0x22), 0);
+	/* Neighbours in both layers, which the object's scan must skip. */
+	for (uint64_t o = 3; o <= 5; o += 2) {
+		cr_assert_eq(t_write(&t, 1, NULL, 0, o, 0, 8 * 4096, 0x33), 0);
+		cr_assert_eq(t_write(&t, 2, anc, 1, o, OBJ - 4096, 4096, 0x44), 0);
+	}
 	struct bd_xobj whole;
 	cr_assert_eq(bd_object_export(t.e, 1, 4, &whole), 0);
+	cr_assert_eq(whole.nlists, 2 * OBJ / (BD_SEG_BLOCKS * BD_BLOCK));
+	for (uint32_t i = 0; i < whole.nlists; i++) {
+		cr_assert_eq(whole.lists[i].layer, i < whole.nlists / 2 ? 1u : 2u);
+	}
 	uint64_t after_layer = 0;
 	uint32_t after_seg = 0, nlists = 0, ndata = 0, pages = 0;
 	bool more = true;
