@@ -755,9 +755,19 @@ int bd_engine_verify_data(struct bd_engine *e, struct bd_fsck_report *rep)
 
 /* Commit and complete the ops still waiting on a group: writes acknowledged before their
  * commit whose group_run is still posted when close is called outside the reactor (the unit
- * tests, t_reopen). strata-blockd closes after st_reactor_destroy, which ran those posts. */
-static void settle_groups(struct bd_engine *e)
+ * tests, t_reopen). strata-blockd calls it before st_reactor_destroy: after that the engine
+ * has no ring to turn (bd_engine_forget_reactor), and a group left pending would be missing
+ * from the index that the clean close's bitmap chunks describe. */
+void bd_engine_settle(struct bd_engine *e)
 {
+	if (!e->r) {
+		/* No ring (strata-blockd, after st_reactor_destroy, whose last completions may
+		 * have gathered or sealed one more group): commit it inline. */
+		if (bd_engine_groups_pending(e)) {
+			bd_engine_drain(e);
+		}
+		return;
+	}
 	for (int i = 0;
 	     i < 1000 && e->r && !st_reactor_on_thread(e->r) && bd_engine_groups_pending(e); i++) {
 		bd_engine_drain(e);
@@ -787,7 +797,7 @@ void bd_engine_close(struct bd_engine *e)
 	bd_engine_stop_verifier(e);
 	bd_engine_stop_committer(e);
 	if (e->ix) {
-		settle_groups(e);
+		bd_engine_settle(e);
 	}
 	if (e->defrag_done + e->defrag_skipped > 0) {
 		st_info("defrag: %lu segments rewritten into one run, %lu dropped (changed "

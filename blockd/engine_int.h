@@ -186,7 +186,8 @@ struct bd_engine {
 	 * not yet committed wait in gwait; once committed (or failed) they move to gdone and are
 	 * completed by group_run on a later reactor callback. */
 	struct op_list gwait, gdone;
-	bool gsched;   /* group_run posted to the reactor */
+	bool gsched;        /* group_run posted to the reactor */
+	bool switch_wanted; /* the next flush switches memtables, full or not (bd_flush_memtable) */
 	bool gsync;    /* a FUA op waits: the group's commit syncs the data file, then the WAL */
 	uint64_t gseq; /* number of the group being gathered; gseq - 1 is committed */
 	uint64_t gcommits, gops;

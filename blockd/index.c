@@ -579,6 +579,12 @@ uint64_t bd_index_unflushed(const struct bd_index *ix)
 	return ix->unflushed;
 }
 
+uint64_t bd_index_memtable_bytes(struct bd_index *ix)
+{
+	uint64_t v = 0;
+	return rocksdb_property_int(ix->db, "rocksdb.cur-size-active-mem-table", &v) == 0 ? v : 0;
+}
+
 bool bd_index_memtable_full(struct bd_index *ix)
 {
 	uint64_t v = 0;

@@ -287,6 +287,8 @@ int bd_index_flush_wal(struct bd_index *ix) __attribute__((nonnull));
 /* Bytes committed since the last WAL write (what the WAL buffer holds). */
 uint64_t bd_index_unflushed(const struct bd_index *ix) __attribute__((nonnull));
 /* Is the active memtable at the size blockd switches it (index.c)? */
+/* Bytes in the active memtable. */
+uint64_t bd_index_memtable_bytes(struct bd_index *ix) __attribute__((nonnull));
 bool bd_index_memtable_full(struct bd_index *ix) __attribute__((nonnull));
 /* Switch to a new memtable and flush the old one in the background. Call right after
  * bd_index_sync, with no commit since: the switch writes the WAL buffer out. 0 or -EIO. */
@@ -446,6 +448,10 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 void bd_engine_close(struct bd_engine *e);
 /* The engine's reactor was destroyed (strata-blockd closes the engine after it): close then
  * leaves the ring alone. */
+/* Commit and complete every gathered or sealed group, turning the reactor (not from inside
+ * it), or inline once the engine has no reactor. strata-blockd calls it at shutdown before
+ * and after destroying the reactor. */
+void bd_engine_settle(struct bd_engine *e) __attribute__((nonnull));
 void bd_engine_forget_reactor(struct bd_engine *e) __attribute__((nonnull));
 /* True while a group of writes is gathered, being committed, or committed and not yet
  * completed: writes already replied to may still release blocks (journal.c). */
@@ -511,6 +517,10 @@ void bd_compare_and_write(struct bd_engine *e, const struct bd_req *q, const voi
 	__attribute__((nonnull(1, 2, 3, 4, 6)));
 /* Make every completed write durable: fdatasync(data) then a synced WAL. */
 void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg) __attribute__((nonnull(1, 2)));
+/* Before serving a pull: when the memtable holds PULL_SWITCH_BYTES or more, flush and switch
+ * it (in the background), so that the pull's object exports do not sort it each (mutate.c). */
+#define PULL_SWITCH_BYTES (256u << 10)
+void bd_flush_memtable(struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* metaops.c */

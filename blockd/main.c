@@ -204,8 +204,12 @@ int main(int argc, char **argv)
 	bd_engine_stop_prewriter(e);
 	bd_engine_stop_verifier(e); /* their last posts run in st_reactor_destroy */
 	bd_engine_stop_committer(e);
+	bd_engine_settle(e); /* groups still gathered or sealed commit while the ring exists */
 	st_reactor_destroy(g_reactor);
 	bd_engine_forget_reactor(e);
+	/* The ring's last completions may have gathered another group: commit it while the
+	 * service (whose connections are closed now: replies are dropped) still exists. */
+	bd_engine_settle(e);
 	bd_service_free(svc);
 	bd_engine_close(e);
 	return rc < 0 ? 1 : 0;

@@ -925,6 +925,7 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 			rc = -ESTALE;
 		}
 		if (!rc) {
+			bd_flush_memtable(d->e); /* the object exports that follow */
 			handle_list(d, pg, m->since, rp);
 		}
 		if (m) {
