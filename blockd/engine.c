@@ -768,8 +768,8 @@ void bd_engine_settle(struct bd_engine *e)
 		}
 		return;
 	}
-	for (int i = 0;
-	     i < 1000 && e->r && !st_reactor_on_thread(e->r) && bd_engine_groups_pending(e); i++) {
+	for (int i = 0; i < 1000 && !st_reactor_on_thread(e->r) && bd_engine_groups_pending(e);
+	     i++) {
 		bd_engine_drain(e);
 		if (st_reactor_run_once(e->r, 10) < 0) {
 			break;
@@ -820,7 +820,7 @@ void bd_engine_close(struct bd_engine *e)
 	}
 	/* After persist_chunks, which syncs the data before the index. */
 	if (e->fd >= 0) {
-		if (e->fixed_file && e->r) {
+		if (e->fixed_file) { /* cleared with the reactor (bd_engine_forget_reactor) */
 			st_reactor_unregister_file(e->r);
 		}
 		close(e->fd);

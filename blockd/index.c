@@ -436,9 +436,8 @@ int bd_index_scan_object(struct bd_index *ix, uint64_t family, uint64_t object, 
 		memcpy(t + 9, k + 9, 8); /* this key's layer */
 		put_be64(t + 17, object);
 		int c = memcmp(k, t, 25);
-		if (c < 0) {
-			rocksdb_iter_seek(it, (const char *)t,
-					  25); /* to the object in this layer */
+		if (c < 0) { /* to the object in this layer */
+			rocksdb_iter_seek(it, (const char *)t, 25);
 		} else if (c == 0) {
 			const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
 			rc = map_fn_call(fn, arg, k, v, vlen);
@@ -587,9 +586,7 @@ uint64_t bd_index_memtable_bytes(struct bd_index *ix)
 
 bool bd_index_memtable_full(struct bd_index *ix)
 {
-	uint64_t v = 0;
-	return rocksdb_property_int(ix->db, "rocksdb.cur-size-active-mem-table", &v) == 0 &&
-	       v >= MEMTABLE_SWITCH;
+	return bd_index_memtable_bytes(ix) >= MEMTABLE_SWITCH;
 }
 
 int bd_index_switch_memtable(struct bd_index *ix)

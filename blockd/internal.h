@@ -286,9 +286,9 @@ int bd_index_sync(struct bd_index *ix) __attribute__((nonnull));
 int bd_index_flush_wal(struct bd_index *ix) __attribute__((nonnull));
 /* Bytes committed since the last WAL write (what the WAL buffer holds). */
 uint64_t bd_index_unflushed(const struct bd_index *ix) __attribute__((nonnull));
-/* Is the active memtable at the size blockd switches it (index.c)? */
-/* Bytes in the active memtable. */
+/* Bytes in the active memtable (0 if RocksDB cannot say). */
 uint64_t bd_index_memtable_bytes(struct bd_index *ix) __attribute__((nonnull));
+/* Is the active memtable at the size blockd switches it (index.c)? */
 bool bd_index_memtable_full(struct bd_index *ix) __attribute__((nonnull));
 /* Switch to a new memtable and flush the old one in the background. Call right after
  * bd_index_sync, with no commit since: the switch writes the WAL buffer out. 0 or -EIO. */
@@ -446,12 +446,12 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	__attribute__((nonnull));
 /* Waits for nothing: call with no operation in flight. */
 void bd_engine_close(struct bd_engine *e);
-/* The engine's reactor was destroyed (strata-blockd closes the engine after it): close then
- * leaves the ring alone. */
 /* Commit and complete every gathered or sealed group, turning the reactor (not from inside
  * it), or inline once the engine has no reactor. strata-blockd calls it at shutdown before
  * and after destroying the reactor. */
 void bd_engine_settle(struct bd_engine *e) __attribute__((nonnull));
+/* The engine's reactor was destroyed (strata-blockd closes the engine after it): close then
+ * leaves the ring alone. */
 void bd_engine_forget_reactor(struct bd_engine *e) __attribute__((nonnull));
 /* True while a group of writes is gathered, being committed, or committed and not yet
  * completed: writes already replied to may still release blocks (journal.c). */

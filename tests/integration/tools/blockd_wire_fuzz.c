@@ -23,6 +23,10 @@
  * it leads at the current map epoch); the fuzzer then checks only that blockd still accepts a
  * connection and answers SPACE.
  *
+ * Debugging knobs (environment): FUZZ_KINDS="0x300,0x307" draws only those request types,
+ * FUZZ_VERBOSE prints every frame sent and every unanswered one, FUZZ_WAIT_MS replaces the
+ * REPLY_WAIT_MS wait for a reply.
+ *
  * Exit status: 0 blockd stayed healthy; 1 it stopped answering, sent a malformed reply, or a
  * health check failed; 2 usage. The last line printed is a summary.
  */
@@ -49,6 +53,10 @@
 #define REPLY_WAIT_MS 3000
 
 static uint64_t g_rng;
+/* The debugging knobs, read once in main. */
+static const char *g_only;
+static bool g_verbose;
+static int g_wait_ms = REPLY_WAIT_MS;
 
 static uint64_t rnd(void)
 {
@@ -155,16 +163,6 @@ static bool fill_value(const ProtobufCFieldDescriptor *f, void *p, int depth, bo
 {
 	uint64_t v = edge64();
 	switch (f->type) {
-	case PROTOBUF_C_TYPE_INT32:
-	case PROTOBUF_C_TYPE_SINT32:
-	case PROTOBUF_C_TYPE_SFIXED32:
-	case PROTOBUF_C_TYPE_UINT32:
-	case PROTOBUF_C_TYPE_FIXED32:
-	case PROTOBUF_C_TYPE_ENUM: {
-		uint32_t u = (uint32_t)v;
-		memcpy(p, &u, 4);
-		return true;
-	}
 	case PROTOBUF_C_TYPE_BOOL: {
 		protobuf_c_boolean b = (protobuf_c_boolean)(v & 1);
 		memcpy(p, &b, sizeof(b));
@@ -219,7 +217,13 @@ static bool fill_value(const ProtobufCFieldDescriptor *f, void *p, int depth, bo
 		return true;
 	}
 	default: {
-		memcpy(p, &v, 8);
+		/* The integer types, 4 or 8 bytes wide (field_size). */
+		uint32_t u = (uint32_t)v;
+		if (field_size(f) == 4) {
+			memcpy(p, &u, 4);
+		} else {
+			memcpy(p, &v, 8);
+		}
 		return true;
 	}
 	}
@@ -382,9 +386,7 @@ static int recv_all(int fd, void *buf, size_t len)
 	uint8_t *p = buf;
 	while (len > 0) {
 		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		int pr =
-			poll(&pfd, 1,
-			     getenv("FUZZ_WAIT_MS") ? atoi(getenv("FUZZ_WAIT_MS")) : REPLY_WAIT_MS);
+		int pr = poll(&pfd, 1, g_wait_ms);
 		if (pr < 0 && errno == EINTR) {
 			continue;
 		}
@@ -409,13 +411,12 @@ static int build_frame(uint64_t req_id, uint8_t **out, size_t *out_len, bool *ex
 		       uint16_t *type_out, uint64_t *id_out)
 {
 	const struct kind *k = &KINDS[below(NKINDS)];
-	const char *only = getenv("FUZZ_KINDS"); /* debugging: "0x300,0x307" */
-	if (only && *only) {
+	if (g_only) {
 		char hex[16];
 		do {
 			k = &KINDS[below(NKINDS)];
 			snprintf(hex, sizeof(hex), "0x%x", k->type);
-		} while (!strstr(only, hex));
+		} while (!strstr(g_only, hex));
 	}
 	uint16_t type = k->type;
 	if (chance(3)) {
@@ -554,7 +555,7 @@ static int burst(uint64_t *next_id)
 			return -1;
 		}
 		int rc = send_all(g_fd, buf, len);
-		if (getenv("FUZZ_VERBOSE")) {
+		if (g_verbose) {
 			fprintf(stderr, "sent: type 0x%x id %lu len %zu%s\n", type,
 				(unsigned long)ids[i], len, closing ? " damaged" : "");
 		}
@@ -587,7 +588,7 @@ static int burst(uint64_t *next_id)
 			/* A request still running (a recovery pull from a made-up node, say): drop
 			 * the connection rather than wait; blockd must cope with that too. */
 			g_st.unanswered += sent - i;
-			for (unsigned j = 0; j < sent && getenv("FUZZ_VERBOSE"); j++) {
+			for (unsigned j = 0; j < sent && g_verbose; j++) {
 				if (!answered[j]) {
 					fprintf(stderr, "unanswered: type 0x%x id %lu\n", types[j],
 						(unsigned long)ids[j]);
@@ -693,6 +694,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	g_addr = argv[1];
+	g_only = getenv("FUZZ_KINDS");
+	g_only = g_only && *g_only ? g_only : NULL;
+	g_verbose = getenv("FUZZ_VERBOSE") != NULL;
+	if (getenv("FUZZ_WAIT_MS")) {
+		g_wait_ms = atoi(getenv("FUZZ_WAIT_MS"));
+	}
 	g_rng = strtoull(argv[2], NULL, 0) * 0x9e3779b97f4a7c15ull + 1;
 	double secs = strtod(argv[3], NULL);
 	bool io = argc == 4;
