@@ -129,34 +129,23 @@ void dist_family_set(struct bd_dist *d, uint64_t family, uint32_t pool)
 
 void dist_log_append(struct bd_pg *pg, uint64_t v, uint64_t family, uint64_t object)
 {
-	if (!pg->log) {
-		pg->log = calloc(BD_PG_LOG, sizeof(*pg->log));
-		pg->log_start = pg->log_n = 0;
-		pg->log_base = pg->version;
-		if (!pg->log) {
-			pg->version = v;
-			return;
-		}
-	}
-	if (pg->version != (pg->log_n ? pg->log[(pg->log_start + pg->log_n - 1) % BD_PG_LOG].version
-				      : pg->log_base)) {
-		dist_log_reset(pg); /* a gap: the log only covers what follows */
-	}
-	if (pg->log_n == BD_PG_LOG) {
-		pg->log_base = pg->log[pg->log_start].version;
-		pg->log_start = (pg->log_start + 1) % BD_PG_LOG;
-		pg->log_n--;
-	}
-	pg->log[(pg->log_start + pg->log_n) % BD_PG_LOG] =
-		(struct pg_logent){.version = v, .family = family, .object = object};
-	pg->log_n++;
+	bd_pglog_append(&pg->log, pg->version, v, family, object);
 	pg->version = v;
 }
 
 void dist_log_reset(struct bd_pg *pg)
 {
-	pg->log_start = pg->log_n = 0;
-	pg->log_base = pg->version;
+	bd_pglog_reset(&pg->log, pg->version);
+}
+
+bool dist_pg_behind(const struct bd_pg *pg, uint32_t node)
+{
+	for (uint32_t i = 0; i < pg->nbehind; i++) {
+		if (pg->behind[i] == node) {
+			return true;
+		}
+	}
+	return false;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -237,7 +226,7 @@ static void load_saved_version(struct bd_dist *d, struct bd_pg *pg)
 	for (size_t i = 0; i < d->nsaved; i++) {
 		if (d->saved[i].pool == pg->pool && d->saved[i].pg == pg->pg) {
 			pg->version = d->saved[i].version;
-			pg->log_base = pg->version;
+			bd_pglog_reset(&pg->log, pg->version);
 			return;
 		}
 	}
@@ -286,6 +275,7 @@ void bd_dist_set_map(struct bd_dist *d, void *cluster_map)
 		place[i].id = n->id;
 		place[i].weight = n->weight;
 		place[i].up = n->state == STRATA__META__NODE_STATE__NODE_UP;
+		place[i].joining = n->joining;
 		if (n->id < BD_MAX_NODES) {
 			struct bd_peer *p = &d->peers[n->id];
 			if (strcmp(p->addr, n->addr ? n->addr : "") != 0) {
@@ -341,6 +331,8 @@ void bd_dist_set_map(struct bd_dist *d, void *cluster_map)
 			} else if (pg->state != PG_NONE) {
 				pg->state = PG_NONE;
 				pg->round++;
+				pg->nbehind = 0;
+				pg->hold = false;
 				repl_fail_waiters(d, pg, -ESTALE);
 			}
 		}
@@ -495,7 +487,7 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 				continue;
 			}
 			ps.primary++;
-			if (pg->state != PG_ACTIVE) {
+			if (pg->state != PG_ACTIVE || pg->nbehind) {
 				ps.recovering++;
 			} else if (pg->nacting < (p->replicas ? p->replicas : 1)) {
 				ps.degraded++;
@@ -626,7 +618,7 @@ void bd_dist_free(struct bd_dist *d)
 	/* After bd_dist_stop() and st_reactor_destroy(): no callback of ours can run. */
 	for (size_t pi = 0; pi < d->npools; pi++) {
 		for (uint32_t g = 0; g < d->pools[pi].pg_count; g++) {
-			free(d->pools[pi].pgs[g].log);
+			bd_pglog_free(&d->pools[pi].pgs[g].log);
 		}
 		free(d->pools[pi].pgs);
 	}

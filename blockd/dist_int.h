@@ -3,7 +3,7 @@
  * fencing), replicate.c (primary-copy writes, flush fan-out), recovery.c (peering, pull,
  * backfill, stray removal) and scrub.c.
  *
- *   bd_dist --map--> pools[] --> pgs[pg_count] { state, version, log ring, waiters }
+ *   bd_dist --map--> pools[] --> pgs[pg_count] { state, version, log, waiters }
  *          --peers[node id]--> st_client (lazy, reconnects)
  *
  * Everything runs on the reactor thread.
@@ -16,21 +16,16 @@
 #include "common/rpc.h"
 #include "internal.h"
 #include "meta.pb-c.h"
+#include "pglog.h"
 
 #define BD_MAX_NODES 256
 #define BD_MAX_R     8
-#define BD_PG_LOG    512 /* in-memory PG log entries per PG */
-#define BD_XFER_MAX  8   /* objects in flight for recovery, per node */
+#define BD_XFER_MAX 8 /* objects in flight for recovery, per node */
 
 enum bd_pg_state {
 	PG_NONE,    /* not the primary (replica, stray or nothing) */
 	PG_PEERING, /* primary; catching up itself and its replicas: -EAGAIN */
 	PG_ACTIVE,  /* primary; serving */
-};
-
-struct pg_logent {
-	uint64_t version;
-	uint64_t family, object;
 };
 
 TAILQ_HEAD(dreq_list, bd_dreq);
@@ -39,10 +34,7 @@ struct bd_pg {
 	uint32_t pool, pg;
 	enum bd_pg_state state;
 	uint64_t version; /* last mutation applied (persisted with it) */
-	/* The log: entries (log_base, version], oldest first, in a ring of BD_PG_LOG. */
-	struct pg_logent *log;
-	uint32_t log_start, log_n;
-	uint64_t log_base;
+	struct bd_pglog log; /* what changed since log.base (pglog.h) */
 	uint32_t acting[BD_MAX_R]; /* at the current map: primary first */
 	uint32_t nacting;
 	uint64_t active_epoch;
@@ -50,6 +42,11 @@ struct bd_pg {
 	bool busy;           /* a mutation in flight (mutations of a PG are serialized) */
 	uint64_t busy_epoch; /* the map epoch that mutation was admitted at */
 	bool pulling;        /* a pull into this PG is running */
+	/* Primary: members catching up in the background (recovery.c "Catch-up"). They get no
+	 * forwards until they join; `hold` parks new mutations while one's last round runs. */
+	uint32_t behind[BD_MAX_R];
+	uint32_t nbehind;
+	bool hold;
 	bool stray;          /* holds data but not in the acting set */
 	struct dreq_list waiters;
 };
@@ -126,6 +123,8 @@ void dist_log_append(struct bd_pg *pg, uint64_t v, uint64_t family, uint64_t obj
 	__attribute__((nonnull));
 /* Forget the log: it now starts at the current version. */
 void dist_log_reset(struct bd_pg *pg) __attribute__((nonnull));
+/* Is node a member of pg that is still catching up (gets no forwards)? */
+bool dist_pg_behind(const struct bd_pg *pg, uint32_t node) __attribute__((nonnull));
 /* The PG is active: start parked mutations. */
 void dist_pg_kick(struct bd_dist *d, struct bd_pg *pg) __attribute__((nonnull));
 

@@ -654,7 +654,8 @@ struct bd_dreq {
 	struct bd_pg *pg;
 	uint64_t version, prev;
 	int pending, err;
-	bool local_ok, repaired;
+	uint32_t fwd_applied; /* members that applied the forward */
+	bool local_ok, local_over, repaired;
 	uint8_t keys[2][9], vals[2][8];
 	struct bd_xkv xkv[2];
 	struct bd_fwd *fwd;

@@ -512,6 +512,7 @@ struct peer_ctx;
 struct peer_slot {
 	struct peer_ctx *c;
 	uint32_t node;
+	bool member; /* in the acting set (else a node that may hold an older copy: a stray) */
 	uint64_t version;
 	int err;
 };
@@ -521,9 +522,9 @@ struct peer_ctx {
 	struct bd_pg *pg;
 	uint64_t round;
 	uint32_t n;
-	struct peer_slot s[BD_MAX_R];
 	int pending, err;
 	struct st_io timer;
+	struct peer_slot s[BD_MAX_NODES];
 };
 
 static void peer_begin(struct peer_ctx *c);
@@ -586,53 +587,187 @@ static bool peer_phase_answer(struct peer_ctx *c, int err)
 	return true;
 }
 
-static void recover_put(struct peer_ctx *c, int err)
+/* ------------------------------------------------------------------------------------------ */
+/* Catch-up: members behind the primary pull from it while the PG serves */
+
+/*
+ * A member not at the primary's version after peering (it was down, or it is new to the PG)
+ * catches up in rounds while the PG serves without it: it gets no forwards, and each round is
+ * a PG_RECOVER (the member pulls what changed since its version; the first round of a new
+ * member is a backfill). It joins, and gets the forwards from then on, when a round leaves it
+ * at the primary's version with no mutation in flight. Rounds shorten as the changes since
+ * the last one shrink; once one took under CATCHUP_SHORT_MS, or after CATCHUP_ROUNDS, the next
+ * holds the PG's new mutations (reads go on) so that it ends level. Before, the PG waited in
+ * PEERING for every member's pull: a backfill stalled the PG's I/O for its whole length.
+ */
+#define CATCHUP_SHORT_MS 300
+#define CATCHUP_ROUNDS   6
+
+struct catchup {
+	struct bd_dist *d;
+	struct bd_pg *pg;
+	uint64_t round; /* the peering this belongs to */
+	uint32_t node;
+	uint32_t rounds;
+	bool held; /* this catch-up set pg->hold */
+	uint64_t started_ms, last_ms;
+	struct st_io timer;
+};
+
+static void catchup_send(struct catchup *c);
+
+static bool catchup_stale(const struct catchup *c)
 {
+	return c->pg->round != c->round || c->pg->state != PG_ACTIVE ||
+	       !dist_pg_behind(c->pg, c->node);
+}
+
+/* Give back a hold of ours; the parked mutations start. */
+static void catchup_release(struct catchup *c)
+{
+	if (!c->held) {
+		return;
+	}
+	c->held = false;
+	if (c->pg->round == c->round) {
+		c->pg->hold = false;
+		dist_pg_kick(c->d, c->pg);
+	}
+}
+
+static void catchup_end(struct catchup *c)
+{
+	catchup_release(c);
+	free(c);
+}
+
+static void catchup_timer(void *arg, int res)
+{
+	(void)res;
+	struct catchup *c = arg;
 	if (c->d->stopping) {
 		return;
 	}
-	if (!peer_phase_answer(c, err)) {
+	catchup_send(c);
+}
+
+static void catchup_later(struct catchup *c, uint64_t ms)
+{
+	st_reactor_timer(c->d->r, &c->timer, ms, catchup_timer, c);
+}
+
+static void catchup_join(struct catchup *c)
+{
+	struct bd_pg *pg = c->pg;
+	for (uint32_t i = 0; i < pg->nbehind; i++) {
+		if (pg->behind[i] == c->node) {
+			pg->behind[i] = pg->behind[--pg->nbehind];
+			break;
+		}
+	}
+	st_info("pg %u.%u: node %u caught up in %u rounds", pg->pool, pg->pg, c->node, c->rounds);
+	catchup_end(c);
+}
+
+static void catchup_done(void *arg, int err, struct st_frame *reply)
+{
+	struct catchup *c = arg;
+	struct bd_pg *pg = c->pg;
+	if (c->d->stopping) {
 		return;
 	}
-	peer_activate(c);
+	if (catchup_stale(c)) {
+		catchup_end(c);
+		return;
+	}
+	Strata__Blockd__PgInfo *pi =
+		!err && reply && reply->hdr.hdr_len
+			? strata__blockd__pg_info__unpack(NULL, reply->hdr.hdr_len, reply->msg)
+			: NULL;
+	if (!pi) {
+		catchup_release(c);
+		catchup_later(c, PEER_RETRY_MS);
+		return;
+	}
+	uint64_t version = pi->version;
+	strata__blockd__pg_info__free_unpacked(pi, NULL);
+	c->rounds++;
+	c->last_ms = st_now_ms() - c->started_ms;
+	if (version == pg->version && !pg->busy) {
+		catchup_join(c);
+		return;
+	}
+	if (c->held) { /* nothing could move the PG while held: the pull fell short; again */
+		catchup_release(c);
+		catchup_later(c, PEER_RETRY_MS);
+		return;
+	}
+	catchup_send(c);
 }
 
-static void recover_done(void *arg, int err, struct st_frame *reply)
+static void catchup_send(struct catchup *c)
 {
-	struct peer_slot *s = arg;
-	(void)reply;
-	recover_put(s->c, err);
+	struct bd_dist *d = c->d;
+	struct bd_pg *pg = c->pg;
+	if (catchup_stale(c)) {
+		catchup_end(c);
+		return;
+	}
+	bool last = c->rounds >= CATCHUP_ROUNDS || (c->rounds && c->last_ms < CATCHUP_SHORT_MS);
+	if (last && !c->held) {
+		if (pg->hold) { /* another member's last round */
+			catchup_later(c, BUSY_RETRY_MS);
+			return;
+		}
+		pg->hold = c->held = true;
+	}
+	if (c->held && pg->busy) { /* the last round starts once the PG stands still */
+		catchup_later(c, 1);
+		return;
+	}
+	struct st_client *cl = dist_peer(d, c->node);
+	Strata__Blockd__PgRef m = STRATA__BLOCKD__PG_REF__INIT;
+	m.pool_id = pg->pool;
+	m.pg = pg->pg;
+	m.map_epoch = d->epoch;
+	m.from = d->self;
+	c->started_ms = st_now_ms();
+	if (!cl || st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_RECOVER, 0, &m.base,
+				  NULL, 0, catchup_done, c) < 0) {
+		catchup_release(c);
+		catchup_later(c, PEER_RETRY_MS);
+	}
 }
 
-/* Every member not at our version pulls from us. */
+static void catchup_start(struct bd_dist *d, struct bd_pg *pg, uint32_t node)
+{
+	struct catchup *c = calloc(1, sizeof(*c));
+	if (!c) {
+		recovery_peer(d, pg); /* no memory to track it: peer again later */
+		return;
+	}
+	*c = (struct catchup){.d = d, .pg = pg, .round = pg->round, .node = node};
+	catchup_send(c);
+}
+
+/* Peering is done: the PG serves, and every member not at our version catches up. */
 static void peer_push(struct peer_ctx *c)
 {
 	struct bd_dist *d = c->d;
-	c->err = 0;
-	c->pending = 1;
+	struct bd_pg *pg = c->pg;
+	pg->nbehind = 0;
+	pg->hold = false;
 	for (uint32_t i = 0; i < c->n; i++) {
-		struct peer_slot *s = &c->s[i];
-		if (s->version == c->pg->version) {
-			continue;
-		}
-		struct st_client *cl = dist_peer(d, s->node);
-		if (!cl) {
-			c->err = -ENOTCONN;
-			continue;
-		}
-		Strata__Blockd__PgRef m = STRATA__BLOCKD__PG_REF__INIT;
-		m.pool_id = c->pg->pool;
-		m.pg = c->pg->pg;
-		m.map_epoch = d->epoch;
-		m.from = d->self;
-		c->pending++;
-		if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_RECOVER, 0, &m.base,
-				   NULL, 0, recover_done, s) < 0) {
-			c->pending--;
-			c->err = -ENOTCONN;
+		if (c->s[i].member && c->s[i].version != pg->version) {
+			pg->behind[pg->nbehind++] = c->s[i].node;
 		}
 	}
-	recover_put(c, 0);
+	peer_activate(c);
+	uint32_t behind[BD_MAX_R], n = pg->nbehind;
+	memcpy(behind, pg->behind, sizeof(behind));
+	for (uint32_t i = 0; i < n; i++) {
+		catchup_start(d, pg, behind[i]);
+	}
 }
 
 static void peer_pulled(void *arg, int err)
@@ -696,9 +831,22 @@ static void peer_begin(struct peer_ctx *c)
 		peer_retry(c, BUSY_RETRY_MS);
 		return;
 	}
+	/* Every other up node, not only the members: when the acting set moved to nodes that
+	 * never held the PG (a node added to an R=1 pool, or to every member's place at once), the
+	 * data is on former members, now strays, and the most advanced of all is the source. */
 	c->n = 0;
 	for (uint32_t i = 1; i < pg->nacting; i++) {
-		c->s[c->n++] = (struct peer_slot){.c = c, .node = pg->acting[i]};
+		c->s[c->n++] = (struct peer_slot){.c = c, .node = pg->acting[i], .member = true};
+	}
+	for (size_t i = 0; i < d->nplace && c->n < BD_MAX_NODES; i++) {
+		uint32_t id = d->place[i].id;
+		bool member = false;
+		for (uint32_t k = 0; k < pg->nacting; k++) {
+			member |= pg->acting[k] == id;
+		}
+		if (d->place[i].up && !member) {
+			c->s[c->n++] = (struct peer_slot){.c = c, .node = id};
+		}
 	}
 	c->err = 0;
 	c->pending = 1;
@@ -734,6 +882,8 @@ void recovery_peer(struct bd_dist *d, struct bd_pg *pg)
 {
 	pg->state = PG_PEERING;
 	pg->round++;
+	pg->nbehind = 0;
+	pg->hold = false;
 	struct peer_ctx *c = calloc(1, sizeof(*c));
 	if (!c) {
 		return; /* the next map retries */
@@ -751,7 +901,10 @@ static void reply_info(struct bd_dist *d, struct bd_pg *pg, struct bd_reply *rp)
 {
 	Strata__Blockd__PgInfo pi = STRATA__BLOCKD__PG_INFO__INIT;
 	pi.version = pg->version;
-	pi.active = pg->state == PG_ACTIVE && pg->nacting && pg->acting[0] == d->self;
+	/* Active for strays only once every member has caught up: until then a stray's copy may
+	 * be one of the few. */
+	pi.active = pg->state == PG_ACTIVE && !pg->nbehind && pg->nacting &&
+		    pg->acting[0] == d->self;
 	bd_reply_send(rp, 0, &pi.base, NULL, 0);
 }
 
@@ -761,29 +914,16 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, str
 	l.version = pg->version;
 	uint64_t *objs = NULL;
 	long n = 0;
-	bool covered = since == pg->log_base && pg->log;
-	uint32_t from = 0;
-	for (uint32_t i = 0; i < pg->log_n && !covered; i++) {
-		if (pg->log[(pg->log_start + i) % BD_PG_LOG].version == since) {
-			covered = true;
-			from = i + 1;
-		}
-	}
-	if (since == pg->version) {
-		n = 0;
-	} else if (covered) {
-		objs = calloc(pg->log_n ? 2 * pg->log_n : 2, sizeof(*objs));
-		if (!objs) {
+	if (since != pg->version) {
+		n = bd_pglog_since(&pg->log, since, &objs);
+		if (n == -ENOMEM) {
 			bd_reply_send(rp, -ENOMEM, NULL, NULL, 0);
 			return;
 		}
-		for (uint32_t i = from; i < pg->log_n; i++) {
-			const struct pg_logent *le = &pg->log[(pg->log_start + i) % BD_PG_LOG];
-			objs[2 * n] = le->family;
-			objs[2 * n + 1] = le->object;
-			n++;
-		}
-	} else {
+	}
+	if (n == -ENOENT) {
+		free(objs);
+		objs = NULL;
 		l.full = true;
 		n = pg_objects(d, pg, &objs);
 		if (n < 0) {
@@ -892,6 +1032,21 @@ static void recover_pulled(void *arg, int err)
 	bd_reply_send(rp, err, NULL, NULL, 0);
 }
 
+struct recover_req {
+	struct bd_pg *pg;
+	struct bd_reply *rp;
+};
+
+/* PG_RECOVER answered: with the version the pull reached (the primary's catch-up reads it). */
+static void recover_pg_pulled(void *arg, int err)
+{
+	struct recover_req *q = arg;
+	Strata__Blockd__PgInfo pi = STRATA__BLOCKD__PG_INFO__INIT;
+	pi.version = q->pg->version;
+	bd_reply_send(q->rp, err, err ? NULL : &pi.base, NULL, 0);
+	free(q);
+}
+
 void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 {
 	uint16_t type = f->hdr.type;
@@ -909,7 +1064,13 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 		if (!rc && type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO) {
 			reply_info(d, pg, rp);
 		} else if (!rc) {
-			pull_pg(d, pg, m->from, recover_pulled, rp);
+			struct recover_req *q = malloc(sizeof(*q));
+			if (q) {
+				*q = (struct recover_req){pg, rp};
+				pull_pg(d, pg, m->from, recover_pg_pulled, q);
+			} else {
+				rc = -ENOMEM;
+			}
 		}
 		if (m) {
 			strata__blockd__pg_ref__free_unpacked(m, NULL);

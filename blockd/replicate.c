@@ -5,6 +5,9 @@
  *      version = next(pg), prev = pg->version
  *      local engine op (WriteBatch carries 'V' = version)  \
  *      REPL_WRITE to every other acting member, in parallel  >--all answered--> reply
+ *      (the local op is submitted first: one it refuses at once is not forwarded; one that
+ *       fails later while members applied it sends the PG back to peering, which pulls the
+ *       members' version here, because the next mutation would reuse that version number)
  *      (CAW: local first; the forward is the plain write of its data, only if it matched,
  *       flagged `caw` so the replica persists the (client_id, seq) as the primary did)
  *
@@ -53,6 +56,13 @@ static void finish(struct bd_dist *d, struct bd_dreq *r)
 		dist_log_append(pg, r->version, r->q.family, r->q.object);
 	}
 	bool repeer = false;
+	if (!r->local_ok && r->fwd_applied) {
+		/* Members hold version v, this node does not: the next mutation would reuse v and
+		 * they would take it for a retry of this one, and skip it. Peering pulls v here. */
+		st_info("pg %u.%u: a mutation failed here (%d) but not on %u members: peering again",
+			pg->pool, pg->pg, err, r->fwd_applied);
+		repeer = true;
+	}
 	if (err == -ERANGE) {
 		st_info("pg %u.%u: a member missed a mutation: peering again", pg->pool, pg->pg);
 		repeer = true;
@@ -121,6 +131,9 @@ static void fwd_done(void *arg, int err, struct st_frame *reply)
 		st_reactor_timer(d->r, &f->timer, FWD_RETRY_MS, fwd_retry_fired, f);
 		return;
 	}
+	if (!err) {
+		f->r->fwd_applied++;
+	}
 	put_done(d, f->r, err);
 }
 
@@ -176,7 +189,12 @@ static void fwd_send(struct bd_fwd *f)
 static void send_forwards(struct bd_dist *d, struct bd_dreq *r)
 {
 	struct bd_pg *pg = r->pg;
-	uint32_t n = pg->nacting > 1 ? pg->nacting - 1 : 0;
+	uint32_t to[BD_MAX_R], n = 0;
+	for (uint32_t i = 1; i < pg->nacting; i++) {
+		if (!dist_pg_behind(pg, pg->acting[i])) { /* one catching up pulls this later */
+			to[n++] = pg->acting[i];
+		}
+	}
 	if (n == 0) {
 		return;
 	}
@@ -187,8 +205,7 @@ static void send_forwards(struct bd_dist *d, struct bd_dreq *r)
 	}
 	r->pending += (int)n;
 	for (uint32_t i = 0; i < n; i++) {
-		r->fwd[i] = (struct bd_fwd){
-			.d = d, .r = r, .node = pg->acting[i + 1], .epoch = d->epoch};
+		r->fwd[i] = (struct bd_fwd){.d = d, .r = r, .node = to[i], .epoch = d->epoch};
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		fwd_send(&r->fwd[i]);
@@ -201,6 +218,7 @@ static void local_done(void *arg, int err)
 	struct bd_dist *d = r->pg ? (struct bd_dist *)r->rbuf : NULL;
 	r->rbuf = NULL;
 	r->local_ok = err == 0;
+	r->local_over = true;
 	if (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE && err == 0) {
 		send_forwards(d, r);
 	}
@@ -218,7 +236,8 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 		r->version = (d->epoch << 32) + 1;
 	}
 	r->err = 0;
-	r->local_ok = false;
+	r->fwd_applied = 0;
+	r->local_ok = r->local_over = false;
 	r->fwd = NULL;
 	dist_vkey(r->keys[0], pg->pool, pg->pg);
 	dist_be64(r->vals[0], r->version);
@@ -238,26 +257,34 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 				     r->miscompare, local_done, r);
 		return; /* forwards after the compare matched */
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE:
-		send_forwards(d, r);
+		r->pending++; /* held until the forwards are out */
 		bd_write(d->e, &r->q, r->payload, local_done, r);
-		return;
+		break;
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE_ZEROES:
-		send_forwards(d, r);
+		r->pending++;
 		bd_write_zeroes(d->e, &r->q, local_done, r);
-		return;
+		break;
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_TRIM:
-		send_forwards(d, r);
+		r->pending++;
 		bd_trim(d->e, &r->q, local_done, r);
-		return;
+		break;
 	default:
 		local_done(r, -EINVAL);
+		return;
 	}
+	/* The local op is submitted first: one refused at once (a full store, the layer fence,
+	 * a failed engine) is not forwarded, so the members never apply a version this node
+	 * does not hold. One that fails later is resolved by peering (finish). */
+	if (!r->local_over || r->local_ok) {
+		send_forwards(d, r);
+	}
+	put_done(d, r, 0);
 }
 
 void repl_start_next(struct bd_dist *d, struct bd_pg *pg)
 {
 	struct bd_dreq *r;
-	while (!pg->busy && (r = TAILQ_FIRST(&pg->waiters))) {
+	while (!pg->busy && !pg->hold && (r = TAILQ_FIRST(&pg->waiters))) {
 		TAILQ_REMOVE(&pg->waiters, r, link);
 		/* Fence again: the map may have moved while it waited. */
 		int rc = dist_epoch_check(d, r->epoch);

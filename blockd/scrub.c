@@ -245,10 +245,12 @@ static void scrub_next(struct scrub_ctx *c)
 	}
 	pg->busy = true; /* mutations of the PG wait: the copies stand still while compared */
 	c->pg = pg;
-	c->n = pg->nacting;
+	c->n = 0;
 	c->pending = 1;
-	for (uint32_t i = 0; i < c->n; i++) {
-		c->m[i] = (struct scrub_member){.c = c, .node = pg->acting[i]};
+	for (uint32_t i = 0; i < pg->nacting; i++) {
+		if (i == 0 || !dist_pg_behind(pg, pg->acting[i])) { /* catching up: not a copy yet */
+			c->m[c->n++] = (struct scrub_member){.c = c, .node = pg->acting[i]};
+		}
 	}
 	c->m[0].err =
 		bd_object_digest(d->e, fam, obj, &c->m[0].digest, &c->m[0].bad, &c->m[0].lists);

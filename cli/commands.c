@@ -269,11 +269,12 @@ static int cmd_pool_ls(struct cli *c)
 	return 0;
 }
 
-static const char *node_state(int s)
+/* up, joining (up and catching up: not a primary yet), down or out */
+static const char *node_state(const Strata__Meta__Node *n)
 {
-	return s == STRATA__META__NODE_STATE__NODE_UP     ? "up"
-	       : s == STRATA__META__NODE_STATE__NODE_DOWN ? "down"
-							  : "out";
+	return n->state == STRATA__META__NODE_STATE__NODE_UP     ? (n->joining ? "joining" : "up")
+	       : n->state == STRATA__META__NODE_STATE__NODE_DOWN ? "down"
+								 : "out";
 }
 
 static int cmd_node_ls(struct cli *c)
@@ -307,7 +308,7 @@ static int cmd_node_ls(struct cli *c)
 			cli_json_obj_begin(&j, NULL);
 			cli_json_u64(&j, "id", n->id);
 			cli_json_str(&j, "addr", n->addr);
-			cli_json_str(&j, "state", node_state(n->state));
+			cli_json_str(&j, "state", node_state(n));
 			cli_json_u64(&j, "capacity", n->capacity);
 			cli_json_u64(&j, "used", n->used);
 			cli_json_u64(&j, "weight", n->weight);
@@ -321,12 +322,12 @@ static int cmd_node_ls(struct cli *c)
 			cli_json_obj_end(&j);
 		} else if (np) {
 			printf("%-5u %-22s %-5s %10s %10s %6u %7u %5u %5u\n", n->id, n->addr,
-			       node_state(n->state), hsize(n->capacity, b1, sizeof(b1)),
+			       node_state(n), hsize(n->capacity, b1, sizeof(b1)),
 			       hsize(n->used, b2, sizeof(b2)), n->weight, np->primary, np->member,
 			       np->stray);
 		} else {
 			printf("%-5u %-22s %-5s %10s %10s %6u %7s %5s %5s\n", n->id, n->addr,
-			       node_state(n->state), hsize(n->capacity, b1, sizeof(b1)),
+			       node_state(n), hsize(n->capacity, b1, sizeof(b1)),
 			       hsize(n->used, b2, sizeof(b2)), n->weight, "-", "-", "-");
 		}
 	}
@@ -736,6 +737,7 @@ static int cmd_status(struct cli *c)
 		cli_json_u64(&j, "nodes_up", s->nodes_up);
 		cli_json_u64(&j, "nodes_down", s->nodes_down);
 		cli_json_u64(&j, "nodes_out", s->nodes_out);
+		cli_json_u64(&j, "nodes_joining", s->nodes_joining); /* of nodes_up */
 		cli_json_u64(&j, "pools", s->pools);
 		cli_json_u64(&j, "capacity", s->capacity);
 		cli_json_u64(&j, "used", s->used);
@@ -770,8 +772,11 @@ static int cmd_status(struct cli *c)
 		char b1[32], b2[32], b3[32];
 		printf("meta:      %s\n", c->meta);
 		printf("epoch:     %" PRIu64 "\n", s->epoch);
-		printf("nodes:     %u up, %u down, %u out\n", s->nodes_up, s->nodes_down,
-		       s->nodes_out);
+		printf("nodes:     %u up", s->nodes_up);
+		if (s->nodes_joining) {
+			printf(" (%u joining)", s->nodes_joining);
+		}
+		printf(", %u down, %u out\n", s->nodes_down, s->nodes_out);
 		printf("pools:     %u\n", s->pools);
 		printf("capacity:  %s used of %s\n", hsize(s->used, b1, sizeof(b1)),
 		       hsize(s->capacity, b2, sizeof(b2)));

@@ -53,6 +53,7 @@ static struct sc_map *map_from_proto(const Strata__Meta__ClusterMap *pm)
 		m->place[i].id = n->id;
 		m->place[i].weight = n->weight;
 		m->place[i].up = n->state == STRATA__META__NODE_STATE__NODE_UP;
+		m->place[i].joining = n->joining;
 		snprintf(m->addr[i], sizeof(m->addr[i]), "%s", n->addr ? n->addr : "");
 	}
 	for (size_t i = 0; i < pm->n_pools; i++) {

@@ -4,6 +4,7 @@
  * winner set it enters or leaves, about 1/N of them, and weights scale a node's share linearly.
  */
 #include <math.h>
+#include <string.h>
 
 #include "common/placement.h"
 
@@ -64,6 +65,13 @@ size_t st_place_replicas(uint32_t pool_id, uint32_t pg, const struct st_place_no
 		out[pos] = i;
 		if (k < r) {
 			k++;
+		}
+	}
+	for (size_t j = 0; j < k && nodes[out[0]].joining; j++) {
+		if (!nodes[out[j]].joining) { /* the best caught-up one leads; the order is kept */
+			size_t lead = out[j];
+			memmove(out + 1, out, j * sizeof(*out));
+			out[0] = lead;
 		}
 	}
 	return k;

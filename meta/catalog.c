@@ -187,6 +187,7 @@ void md_batch_put_node(rocksdb_writebatch_t *b, const struct md_node *n)
 	m.weight = n->weight;
 	m.state = n->state;
 	m.down_since = n->down_since;
+	m.joining = n->joining;
 	batch_put_msg(b, 'n', n->id, 4, &m.base);
 }
 
@@ -567,6 +568,7 @@ static int load_record(struct md_catalog *cat, const uint8_t *k, size_t klen, co
 			n->weight = m->weight;
 			n->state = m->state;
 			n->down_since = m->down_since;
+			n->joining = m->joining;
 		}
 		strata__meta__node__free_unpacked(m, NULL);
 		return n ? 0 : -ENOMEM;

@@ -95,6 +95,7 @@ struct md_node {
 	uint32_t weight;
 	uint32_t state;      /* STRATA__META__NODE_STATE__* */
 	uint64_t down_since; /* unix seconds */
+	bool joining;        /* up, catching up: not a primary while a caught-up member is up */
 	uint64_t last_hb_ms; /* in memory: monotonic time of the last heartbeat */
 };
 
@@ -230,6 +231,9 @@ int md_nodes_tick(struct md_catalog *cat, uint64_t now_ms, uint64_t wall_s, uint
 		  uint64_t down_out_s) __attribute__((nonnull));
 size_t md_nodes(const struct md_catalog *cat, const struct md_node *const **out)
 	__attribute__((nonnull));
+/* When settled (md_pgstats_settled), every joining node stops joining, with one epoch bump.
+ * Returns the number promoted or -errno. */
+int md_nodes_promote(struct md_catalog *cat, bool settled) __attribute__((nonnull));
 
 /* pr.c: SCSI persistent reservation records (opaque to meta, compare-and-swap by version) */
 /* The record of spec ("pool/vol[@snap]"). *version is the stored version (0: none); *out is
@@ -268,6 +272,10 @@ void md_pgstats_forget(struct md_pgstats *ps, uint32_t node_id) __attribute__((n
 int md_pgstats_fill(struct md_pgstats *ps, const struct md_catalog *cat,
 		    Strata__Meta__ClusterStatus *m) __attribute__((nonnull));
 void md_pgstats_fill_free(Strata__Meta__ClusterStatus *m) __attribute__((nonnull));
+/* Has every up node reported at the current epoch, with nothing left to copy, and is every PG of
+ * every pool serving with all its members caught up (clean or degraded, none recovering)? */
+bool md_pgstats_settled(struct md_pgstats *ps, const struct md_catalog *cat)
+	__attribute__((nonnull));
 /* The layers v owns (head, snapshots, hidden), sorted (malloc'd). Returns the count or -errno. */
 int md_volume_layers(struct md_catalog *cat, const struct md_volume *v, uint64_t **out)
 	__attribute__((nonnull));

@@ -5,6 +5,13 @@
  *                   ^                                 |                            |
  *                   +------- heartbeat / register ----+----------------------------+
  *
+ * A node that registers (a new process) or comes back from DOWN is *joining*: placement keeps
+ * it out of the primary's seat while a caught-up member of the PG is up (common/placement.h),
+ * so its PGs keep serving from the members that have the data while it catches up in the
+ * background. Once every PG reports clean or degraded at the current epoch with nothing left
+ * to copy (md_pgstats_settled), md_nodes_promote ends the joining of every such node with one
+ * epoch bump, and they take their PGs back, already level.
+ *
  * Every state change is persisted with an epoch bump in one synced batch. Heartbeats themselves
  * only touch memory (used bytes, last-seen time): persisting 1 Hz per node would put fsyncs on a
  * path that needs none. After a restart every UP node gets a fresh grace period of down_ms.
@@ -57,10 +64,11 @@ int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity
 		n->id = id + 1;
 		snprintf(n->uuid, sizeof(n->uuid), "%s", uuid);
 	} else {
-		changed = n->state != STRATA__META__NODE_STATE__NODE_UP ||
+		changed = n->state != STRATA__META__NODE_STATE__NODE_UP || !n->joining ||
 			  strcmp(n->addr, addr) != 0 || n->weight != weight ||
 			  n->capacity != capacity;
 	}
+	n->joining = true; /* a new process: behind on whatever changed while it was away */
 	snprintf(n->addr, sizeof(n->addr), "%s", addr);
 	n->capacity = capacity;
 	n->weight = weight;
@@ -105,6 +113,7 @@ int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64
 		st_info("node %u is up again", id);
 		n->state = STRATA__META__NODE_STATE__NODE_UP;
 		n->down_since = 0;
+		n->joining = true; /* its PGs moved on while it was marked down */
 		md_batch_bump_epoch(cat, b);
 	}
 	md_batch_put_node(b, n);
@@ -150,4 +159,31 @@ int md_nodes_tick(struct md_catalog *cat, uint64_t now_ms, uint64_t wall_s, uint
 	md_batch_bump_epoch(cat, b);
 	int rc = md_commit(cat, b);
 	return rc < 0 ? rc : changes;
+}
+
+int md_nodes_promote(struct md_catalog *cat, bool settled)
+{
+	if (!settled) {
+		return 0;
+	}
+	const struct md_node *const *nodes;
+	size_t nn = md_nodes(cat, &nodes);
+	struct rocksdb_writebatch_t *b = NULL;
+	for (size_t i = 0; i < nn; i++) {
+		struct md_node *n = (struct md_node *)nodes[i];
+		if (n->state != STRATA__META__NODE_STATE__NODE_UP || !n->joining) {
+			continue;
+		}
+		n->joining = false;
+		if (b == NULL) {
+			b = md_batch();
+		}
+		md_batch_put_node(b, n);
+		st_info("node %u has caught up: a primary again", n->id);
+	}
+	if (b == NULL) {
+		return 0;
+	}
+	md_batch_bump_epoch(cat, b);
+	return md_commit(cat, b);
 }

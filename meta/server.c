@@ -136,6 +136,7 @@ static bool fill_map(struct md_server *s, struct arena *a, Strata__Meta__Cluster
 		nv[i].weight = nodes[i]->weight;
 		nv[i].state = nodes[i]->state;
 		nv[i].down_since = nodes[i]->down_since;
+		nv[i].joining = nodes[i]->joining;
 		npv[i] = &nv[i];
 	}
 	for (size_t i = 0; i < np; i++) {
@@ -428,6 +429,7 @@ static int do_status(struct md_server *s, struct st_conn *c, const struct st_fra
 		switch (nodes[i]->state) {
 		case STRATA__META__NODE_STATE__NODE_UP:
 			m.nodes_up++;
+			m.nodes_joining += nodes[i]->joining;
 			m.capacity += nodes[i]->capacity;
 			m.used += nodes[i]->used;
 			break;
@@ -931,6 +933,10 @@ static void tick(void *arg, int res)
 			       s->cfg.down_out_s);
 	if (rc < 0) {
 		st_error("node liveness update failed: %s", md_catalog_error(s->cat));
+	}
+	rc = md_nodes_promote(s->cat, md_pgstats_settled(s->pgstats, s->cat));
+	if (rc < 0) {
+		st_error("promoting caught-up nodes failed: %s", md_catalog_error(s->cat));
 	}
 	md_flattener_tick(s->fl);
 	wake_waiters(s);

@@ -200,6 +200,42 @@ int md_pgstats_fill(struct md_pgstats *ps, const struct md_catalog *cat,
 	return 0;
 }
 
+bool md_pgstats_settled(struct md_pgstats *ps, const struct md_catalog *cat)
+{
+	const struct md_pool *const *pools;
+	const struct md_node *const *nodes;
+	size_t np = md_pools(cat, &pools);
+	size_t nn = md_nodes(cat, &nodes);
+	uint64_t epoch = md_catalog_epoch(cat);
+	for (size_t k = 0; k < nn; k++) {
+		if (nodes[k]->state != STRATA__META__NODE_STATE__NODE_UP) {
+			continue;
+		}
+		const struct md_pgreport *r = report_of(ps, nodes[k]->id, false);
+		if (r == NULL || r->epoch != epoch || r->objects_to_recover) {
+			return false;
+		}
+	}
+	for (size_t i = 0; i < np; i++) {
+		uint32_t serving = 0;
+		for (size_t k = 0; k < nn; k++) {
+			if (nodes[k]->state != STRATA__META__NODE_STATE__NODE_UP) {
+				continue;
+			}
+			const struct md_pgreport *r = report_of(ps, nodes[k]->id, false);
+			for (size_t j = 0; j < r->npools; j++) {
+				if (r->pools[j].pool_id == pools[i]->id) {
+					serving += r->pools[j].clean + r->pools[j].degraded;
+				}
+			}
+		}
+		if (serving != pools[i]->pg_count) {
+			return false;
+		}
+	}
+	return true;
+}
+
 void md_pgstats_fill_free(Strata__Meta__ClusterStatus *m)
 {
 	if (m->n_pg_pools) {

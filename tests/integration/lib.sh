@@ -130,7 +130,8 @@ wait_for() {
 }
 
 # pgs_are META WHAT: one look at `strata status --json`. WHAT is
-#   clean     every PG of every pool is clean (serving with all its replicas)
+#   clean     every PG of every pool is clean (serving with all its replicas), and no node is
+#             still joining (a restarted or added node leads its PGs only once caught up)
 #   settled   clean, no recovery left to copy, and no node holds stray copies any more
 #   degraded  at least one PG is degraded
 pgs_are() {
@@ -138,7 +139,7 @@ pgs_are() {
 import json, sys
 d, what = json.load(sys.stdin), sys.argv[1]
 pgs = d["pgs"]
-clean = bool(pgs) and all(p["clean"] == p["pg_count"] for p in pgs)
+clean = bool(pgs) and all(p["clean"] == p["pg_count"] for p in pgs) and d["nodes_joining"] == 0
 if what == "clean":
     ok = clean
 elif what == "settled":

@@ -4,12 +4,15 @@
 # (all read from `strata status --json`, polled, bounded). Then the data verifies, the primary
 # PG counts per node (`strata node ls --json`, reported by each blockd) are roughly even, the
 # new node holds data, and the old nodes hold less than before (strays were deleted).
+# A second pool has R=1: a PG whose one copy moves to the new node is copied from its old
+# holder, now a stray (before, the new node served it empty and the stray deleted the data).
 . "$(dirname "$0")/lib.sh"
 # Every process here (daemons, CLI, strata-io) uses TCP even on one host: the TCP RPC path
 # stays covered now that same-host peers default to the Unix fast path.
 export STRATA_TRANSPORT=tcp
 
 PGS=64
+QPGS=16
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 start_meta
 # `node ls --json` through python: prints the expression evaluated with n = the node list.
@@ -22,6 +25,8 @@ wait_up 3
 # Small objects over many PGs: the data spreads over every PG.
 cli pool create p --replicas 2 --object-size 256K --pgs $PGS >/dev/null
 cli volume create p/v --size 1G >/dev/null
+cli pool create q --replicas 1 --object-size 256K --pgs $QPGS >/dev/null
+cli volume create q/v --size 64M >/dev/null
 wait_pgs "$META" clean 30
 [ "$(unix_conns "${BD_PID[1]}")" -eq 0 ] || fail "STRATA_TRANSPORT=tcp still used a Unix socket"
 
@@ -29,6 +34,9 @@ echo "== write verified data on three nodes"
 io --volume p/v --seconds 4 --qd 16 --span 48M --seed 11 --state "$TEST_TMP/state" \
 	>"$TEST_TMP/io.log" 2>&1 || fail "workload failed: $(cat "$TEST_TMP/io.log")"
 tail -1 "$TEST_TMP/io.log"
+io --volume q/v --seconds 2 --qd 16 --span 16M --seed 12 --state "$TEST_TMP/state.q" \
+	>"$TEST_TMP/io.q.log" 2>&1 || fail "R=1 workload failed: $(cat "$TEST_TMP/io.q.log")"
+tail -1 "$TEST_TMP/io.q.log"
 # Heartbeats carry `used` once a second: wait until every node reports its data.
 wait_for 10 sh -c "'$STRATA_BIN/strata' --meta $META node ls --json | python3 -c 'import json,sys; sys.exit(not all(x[\"used\"] > 0 for x in json.load(sys.stdin)))'" ||
 	fail "nodes report no data: $(cli node ls)"
@@ -60,6 +68,7 @@ echo "rebalanced in $((SECONDS - start)) s"
 cli status | grep -E '^(pgs|recovery):'
 
 io --volume p/v --check "$TEST_TMP/state" || fail "data does not verify after rebalancing"
+io --volume q/v --check "$TEST_TMP/state.q" || fail "R=1 data does not verify after rebalancing"
 
 # Space: node 4 holds data, and the old nodes freed what moved (strays deleted).
 wait_for 10 sh -c "'$STRATA_BIN/strata' --meta $META node ls --json | python3 -c '
@@ -77,11 +86,11 @@ python3 -c "import sys; sys.exit(not (0.9 * $old_before <= $total_after <= 1.1 *
 	fail "total space $total_after, want about $old_before"
 
 # PG counts: every PG has one primary (the counts add up), spread roughly evenly.
-nodes 'sum(x["pgs_primary"] for x in n)' | grep -qx "$PGS" ||
-	fail "primary PG counts do not add up to $PGS: $(cli node ls)"
-nodes 'sum(x["pgs_member"] for x in n)' | grep -qx "$((2 * PGS))" ||
-	fail "member PG counts do not add up to $((2 * PGS)): $(cli node ls)"
-python3 -c "import sys; sys.exit(not all($PGS / 4 * 0.5 <= c <= $PGS / 4 * 1.5 for c in $(nodes '[x["pgs_primary"] for x in n]')))" ||
+nodes 'sum(x["pgs_primary"] for x in n)' | grep -qx "$((PGS + QPGS))" ||
+	fail "primary PG counts do not add up to $((PGS + QPGS)): $(cli node ls)"
+nodes 'sum(x["pgs_member"] for x in n)' | grep -qx "$((2 * PGS + QPGS))" ||
+	fail "member PG counts do not add up to $((2 * PGS + QPGS)): $(cli node ls)"
+python3 -c "import sys; sys.exit(not all(($PGS + $QPGS) / 4 * 0.5 <= c <= ($PGS + $QPGS) / 4 * 1.5 for c in $(nodes '[x["pgs_primary"] for x in n]')))" ||
 	fail "primary PGs per node not roughly even: $(nodes '[x["pgs_primary"] for x in n]')"
 echo "primary PGs per node: $(nodes '[x["pgs_primary"] for x in n]')"
 

@@ -175,3 +175,55 @@ Test(placement, distribution_within_ten_percent_of_weights)
 			     want);
 	}
 }
+
+Test(placement, a_joining_node_is_chosen_but_never_leads_a_caught_up_member)
+{
+	size_t before[3], after[3];
+	uint32_t led = 0, moved = 0;
+	for (uint32_t pg = 0; pg < 256; pg++) {
+		setup();
+		cr_assert_eq(st_place_replicas(1, pg, nodes, 6, 3, before), 3);
+		nodes[2].joining = 1;
+		cr_assert_eq(st_place_replicas(1, pg, nodes, 6, 3, after), 3);
+		/* The same three nodes... */
+		for (int i = 0; i < 3; i++) {
+			bool found = false;
+			for (int k = 0; k < 3; k++) {
+				found |= after[k] == before[i];
+			}
+			cr_assert(found, "pg %u: joining changed who is chosen", pg);
+		}
+		/* ...with node 2 never first, and the others in HRW order. */
+		cr_assert_neq(after[0], 2, "pg %u: a joining node leads", pg);
+		if (before[0] == 2) {
+			cr_assert_eq(after[0], before[1], "pg %u: the next best leads", pg);
+			cr_assert_eq(after[1], before[0]);
+			cr_assert_eq(after[2], before[2]);
+			moved++;
+		} else {
+			cr_assert_arr_eq(after, before, sizeof(after), "pg %u: reordered", pg);
+		}
+		led += before[0] == 2;
+	}
+	cr_assert_gt(moved, 0, "node 2 led no PG: the test shows nothing");
+	cr_assert_eq(moved, led);
+}
+
+Test(placement, a_pg_of_joining_nodes_only_keeps_its_order)
+{
+	size_t before[2], after[2];
+	for (int i = 0; i < 6; i++) {
+		nodes[i].joining = 1;
+	}
+	for (uint32_t pg = 0; pg < 64; pg++) {
+		for (int i = 0; i < 6; i++) {
+			nodes[i].joining = 0;
+		}
+		cr_assert_eq(st_place_replicas(3, pg, nodes, 6, 2, before), 2);
+		for (int i = 0; i < 6; i++) {
+			nodes[i].joining = 1;
+		}
+		cr_assert_eq(st_place_replicas(3, pg, nodes, 6, 2, after), 2);
+		cr_assert_arr_eq(after, before, sizeof(after), "pg %u", pg);
+	}
+}

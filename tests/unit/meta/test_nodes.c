@@ -75,3 +75,36 @@ Test(nodes, down_and_out)
 	cr_assert_eq(md_catalog_epoch(cat), e + 3);
 	cr_assert_eq(md_node_heartbeat(cat, 99, 0, 0, 30000), -ENOENT);
 }
+
+Test(nodes, a_new_process_joins_until_promoted)
+{
+	const struct md_node *n;
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", 1 << 30, 0, "u", 1000, &n), 0);
+	cr_assert(n->joining, "a registered node catches up before it leads PGs");
+	uint64_t e = md_catalog_epoch(cat);
+	cr_assert_eq(md_nodes_promote(cat, false), 0, "not settled: nothing changes");
+	cr_assert(n->joining);
+	cr_assert_eq(md_catalog_epoch(cat), e);
+	cr_assert_eq(md_nodes_promote(cat, true), 0);
+	cr_assert_not(n->joining);
+	cr_assert_eq(md_catalog_epoch(cat), e + 1, "the map changes: its PGs get it back as primary");
+	cr_assert_eq(md_nodes_promote(cat, true), 0);
+	cr_assert_eq(md_catalog_epoch(cat), e + 1, "nobody joining: no bump");
+	/* Promotion is persisted. */
+	md_catalog_close(cat);
+	cr_assert_eq(md_catalog_open(dir, &cat), 0);
+	const struct md_node *const *nodes;
+	cr_assert_eq(md_nodes(cat, &nodes), 1);
+	cr_assert_not(nodes[0]->joining);
+	/* A restart (same facts) joins again, with a new map. */
+	e = md_catalog_epoch(cat);
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", 1 << 30, 0, "u", 2000, &n), 0);
+	cr_assert(n->joining);
+	cr_assert_eq(md_catalog_epoch(cat), e + 1);
+	/* So does one that comes back from down. */
+	cr_assert_eq(md_nodes_promote(cat, true), 0);
+	cr_assert_eq(md_nodes_tick(cat, 10000, 100, 5000, 600), 1);
+	cr_assert_eq(md_node_heartbeat(cat, n->id, 0, 0, 11000), 0);
+	cr_assert_eq(n->state, STRATA__META__NODE_STATE__NODE_UP);
+	cr_assert(n->joining, "back from down: behind on what its PGs took meanwhile");
+}
