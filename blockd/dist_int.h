@@ -20,7 +20,7 @@
 
 #define BD_MAX_NODES 256
 #define BD_MAX_R     8
-#define BD_XFER_MAX 8 /* objects in flight for recovery, per node */
+#define BD_XFER_MAX  8 /* objects in flight for recovery, per node */
 
 enum bd_pg_state {
 	PG_NONE,    /* not the primary (replica, stray or nothing) */
@@ -33,8 +33,8 @@ TAILQ_HEAD(dreq_list, bd_dreq);
 struct bd_pg {
 	uint32_t pool, pg;
 	enum bd_pg_state state;
-	uint64_t version; /* last mutation applied (persisted with it) */
-	struct bd_pglog log; /* what changed since log.base (pglog.h) */
+	uint64_t version;          /* last mutation applied (persisted with it) */
+	struct bd_pglog log;       /* what changed since log.base (pglog.h) */
 	uint32_t acting[BD_MAX_R]; /* at the current map: primary first */
 	uint32_t nacting;
 	uint64_t active_epoch;
@@ -47,7 +47,7 @@ struct bd_pg {
 	uint32_t behind[BD_MAX_R];
 	uint32_t nbehind;
 	bool hold;
-	bool stray;          /* holds data but not in the acting set */
+	bool stray; /* holds data but not in the acting set */
 	struct dreq_list waiters;
 };
 

@@ -55,12 +55,13 @@ uint64_t bd_pglog_last(const struct bd_pglog *l) __attribute__((nonnull));
  * node's history. A v that does not follow it makes the log start again at `prev`, the version
  * v was applied on (its caller's PG version). Out of memory also starts it again, at v. */
 void bd_pglog_append(struct bd_pglog *l, uint64_t prev, uint64_t v, uint64_t family,
-		   uint64_t object) __attribute__((nonnull));
+		     uint64_t object) __attribute__((nonnull));
 /* Is `since` a point of the history the log covers (base, or a version in a run)? */
 bool bd_pglog_covers(const struct bd_pglog *l, uint64_t since) __attribute__((nonnull));
 /* The objects changed after `since` as (family, object) pairs in *out (malloc'ed, free it),
  * in no particular order, each once. Returns how many, -ENOENT if the log does not cover
  * since (a backfill is needed), or -ENOMEM. */
-long bd_pglog_since(const struct bd_pglog *l, uint64_t since, uint64_t **out) __attribute__((nonnull));
+long bd_pglog_since(const struct bd_pglog *l, uint64_t since, uint64_t **out)
+	__attribute__((nonnull));
 
 #endif

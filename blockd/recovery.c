@@ -903,8 +903,8 @@ static void reply_info(struct bd_dist *d, struct bd_pg *pg, struct bd_reply *rp)
 	pi.version = pg->version;
 	/* Active for strays only once every member has caught up: until then a stray's copy may
 	 * be one of the few. */
-	pi.active = pg->state == PG_ACTIVE && !pg->nbehind && pg->nacting &&
-		    pg->acting[0] == d->self;
+	pi.active =
+		pg->state == PG_ACTIVE && !pg->nbehind && pg->nacting && pg->acting[0] == d->self;
 	bd_reply_send(rp, 0, &pi.base, NULL, 0);
 }
 

@@ -59,7 +59,8 @@ static void finish(struct bd_dist *d, struct bd_dreq *r)
 	if (!r->local_ok && r->fwd_applied) {
 		/* Members hold version v, this node does not: the next mutation would reuse v and
 		 * they would take it for a retry of this one, and skip it. Peering pulls v here. */
-		st_info("pg %u.%u: a mutation failed here (%d) but not on %u members: peering again",
+		st_info("pg %u.%u: a mutation failed here (%d) but not on %u members: peering "
+			"again",
 			pg->pool, pg->pg, err, r->fwd_applied);
 		repeer = true;
 	}

@@ -248,7 +248,8 @@ static void scrub_next(struct scrub_ctx *c)
 	c->n = 0;
 	c->pending = 1;
 	for (uint32_t i = 0; i < pg->nacting; i++) {
-		if (i == 0 || !dist_pg_behind(pg, pg->acting[i])) { /* catching up: not a copy yet */
+		if (i == 0 ||
+		    !dist_pg_behind(pg, pg->acting[i])) { /* catching up: not a copy yet */
 			c->m[c->n++] = (struct scrub_member){.c = c, .node = pg->acting[i]};
 		}
 	}

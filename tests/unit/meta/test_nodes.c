@@ -87,7 +87,8 @@ Test(nodes, a_new_process_joins_until_promoted)
 	cr_assert_eq(md_catalog_epoch(cat), e);
 	cr_assert_eq(md_nodes_promote(cat, true), 0);
 	cr_assert_not(n->joining);
-	cr_assert_eq(md_catalog_epoch(cat), e + 1, "the map changes: its PGs get it back as primary");
+	cr_assert_eq(md_catalog_epoch(cat), e + 1,
+		     "the map changes: its PGs get it back as primary");
 	cr_assert_eq(md_nodes_promote(cat, true), 0);
 	cr_assert_eq(md_catalog_epoch(cat), e + 1, "nobody joining: no bump");
 	/* Promotion is persisted. */
