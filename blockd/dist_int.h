@@ -93,6 +93,7 @@ struct bd_dist {
 	int xfer_inflight;
 	uint64_t objects_recovered, objects_to_recover;
 	bool stray_busy;
+	uint32_t holds; /* PGs held for a member's last catch-up round (recovery.c) */
 };
 
 /* service.c: shape checks of an IoRequest (payload_len as the op needs). 0 or -EINVAL. */

@@ -35,9 +35,10 @@
 #include "common/log.h"
 #include "dist_int.h"
 
-#define PEER_RETRY_MS 200
-#define PULL_PARALLEL 4
-#define BUSY_RETRY_MS 20
+#define PEER_RETRY_MS       200
+#define PULL_PARALLEL       4
+#define BUSY_RETRY_MS       20
+#define LIST_SWITCH_OBJECTS 64 /* a PG list this long switches the source's memtable first */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Objects of one PG */
@@ -629,6 +630,7 @@ static void catchup_release(struct catchup *c)
 		return;
 	}
 	c->held = false;
+	c->d->holds--;
 	if (c->pg->round == c->round) {
 		c->pg->hold = false;
 		dist_pg_kick(c->d, c->pg);
@@ -715,11 +717,13 @@ static void catchup_send(struct catchup *c)
 	}
 	bool last = c->rounds >= CATCHUP_ROUNDS || (c->rounds && c->last_ms < CATCHUP_SHORT_MS);
 	if (last && !c->held) {
-		if (pg->hold) { /* another member's last round */
+		if (pg->hold || d->holds) { /* one held PG per node at a time: the client's queue
+					     * piles up on a held PG, so two would stall it twice */
 			catchup_later(c, BUSY_RETRY_MS);
 			return;
 		}
 		pg->hold = c->held = true;
+		d->holds++;
 	}
 	if (c->held && pg->busy) { /* the last round starts once the PG stands still */
 		catchup_later(c, 1);
@@ -931,6 +935,12 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, str
 			return;
 		}
 	}
+	if (n >= LIST_SWITCH_OBJECTS) {
+		/* Many object exports follow: each would sort the memtable (bd_flush_memtable).
+		 * A few are cheaper than the flush and the small L0 file of a switch, which a
+		 * catch-up's short rounds would otherwise cause by the dozen. */
+		bd_flush_memtable(d->e);
+	}
 	Strata__Blockd__ObjRef *refs = calloc(n ? (size_t)n : 1, sizeof(*refs));
 	Strata__Blockd__ObjRef **ptrs = calloc(n ? (size_t)n : 1, sizeof(*ptrs));
 	struct pg_filter f;
@@ -1086,7 +1096,6 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 			rc = -ESTALE;
 		}
 		if (!rc) {
-			bd_flush_memtable(d->e); /* the object exports that follow */
 			handle_list(d, pg, m->since, rp);
 		}
 		if (m) {

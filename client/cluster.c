@@ -117,16 +117,19 @@ int sc_primary(strata_cluster *c, uint32_t pool_id, uint64_t family, uint64_t ob
 {
 	const struct sc_map *m = c->map;
 	const struct sc_pool *p = sc_map_pool(m, pool_id);
-	size_t idx;
 
 	if (p == NULL) {
 		return -EAGAIN;
 	}
 	uint32_t pg = st_place_pg(family, obj, p->pg_count);
-	if (st_place_replicas(pool_id, pg, m->place, m->n_nodes, 1, &idx) == 0) {
+	size_t idx[8];
+	/* The whole acting set, as blockd chooses it: a joining node among the R chosen does
+	 * not lead (placement.h), which choosing one node alone would not see. */
+	if (st_place_replicas(pool_id, pg, m->place, m->n_nodes, p->replicas ? p->replicas : 1,
+			      idx) == 0) {
 		return -EAGAIN; /* no node up: wait for the map to change */
 	}
-	*node_id = m->place[idx].id;
+	*node_id = m->place[idx[0]].id;
 	return 0;
 }
 

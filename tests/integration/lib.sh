@@ -139,7 +139,7 @@ pgs_are() {
 import json, sys
 d, what = json.load(sys.stdin), sys.argv[1]
 pgs = d["pgs"]
-clean = bool(pgs) and all(p["clean"] == p["pg_count"] for p in pgs) and d["nodes_joining"] == 0
+clean = bool(pgs) and all(p["clean"] == p["pg_count"] for p in pgs) and d.get("nodes_joining", 0) == 0
 if what == "clean":
     ok = clean
 elif what == "settled":
