@@ -2,11 +2,11 @@
 # A node that was down while its PGs took more writes than a PG log entry count catches up by
 # copying only the objects written meanwhile, not every object of those PGs.
 #
-# Three nodes, R=3, a 1 GiB volume of 4 MiB objects filled outside its first 32 MiB. Node 1 is
+# Three nodes, R=3, a 512 MiB volume of 4 MiB objects filled outside its first 32 MiB. Node 1 is
 # killed with -9; while it is down a write-and-verify workload hits the first 32 MiB (8
 # objects) tens of thousands of times, far past the in-memory log of the last mutations of a
 # PG. Node 1 restarts. Before the per-object change tracking, every PG it missed writes in was
-# backfilled whole (about 16 objects each); now it must copy at most the 8 objects written.
+# backfilled whole (about 8 objects each); now it must copy at most the 8 objects written.
 # Then: the data verifies, scrub finds 0 mismatches, and with nodes 0 and 2 killed, node 1
 # alone serves the data written while it was down.
 . "$(dirname "$0")/lib.sh"
@@ -23,9 +23,9 @@ for i in 0 1 2; do
 done
 wait_up 3
 cli pool create p --replicas 3 --pgs 16 >/dev/null
-cli volume create p/v --size 1G >/dev/null
+cli volume create p/v --size 512M >/dev/null
 wait_pgs "$META" clean 30
-bench --rw write --bs 1M --qd 4 --offset 32M --span 992M --size 992M || fail "fill"
+bench --rw write --bs 1M --qd 4 --offset 32M --span 480M --size 480M || fail "fill"
 
 echo "== node 1 down while the first 32 MiB take writes"
 stop_daemon "${BD_PID[1]}" KILL
