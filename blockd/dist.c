@@ -404,10 +404,16 @@ static void read_done(void *arg, int err)
 {
 	struct bd_dreq *r = arg;
 	struct bd_dist *d = (struct bd_dist *)r->fwd;
-	if (err == -EILSEQ && d && !r->repaired && r->pg && r->pg->nacting > 1) {
+	uint32_t source = 0;
+	for (uint32_t i = 1; r->pg && i < r->pg->nacting && !source; i++) {
+		if (!dist_pg_behind(r->pg, r->pg->acting[i])) { /* one catching up has old data */
+			source = r->pg->acting[i];
+		}
+	}
+	if (err == -EILSEQ && d && !r->repaired && source) {
 		r->repaired = true;
-		recovery_pull_object(d, r->pg->acting[1], r->pool_id, r->q.family, r->q.object,
-				     read_repaired, r);
+		recovery_pull_object(d, source, r->pool_id, r->q.family, r->q.object, read_repaired,
+				     r);
 		return;
 	}
 	r->fwd = NULL;
