@@ -39,6 +39,10 @@
 #define PULL_PARALLEL       4
 #define BUSY_RETRY_MS       20
 #define LIST_SWITCH_OBJECTS 64 /* a PG list this long switches the source's memtable first */
+/* PG lists are paged: a page of 16384 ObjRefs is at most 400 KiB of the 1 MiB a frame's message
+ * may hold, which leaves room for the first page's compare-and-write outcomes. The puller's page
+ * is STRATA_PGLIST_PAGE objects when set (tests use a small one), else LIST_PAGE_MAX. */
+#define LIST_PAGE_MAX 16384u
 
 /* ------------------------------------------------------------------------------------------ */
 /* Objects of one PG */
@@ -275,10 +279,13 @@ struct pull_ctx {
 	uint64_t target;
 	uint64_t *objs; /* pairs */
 	size_t nobjs, next;
+	uint64_t after_family, after_object; /* the list's cursor */
+	uint32_t pages;
+	bool full;
 	struct bd_idem_done *done; /* the source's compare-and-write outcomes for the PG */
 	size_t ndone;
 	int inflight, err;
-	bool listed;
+	bool listed; /* every page is in: objs is the list to copy */
 	struct st_io timer;
 };
 
@@ -311,7 +318,7 @@ static void pull_finish(struct pull_ctx *pc)
 		pg->version = pc->target;
 		dist_log_reset(pg);
 	}
-	if (d->objects_to_recover >= pc->nobjs - pc->next) {
+	if (pc->listed && d->objects_to_recover >= pc->nobjs - pc->next) {
 		d->objects_to_recover -= pc->nobjs - pc->next; /* never transferred */
 	}
 	pg->pulling = false;
@@ -400,6 +407,59 @@ static int cmp_pair(const void *a, const void *b)
 	return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
+static int list_send(struct pull_ctx *pc);
+
+/* Every page is in pc->objs: add our own objects for a backfill, sort, dedupe, and copy. */
+static void list_complete(struct pull_ctx *pc)
+{
+	struct bd_dist *d = pc->d;
+	uint64_t *local = NULL;
+	long nlocal = 0;
+	if (pc->full) {
+		nlocal = pg_objects(d, pc->pg, &local);
+		if (nlocal < 0) {
+			pc->err = (int)nlocal;
+			pull_finish(pc);
+			return;
+		}
+	}
+	size_t n = pc->nobjs + (size_t)nlocal;
+	uint64_t *v = realloc(pc->objs, (n ? n : 1) * 2 * sizeof(uint64_t));
+	if (!v) {
+		free(local);
+		pc->err = -ENOMEM;
+		pull_finish(pc);
+		return;
+	}
+	pc->objs = v;
+	if (nlocal > 0) { /* local is NULL otherwise */
+		memcpy(pc->objs + 2 * pc->nobjs, local, (size_t)nlocal * 2 * sizeof(uint64_t));
+	}
+	free(local);
+	qsort(pc->objs, n, 2 * sizeof(uint64_t), cmp_pair);
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (w && pc->objs[2 * (w - 1)] == pc->objs[2 * i] &&
+		    pc->objs[2 * (w - 1) + 1] == pc->objs[2 * i + 1]) {
+			continue;
+		}
+		pc->objs[2 * w] = pc->objs[2 * i];
+		pc->objs[2 * w + 1] = pc->objs[2 * i + 1];
+		w++;
+	}
+	pc->nobjs = w;
+	if (w) {
+		st_info("pg %u.%u: %s from node %u: %zu objects (version %lx -> %lx)%s",
+			pc->pg->pool, pc->pg->pg, pc->full ? "backfill" : "log recovery",
+			pc->source, w, (unsigned long)pc->pg->version, (unsigned long)pc->target,
+			pc->pages > 1 ? ", listed in pages" : "");
+	}
+	d->objects_to_recover += w;
+	pc->listed = true;
+	pull_pump(pc);
+}
+
+/* One page of the PG's list arrived: gather it; ask for the next, or copy. */
 static void list_done(void *arg, int err, struct st_frame *reply)
 {
 	struct pull_ctx *pc = arg;
@@ -416,62 +476,69 @@ static void list_done(void *arg, int err, struct st_frame *reply)
 		pull_finish(pc);
 		return;
 	}
-	pc->target = l->version;
-	if (l->n_done > 0 && (pc->done = calloc(l->n_done, sizeof(*pc->done))) != NULL) {
-		for (size_t i = 0; i < l->n_done; i++) {
-			pc->done[i] = (struct bd_idem_done){l->done[i]->client_id, l->done[i]->seq,
-							    l->done[i]->family, l->done[i]->object};
-		}
-		pc->ndone = l->n_done;
-	}
-	uint64_t *local = NULL;
-	long nlocal = 0;
-	if (l->full) {
-		nlocal = pg_objects(d, pc->pg, &local);
-		if (nlocal < 0) {
-			pc->err = (int)nlocal;
-			strata__blockd__pg_list__free_unpacked(l, NULL);
-			pull_finish(pc);
-			return;
+	if (pc->pages++ == 0) {
+		/* The first page's version is the target: a later page may come from a newer state,
+		 * which is fine, since what changed after the target is the next pull's. */
+		pc->target = l->version;
+		if (l->n_done > 0 && (pc->done = calloc(l->n_done, sizeof(*pc->done))) != NULL) {
+			for (size_t i = 0; i < l->n_done; i++) {
+				pc->done[i] = (struct bd_idem_done){
+					l->done[i]->client_id, l->done[i]->seq, l->done[i]->family,
+					l->done[i]->object};
+			}
+			pc->ndone = l->n_done;
 		}
 	}
-	size_t n = l->n_objects + (size_t)nlocal;
-	pc->objs = calloc(n ? 2 * n : 2, sizeof(uint64_t));
-	if (!pc->objs) {
-		free(local);
+	pc->full |= l->full; /* a page may find the log outgrown since the first */
+	uint64_t *v = realloc(pc->objs, (pc->nobjs + l->n_objects + 1) * 2 * sizeof(uint64_t));
+	if (!v) {
 		strata__blockd__pg_list__free_unpacked(l, NULL);
 		pc->err = -ENOMEM;
 		pull_finish(pc);
 		return;
 	}
+	pc->objs = v;
 	for (size_t i = 0; i < l->n_objects; i++) {
-		pc->objs[2 * i] = l->objects[i]->family;
-		pc->objs[2 * i + 1] = l->objects[i]->object;
+		pc->objs[2 * pc->nobjs] = l->objects[i]->family;
+		pc->objs[2 * pc->nobjs + 1] = l->objects[i]->object;
+		pc->nobjs++;
 	}
-	if (nlocal > 0) { /* local is NULL otherwise */
-		memcpy(pc->objs + 2 * l->n_objects, local, (size_t)nlocal * 2 * sizeof(uint64_t));
+	bool more = l->more && l->n_objects > 0;
+	if (more) { /* pages come in (family, object) order: the last one is the cursor */
+		pc->after_family = l->objects[l->n_objects - 1]->family;
+		pc->after_object = l->objects[l->n_objects - 1]->object;
 	}
-	free(local);
-	qsort(pc->objs, n, 2 * sizeof(uint64_t), cmp_pair);
-	size_t w = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (w && pc->objs[2 * (w - 1)] == pc->objs[2 * i] &&
-		    pc->objs[2 * (w - 1) + 1] == pc->objs[2 * i + 1]) {
-			continue;
-		}
-		pc->objs[2 * w] = pc->objs[2 * i];
-		pc->objs[2 * w + 1] = pc->objs[2 * i + 1];
-		w++;
-	}
-	pc->nobjs = w;
-	if (w) {
-		st_info("pg %u.%u: %s from node %u: %zu objects (version %lx -> %lx)", pc->pg->pool,
-			pc->pg->pg, l->full ? "backfill" : "log recovery", pc->source, w,
-			(unsigned long)pc->pg->version, (unsigned long)l->version);
-	}
-	d->objects_to_recover += w;
 	strata__blockd__pg_list__free_unpacked(l, NULL);
-	pull_pump(pc);
+	if (!more) {
+		list_complete(pc);
+	} else if (list_send(pc) < 0) {
+		pc->err = -ENOTCONN;
+		pull_finish(pc);
+	}
+}
+
+/* Ask the source for the next page of the PG's list. 0, or -ENOTCONN (list_done will not run). */
+static int list_send(struct pull_ctx *pc)
+{
+	struct bd_dist *d = pc->d;
+	struct st_client *cl = dist_peer(d, pc->source);
+	if (!cl) {
+		return -ENOTCONN;
+	}
+	const char *env = getenv("STRATA_PGLIST_PAGE");
+	long page = env ? strtol(env, NULL, 10) : 0;
+	Strata__Blockd__PgListRequest m = STRATA__BLOCKD__PG_LIST_REQUEST__INIT;
+	m.pool_id = pc->pg->pool;
+	m.pg = pc->pg->pg;
+	m.map_epoch = d->epoch;
+	m.since = pc->pg->version;
+	m.after_family = pc->after_family;
+	m.after_object = pc->after_object;
+	m.max_objects = page > 0 && page < (long)LIST_PAGE_MAX ? (uint32_t)page : LIST_PAGE_MAX;
+	return st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_LIST, 0, &m.base, NULL,
+			      0, list_done, pc) < 0
+		       ? -ENOTCONN
+		       : 0;
 }
 
 /* Bring pg up to date from source. cb(arg, 0) once pg->version is the source's. */
@@ -481,11 +548,9 @@ static void pull_pg(struct bd_dist *d, struct bd_pg *pg, uint32_t source, bd_don
 		cb(arg, -EAGAIN);
 		return;
 	}
-	struct st_client *cl = dist_peer(d, source);
 	struct pull_ctx *pc = calloc(1, sizeof(*pc));
-	if (!cl || !pc) {
-		free(pc);
-		cb(arg, cl ? -ENOMEM : -ENOTCONN);
+	if (!pc) {
+		cb(arg, -ENOMEM);
 		return;
 	}
 	pc->d = d;
@@ -494,13 +559,7 @@ static void pull_pg(struct bd_dist *d, struct bd_pg *pg, uint32_t source, bd_don
 	pc->cb = cb;
 	pc->cb_arg = arg;
 	pg->pulling = true;
-	Strata__Blockd__PgListRequest m = STRATA__BLOCKD__PG_LIST_REQUEST__INIT;
-	m.pool_id = pg->pool;
-	m.pg = pg->pg;
-	m.map_epoch = d->epoch;
-	m.since = pg->version;
-	if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_LIST, 0, &m.base, NULL, 0,
-			   list_done, pc) < 0) {
+	if (list_send(pc) < 0) {
 		pc->err = -ENOTCONN;
 		pull_finish(pc);
 	}
@@ -912,8 +971,35 @@ static void reply_info(struct bd_dist *d, struct bd_pg *pg, struct bd_reply *rp)
 	bd_reply_send(rp, 0, &pi.base, NULL, 0);
 }
 
-static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, struct bd_reply *rp)
+/* Keep the objects after (af, ao) in (family, object) order, at most max (0: all) of them; sorts
+ * objs. Returns how many are kept (moved to the front); *more if any after them were dropped. */
+static long list_page(uint64_t *objs, long n, uint64_t af, uint64_t ao, uint32_t max, bool *more)
 {
+	*more = false;
+	if (max == 0 && af == 0 && ao == 0) {
+		return n;
+	}
+	qsort(objs, (size_t)n, 2 * sizeof(uint64_t), cmp_pair);
+	long from = 0;
+	while (from < n &&
+	       (objs[2 * from] < af || (objs[2 * from] == af && objs[2 * from + 1] <= ao))) {
+		from++;
+	}
+	long k = n - from;
+	if (max && k > (long)max) {
+		k = (long)max;
+		*more = true;
+	}
+	memmove(objs, objs + 2 * from, (size_t)k * 2 * sizeof(uint64_t));
+	return k;
+}
+
+static void handle_list(struct bd_dist *d, struct bd_pg *pg, const Strata__Blockd__PgListRequest *m,
+			struct bd_reply *rp)
+{
+	uint64_t since = m->since;
+	bool first = m->after_family == 0 && m->after_object == 0;
+	uint32_t max = m->max_objects < LIST_PAGE_MAX ? m->max_objects : LIST_PAGE_MAX;
 	Strata__Blockd__PgList l = STRATA__BLOCKD__PG_LIST__INIT;
 	l.version = pg->version;
 	uint64_t *objs = NULL;
@@ -935,6 +1021,11 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, str
 			return;
 		}
 	}
+	if (n > 0) {
+		bool more;
+		n = list_page(objs, n, m->after_family, m->after_object, max, &more);
+		l.more = more;
+	}
 	if (n >= LIST_SWITCH_OBJECTS) {
 		/* Many object exports follow: each would sort the memtable (bd_flush_memtable).
 		 * A few are cheaper than the flush and the small L0 file of a switch, which a
@@ -945,7 +1036,8 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, uint64_t since, str
 	Strata__Blockd__ObjRef **ptrs = calloc(n ? (size_t)n : 1, sizeof(*ptrs));
 	struct pg_filter f;
 	struct bd_idem_done *done = NULL;
-	long ndone = pg_filter_init(&f, d, pg) ? bd_idem_export(d->e, in_pg, &f, &done) : 0;
+	long ndone =
+		first && pg_filter_init(&f, d, pg) ? bd_idem_export(d->e, in_pg, &f, &done) : 0;
 	Strata__Blockd__IdemDone *dv = calloc(ndone > 0 ? (size_t)ndone : 1, sizeof(*dv));
 	Strata__Blockd__IdemDone **dp = calloc(ndone > 0 ? (size_t)ndone : 1, sizeof(*dp));
 	if (!refs || !ptrs || ndone < 0 || !dv || !dp) {
@@ -1096,7 +1188,7 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 			rc = -ESTALE;
 		}
 		if (!rc) {
-			handle_list(d, pg, m->since, rp);
+			handle_list(d, pg, m, rp);
 		}
 		if (m) {
 			strata__blockd__pg_list_request__free_unpacked(m, NULL);

@@ -60,13 +60,16 @@ old_before=$(settled_sum 'sum(x["used"] for x in n)')
 cli node ls
 
 echo "== a fourth node joins"
-start_node 4
+# It asks for the PG lists it pulls two objects per page, so that the paging of PG_LIST
+# (a full list can be more than one frame holds) runs here on every backfill.
+STRATA_PGLIST_PAGE=2 start_node 4
 wait_up 4
 start=$SECONDS
 wait_pgs "$META" settled 60
 echo "rebalanced in $((SECONDS - start)) s"
 cli status | grep -E '^(pgs|recovery):'
 
+grep -q 'listed in pages' "$TEST_TMP/blockd4.log" || fail "node 4 never listed a PG in pages"
 io --volume p/v --check "$TEST_TMP/state" || fail "data does not verify after rebalancing"
 io --volume q/v --check "$TEST_TMP/state.q" || fail "R=1 data does not verify after rebalancing"
 
