@@ -163,3 +163,60 @@ Test(stats, volume_layers)
 	cr_assert_eq(ids[0], c->head);
 	free(ids);
 }
+
+/* A report with `left` objects still to copy. */
+static void report_left(uint32_t node, uint64_t epoch, uint32_t clean, uint32_t degraded,
+			uint32_t recovering, uint64_t left)
+{
+	const struct md_pool *p = md_pool_find(cat, "p");
+	Strata__Meta__PoolPgStats s = STRATA__META__POOL_PG_STATS__INIT;
+	Strata__Meta__PoolPgStats *sp = &s;
+	s.pool_id = p->id;
+	s.clean = clean;
+	s.degraded = degraded;
+	s.recovering = recovering;
+	s.primary = clean + degraded + recovering;
+	Strata__Meta__NodeHeartbeatReq h = STRATA__META__NODE_HEARTBEAT_REQ__INIT;
+	h.node_id = node;
+	h.pgs_epoch = epoch;
+	h.n_pgs = 1;
+	h.pgs = &sp;
+	h.objects_to_recover = left;
+	cr_assert_eq(md_pgstats_update(ps, &h), 0);
+}
+
+Test(stats, settled_wants_every_pg_serving_caught_up_at_the_current_epoch)
+{
+	uint32_t a = add_node("127.0.0.1:1", "a"), b = add_node("127.0.0.1:2", "b");
+	uint64_t e = md_catalog_epoch(cat);
+	cr_assert_not(md_pgstats_settled(ps, cat), "no reports");
+	report_left(a, e, 5, 0, 0, 0);
+	cr_assert_not(md_pgstats_settled(ps, cat), "node b has not reported");
+	report_left(b, e, 2, 0, 1, 0);
+	cr_assert_not(md_pgstats_settled(ps, cat), "a PG recovering (a member catching up)");
+	report_left(b, e, 2, 1, 0, 0);
+	cr_assert(md_pgstats_settled(ps, cat), "5 clean + 2 clean + 1 degraded of 8");
+	report_left(b, e, 2, 1, 0, 3);
+	cr_assert_not(md_pgstats_settled(ps, cat), "node b still has objects to copy");
+	report_left(b, e - 1, 2, 1, 0, 0);
+	cr_assert_not(md_pgstats_settled(ps, cat), "node b reported an older map");
+	report_left(b, e, 2, 0, 0, 0);
+	cr_assert_not(md_pgstats_settled(ps, cat), "a PG nobody reported (unknown)");
+	report_left(b, e, 3, 0, 0, 0);
+	cr_assert(md_pgstats_settled(ps, cat));
+	/* A node that is down does not hold the promotion back. */
+	uint32_t c = add_node("127.0.0.1:3", "c");
+	cr_assert_not(md_pgstats_settled(ps, cat), "c is up and has not reported, at a new epoch");
+	e = md_catalog_epoch(cat);
+	report_left(a, e, 5, 0, 0, 0);
+	report_left(b, e, 3, 0, 0, 0);
+	cr_assert_not(md_pgstats_settled(ps, cat));
+	(void)c;
+	cr_assert_eq(md_node_heartbeat(cat, a, 0, 0, 9000), 0);
+	cr_assert_eq(md_node_heartbeat(cat, b, 0, 0, 9000), 0);
+	cr_assert_eq(md_nodes_tick(cat, 9000, 100, 5000, 600), 1); /* c: DOWN */
+	e = md_catalog_epoch(cat);
+	report_left(a, e, 5, 0, 0, 0);
+	report_left(b, e, 3, 0, 0, 0);
+	cr_assert(md_pgstats_settled(ps, cat));
+}
