@@ -95,10 +95,12 @@ static int collect(struct bd_engine *e, uint64_t family, uint64_t object, struct
 	return 0;
 }
 
-static int pread_block(struct bd_engine *e, uint64_t pblk, uint8_t *dst)
+/* Read n physically consecutive blocks. 0 or -EIO. */
+static int pread_blocks(struct bd_engine *e, uint64_t pblk, uint32_t n, uint8_t *dst)
 {
-	ssize_t n = pread(e->fd, dst, BD_BLOCK, (off_t)(pblk * BD_BLOCK));
-	return n == (ssize_t)BD_BLOCK ? 0 : -EIO;
+	size_t len = (size_t)n * BD_BLOCK;
+	ssize_t got = pread(e->fd, dst, len, (off_t)(pblk * BD_BLOCK));
+	return got == (ssize_t)len ? 0 : -EIO;
 }
 
 int bd_object_export(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xobj *out)
@@ -152,20 +154,32 @@ int bd_object_export_page(struct bd_engine *e, uint64_t family, uint64_t object,
 	for (uint32_t i = 0; i < c.n; i++) {
 		struct bd_bmap v[BD_SEG_BLOCKS];
 		bd_extmap_expand(&c.lists[i].map, v);
-		for (uint32_t b = 0; b < BD_SEG_BLOCKS; b++) {
+		for (uint32_t b = 0; b < BD_SEG_BLOCKS;) {
 			if (v[b].pblk >= BD_PBLK_NONE) {
+				b++;
 				continue;
 			}
+			/* One read per run of physically consecutive blocks (a 4 MiB object read
+			 * block by block took ~1000 synchronous reads on the reactor thread). */
+			uint32_t run = 1;
+			while (b + run < BD_SEG_BLOCKS && v[b + run].pblk < BD_PBLK_NONE &&
+			       v[b + run].pblk == v[b].pblk + run) {
+				run++;
+			}
 			uint8_t *dst = data + (size_t)di * BD_BLOCK;
-			if (v[b].pblk >= e->nblocks || pread_block(e, v[b].pblk, dst)) {
+			if (v[b].pblk + run > e->nblocks || pread_blocks(e, v[b].pblk, run, dst)) {
 				free(data);
 				free(c.lists);
 				return -EIO;
 			}
-			if (st_crc32c(0, dst, BD_BLOCK) != v[b].crc) {
-				bad++;
+			for (uint32_t k = 0; k < run; k++) {
+				if (st_crc32c(0, dst + (size_t)k * BD_BLOCK, BD_BLOCK) !=
+				    v[b + k].crc) {
+					bad++;
+				}
 			}
-			di++;
+			di += run;
+			b += run;
 		}
 	}
 	out->nlists = c.n;
@@ -365,7 +379,7 @@ int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, uint
 				word = 0x4e4f4e45;
 			} else if (v[b].pblk == BD_PBLK_ZERO) {
 				word = 0x5a45524f;
-			} else if (v[b].pblk >= e->nblocks || pread_block(e, v[b].pblk, buf)) {
+			} else if (v[b].pblk >= e->nblocks || pread_blocks(e, v[b].pblk, 1, buf)) {
 				rc = -EIO;
 				break;
 			} else {
