@@ -138,6 +138,11 @@ void dist_log_reset(struct bd_pg *pg)
 	bd_pglog_reset(&pg->log, pg->version);
 }
 
+bool dist_pg_down(const struct dist_pool *p, uint32_t g)
+{
+	return p->down.len > g / 8 && ((p->down.data[g / 8] >> (g % 8)) & 1);
+}
+
 bool dist_pg_behind(const struct bd_pg *pg, uint32_t node)
 {
 	for (uint32_t i = 0; i < pg->nbehind; i++) {
@@ -240,6 +245,7 @@ static int add_pool(struct bd_dist *d, const Strata__Meta__Pool *mp)
 	}
 	d->pools = np;
 	struct dist_pool *p = &d->pools[d->npools];
+	*p = (struct dist_pool){0};
 	p->id = mp->id;
 	p->replicas = mp->replicas;
 	p->pg_count = mp->pg_count ? mp->pg_count : 1;
@@ -295,9 +301,16 @@ void bd_dist_set_map(struct bd_dist *d, void *cluster_map)
 	}
 	d->map = m;
 	d->epoch = m->epoch;
+	for (size_t pi = 0; pi < d->npools; pi++) {
+		d->pools[pi].down = (ProtobufCBinaryData){0, NULL};
+	}
 	for (size_t i = 0; i < m->n_pools; i++) {
 		if (!dist_pool(d, m->pools[i]->id) && add_pool(d, m->pools[i]) < 0) {
 			st_error("out of memory adding pool %u", m->pools[i]->id);
+		}
+		struct dist_pool *p = dist_pool(d, m->pools[i]->id);
+		if (p && m->pools[i]->down_pgs.len == (p->pg_count + 7) / 8) {
+			p->down = m->pools[i]->down_pgs;
 		}
 	}
 	if (!d->self) {
@@ -369,8 +382,9 @@ static int fence(struct bd_dist *d, uint32_t pool_id, uint64_t family, uint64_t 
 	if (!pg->nacting || pg->acting[0] != d->self) {
 		return -ESTALE;
 	}
-	if (pg->state != PG_ACTIVE) {
-		return -EAGAIN;
+	if (pg->state != PG_ACTIVE || dist_pg_down(p, pg->pg)) {
+		return -EAGAIN; /* peering; or every node holding its data is down (meta/holders.c)
+				 */
 	}
 	*out = pg;
 	return 0;
@@ -482,9 +496,13 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 	int rc = d->npools && !s->pools ? -ENOMEM : 0;
 	for (size_t pi = 0; pi < d->npools; pi++) {
 		struct dist_pool *p = &d->pools[pi];
-		struct bd_pool_stats ps = {.pool = p->id};
+		struct bd_pool_stats ps = {.pool = p->id, .pg_count = p->pg_count};
+		ps.held = calloc((p->pg_count + 7) / 8, 1);
 		for (uint32_t g = 0; g < p->pg_count; g++) {
 			struct bd_pg *pg = &p->pgs[g];
+			if (ps.held && pg->version) {
+				ps.held[g / 8] |= (uint8_t)(1u << (g % 8));
+			}
 			for (uint32_t i = 0; i < pg->nacting; i++) {
 				ps.member += pg->acting[i] == d->self;
 			}
@@ -509,6 +527,8 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 		s->pgs_stray += ps.stray;
 		if (s->pools) {
 			s->pools[s->npools++] = ps;
+		} else {
+			free(ps.held);
 		}
 	}
 	return rc;
@@ -516,6 +536,9 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 
 void bd_dist_stats_free(struct bd_dist_stats *s)
 {
+	for (size_t i = 0; i < s->npools; i++) {
+		free(s->pools[i].held);
+	}
 	free(s->pools);
 	s->pools = NULL;
 	s->npools = 0;

@@ -54,6 +54,7 @@ struct bd_pg {
 struct dist_pool {
 	uint32_t id, replicas, pg_count;
 	struct bd_pg *pgs;
+	ProtobufCBinaryData down; /* the map's down_pgs (points into d->map) */
 };
 
 struct bd_peer {
@@ -124,6 +125,8 @@ void dist_log_append(struct bd_pg *pg, uint64_t v, uint64_t family, uint64_t obj
 	__attribute__((nonnull));
 /* Forget the log: it now starts at the current version. */
 void dist_log_reset(struct bd_pg *pg) __attribute__((nonnull));
+/* Does the map say every node holding PG g's data is down (so nobody may serve it)? */
+bool dist_pg_down(const struct dist_pool *p, uint32_t g) __attribute__((nonnull));
 /* Is node a member of pg that is still catching up (gets no forwards)? */
 bool dist_pg_behind(const struct bd_pg *pg, uint32_t node) __attribute__((nonnull));
 /* The PG is active: start parked mutations. */

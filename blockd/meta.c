@@ -227,6 +227,9 @@ static void tick(void *arg, int res)
 		bool ds_ok = bd_dist_stats(m->d, &ds) == 0;
 		Strata__Meta__PoolPgStats ps[ds.npools ? ds.npools : 1];
 		Strata__Meta__PoolPgStats *pps[ds.npools ? ds.npools : 1];
+		Strata__Meta__PoolHeld hv[ds.npools ? ds.npools : 1];
+		Strata__Meta__PoolHeld *phv[ds.npools ? ds.npools : 1];
+		size_t nheld = 0;
 		for (size_t i = 0; i < ds.npools; i++) {
 			strata__meta__pool_pg_stats__init(&ps[i]);
 			ps[i].pool_id = ds.pools[i].pool;
@@ -237,12 +240,22 @@ static void tick(void *arg, int res)
 			ps[i].member = ds.pools[i].member;
 			ps[i].stray = ds.pools[i].stray;
 			pps[i] = &ps[i];
+			if (ds.pools[i].held) { /* which PGs' data we hold (meta/holders.c) */
+				strata__meta__pool_held__init(&hv[nheld]);
+				hv[nheld].pool_id = ds.pools[i].pool;
+				hv[nheld].pgs.data = ds.pools[i].held;
+				hv[nheld].pgs.len = (ds.pools[i].pg_count + 7) / 8;
+				phv[nheld] = &hv[nheld];
+				nheld++;
+			}
 		}
 		h.pgs_epoch = ds_ok ? ds.epoch : 0; /* 0: no report this time */
 		h.n_pgs = ds.npools;
 		h.pgs = pps;
 		h.objects_recovered = ds.objects_recovered;
 		h.objects_to_recover = ds.objects_to_recover;
+		h.n_held = nheld;
+		h.held = phv;
 		int rc = st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_NODE_HEARTBEAT, 0,
 					&h.base, NULL, 0, heartbeat_done, m);
 		bd_dist_stats_free(&ds);

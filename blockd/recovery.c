@@ -726,7 +726,8 @@ static void catchup_join(struct catchup *c)
 			break;
 		}
 	}
-	st_info("pg %u.%u: node %u caught up in %u rounds", pg->pool, pg->pg, c->node, c->rounds);
+	st_info("pg %u.%u: node %u caught up in %u rounds (last %lu ms%s)", pg->pool, pg->pg,
+		c->node, c->rounds, (unsigned long)c->last_ms, c->held ? ", held" : "");
 	catchup_end(c);
 }
 

@@ -173,6 +173,10 @@ void md_batch_put_pool(rocksdb_writebatch_t *b, const struct md_pool *p)
 	m.replicas = p->replicas;
 	m.object_size = p->object_size;
 	m.pg_count = p->pg_count;
+	if (p->holders) {
+		m.holders.data = p->holders;
+		m.holders.len = (size_t)p->pg_count * MD_HOLDER_BYTES;
+	}
 	batch_put_msg(b, 'p', p->id, 4, &m.base);
 }
 
@@ -468,6 +472,7 @@ static void catalog_clear(struct md_catalog *cat)
 	md_map_free(&cat->volumes);
 	md_map_free(&cat->vnames);
 	for (size_t i = 0; i < cat->npools; i++) {
+		free(cat->pools[i]->holders);
 		free(cat->pools[i]);
 	}
 	free(cat->pools);
@@ -550,6 +555,10 @@ static int load_record(struct md_catalog *cat, const uint8_t *k, size_t klen, co
 				      .object_size = m->object_size,
 				      .pg_count = m->pg_count};
 		md_copy_name(p->name, m->name);
+		size_t hlen = (size_t)p->pg_count * MD_HOLDER_BYTES;
+		if (m->holders.len == hlen && hlen && (p->holders = malloc(hlen)) != NULL) {
+			memcpy(p->holders, m->holders.data, hlen);
+		}
 		strata__meta__pool__free_unpacked(m, NULL);
 		return md_push_ptr((void ***)&cat->pools, &cat->npools, p);
 	}

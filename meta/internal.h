@@ -30,6 +30,7 @@
 #define MD_DEFAULT_REPLICAS  3
 #define MD_DEFAULT_OBJ_SIZE  (4ull << 20)
 #define MD_DEFAULT_PGS       128
+#define MD_HOLDER_BYTES      32 /* a PG's holder set: one bit per node id below 256 */
 #define MD_MIN_OBJ_SIZE      (64ull << 10)
 #define MD_MAX_OBJ_SIZE      (64ull << 20)
 #define MD_MAX_VOLUME_SIZE   (1ull << 60)
@@ -54,6 +55,7 @@ struct md_pool {
 	uint32_t replicas;
 	uint64_t object_size;
 	uint32_t pg_count;
+	uint8_t *holders; /* NULL or pg_count * MD_HOLDER_BYTES: node id sets (holders.c) */
 };
 
 struct md_layer {
@@ -219,6 +221,18 @@ int md_catalog_get(struct md_catalog *cat, const void *key, size_t klen, char **
 void md_pr_batch_forget(struct rocksdb_writebatch_t *b, uint64_t volume_id)
 	__attribute__((nonnull));
 struct md_node *md_node_by_id(const struct md_catalog *cat, uint32_t id) __attribute__((nonnull));
+
+/* holders.c: which nodes hold each PG's data, from their heartbeats */
+/* Every node holding PG g's data is down (and at least one holds it). */
+bool md_pg_down(const struct md_catalog *cat, const struct md_pool *p, uint32_t g)
+	__attribute__((nonnull));
+/* Take h's held PGs as node's holdings; persist changes, with an epoch bump when a PG's down
+ * state changes. Returns 0 or -errno. */
+int md_holders_update(struct md_catalog *cat, uint32_t node_id,
+		      const Strata__Meta__NodeHeartbeatReq *h) __attribute__((nonnull));
+/* A node marked out holds nothing any more: drop it from every pool's sets, into b. */
+void md_holders_forget(struct md_catalog *cat, struct rocksdb_writebatch_t *b, uint32_t node_id)
+	__attribute__((nonnull));
 
 /* nodes.c */
 int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity, uint32_t weight,

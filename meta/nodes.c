@@ -144,6 +144,10 @@ int md_nodes_tick(struct md_catalog *cat, uint64_t now_ms, uint64_t wall_s, uint
 			n->state = STRATA__META__NODE_STATE__NODE_OUT;
 			st_warn("node %u (%s) is out after %llu s down", n->id, n->addr,
 				(unsigned long long)(wall_s - n->down_since));
+			if (b == NULL) {
+				b = md_batch();
+			}
+			md_holders_forget(cat, b, n->id); /* its data is given up */
 		}
 		if (n->state != old) {
 			if (b == NULL) {

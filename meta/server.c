@@ -146,6 +146,19 @@ static bool fill_map(struct md_server *s, struct arena *a, Strata__Meta__Cluster
 		pv[i].replicas = pools[i]->replicas;
 		pv[i].object_size = pools[i]->object_size;
 		pv[i].pg_count = pools[i]->pg_count;
+		/* PGs whose every holder is down: nobody may serve them (holders.c). */
+		size_t dlen = (pools[i]->pg_count + 7) / 8;
+		uint8_t *down = pools[i]->holders ? arena_alloc(a, dlen) : NULL;
+		if (down) {
+			memset(down, 0, dlen);
+			for (uint32_t g = 0; g < pools[i]->pg_count; g++) {
+				if (md_pg_down(s->cat, pools[i], g)) {
+					down[g / 8] |= (uint8_t)(1u << (g % 8));
+					pv[i].down_pgs.data = down;
+					pv[i].down_pgs.len = dlen;
+				}
+			}
+		}
 		ppv[i] = &pv[i];
 	}
 	m->n_nodes = nn;
@@ -655,6 +668,10 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 		}
 		if (md_pgstats_update(s->pgstats, r) < 0) {
 			st_warn("node %u: PG report dropped (out of memory)", r->node_id);
+		}
+		if ((rc = md_holders_update(s->cat, r->node_id, r)) < 0) {
+			st_warn("node %u: PG holdings not recorded: %s", r->node_id,
+				md_catalog_error(s->cat));
 		}
 		Strata__Meta__NodeHeartbeatReply m = STRATA__META__NODE_HEARTBEAT_REPLY__INIT;
 		m.epoch = md_catalog_epoch(s->cat);

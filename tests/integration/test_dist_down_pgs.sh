@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A PG whose every holder is down is served by nobody, rather than by a node without its data.
+#
+# Two nodes, R=1: each PG's data is on one node. Node 1 is killed and marked down; placement
+# moves its PGs to node 2, which does not have their data. Before, node 2 served them as empty
+# (the check below read zeros for every block node 1 held) and took writes that node 1's return
+# then threw away. Now meta knows from the heartbeats which nodes hold each PG (holders.c), the
+# map flags the PGs whose holders are all down, and blockd answers EAGAIN for them: the read
+# waits (bounded here by `timeout`) and never sees wrong data. Once node 1 is back, everything
+# reads back.
+. "$(dirname "$0")/lib.sh"
+
+io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
+start_meta
+start_node 1 1G
+start_node 2 1G
+wait_up 2
+cli pool create p --replicas 1 --pgs 16 >/dev/null
+cli volume create p/v --size 256M >/dev/null
+wait_pgs "$META" clean 30
+io --volume p/v --seconds 2 --qd 8 --span 64M --seed 5 --state "$TEST_TMP/state" \
+	>"$TEST_TMP/io.log" 2>&1 || fail "workload failed: $(cat "$TEST_TMP/io.log")"
+tail -1 "$TEST_TMP/io.log"
+sleep 2 # a heartbeat reports what each node holds
+
+echo "== node 1 down: its PGs wait for it"
+stop_daemon "${BD_PID[1]}" KILL
+wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||
+	fail "node 1 never marked down: $(cli status)"
+rc=0
+timeout 8 "$STRATA_TEST_BIN/strata-io" --meta "$META" --volume p/v --check "$TEST_TMP/state" \
+	>"$TEST_TMP/check.log" 2>&1 || rc=$?
+grep -q MISMATCH "$TEST_TMP/check.log" &&
+	fail "a node without the data served it: $(grep -c MISMATCH "$TEST_TMP/check.log") blocks wrong"
+[ "$rc" -eq 124 ] || fail "the read did not wait for node 1 (exit $rc): $(tail -2 "$TEST_TMP/check.log")"
+echo "the read waited, and saw no wrong data"
+
+echo "== node 1 back"
+start_node 1 1G
+wait_up 2
+wait_pgs "$META" clean 60
+io --volume p/v --check "$TEST_TMP/state" || fail "data lost across node 1's absence"
+echo "PASS"
