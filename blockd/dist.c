@@ -511,7 +511,9 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 				continue;
 			}
 			ps.primary++;
-			if (pg->state != PG_ACTIVE || pg->nbehind) {
+			if (dist_pg_down(p, g)) {
+				ps.down++;
+			} else if (pg->state != PG_ACTIVE || pg->nbehind) {
 				ps.recovering++;
 			} else if (pg->nacting < (p->replicas ? p->replicas : 1)) {
 				ps.degraded++;

@@ -236,6 +236,7 @@ static void tick(void *arg, int res)
 			ps[i].clean = ds.pools[i].clean;
 			ps[i].degraded = ds.pools[i].degraded;
 			ps[i].recovering = ds.pools[i].recovering;
+			ps[i].down = ds.pools[i].down;
 			ps[i].primary = ds.pools[i].primary;
 			ps[i].member = ds.pools[i].member;
 			ps[i].stray = ds.pools[i].stray;

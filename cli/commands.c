@@ -757,6 +757,8 @@ static int cmd_status(struct cli *c)
 			cli_json_u64(&j, "clean", p->clean);
 			cli_json_u64(&j, "degraded", p->degraded);
 			cli_json_u64(&j, "recovering", p->recovering);
+			cli_json_u64(&j, "down",
+				     p->down); /* waiting for a node holding their data */
 			cli_json_u64(&j, "unknown", p->unknown);
 			cli_json_u64(&j, "stray", p->stray);
 			cli_json_obj_end(&j);
@@ -786,6 +788,10 @@ static int cmd_status(struct cli *c)
 			const Strata__Meta__PoolPgStats *p = s->pg_pools[i];
 			printf("pgs:       %s: %u clean, %u degraded, %u recovering", p->name,
 			       p->clean, p->degraded, p->recovering);
+			if (p->down) {
+				printf(", %u down (every node holding their data is down)",
+				       p->down);
+			}
 			if (p->unknown) {
 				printf(", %u unknown", p->unknown);
 			}

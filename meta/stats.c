@@ -104,6 +104,7 @@ int md_pgstats_update(struct md_pgstats *ps, const Strata__Meta__NodeHeartbeatRe
 		pools[i].primary = h->pgs[i]->primary;
 		pools[i].member = h->pgs[i]->member;
 		pools[i].stray = h->pgs[i]->stray;
+		pools[i].down = h->pgs[i]->down;
 	}
 	free(r->pools);
 	r->pools = pools;
@@ -178,6 +179,7 @@ int md_pgstats_fill(struct md_pgstats *ps, const struct md_catalog *cat,
 					pp[i].clean += s->clean;
 					pp[i].degraded += s->degraded;
 					pp[i].recovering += s->recovering;
+					pp[i].down += s->down;
 					pp[i].primary += s->primary;
 					pp[i].member += s->member;
 					pp[i].stray += s->stray;
@@ -187,7 +189,7 @@ int md_pgstats_fill(struct md_pgstats *ps, const struct md_catalog *cat,
 		m->node_pgs[m->n_node_pgs++] = n;
 	}
 	for (size_t i = 0; i < np; i++) {
-		uint32_t known = pp[i].clean + pp[i].degraded + pp[i].recovering;
+		uint32_t known = pp[i].clean + pp[i].degraded + pp[i].recovering + pp[i].down;
 		pp[i].unknown = known < pp[i].pg_count ? pp[i].pg_count - known : 0;
 	}
 	/* md_pgstats_fill_free finds the element arrays through their first pointers. */
@@ -225,7 +227,10 @@ bool md_pgstats_settled(struct md_pgstats *ps, const struct md_catalog *cat)
 			const struct md_pgreport *r = report_of(ps, nodes[k]->id, false);
 			for (size_t j = 0; j < r->npools; j++) {
 				if (r->pools[j].pool_id == pools[i]->id) {
-					serving += r->pools[j].clean + r->pools[j].degraded;
+					/* A down PG waits for a holder: no reason to keep
+					 * joining nodes from leading. */
+					serving += r->pools[j].clean + r->pools[j].degraded +
+						   r->pools[j].down;
 				}
 			}
 		}

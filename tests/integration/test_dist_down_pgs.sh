@@ -27,6 +27,10 @@ echo "== node 1 down: its PGs wait for it"
 stop_daemon "${BD_PID[1]}" KILL
 wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||
 	fail "node 1 never marked down: $(cli status)"
+# `strata status` says so: the PGs node 1 held are down, not clean.
+wait_for 10 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q ' down (every node holding'" ||
+	fail "status does not show the PGs waiting for node 1: $(cli status)"
+cli status | grep '^pgs:'
 rc=0
 timeout 8 "$STRATA_TEST_BIN/strata-io" --meta "$META" --volume p/v --check "$TEST_TMP/state" \
 	>"$TEST_TMP/check.log" 2>&1 || rc=$?
