@@ -607,6 +607,8 @@ int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, uint
 typedef bool (*bd_obj_filter)(void *arg, uint64_t family, uint64_t object);
 long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t **out)
 	__attribute__((nonnull(1, 2, 4)));
+/* Sort n (family, object) pairs in v and drop repeats. Returns how many are left. */
+size_t bd_pairs_sort_unique(uint64_t *v, size_t n);
 
 /* ------------------------------------------------------------------------------------------ */
 /* service.c */

@@ -452,20 +452,26 @@ long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t
 		free(l.v);
 		return rc < 0 ? rc : l.err;
 	}
-	if (l.n) { /* l.v is NULL when nothing matched */
-		qsort(l.v, l.n, 2 * sizeof(uint64_t), cmp_pair);
+	*out = l.v; /* NULL when nothing matched */
+	return (long)bd_pairs_sort_unique(l.v, l.n);
+}
+
+size_t bd_pairs_sort_unique(uint64_t *v, size_t n)
+{
+	if (n == 0) {
+		return 0;
 	}
+	qsort(v, n, 2 * sizeof(uint64_t), cmp_pair);
 	size_t w = 0;
-	for (size_t i = 0; i < l.n; i++) {
-		if (w && l.v[2 * (w - 1)] == l.v[2 * i] && l.v[2 * (w - 1) + 1] == l.v[2 * i + 1]) {
+	for (size_t i = 0; i < n; i++) {
+		if (w && v[2 * (w - 1)] == v[2 * i] && v[2 * (w - 1) + 1] == v[2 * i + 1]) {
 			continue;
 		}
-		l.v[2 * w] = l.v[2 * i];
-		l.v[2 * w + 1] = l.v[2 * i + 1];
+		v[2 * w] = v[2 * i];
+		v[2 * w + 1] = v[2 * i + 1];
 		w++;
 	}
-	*out = l.v;
-	return (long)w;
+	return w;
 }
 
 int bd_engine_put_raw(struct bd_engine *e, const struct bd_xkv *xkv, uint32_t n, bool sync)

@@ -398,15 +398,6 @@ static void pull_pump(struct pull_ctx *pc)
 	}
 }
 
-static int cmp_pair(const void *a, const void *b)
-{
-	const uint64_t *x = a, *y = b;
-	if (x[0] != y[0]) {
-		return x[0] < y[0] ? -1 : 1;
-	}
-	return x[1] < y[1] ? -1 : x[1] > y[1];
-}
-
 static int list_send(struct pull_ctx *pc);
 
 /* Every page is in pc->objs: add our own objects for a backfill, sort, dedupe, and copy. */
@@ -436,17 +427,7 @@ static void list_complete(struct pull_ctx *pc)
 		memcpy(pc->objs + 2 * pc->nobjs, local, (size_t)nlocal * 2 * sizeof(uint64_t));
 	}
 	free(local);
-	qsort(pc->objs, n, 2 * sizeof(uint64_t), cmp_pair);
-	size_t w = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (w && pc->objs[2 * (w - 1)] == pc->objs[2 * i] &&
-		    pc->objs[2 * (w - 1) + 1] == pc->objs[2 * i + 1]) {
-			continue;
-		}
-		pc->objs[2 * w] = pc->objs[2 * i];
-		pc->objs[2 * w + 1] = pc->objs[2 * i + 1];
-		w++;
-	}
+	size_t w = bd_pairs_sort_unique(pc->objs, n);
 	pc->nobjs = w;
 	if (w) {
 		st_info("pg %u.%u: %s from node %u: %zu objects (version %lx -> %lx)%s",
@@ -980,7 +961,7 @@ static long list_page(uint64_t *objs, long n, uint64_t af, uint64_t ao, uint32_t
 	if (max == 0 && af == 0 && ao == 0) {
 		return n;
 	}
-	qsort(objs, (size_t)n, 2 * sizeof(uint64_t), cmp_pair);
+	n = (long)bd_pairs_sort_unique(objs, (size_t)n);
 	long from = 0;
 	while (from < n &&
 	       (objs[2 * from] < af || (objs[2 * from] == af && objs[2 * from + 1] <= ao))) {
