@@ -252,26 +252,25 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 	r->pending = 1;
 	/* rbuf is unused by mutations: it carries d to local_done. */
 	r->rbuf = (uint8_t *)d;
-	switch (r->type) {
-	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE:
+	if (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE) {
 		bd_compare_and_write(d->e, &r->q, r->payload, r->payload + r->q.length,
 				     r->miscompare, local_done, r);
 		return; /* forwards after the compare matched */
+	}
+	r->pending++; /* held until the forwards are out */
+	switch (r->type) {
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE:
-		r->pending++; /* held until the forwards are out */
 		bd_write(d->e, &r->q, r->payload, local_done, r);
 		break;
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE_ZEROES:
-		r->pending++;
 		bd_write_zeroes(d->e, &r->q, local_done, r);
 		break;
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_TRIM:
-		r->pending++;
 		bd_trim(d->e, &r->q, local_done, r);
 		break;
 	default:
 		local_done(r, -EINVAL);
-		return;
+		break;
 	}
 	/* The local op is submitted first: one refused at once (a full store, the layer fence,
 	 * a failed engine) is not forwarded, so the members never apply a version this node
