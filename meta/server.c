@@ -149,15 +149,19 @@ static bool fill_map(struct md_server *s, struct arena *a, Strata__Meta__Cluster
 		/* PGs whose every holder is down: nobody may serve them (holders.c). */
 		size_t dlen = (pools[i]->pg_count + 7) / 8;
 		uint8_t *down = pools[i]->holders ? arena_alloc(a, dlen) : NULL;
+		bool any = false;
 		if (down) {
 			memset(down, 0, dlen);
 			for (uint32_t g = 0; g < pools[i]->pg_count; g++) {
 				if (md_pg_down(s->cat, pools[i], g)) {
 					down[g / 8] |= (uint8_t)(1u << (g % 8));
-					pv[i].down_pgs.data = down;
-					pv[i].down_pgs.len = dlen;
+					any = true;
 				}
 			}
+		}
+		if (any) { /* the map carries the bitmap only when a PG is down */
+			pv[i].down_pgs.data = down;
+			pv[i].down_pgs.len = dlen;
 		}
 		ppv[i] = &pv[i];
 	}

@@ -204,9 +204,7 @@ int md_pgstats_fill(struct md_pgstats *ps, const struct md_catalog *cat,
 
 bool md_pgstats_settled(struct md_pgstats *ps, const struct md_catalog *cat)
 {
-	const struct md_pool *const *pools;
 	const struct md_node *const *nodes;
-	size_t np = md_pools(cat, &pools);
 	size_t nn = md_nodes(cat, &nodes);
 	uint64_t epoch = md_catalog_epoch(cat);
 	for (size_t k = 0; k < nn; k++) {
@@ -214,31 +212,23 @@ bool md_pgstats_settled(struct md_pgstats *ps, const struct md_catalog *cat)
 			continue;
 		}
 		const struct md_pgreport *r = report_of(ps, nodes[k]->id, false);
-		if (r == NULL || r->epoch != epoch || r->objects_to_recover) {
+		if (r == NULL || r->epoch != epoch) {
 			return false;
 		}
 	}
-	for (size_t i = 0; i < np; i++) {
-		uint32_t serving = 0;
-		for (size_t k = 0; k < nn; k++) {
-			if (nodes[k]->state != STRATA__META__NODE_STATE__NODE_UP) {
-				continue;
-			}
-			const struct md_pgreport *r = report_of(ps, nodes[k]->id, false);
-			for (size_t j = 0; j < r->npools; j++) {
-				if (r->pools[j].pool_id == pools[i]->id) {
-					/* A down PG waits for a holder: no reason to keep
-					 * joining nodes from leading. */
-					serving += r->pools[j].clean + r->pools[j].degraded +
-						   r->pools[j].down;
-				}
-			}
-		}
-		if (serving != pools[i]->pg_count) {
-			return false;
-		}
+	/* Every up node reported at this epoch: the status sums are over all of them. */
+	Strata__Meta__ClusterStatus m = STRATA__META__CLUSTER_STATUS__INIT;
+	if (md_pgstats_fill(ps, cat, &m) < 0) {
+		return false;
 	}
-	return true;
+	bool settled = m.objects_to_recover == 0;
+	for (size_t i = 0; i < m.n_pg_pools; i++) {
+		const Strata__Meta__PoolPgStats *p = m.pg_pools[i];
+		/* A down PG waits for a holder: no reason to keep joining nodes from leading. */
+		settled &= p->clean + p->degraded + p->down == p->pg_count;
+	}
+	md_pgstats_fill_free(&m);
+	return settled;
 }
 
 void md_pgstats_fill_free(Strata__Meta__ClusterStatus *m)
