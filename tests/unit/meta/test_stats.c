@@ -36,8 +36,9 @@ static uint32_t add_node(const char *addr, const char *uuid)
 	return n->id;
 }
 
-static void report(uint32_t node, uint64_t epoch, uint32_t clean, uint32_t degraded,
-		   uint32_t recovering, uint32_t stray)
+/* node's report: `left` objects still to copy, 10 copied; members twice its primaries. */
+static void report_full(uint32_t node, uint64_t epoch, uint32_t clean, uint32_t degraded,
+			uint32_t recovering, uint32_t stray, uint64_t left)
 {
 	const struct md_pool *p = md_pool_find(cat, "p");
 	Strata__Meta__PoolPgStats s = STRATA__META__POOL_PG_STATS__INIT;
@@ -55,8 +56,14 @@ static void report(uint32_t node, uint64_t epoch, uint32_t clean, uint32_t degra
 	h.n_pgs = 1;
 	h.pgs = &sp;
 	h.objects_recovered = 10;
-	h.objects_to_recover = 1;
+	h.objects_to_recover = left;
 	cr_assert_eq(md_pgstats_update(ps, &h), 0);
+}
+
+static void report(uint32_t node, uint64_t epoch, uint32_t clean, uint32_t degraded,
+		   uint32_t recovering, uint32_t stray)
+{
+	report_full(node, epoch, clean, degraded, recovering, stray, 1);
 }
 
 Test(stats, sums_current_epoch_of_up_nodes)
@@ -164,25 +171,11 @@ Test(stats, volume_layers)
 	free(ids);
 }
 
-/* A report with `left` objects still to copy. */
+/* A report with `left` objects still to copy and no strays. */
 static void report_left(uint32_t node, uint64_t epoch, uint32_t clean, uint32_t degraded,
 			uint32_t recovering, uint64_t left)
 {
-	const struct md_pool *p = md_pool_find(cat, "p");
-	Strata__Meta__PoolPgStats s = STRATA__META__POOL_PG_STATS__INIT;
-	Strata__Meta__PoolPgStats *sp = &s;
-	s.pool_id = p->id;
-	s.clean = clean;
-	s.degraded = degraded;
-	s.recovering = recovering;
-	s.primary = clean + degraded + recovering;
-	Strata__Meta__NodeHeartbeatReq h = STRATA__META__NODE_HEARTBEAT_REQ__INIT;
-	h.node_id = node;
-	h.pgs_epoch = epoch;
-	h.n_pgs = 1;
-	h.pgs = &sp;
-	h.objects_to_recover = left;
-	cr_assert_eq(md_pgstats_update(ps, &h), 0);
+	report_full(node, epoch, clean, degraded, recovering, 0, left);
 }
 
 Test(stats, settled_wants_every_pg_serving_caught_up_at_the_current_epoch)
