@@ -569,6 +569,9 @@ static void group_run(void *arg)
  * CPU per 4k write). */
 static void group_schedule(struct bd_engine *e)
 {
+	if (e->r == NULL) {
+		return; /* after the ring is gone: bd_engine_settle commits what gathered, inline */
+	}
 	if (!e->gsched) {
 		e->gsched = true;
 		st_reactor_post_owed(e->r, group_run, e); /* its ops are owed their completion */

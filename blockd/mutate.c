@@ -537,6 +537,12 @@ static void mutate(struct bd_engine *e, enum op_kind kind, const struct bd_req *
 		cb(cb_arg, -EIO);
 		return;
 	}
+	if (e->r == NULL) {
+		/* Shutting down, the ring gone: a mutation whose PG turn came while the last
+		 * group settled is refused, and its client retries on another node. */
+		cb(cb_arg, -ESHUTDOWN);
+		return;
+	}
 	struct idem_ent *ie = NULL;
 	if (q->client_id != 0) {
 		ie = idem_find(e, q->client_id, q->seq);
@@ -662,6 +668,11 @@ void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg)
 	f->e = e;
 	f->cb = cb;
 	f->cb_arg = cb_arg;
+	if (e->r == NULL) {
+		free(f);
+		cb(cb_arg, -ESHUTDOWN);
+		return;
+	}
 	/* Writes replied to before their commit (journal.c) reach the WAL first, so the sync
 	 * below covers every write completed before this flush. */
 	bd_engine_drain(e);

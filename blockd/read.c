@@ -201,6 +201,9 @@ void bd_read_phase(struct bd_op *op)
 void bd_read(struct bd_engine *e, const struct bd_req *q, void *buf, bd_done_cb cb, void *cb_arg)
 {
 	int rc = bd_validate(e, q, true);
+	if (rc == 0 && e->r == NULL) {
+		rc = -ESHUTDOWN; /* shutting down, the ring gone */
+	}
 	if (rc) {
 		cb(cb_arg, rc);
 		return;

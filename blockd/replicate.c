@@ -109,7 +109,8 @@ static bool retriable(int err)
 	case -EPIPE:
 	case -EAGAIN:
 	case -EINPROGRESS:
-	case -ESTALE: /* the member has a newer map than ours: ours is coming */
+	case -ESHUTDOWN: /* the node is stopping: another serves it next */
+	case -ESTALE:    /* the member has a newer map than ours: ours is coming */
 		return true;
 	default:
 		return false;
@@ -284,6 +285,11 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 void repl_start_next(struct bd_dist *d, struct bd_pg *pg)
 {
 	struct bd_dreq *r;
+	if (d->stopping) {
+		/* Shutting down: the engine may have no ring left to run a mutation on. */
+		repl_fail_waiters(d, pg, -ESHUTDOWN);
+		return;
+	}
 	while (!pg->busy && !pg->hold && (r = TAILQ_FIRST(&pg->waiters))) {
 		TAILQ_REMOVE(&pg->waiters, r, link);
 		/* Fence again: the map may have moved while it waited. */

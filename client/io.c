@@ -125,6 +125,7 @@ static bool retriable(int err)
 	case -EPIPE:
 	case -EAGAIN:
 	case -EINPROGRESS:
+	case -ESHUTDOWN: /* the node is stopping: another serves it next */
 		return true;
 	default:
 		return false;
