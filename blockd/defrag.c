@@ -14,8 +14,15 @@
  * fragmented segment read, once; a random 4k reader never triggers it.
  *
  * Content never changes, so this is safe against everything else going on:
- *  - only the layer's own list, and only blocks no other list references (ref 1): a block
- *    shared with a snapshot or a clone stays shared, and no space is duplicated;
+ *  - only the layer's own list. Blocks other lists reference too (a snapshot's, or a
+ *    template's under a clone) are copied like the rest, up to defrag_shared of them per
+ *    segment (default 16 of 64): the other layers keep their blocks, so each such block costs
+ *    one block of space. Without that, a clone or a head that random writes had mostly
+ *    rewritten kept reading at random-read speed (measured 380 MB/s for 1 MiB reads at QD8
+ *    on a clone 8 deep, against 919 MB/s on a volume of its own whose segments were
+ *    rewritten), since one block still shared with its template was enough to disqualify
+ *    the segment. A segment still mostly shared is left alone: copying it would duplicate
+ *    the template;
  *  - the rewrite commits only if the segment still maps every block to the block and crc the
  *    read saw (bd_defrag_still_valid, checked in the commit phase, which runs atomically on
  *    the reactor thread); a write that landed meanwhile wins and the rewrite's blocks go back;
@@ -69,14 +76,16 @@ static void defrag_done(void *arg, int err)
 	free(c);
 }
 
-/* The segment's physical runs, when every block holds data referenced by this list alone;
- * 0 when it does not qualify. */
+/* The segment's physical runs, when every block holds data and at most defrag_shared of them
+ * are referenced by other lists too; 0 when it does not qualify. */
 static uint32_t segment_runs(struct bd_engine *e, const uint64_t *pblk)
 {
-	uint32_t runs = 0;
+	uint32_t runs = 0, shared = 0;
 	for (uint32_t j = 0; j < BD_SEG_BLOCKS; j++) {
-		if (pblk[j] >= BD_PBLK_NONE || pblk[j] >= e->alloc.nblocks ||
-		    e->alloc.ref[pblk[j]] != 1) {
+		if (pblk[j] >= BD_PBLK_NONE || pblk[j] >= e->alloc.nblocks) {
+			return 0;
+		}
+		if (e->alloc.ref[pblk[j]] != 1 && ++shared > e->defrag_shared) {
 			return 0;
 		}
 		if (j == 0 || pblk[j] != pblk[j - 1] + 1) {
@@ -170,10 +179,14 @@ bool bd_defrag_still_valid(struct bd_op *op)
 	if (own == NULL || own->map == NULL) {
 		return false;
 	}
+	/* The sharing is judged again: a snapshot taken meanwhile shares every block. */
+	uint32_t shared = 0;
 	for (uint32_t j = 0; j < BD_SEG_BLOCKS; j++) {
 		struct bd_bmap b = bd_extmap_lookup(own->map, j);
-		if (b.pblk != d->pblk[j] || b.crc != d->crc[j] || b.pblk >= e->alloc.nblocks ||
-		    e->alloc.ref[b.pblk] != 1) {
+		if (b.pblk != d->pblk[j] || b.crc != d->crc[j] || b.pblk >= e->alloc.nblocks) {
+			return false;
+		}
+		if (e->alloc.ref[b.pblk] != 1 && ++shared > e->defrag_shared) {
 			return false;
 		}
 	}

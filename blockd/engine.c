@@ -687,6 +687,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	e->writable = !o->fsck_only;
 	bd_prewrite_open(e, e->writable ? o->prewrite_ahead : 0);
 	e->defrag_runs = e->writable ? o->defrag_runs : 0;
+	e->defrag_shared = o->defrag_shared > BD_SEG_BLOCKS ? BD_SEG_BLOCKS : o->defrag_shared;
 	e->defrag_background = o->defrag_background;
 	*out = e;
 	return 0;

@@ -149,7 +149,8 @@ struct bd_engine {
 	int jfd; /* -1: no journal, writes reply after their commit */
 	uint64_t jseq, jsize, jgroups, jreplayed, jawaited;
 	/* Read-triggered defragmentation (defrag.c). */
-	uint32_t defrag_runs; /* 0: off */
+	uint32_t defrag_runs;   /* 0: off */
+	uint32_t defrag_shared; /* shared blocks a rewrite may copy */
 	uint32_t defrag_inflight;
 	uint64_t defrag_done, defrag_skipped;
 	uint64_t defrag_nospace_ms; /* when a rewrite last found no free run */

@@ -379,11 +379,16 @@ struct bd_engine_opts {
 	/* Rewrite a segment read whole that lies in more than this many physical runs into one
 	 * (defrag.c); 0: off. */
 	uint32_t defrag_runs;
+	/* A rewrite may copy up to this many of the segment's blocks that other layers still
+	 * reference (a clone's or a head's list, mostly its own after random writes); 0: it
+	 * rewrites only segments whose every block is the list's alone. */
+	uint32_t defrag_shared;
 	bool defrag_background; /* also while idle (bd_defrag_tick) */
 };
 
 #define BD_PREWRITE_AHEAD (64ull << 20) /* strata-blockd's default */
 #define BD_DEFRAG_RUNS    8             /* strata-blockd's default */
+#define BD_DEFRAG_SHARED  16            /* strata-blockd's default: a quarter of a segment */
 
 /* One object request, as validated by the service (or a test). */
 struct bd_req {

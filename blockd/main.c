@@ -81,7 +81,7 @@ int main(int argc, char **argv)
 	const char *listen = "127.0.0.1:7800", *data = NULL, *db = NULL, *meta = NULL;
 	const char *level = "info";
 	uint64_t size = 10ull << 30, cache = 65536, prewrite = BD_PREWRITE_AHEAD;
-	uint64_t defrag_runs = BD_DEFRAG_RUNS;
+	uint64_t defrag_runs = BD_DEFRAG_RUNS, defrag_shared = BD_DEFRAG_SHARED;
 	uint64_t submit_batch = st_reactor_submit_batch_from_env(ST_REACTOR_SUBMIT_BATCH);
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
 	bool no_bg_defrag = false;
@@ -113,6 +113,9 @@ int main(int argc, char **argv)
 		{"defrag-runs", ST_FLAG_SIZE, &defrag_runs, "N",
 		 "rewrite a 256 KiB segment read whole into one run when it lies in more than N "
 		 "(default 8, 0: off)"},
+		{"defrag-shared", ST_FLAG_SIZE, &defrag_shared, "N",
+		 "such a rewrite may copy up to N of the segment's 64 blocks that snapshots or "
+		 "clones still share (default 16, 0: only segments that share nothing)"},
 		{"no-background-defrag", ST_FLAG_BOOL, &no_bg_defrag, NULL,
 		 "rewrite scattered segments only when a read covers them, not while idle too"},
 		{"ack-after-commit", ST_FLAG_BOOL, &ack_after_commit, NULL,
@@ -150,6 +153,8 @@ int main(int argc, char **argv)
 		.prewrite_ahead = prewrite,
 		.journal = !ack_after_commit,
 		.defrag_runs = defrag_runs > BD_SEG_BLOCKS ? BD_SEG_BLOCKS : (uint32_t)defrag_runs,
+		.defrag_shared =
+			defrag_shared > BD_SEG_BLOCKS ? BD_SEG_BLOCKS : (uint32_t)defrag_shared,
 		.defrag_background = !no_bg_defrag,
 	};
 	if (fsck) {

@@ -20,10 +20,11 @@ struct tctx {
 	char dir[256];
 	char data[300];
 	uint64_t size;
-	size_t cache_entries; /* engine cache size (0: the default); kept across t_reopen */
-	uint64_t prewrite;    /* bd_engine_opts.prewrite_ahead (0: off); kept across t_reopen */
-	bool no_journal;      /* reply after the commit (strata-blockd --ack-after-commit) */
-	uint32_t defrag_runs; /* bd_engine_opts.defrag_runs (0: off); kept across t_reopen */
+	size_t cache_entries;   /* engine cache size (0: the default); kept across t_reopen */
+	uint64_t prewrite;      /* bd_engine_opts.prewrite_ahead (0: off); kept across t_reopen */
+	bool no_journal;        /* reply after the commit (strata-blockd --ack-after-commit) */
+	uint32_t defrag_runs;   /* bd_engine_opts.defrag_runs (0: off); kept across t_reopen */
+	uint32_t defrag_shared; /* bd_engine_opts.defrag_shared; kept across t_reopen */
 };
 
 struct twait {
@@ -56,6 +57,7 @@ static inline void t_engine_open(struct tctx *t)
 				   .prewrite_ahead = t->prewrite,
 				   .journal = !t->no_journal,
 				   .defrag_runs = t->defrag_runs,
+				   .defrag_shared = t->defrag_shared,
 				   .defrag_background = t->defrag_runs > 0};
 	int rc = bd_engine_open(t->r, &o, &t->e);
 	cr_assert_eq(rc, 0, "engine open: %d", rc);

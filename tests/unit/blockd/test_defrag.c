@@ -1,6 +1,7 @@
 /* Read-triggered defragmentation (blockd/defrag.c): a segment read whole that lies scattered
  * over the disk is rewritten into one run, without changing a byte of what it reads, without
- * unsharing a snapshot's blocks, and never over a write that landed meanwhile. */
+ * unsharing more of a snapshot's blocks than defrag_shared allows, and never over a write that
+ * landed meanwhile. */
 #include "engine_int.h"
 #include "helpers.h"
 
@@ -112,6 +113,61 @@ Test(defrag, blocks_shared_with_a_snapshot_stay_shared)
 	cr_assert_eq(t_used(&t), used);
 	read_segment(&t, 2, anc, 1, 2, -1, 0);
 	read_segment(&t, 2, anc, 1, 1, 3, 0x7a);
+	t_close(&t);
+}
+
+/* A clone that random writes have mostly rewritten: its segment lies scattered, and a few of
+ * its blocks are still the template's. With defrag_shared those few are copied along, so the
+ * clone reads in one run; the template keeps its own blocks. A segment that is still mostly
+ * the template's is left alone. */
+Test(defrag, a_mostly_rewritten_clone_copies_its_few_shared_blocks)
+{
+	struct tctx t;
+	t_setup(&t, 64 * MiB);
+	t.defrag_runs = BD_DEFRAG_RUNS;
+	t.defrag_shared = 16;
+	t_engine_open(&t);
+	scatter(&t);
+	/* Layer 2, a clone of layer 1, rewrites (with the same bytes) 56 blocks of object 1's
+	 * segment and 40 of object 2's, scrambled and interleaved: 8 and 24 blocks stay
+	 * shared. */
+	uint64_t anc[] = {1};
+	for (uint32_t n = 0; n < BD_SEG_BLOCKS; n++) {
+		uint32_t i = (n * 37u) % BD_SEG_BLOCKS;
+		if (i < 56) {
+			cr_assert_eq(t_write(&t, 2, anc, 1, 1, (uint64_t)i * BD_BLOCK, BD_BLOCK,
+					     FILL(1, i)),
+				     0);
+		}
+		if (i < 40) {
+			cr_assert_eq(t_write(&t, 2, anc, 1, 2, (uint64_t)i * BD_BLOCK, BD_BLOCK,
+					     FILL(2, i)),
+				     0);
+		}
+	}
+	settle(&t);
+	uint64_t used = t_used(&t);
+	read_segment(&t, 2, anc, 1, 2, -1, 0);
+	settle(&t);
+	cr_assert_eq(t_space(&t).defrag_segments, 0, "24 shared blocks: more than 16");
+	read_segment(&t, 2, anc, 1, 1, -1, 0);
+	settle(&t);
+	cr_assert_eq(t_space(&t).defrag_segments, 1, "8 shared blocks: rewritten");
+	cr_assert_eq(t_used(&t), used + 8, "the 8 shared blocks now exist twice");
+	read_segment(&t, 2, anc, 1, 1, -1, 0);
+	settle(&t);
+	cr_assert_eq(t_space(&t).defrag_segments, 1, "one run now: not rewritten again");
+	/* The template reads what it read, from its own blocks (no longer shared, and
+	 * scattered: that read rewrites them too). */
+	read_segment(&t, 1, NULL, 0, 1, -1, 0);
+	settle(&t);
+	cr_assert_eq(t_space(&t).defrag_segments, 2);
+	t_reopen(&t);
+	const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
+	cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0);
+	read_segment(&t, 2, anc, 1, 1, -1, 0);
+	read_segment(&t, 2, anc, 1, 2, -1, 0);
+	read_segment(&t, 1, NULL, 0, 1, -1, 0);
 	t_close(&t);
 }
 
