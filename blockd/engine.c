@@ -191,6 +191,9 @@ void bd_engine_sync_tick(struct bd_engine *e)
 {
 	const struct bd_alloc *a = &e->alloc;
 
+	if (e->writable) {
+		bd_fsspace_check(e); /* also when no write comes to look: space may come back */
+	}
 	if (e->bg_sync_running || !e->writable || e->failed) {
 		return;
 	}
@@ -359,6 +362,9 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->defrag_skipped = e->defrag_skipped;
 	s->defrag_running = e->defrag_inflight + e->defrag_bg_reads;
 	s->defrag_scanned = e->defrag_bg_started;
+	s->fs_available = e->fs_min_free ? bd_fsspace_avail(e) : 0;
+	s->fs_refused = e->fs_refused;
+	s->fs_low = e->fs_low;
 	s->checksum_errors = e->checksum_errors;
 	s->fixed_reads = e->fixed_reads;
 	s->lists = e->nlists;
@@ -613,6 +619,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	    (rc = bd_layers_new(&e->layers))) {
 		goto fail;
 	}
+	e->fs_dbfd = -1;
 	uint64_t bytes = 0;
 	e->fd = open_data(o->data_path, o->size, &bytes);
 	if (e->fd < 0) {
@@ -628,7 +635,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	} else {
 		snprintf(dbpath, sizeof(dbpath), "%s.db", o->data_path);
 	}
-	if ((rc = bd_index_open(&e->ix, dbpath))) {
+	if ((rc = bd_fsspace_preopen(dbpath)) || (rc = bd_index_open(&e->ix, dbpath))) {
 		goto fail;
 	}
 	struct bd_super sb;
@@ -685,6 +692,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 		goto fail;
 	}
 	e->writable = !o->fsck_only;
+	bd_fsspace_open(e, dbpath, e->writable ? o->min_free : 0);
 	bd_prewrite_open(e, e->writable ? o->prewrite_ahead : 0);
 	e->defrag_runs = e->writable ? o->defrag_runs : 0;
 	e->defrag_shared = o->defrag_shared > BD_SEG_BLOCKS ? BD_SEG_BLOCKS : o->defrag_shared;
@@ -805,6 +813,7 @@ void bd_engine_close(struct bd_engine *e)
 			"meanwhile, or no free run)",
 			(unsigned long)e->defrag_done, (unsigned long)e->defrag_skipped);
 	}
+	bd_fsspace_close(e);
 	bd_journal_close(e);
 	bd_prewrite_close(e);
 	if (e->r != NULL) {

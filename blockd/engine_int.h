@@ -164,6 +164,14 @@ struct bd_engine {
 	struct bd_mkey defrag_cursor;
 	bool defrag_cursor_set;
 	uint64_t defrag_rest_until_ms;
+	/* The host file system's free space (fsspace.c). */
+	int fs_dbfd;            /* the index directory, for fstatvfs; -1: none */
+	bool fs_data_file;      /* the data file is a file (not a device): watch its fs too */
+	bool fs_low;            /* below fs_min_free: mutations are refused with ENOSPC */
+	uint64_t fs_min_free;   /* bytes; 0: not watched */
+	uint32_t fs_ops;        /* admitted since the last look */
+	uint64_t fs_checked_ms; /* when the last look was */
+	uint64_t fs_refused;    /* mutations refused for want of file system space */
 	bool jwarned;
 	bool jbroken; /* an append failed: no appends until nothing journaled is pending */
 	bool sealed;
@@ -286,6 +294,24 @@ void bd_journal_close(struct bd_engine *e) __attribute__((nonnull));
 int bd_journal_append(struct bd_engine *e, struct bd_batch *b) __attribute__((nonnull));
 /* Empty the journal when it is large and every record's batch is in the index. */
 void bd_journal_trim(struct bd_engine *e) __attribute__((nonnull));
+
+/* ------------------------------------------------------------------------------------------ */
+/* fsspace.c */
+
+/* -ENOSPC (logged) when dbpath's file system is too full for RocksDB to open; else 0. */
+int bd_fsspace_preopen(const char *dbpath) __attribute__((nonnull));
+/* Start watching the file systems of the index (dbpath) and the data file; 0: do not. */
+void bd_fsspace_open(struct bd_engine *e, const char *dbpath, uint64_t min_free)
+	__attribute__((nonnull));
+void bd_fsspace_close(struct bd_engine *e) __attribute__((nonnull));
+/* Bytes available to us on the fuller of the two file systems (UINT64_MAX: unknown). */
+uint64_t bd_fsspace_avail(const struct bd_engine *e) __attribute__((nonnull));
+/* Look again now (the service tick), updating fs_low. */
+void bd_fsspace_check(struct bd_engine *e) __attribute__((nonnull));
+/* True when a mutation must be refused with ENOSPC: the reserve is reached. */
+bool bd_fsspace_refuse(struct bd_engine *e) __attribute__((nonnull));
+/* True when the prewriter may zero-fill more: twice the reserve is available. */
+bool bd_fsspace_prewrite_ok(const struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* prewrite.c */

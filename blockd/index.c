@@ -35,6 +35,7 @@
 #define WAL_BUFFER_MAX  (64u << 20)
 #define MEMTABLE_SWITCH (4u << 20)   /* blockd switches memtables here, after a sync */
 #define MEMTABLE_HARD   (256u << 20) /* RocksDB would switch here by itself */
+#define WAL_PREALLOC    (4u << 20)   /* disk reserved ahead of the WAL, per step */
 #define KEY_CHUNK_LEN   9
 
 struct bd_index {
@@ -160,6 +161,14 @@ int bd_index_open(struct bd_index **out, const char *path)
 	 * (bd_index_switch_memtable); RocksDB's own limit is set far above it, because a switch
 	 * RocksDB makes writes the WAL buffer out before the data is synced (see the WAL below). */
 	rocksdb_options_set_write_buffer_size(ix->opts, MEMTABLE_HARD);
+	/* RocksDB reserves (fallocate) 1.1 x write_buffer_size for each WAL file it opens: with
+	 * the far limit above, 282 MiB of disk per WAL, taken before the first write. On a host
+	 * file system with less than that free, not one write could be placed (every data write
+	 * failed with ENOSPC), and on any other the space sat unused. One database, one column
+	 * family: max_total_wal_size then only caps that reservation (RocksDB switches WALs on
+	 * it only with several column families). The WAL grows past it in steps of this size;
+	 * blockd syncs and switches long before it holds much (BD_WAL_SYNC_BYTES). */
+	rocksdb_options_set_max_total_wal_size(ix->opts, WAL_PREALLOC);
 	rocksdb_options_set_arena_block_size(ix->opts, 1u << 20);
 	/*
 	 * Update a key in place when the memtable already holds it and the new value fits: the

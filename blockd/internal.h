@@ -384,10 +384,14 @@ struct bd_engine_opts {
 	 * rewrites only segments whose every block is the list's alone. */
 	uint32_t defrag_shared;
 	bool defrag_background; /* also while idle (bd_defrag_tick) */
+	/* Refuse writes with ENOSPC while the file system of the index or the data file has less
+	 * than this many bytes available, so that RocksDB never runs out (fsspace.c); 0: off. */
+	uint64_t min_free;
 };
 
 #define BD_PREWRITE_AHEAD (64ull << 20) /* strata-blockd's default */
 #define BD_DEFRAG_RUNS    8             /* strata-blockd's default */
+#define BD_MIN_FREE       (64ull << 20) /* strata-blockd's default */
 #define BD_DEFRAG_SHARED  16            /* strata-blockd's default: a quarter of a segment */
 
 /* One object request, as validated by the service (or a test). */
@@ -436,6 +440,9 @@ struct bd_space {
 	uint64_t defrag_skipped;    /* candidates dropped: changed meanwhile, or no free run */
 	uint64_t defrag_running;    /* rewrites and background reads in flight */
 	uint64_t defrag_scanned;    /* background reads of segments the scan found fragmented */
+	uint64_t fs_available;      /* bytes free on the fuller of the index's and data's fs */
+	uint64_t fs_refused;        /* writes refused: that file system reached --min-free */
+	bool fs_low;                /* writes are being refused for that reason now */
 };
 
 struct bd_status_ext {

@@ -82,6 +82,7 @@ int main(int argc, char **argv)
 	const char *level = "info";
 	uint64_t size = 10ull << 30, cache = 65536, prewrite = BD_PREWRITE_AHEAD;
 	uint64_t defrag_runs = BD_DEFRAG_RUNS, defrag_shared = BD_DEFRAG_SHARED;
+	uint64_t min_free = BD_MIN_FREE;
 	uint64_t submit_batch = st_reactor_submit_batch_from_env(ST_REACTOR_SUBMIT_BATCH);
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
 	bool no_bg_defrag = false;
@@ -118,6 +119,9 @@ int main(int argc, char **argv)
 		 "clones still share (default 16, 0: only segments that share nothing)"},
 		{"no-background-defrag", ST_FLAG_BOOL, &no_bg_defrag, NULL,
 		 "rewrite scattered segments only when a read covers them, not while idle too"},
+		{"min-free", ST_FLAG_SIZE, &min_free, "SIZE",
+		 "refuse writes with ENOSPC while the file system of the index or of a data file "
+		 "has less than SIZE available, keeping it for the index (default 64M, 0: off)"},
 		{"ack-after-commit", ST_FLAG_BOOL, &ack_after_commit, NULL,
 		 "no reply journal: reply to a write only after its index commit (default: "
 		 "journal the commit, reply, then commit)"},
@@ -156,6 +160,7 @@ int main(int argc, char **argv)
 		.defrag_shared =
 			defrag_shared > BD_SEG_BLOCKS ? BD_SEG_BLOCKS : (uint32_t)defrag_shared,
 		.defrag_background = !no_bg_defrag,
+		.min_free = min_free,
 	};
 	if (fsck) {
 		return run_fsck(&eo, verify);

@@ -537,6 +537,12 @@ static void mutate(struct bd_engine *e, enum op_kind kind, const struct bd_req *
 		cb(cb_arg, -EIO);
 		return;
 	}
+	if ((kind == OP_WRITE || kind == OP_CAW) && bd_fsspace_refuse(e)) {
+		/* The host file system is at its reserve (fsspace.c). Trim and write-zeroes only
+		 * edit the index, which the reserve is for. */
+		cb(cb_arg, -ENOSPC);
+		return;
+	}
 	if (e->r == NULL) {
 		/* Shutting down, the ring gone: a mutation whose PG turn came while the last
 		 * group settled is refused, and its client retries on another node. */

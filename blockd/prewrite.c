@@ -84,7 +84,7 @@ void bd_prewrite_next(struct bd_engine *e)
 	struct bd_alloc *a = &e->alloc;
 
 	if (pw->busy || pw->stopped || pw->failed || !e->writable || e->failed ||
-	    a->nfree < PW_MIN_FREE) {
+	    a->nfree < PW_MIN_FREE || !bd_fsspace_prewrite_ok(e)) {
 		return;
 	}
 	uint64_t s;
