@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include <rocksdb/c.h>
@@ -763,9 +764,23 @@ int md_catalog_open(const char *dir, struct md_catalog **out)
 	cat->dir = strdup(dir);
 	cat->opts = rocksdb_options_create();
 	rocksdb_options_set_create_if_missing(cat->opts, 1);
+	/* RocksDB reserves 1.1 x write_buffer_size (70 MiB by default) of disk for each WAL
+	 * file; the catalog's WAL holds kilobytes. With one column family this only caps that
+	 * reservation (blockd/index.c has the longer story). */
+	rocksdb_options_set_max_total_wal_size(cat->opts, 1u << 20);
 	cat->wo = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_set_sync(cat->wo, 1);
 	cat->ro = rocksdb_readoptions_create();
+	/* On a file system with (almost) nothing free, RocksDB's info logger aborts the process
+	 * inside the open (Debian builds it with assertions): say why instead. */
+	struct statvfs sv;
+	if (statvfs(dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < (1u << 20)) {
+		st_error("catalog %s: its file system has %lu KiB free; the catalog needs at least "
+			 "1024 KiB to open (free some space)",
+			 dir, (unsigned long)(((uint64_t)sv.f_bavail * sv.f_frsize) >> 10));
+		rc = -ENOSPC;
+		goto out_close;
+	}
 	char *err = NULL;
 	cat->db = rocksdb_open(cat->opts, dir, &err);
 	if (err != NULL) {
