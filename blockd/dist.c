@@ -500,8 +500,17 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 		ps.held = calloc((p->pg_count + 7) / 8, 1);
 		for (uint32_t g = 0; g < p->pg_count; g++) {
 			struct bd_pg *pg = &p->pgs[g];
-			if (ps.held && pg->version) {
+			bool waiting = !TAILQ_EMPTY(&pg->waiters) || pg->busy;
+			if (pg->claimed && !pg->version && !waiting) {
+				pg->claimed =
+					false; /* its first mutation failed: meta forgets us */
+			}
+			/* A PG about to take its first mutation here is claimed with this report.
+			 */
+			bool claim = !pg->claimed && (pg->version || waiting);
+			if (ps.held && (pg->version || claim)) {
 				ps.held[g / 8] |= (uint8_t)(1u << (g % 8));
+				pg->claim_sent = claim;
 			}
 			for (uint32_t i = 0; i < pg->nacting; i++) {
 				ps.member += pg->acting[i] == d->self;
@@ -534,6 +543,48 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 		}
 	}
 	return rc;
+}
+
+/*
+ * Holder claims. Meta learns which PGs a node holds from its heartbeats (meta/holders.c), once
+ * a second; a PG whose holders are all down is served by nobody. A node that took the first
+ * writes of a PG and died before its next heartbeat was not on record: with R=1 (or every
+ * replica gone at once) another node then served the PG as empty, and the holder's return
+ * threw its writes or its data away. So a PG's first mutation on its primary waits until a
+ * heartbeat that reports the PG held has been answered (meta commits the holder set before it
+ * answers): one round trip per PG and node, until the node registers again.
+ */
+void bd_dist_set_claim_kick(struct bd_dist *d, void (*kick)(void *arg), void *arg)
+{
+	d->claim_kick = kick;
+	d->claim_arg = arg;
+}
+
+void bd_dist_claims_done(struct bd_dist *d, bool ok)
+{
+	for (size_t pi = 0; pi < d->npools; pi++) {
+		struct dist_pool *p = &d->pools[pi];
+		for (uint32_t g = 0; g < p->pg_count; g++) {
+			struct bd_pg *pg = &p->pgs[g];
+			if (!pg->claim_sent) {
+				continue;
+			}
+			pg->claim_sent = false;
+			pg->claimed |= ok;
+			if (pg->claimed && !TAILQ_EMPTY(&pg->waiters)) {
+				repl_start_next(d, pg);
+			}
+		}
+	}
+}
+
+void bd_dist_claims_reset(struct bd_dist *d)
+{
+	for (size_t pi = 0; pi < d->npools; pi++) {
+		for (uint32_t g = 0; g < d->pools[pi].pg_count; g++) {
+			d->pools[pi].pgs[g].claimed = false;
+		}
+	}
 }
 
 void bd_dist_stats_free(struct bd_dist_stats *s)

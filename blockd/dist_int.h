@@ -48,6 +48,10 @@ struct bd_pg {
 	uint32_t nbehind;
 	bool hold;
 	bool stray; /* holds data but not in the acting set */
+	/* meta has this node on record as a holder of the PG (a heartbeat that said so was
+	 * answered): the PG's first mutation here waits for that (holder claims, dist.c). */
+	bool claimed;
+	bool claim_sent; /* in the heartbeat now in flight */
 	struct dreq_list waiters;
 };
 
@@ -95,6 +99,9 @@ struct bd_dist {
 	uint64_t objects_recovered, objects_to_recover;
 	bool stray_busy;
 	uint32_t holds; /* PGs held for a member's last catch-up round (recovery.c) */
+	/* Ask the meta session for a heartbeat now (meta.c); NULL: no meta, nothing to claim. */
+	void (*claim_kick)(void *arg);
+	void *claim_arg;
 };
 
 /* service.c: shape checks of an IoRequest (payload_len as the op needs). 0 or -EINVAL. */

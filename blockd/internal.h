@@ -703,6 +703,12 @@ void bd_dist_stop(struct bd_dist *d);
 void bd_dist_free(struct bd_dist *d);
 /* meta.c: registered as node id; a newer cluster map (ownership passes). */
 void bd_dist_set_self(struct bd_dist *d, uint32_t id) __attribute__((nonnull));
+/* Holder claims (dist.c): the meta session asks for heartbeats with kick(arg), reports the
+ * outcome of each (claims_done), and forgets every claim when it registers again. */
+void bd_dist_set_claim_kick(struct bd_dist *d, void (*kick)(void *arg), void *arg)
+	__attribute__((nonnull(1)));
+void bd_dist_claims_done(struct bd_dist *d, bool ok) __attribute__((nonnull));
+void bd_dist_claims_reset(struct bd_dist *d) __attribute__((nonnull));
 void bd_dist_set_map(struct bd_dist *d, void *cluster_map) __attribute__((nonnull));
 uint64_t bd_dist_epoch(const struct bd_dist *d) __attribute__((nonnull));
 /* Returns 0 or -ENOMEM (totals filled, pools NULL). */

@@ -7,8 +7,10 @@
  *        +--no watch out--> MAP_WATCH {known_epoch} --> newer ClusterMap --> epoch
  *   any error: drop the client; the next tick reconnects and registers again (the uuid gives
  *   the node its old id back).
+ *   a PG's first mutation on this node --claim_kick--> NODE_HEARTBEAT now, reporting the PG
+ *        held --answered--> the mutation goes on (holder claims, dist.c)
  *
- * The data path never waits on any of this.
+ * The data path never waits on any of this, but for that first mutation of a PG.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -29,6 +31,8 @@ struct bd_meta {
 	struct st_client *cl;
 	struct st_io timer;
 	struct st_io drain_io; /* polls until old-epoch mutations drain before acknowledging */
+	struct st_io kick_io;  /* a heartbeat asked for now (holder claims) */
+	bool kick_armed, hb_again;
 	bool drain_armed;
 	bool stopping;
 	bool broken;
@@ -76,6 +80,7 @@ static void register_done(void *arg, int err, struct st_frame *reply)
 	m->node_id = r->node_id;
 	m->registered = true;
 	bd_dist_set_self(m->d, m->node_id);
+	bd_dist_claims_reset(m->d); /* a new session: meta may have given our data up (out) */
 	if (r->map) {
 		set_epoch(m, r->map->epoch);
 		bd_dist_set_map(m->d, r->map); /* ownership passes */
@@ -87,13 +92,24 @@ static void register_done(void *arg, int err, struct st_frame *reply)
 	strata__meta__node_register_reply__free_unpacked(r, NULL);
 }
 
+static void send_heartbeat(struct bd_meta *m);
+
 static void heartbeat_done(void *arg, int err, struct st_frame *reply)
 {
 	struct bd_meta *m = arg;
 	m->hb_pending = false;
+	if (m->stopping) {
+		return;
+	}
+	/* meta committed the holder sets before it answered (meta/holders.c). */
+	bd_dist_claims_done(m->d, err == 0 && reply != NULL && reply->hdr.status == 0);
 	if (err || !reply) {
 		m->broken = true;
 		return;
+	}
+	if (m->hb_again) {
+		m->hb_again = false;
+		send_heartbeat(m);
 	}
 	Strata__Meta__NodeHeartbeatReply *r =
 		strata__meta__node_heartbeat_reply__unpack(NULL, reply->hdr.hdr_len, reply->msg);
@@ -176,6 +192,86 @@ static void drop_client(struct bd_meta *m)
 	m->reg_pending = m->hb_pending = m->watch_pending = false;
 }
 
+/* One NODE_HEARTBEAT: space, PG counts, and the PGs held (or claimed: dist.c). */
+static void send_heartbeat(struct bd_meta *m)
+{
+	if (m->hb_pending) {
+		m->hb_again = true; /* a claim came after this one was built */
+		return;
+	}
+	struct bd_space sp;
+	bd_engine_space(m->e, &sp);
+	Strata__Meta__NodeHeartbeatReq h = STRATA__META__NODE_HEARTBEAT_REQ__INIT;
+	h.node_id = m->node_id;
+	h.used = sp.used_blocks * BD_BLOCK;
+	h.capacity = sp.total_blocks * BD_BLOCK;
+	/* PG health for `strata status` (meta keeps the latest report per node). */
+	struct bd_dist_stats ds;
+	bool ds_ok = bd_dist_stats(m->d, &ds) == 0;
+	Strata__Meta__PoolPgStats ps[ds.npools ? ds.npools : 1];
+	Strata__Meta__PoolPgStats *pps[ds.npools ? ds.npools : 1];
+	Strata__Meta__PoolHeld hv[ds.npools ? ds.npools : 1];
+	Strata__Meta__PoolHeld *phv[ds.npools ? ds.npools : 1];
+	size_t nheld = 0;
+	for (size_t i = 0; i < ds.npools; i++) {
+		strata__meta__pool_pg_stats__init(&ps[i]);
+		ps[i].pool_id = ds.pools[i].pool;
+		ps[i].clean = ds.pools[i].clean;
+		ps[i].degraded = ds.pools[i].degraded;
+		ps[i].recovering = ds.pools[i].recovering;
+		ps[i].down = ds.pools[i].down;
+		ps[i].primary = ds.pools[i].primary;
+		ps[i].member = ds.pools[i].member;
+		ps[i].stray = ds.pools[i].stray;
+		pps[i] = &ps[i];
+		if (ds.pools[i].held) { /* which PGs' data we hold (meta/holders.c) */
+			strata__meta__pool_held__init(&hv[nheld]);
+			hv[nheld].pool_id = ds.pools[i].pool;
+			hv[nheld].pgs.data = ds.pools[i].held;
+			hv[nheld].pgs.len = (ds.pools[i].pg_count + 7) / 8;
+			phv[nheld] = &hv[nheld];
+			nheld++;
+		}
+	}
+	h.pgs_epoch = ds_ok ? ds.epoch : 0; /* 0: no report this time */
+	h.n_pgs = ds.npools;
+	h.pgs = pps;
+	h.objects_recovered = ds.objects_recovered;
+	h.objects_to_recover = ds.objects_to_recover;
+	h.n_held = nheld;
+	h.held = phv;
+	int rc = st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_NODE_HEARTBEAT, 0, &h.base,
+				NULL, 0, heartbeat_done, m);
+	bd_dist_stats_free(&ds);
+	if (rc == 0) {
+		m->hb_pending = true;
+	} else {
+		m->broken = true;
+	}
+}
+
+/* Holder claims (dist.c): a PG's first mutation waits for a heartbeat that reports it. */
+static void kick_fired(void *arg, int res)
+{
+	struct bd_meta *m = arg;
+	m->kick_armed = false;
+	if (res == -ECANCELED || m->stopping) {
+		return;
+	}
+	if (m->registered && m->cl && !m->broken) {
+		send_heartbeat(m);
+	} /* else the tick registers again, and its heartbeats carry the claim */
+}
+
+static void claim_kick(void *arg)
+{
+	struct bd_meta *m = arg;
+	if (!m->kick_armed && !m->stopping) {
+		m->kick_armed = true;
+		st_reactor_timer(m->r, &m->kick_io, 0, kick_fired, m);
+	}
+}
+
 static void tick(void *arg, int res)
 {
 	struct bd_meta *m = arg;
@@ -218,53 +314,7 @@ static void tick(void *arg, int res)
 		return;
 	}
 	if (!m->hb_pending) {
-		Strata__Meta__NodeHeartbeatReq h = STRATA__META__NODE_HEARTBEAT_REQ__INIT;
-		h.node_id = m->node_id;
-		h.used = sp.used_blocks * BD_BLOCK;
-		h.capacity = sp.total_blocks * BD_BLOCK;
-		/* PG health for `strata status` (meta keeps the latest report per node). */
-		struct bd_dist_stats ds;
-		bool ds_ok = bd_dist_stats(m->d, &ds) == 0;
-		Strata__Meta__PoolPgStats ps[ds.npools ? ds.npools : 1];
-		Strata__Meta__PoolPgStats *pps[ds.npools ? ds.npools : 1];
-		Strata__Meta__PoolHeld hv[ds.npools ? ds.npools : 1];
-		Strata__Meta__PoolHeld *phv[ds.npools ? ds.npools : 1];
-		size_t nheld = 0;
-		for (size_t i = 0; i < ds.npools; i++) {
-			strata__meta__pool_pg_stats__init(&ps[i]);
-			ps[i].pool_id = ds.pools[i].pool;
-			ps[i].clean = ds.pools[i].clean;
-			ps[i].degraded = ds.pools[i].degraded;
-			ps[i].recovering = ds.pools[i].recovering;
-			ps[i].down = ds.pools[i].down;
-			ps[i].primary = ds.pools[i].primary;
-			ps[i].member = ds.pools[i].member;
-			ps[i].stray = ds.pools[i].stray;
-			pps[i] = &ps[i];
-			if (ds.pools[i].held) { /* which PGs' data we hold (meta/holders.c) */
-				strata__meta__pool_held__init(&hv[nheld]);
-				hv[nheld].pool_id = ds.pools[i].pool;
-				hv[nheld].pgs.data = ds.pools[i].held;
-				hv[nheld].pgs.len = (ds.pools[i].pg_count + 7) / 8;
-				phv[nheld] = &hv[nheld];
-				nheld++;
-			}
-		}
-		h.pgs_epoch = ds_ok ? ds.epoch : 0; /* 0: no report this time */
-		h.n_pgs = ds.npools;
-		h.pgs = pps;
-		h.objects_recovered = ds.objects_recovered;
-		h.objects_to_recover = ds.objects_to_recover;
-		h.n_held = nheld;
-		h.held = phv;
-		int rc = st_client_call(m->cl, STRATA__META__META_MSG_TYPE__META_NODE_HEARTBEAT, 0,
-					&h.base, NULL, 0, heartbeat_done, m);
-		bd_dist_stats_free(&ds);
-		if (rc == 0) {
-			m->hb_pending = true;
-		} else {
-			m->broken = true;
-		}
+		send_heartbeat(m);
 	}
 	arm_watch(m);
 	arm(m, 1000);
@@ -289,6 +339,7 @@ int bd_meta_start(struct st_reactor *r, struct bd_engine *e, struct bd_dist *d, 
 		return -ENOMEM;
 	}
 	bd_engine_uuid(e, m->uuid);
+	bd_dist_set_claim_kick(d, claim_kick, m);
 	arm(m, 0);
 	*out = m;
 	return 0;
@@ -305,6 +356,7 @@ void bd_meta_stop(struct bd_meta *m)
 	drop_client(m);
 	st_reactor_cancel(m->r, &m->timer);
 	st_reactor_cancel(m->r, &m->drain_io);
+	st_reactor_cancel(m->r, &m->kick_io);
 }
 
 void bd_meta_free(struct bd_meta *m)

@@ -290,6 +290,16 @@ void repl_start_next(struct bd_dist *d, struct bd_pg *pg)
 		repl_fail_waiters(d, pg, -ESHUTDOWN);
 		return;
 	}
+	if (!pg->claimed && !TAILQ_EMPTY(&pg->waiters)) {
+		/* The PG's first mutation here: meta must have us on record as its holder before
+		 * anything is acknowledged (holder claims, dist.c). */
+		if (d->claim_kick == NULL) {
+			pg->claimed = true; /* no meta: nobody keeps a record */
+		} else {
+			d->claim_kick(d->claim_arg);
+			return;
+		}
+	}
 	while (!pg->busy && !pg->hold && (r = TAILQ_FIRST(&pg->waiters))) {
 		TAILQ_REMOVE(&pg->waiters, r, link);
 		/* Fence again: the map may have moved while it waited. */

@@ -3,6 +3,7 @@
  *
  *   strata-io --meta A --volume pool/vol --seconds 10 [--qd 16] [--span 64M] [--seed N]
  *             [--state FILE] [--flush-every MS]          run: random writes + verified reads
+ *             (--millis N instead of --seconds for runs shorter than a second)
  *   strata-io --meta A --volume pool/vol --check FILE    verify a saved state
  *
  * Every 4 KiB block written carries (seed, offset, generation) and a fill derived from them, so
@@ -207,9 +208,9 @@ static int flush_and_save(struct ctx *x, const char *state)
 	return x->errors == errs ? rc : -EIO;
 }
 
-static int run(struct ctx *x, int seconds, int qd, int flush_ms, const char *state)
+static int run(struct ctx *x, int64_t run_ms, int qd, int flush_ms, const char *state)
 {
-	uint64_t end = now_ms() + (uint64_t)seconds * 1000, last_flush = now_ms();
+	uint64_t end = now_ms() + (uint64_t)run_ms, last_flush = now_ms();
 	uint64_t rng = x->seed;
 
 	pthread_mutex_lock(&x->lock);
@@ -332,13 +333,14 @@ static int verify_all(struct ctx *x, bool after_crash)
 int main(int argc, char **argv)
 {
 	const char *meta = NULL, *vol = NULL, *state = NULL, *check = NULL;
-	int64_t seconds = 5, qd = 16, flush_ms = 500, seed = 1;
+	int64_t seconds = 5, millis = 0, qd = 16, flush_ms = 500, seed = 1;
 	uint64_t span = 64ull << 20;
-	bool quiet = false;
+	bool quiet = false, no_end_check = false;
 	struct st_flag flags[] = {
 		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT", "strata-meta address"},
 		{"volume", ST_FLAG_STRING, &vol, "POOL/VOL", "volume to exercise"},
 		{"seconds", ST_FLAG_INT, &seconds, "N", "run time (default 5)"},
+		{"millis", ST_FLAG_INT, &millis, "MS", "run time in milliseconds, instead"},
 		{"qd", ST_FLAG_INT, &qd, "N", "requests in flight (default 16)"},
 		{"span", ST_FLAG_SIZE, &span, "SIZE",
 		 "bytes from offset 0 to exercise (default 64M)"},
@@ -347,6 +349,9 @@ int main(int argc, char **argv)
 		{"state", ST_FLAG_STRING, &state, "FILE", "save the shadow after each flush"},
 		{"check", ST_FLAG_STRING, &check, "FILE", "only verify a saved shadow"},
 		{"quiet", ST_FLAG_BOOL, &quiet, NULL, "no summary line"},
+		{"no-end-check", ST_FLAG_BOOL, &no_end_check, NULL,
+		 "after a run, exit without reading everything back (tests that kill a node "
+		 "right after the writes)"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
 	int npos;
@@ -354,7 +359,7 @@ int main(int argc, char **argv)
 	if (rc != 0) {
 		return rc > 0 ? 0 : 2;
 	}
-	if (vol == NULL || qd < 1 || seconds < 0 || span < BS) {
+	if (vol == NULL || qd < 1 || seconds < 0 || millis < 0 || span < BS) {
 		fprintf(stderr, "strata-io: --volume is required; --qd >= 1; --span >= 4K\n");
 		return 2;
 	}
@@ -399,9 +404,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (check == NULL) {
-		run(&x, (int)seconds, (int)qd, (int)flush_ms, state);
+		run(&x, millis > 0 ? millis : seconds * 1000, (int)qd, (int)flush_ms, state);
 	}
-	verify_all(&x, check != NULL);
+	if (check != NULL || !no_end_check) {
+		verify_all(&x, check != NULL);
+	}
 	strata_close(x.v);
 	strata_disconnect(c);
 	if (!quiet) {
