@@ -290,14 +290,23 @@ static void complete_io(struct job *j, struct bench_io *io, uint64_t now)
 	j->free_slots[j->nfree++] = io->slot;
 }
 
+/* After the quota or the stop flag, how long the requests still in flight may take. A target
+ * that went away for good (a killed gateway whose initiator library reconnects forever) used to
+ * keep a run past its --time at full speed, for ever. */
+#define DRAIN_LIMIT_NS (90ull * 1000000000ull)
+
 /* One phase of one job: keep qd in flight until the quota or the stop flag. */
 static int job_phase(struct job *j)
 {
 	int inflight = 0;
+	uint64_t drain_since = 0;
 	for (;;) {
 		while (j->nfree > 0) {
 			struct bench_io *io = &j->ios[j->free_slots[j->nfree - 1]];
 			if (!next_io(j, io)) {
+				if (drain_since == 0) {
+					drain_since = bench_now_ns();
+				}
 				break;
 			}
 			j->nfree--;
@@ -315,6 +324,15 @@ static int job_phase(struct job *j)
 		}
 		if (inflight == 0) {
 			return 0;
+		}
+		if (drain_since == 0 &&
+		    ((j->quota != 0 && j->issued >= j->quota) ||
+		     atomic_load_explicit(&g_run->stop, memory_order_relaxed))) {
+			drain_since = bench_now_ns(); /* every slot in flight when the run ended */
+		}
+		if (drain_since != 0 && bench_now_ns() - drain_since > DRAIN_LIMIT_NS) {
+			j->errors += (uint64_t)inflight;
+			return -ETIMEDOUT; /* reported as the job's error: the run exits 1 */
 		}
 		int rc = j->conn->ops->poll(j->conn, 100);
 		if (rc < 0) {
