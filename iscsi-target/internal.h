@@ -530,6 +530,8 @@ struct isc_session *isc_conn_session(struct isc_conn *c) __attribute__((nonnull)
 struct isc_lu *isc_session_lu(struct isc_session *s) __attribute__((nonnull));
 /* Start serving: accept on lfd; portal "IP:PORT" goes into SendTargets. Returns 0. */
 int isc_server_start(struct st_reactor *r, int lfd, const char *portal) __attribute__((nonnull));
+/* Once the reactor stopped, before strata_disconnect: accept no connection, dispatch no PDU. */
+void isc_server_stop(void);
 /* Post a unit attention to every session on lu except skip (may be NULL). */
 void isc_lu_unit_attention(struct isc_lu *lu, struct isc_session *skip, uint32_t sense);
 /* Abort tasks: one ITT, or all on lu (lu reset), or all of a session on lu (abort task set). */

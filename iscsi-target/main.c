@@ -115,6 +115,9 @@ int main(int argc, char **argv)
 	rc = st_reactor_run(r);
 	pthread_kill(sigthr, SIGTERM);
 	pthread_join(sigthr, NULL);
+	/* Before libstrata goes: the turns below would otherwise still dispatch the commands
+	 * that initiators keep sending, into a cluster being freed. */
+	isc_server_stop();
 	close(lfd);
 	isc_pr_watch_stop();
 	/* libstrata first: its requests fail over to the sessions' completions, which the

@@ -292,12 +292,17 @@ void isc_pr_init(const char *meta, unsigned cache_ms)
 }
 
 /* One blocking request to meta (timeout tmo_ms); reconnects once on a transport failure.
- * Returns the reply status (0 or -errno) with *reply filled, or a transport -errno. */
+ * Returns the reply status (0 or -errno) with *reply filled, or a transport -errno with
+ * *reply empty. */
 static int meta_call(uint16_t type, const ProtobufCMessage *msg, struct st_frame *reply, int tmo_ms)
 {
 	char err[256] = "";
 	int rc = -ENOTCONN;
 
+	/* Empty it before anything can fail: with meta down both connects fail, st_rpc_call
+	 * (which clears it too) never runs, and the callers still st_frame_release(reply). The
+	 * target used to free stack garbage there (SIGSEGV) on a command once meta was down. */
+	memset(reply, 0, sizeof(*reply));
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (g_meta.fd < 0) {
 			g_meta.fd = st_tcp_connect(g_meta.addr, PR_META_MS);

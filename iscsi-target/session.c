@@ -92,7 +92,8 @@ struct isc_server {
 	TAILQ_HEAD(, isc_session) sessions;
 	uint16_t next_tsih;
 	unsigned nconns;
-	size_t live; /* tasks allocated and not yet freed: gates the reactor's spin */
+	size_t live;   /* tasks allocated and not yet freed: gates the reactor's spin */
+	bool stopping; /* isc_server_stop() ran: no new connection or PDU is taken */
 };
 
 static struct isc_server g_srv;
@@ -1054,6 +1055,16 @@ static void recv_done(void *arg, int res)
 		conn_put(c);
 		return;
 	}
+	if (g_srv.stopping) {
+		/* The reactor stopped and libstrata is going away: a command dispatched now would
+		 * reach a cluster that strata_disconnect is freeing or has freed (reads and
+		 * writes that arrived while st_reactor_destroy cancelled this recv crashed the
+		 * target on SIGTERM under load). Drop the connection instead; the initiator
+		 * retries what it was not answered. */
+		conn_close(c, "target stopping");
+		conn_put(c);
+		return;
+	}
 	if (res <= 0) {
 		if (res == -EAGAIN || res == -EINTR) {
 			conn_recv(c);
@@ -1163,6 +1174,11 @@ static void accept_done(void *arg, int res)
 	socklen_t sl = sizeof(ss);
 	int one = 1;
 
+	if (srv->stopping) {
+		if (res >= 0)
+			close(res);
+		return; /* not re-armed: the reactor is being torn down */
+	}
 	if (res < 0) {
 		if (res != -ECANCELED)
 			accept_next(srv);
@@ -1199,6 +1215,15 @@ static void accept_done(void *arg, int res)
 	srv->nconns++;
 	conn_recv(c);
 	accept_next(srv);
+}
+
+/* After st_reactor_run returned and before strata_disconnect: take no new connection or
+ * PDU from here on, so that nothing reaches libstrata while it shuts down. The turns that
+ * strata_disconnect and st_reactor_destroy still make close each connection as its recv
+ * completes. */
+void isc_server_stop(void)
+{
+	g_srv.stopping = true;
 }
 
 /* Start accepting on lfd. portal is "IP:PORT" for SendTargets. Returns 0. */
