@@ -19,7 +19,9 @@ cleanup_mnt() {
 	[ -z "$BD" ] || stop_daemon "$BD" KILL
 	umount -l "$MNT" 2>/dev/null || true
 }
-trap 'rc=$?; cleanup_mnt; (exit $rc); _lib_cleanup' EXIT
+# Then lib.sh's cleanup, with the test's exit status ($? as it sees it; errexit off, or the
+# `(exit rc)` that hands it over would end the handler).
+trap 'rc=$?; set +e; cleanup_mnt; (exit $rc); _lib_cleanup' EXIT
 
 avail_mib() { df -BM --output=avail "$MNT" | tail -1 | tr -dc 0-9; }
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
