@@ -190,13 +190,17 @@ static bool in_flight(const struct job *j, uint64_t off)
 }
 
 /* Choose the next I/O of this job into io; false if the phase has nothing more to issue. */
+/* The job issues nothing more: its quota is issued, or the run was told to stop. */
+static bool run_over(const struct job *j)
+{
+	return (j->quota != 0 && j->issued >= j->quota) ||
+	       atomic_load_explicit(&g_run->stop, memory_order_relaxed);
+}
+
 static bool next_io(struct job *j, struct bench_io *io)
 {
 	const struct bench_opts *o = j->o;
-	if (j->quota != 0 && j->issued >= j->quota) {
-		return false;
-	}
-	if (atomic_load_explicit(&g_run->stop, memory_order_relaxed)) {
+	if (run_over(j)) {
 		return false;
 	}
 	uint64_t blk;
@@ -304,9 +308,6 @@ static int job_phase(struct job *j)
 		while (j->nfree > 0) {
 			struct bench_io *io = &j->ios[j->free_slots[j->nfree - 1]];
 			if (!next_io(j, io)) {
-				if (drain_since == 0) {
-					drain_since = bench_now_ns();
-				}
 				break;
 			}
 			j->nfree--;
@@ -325,10 +326,10 @@ static int job_phase(struct job *j)
 		if (inflight == 0) {
 			return 0;
 		}
-		if (drain_since == 0 &&
-		    ((j->quota != 0 && j->issued >= j->quota) ||
-		     atomic_load_explicit(&g_run->stop, memory_order_relaxed))) {
-			drain_since = bench_now_ns(); /* every slot in flight when the run ended */
+		/* Only the end of the run starts the clock: next_io also declines an I/O while the
+		 * run goes on (--verify with every candidate block in flight). */
+		if (drain_since == 0 && run_over(j)) {
+			drain_since = bench_now_ns();
 		}
 		if (drain_since != 0 && bench_now_ns() - drain_since > DRAIN_LIMIT_NS) {
 			j->errors += (uint64_t)inflight;

@@ -76,6 +76,13 @@ static void defrag_done(void *arg, int err)
 	free(c);
 }
 
+/* Count pblk in *shared when other lists reference it too; true once the segment holds more
+ * such blocks than a rewrite may copy (defrag_shared). */
+static bool too_shared(const struct bd_engine *e, uint64_t pblk, uint32_t *shared)
+{
+	return e->alloc.ref[pblk] != 1 && ++*shared > e->defrag_shared;
+}
+
 /* The segment's physical runs, when every block holds data and at most defrag_shared of them
  * are referenced by other lists too; 0 when it does not qualify. */
 static uint32_t segment_runs(struct bd_engine *e, const uint64_t *pblk)
@@ -85,7 +92,7 @@ static uint32_t segment_runs(struct bd_engine *e, const uint64_t *pblk)
 		if (pblk[j] >= BD_PBLK_NONE || pblk[j] >= e->alloc.nblocks) {
 			return 0;
 		}
-		if (e->alloc.ref[pblk[j]] != 1 && ++shared > e->defrag_shared) {
+		if (too_shared(e, pblk[j], &shared)) {
 			return 0;
 		}
 		if (j == 0 || pblk[j] != pblk[j - 1] + 1) {
@@ -186,7 +193,7 @@ bool bd_defrag_still_valid(struct bd_op *op)
 		if (b.pblk != d->pblk[j] || b.crc != d->crc[j] || b.pblk >= e->alloc.nblocks) {
 			return false;
 		}
-		if (e->alloc.ref[b.pblk] != 1 && ++shared > e->defrag_shared) {
+		if (too_shared(e, b.pblk, &shared)) {
 			return false;
 		}
 	}

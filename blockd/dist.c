@@ -500,13 +500,13 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 		ps.held = calloc((p->pg_count + 7) / 8, 1);
 		for (uint32_t g = 0; g < p->pg_count; g++) {
 			struct bd_pg *pg = &p->pgs[g];
+			/* A claimed PG whose first mutation failed holds nothing: this report drops
+			 * it, and meta forgets us. One about to take its first mutation here is
+			 * claimed with this report. */
 			bool waiting = !TAILQ_EMPTY(&pg->waiters) || pg->busy;
 			if (pg->claimed && !pg->version && !waiting) {
-				pg->claimed =
-					false; /* its first mutation failed: meta forgets us */
+				pg->claimed = false;
 			}
-			/* A PG about to take its first mutation here is claimed with this report.
-			 */
 			bool claim = !pg->claimed && (pg->version || waiting);
 			if (ps.held && (pg->version || claim)) {
 				ps.held[g / 8] |= (uint8_t)(1u << (g % 8));

@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "common/crc32c.h"
+#include "common/fsspace.h"
 #include "common/log.h"
 #include "engine_int.h"
 #include "internal.h"
@@ -191,9 +192,7 @@ void bd_engine_sync_tick(struct bd_engine *e)
 {
 	const struct bd_alloc *a = &e->alloc;
 
-	if (e->writable) {
-		bd_fsspace_check(e); /* also when no write comes to look: space may come back */
-	}
+	bd_fsspace_check(e); /* also when no write comes to look: space may come back */
 	if (e->bg_sync_running || !e->writable || e->failed) {
 		return;
 	}
@@ -635,7 +634,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	} else {
 		snprintf(dbpath, sizeof(dbpath), "%s.db", o->data_path);
 	}
-	if ((rc = bd_fsspace_preopen(dbpath)) || (rc = bd_index_open(&e->ix, dbpath))) {
+	if ((rc = st_fs_room_to_open(dbpath, "index")) || (rc = bd_index_open(&e->ix, dbpath))) {
 		goto fail;
 	}
 	struct bd_super sb;

@@ -298,8 +298,6 @@ void bd_journal_trim(struct bd_engine *e) __attribute__((nonnull));
 /* ------------------------------------------------------------------------------------------ */
 /* fsspace.c */
 
-/* -ENOSPC (logged) when dbpath's file system is too full for RocksDB to open; else 0. */
-int bd_fsspace_preopen(const char *dbpath) __attribute__((nonnull));
 /* Start watching the file systems of the index (dbpath) and the data file; 0: do not. */
 void bd_fsspace_open(struct bd_engine *e, const char *dbpath, uint64_t min_free)
 	__attribute__((nonnull));

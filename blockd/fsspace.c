@@ -18,14 +18,13 @@
  *    space is ahead of need and must not eat the reserve;
  *  - the state is re-read every FS_CHECK_OPS admitted mutations and, while refusing, at most
  *    every FS_RECHECK_MS, so writes resume on their own once space is freed;
- *  - the index is not opened at all on a file system with less than FS_OPEN_MIN available:
- *    a clear error instead of RocksDB's abort.
+ *  - the index is not opened at all on a file system with less than ST_FS_OPEN_MIN available
+ *    (common/fsspace.c, which strata-meta's catalog uses too): a clear error instead of
+ *    RocksDB's abort.
  * A block device as the data file has no file system to watch: only the index's counts.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -37,7 +36,6 @@
 
 #define FS_CHECK_OPS  64
 #define FS_RECHECK_MS 100
-#define FS_OPEN_MIN   (1ull << 20)
 
 static uint64_t fd_avail(int fd)
 {
@@ -56,25 +54,6 @@ uint64_t bd_fsspace_avail(const struct bd_engine *e)
 		a = d < a ? d : a;
 	}
 	return a;
-}
-
-int bd_fsspace_preopen(const char *dbpath)
-{
-	/* The database directory, or, before its first open, the directory it goes in. */
-	char buf[4096];
-	snprintf(buf, sizeof(buf), "%s", dbpath);
-	struct statvfs sv;
-	if (statvfs(buf, &sv) < 0 && statvfs(dirname(buf), &sv) < 0) {
-		return 0; /* let the open report what is wrong */
-	}
-	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	if (avail < FS_OPEN_MIN) {
-		st_error("index %s: its file system has %lu KiB free; the index needs at least "
-			 "%llu KiB to open (free some space)",
-			 dbpath, (unsigned long)(avail >> 10), FS_OPEN_MIN >> 10);
-		return -ENOSPC;
-	}
-	return 0;
 }
 
 void bd_fsspace_open(struct bd_engine *e, const char *dbpath, uint64_t min_free)

@@ -108,7 +108,6 @@ static void heartbeat_done(void *arg, int err, struct st_frame *reply)
 		return;
 	}
 	if (m->hb_again) {
-		m->hb_again = false;
 		send_heartbeat(m);
 	}
 	Strata__Meta__NodeHeartbeatReply *r =
@@ -199,6 +198,7 @@ static void send_heartbeat(struct bd_meta *m)
 		m->hb_again = true; /* a claim came after this one was built */
 		return;
 	}
+	m->hb_again = false; /* this one reports every claim wanted so far */
 	struct bd_space sp;
 	bd_engine_space(m->e, &sp);
 	Strata__Meta__NodeHeartbeatReq h = STRATA__META__NODE_HEARTBEAT_REQ__INIT;

@@ -34,11 +34,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <time.h>
 
 #include <rocksdb/c.h>
 
+#include "common/fsspace.h"
 #include "common/log.h"
 #include "internal.h"
 
@@ -771,14 +771,7 @@ int md_catalog_open(const char *dir, struct md_catalog **out)
 	cat->wo = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_set_sync(cat->wo, 1);
 	cat->ro = rocksdb_readoptions_create();
-	/* On a file system with (almost) nothing free, RocksDB's info logger aborts the process
-	 * inside the open (Debian builds it with assertions): say why instead. */
-	struct statvfs sv;
-	if (statvfs(dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < (1u << 20)) {
-		st_error("catalog %s: its file system has %lu KiB free; the catalog needs at least "
-			 "1024 KiB to open (free some space)",
-			 dir, (unsigned long)(((uint64_t)sv.f_bavail * sv.f_frsize) >> 10));
-		rc = -ENOSPC;
+	if ((rc = st_fs_room_to_open(dir, "catalog")) < 0) {
 		goto out_close;
 	}
 	char *err = NULL;

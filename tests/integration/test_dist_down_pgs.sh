@@ -11,6 +11,29 @@
 . "$(dirname "$0")/lib.sh"
 
 io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
+# node1_down: wait until meta marks node 1 down.
+node1_down() {
+	wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||
+		fail "node 1 never marked down: $(cli status)"
+}
+# read_waits VOL STATE LOG: a check of VOL against STATE must wait for node 1 (timeout 8 s)
+# and never see a wrong block.
+read_waits() {
+	local rc=0
+	timeout 8 "$STRATA_TEST_BIN/strata-io" --meta "$META" --volume "$1" --check "$2" \
+		>"$3" 2>&1 || rc=$?
+	grep -q MISMATCH "$3" &&
+		fail "a node without the data served it: $(grep -c MISMATCH "$3") blocks wrong"
+	[ "$rc" -eq 124 ] || fail "the read did not wait for node 1 (exit $rc): $(tail -2 "$3")"
+	echo "the read waited, and saw no wrong data"
+}
+# node1_back VOL STATE: restart node 1; once every PG is clean, VOL verifies against STATE.
+node1_back() {
+	start_node 1 1G
+	wait_up 2
+	wait_pgs "$META" clean 60
+	io --volume "$1" --check "$2" || fail "data lost across node 1's absence"
+}
 start_meta
 start_node 1 1G
 start_node 2 1G
@@ -25,25 +48,15 @@ sleep 2 # a heartbeat reports what each node holds
 
 echo "== node 1 down: its PGs wait for it"
 stop_daemon "${BD_PID[1]}" KILL
-wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||
-	fail "node 1 never marked down: $(cli status)"
+node1_down
 # `strata status` says so: the PGs node 1 held are down, not clean.
 wait_for 10 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q ' down (every node holding'" ||
 	fail "status does not show the PGs waiting for node 1: $(cli status)"
 cli status | grep '^pgs:'
-rc=0
-timeout 8 "$STRATA_TEST_BIN/strata-io" --meta "$META" --volume p/v --check "$TEST_TMP/state" \
-	>"$TEST_TMP/check.log" 2>&1 || rc=$?
-grep -q MISMATCH "$TEST_TMP/check.log" &&
-	fail "a node without the data served it: $(grep -c MISMATCH "$TEST_TMP/check.log") blocks wrong"
-[ "$rc" -eq 124 ] || fail "the read did not wait for node 1 (exit $rc): $(tail -2 "$TEST_TMP/check.log")"
-echo "the read waited, and saw no wrong data"
+read_waits p/v "$TEST_TMP/state" "$TEST_TMP/check.log"
 
 echo "== node 1 back"
-start_node 1 1G
-wait_up 2
-wait_pgs "$META" clean 60
-io --volume p/v --check "$TEST_TMP/state" || fail "data lost across node 1's absence"
+node1_back p/v "$TEST_TMP/state"
 
 # Node 1 takes the first writes of a new pool's PGs and is killed right away, before its next
 # periodic heartbeat. It is on record as their holder anyway: a PG's first write waits for a
@@ -57,17 +70,7 @@ io --volume q/w --millis 150 --qd 16 --span 256M --seed 9 --state "$TEST_TMP/sta
 	--flush-every 50 --no-end-check >"$TEST_TMP/io2.log" 2>&1 || fail "workload failed: $(cat "$TEST_TMP/io2.log")"
 stop_daemon "${BD_PID[1]}" KILL
 tail -1 "$TEST_TMP/io2.log"
-wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||
-	fail "node 1 never marked down: $(cli status)"
-rc=0
-timeout 8 "$STRATA_TEST_BIN/strata-io" --meta "$META" --volume q/w --check "$TEST_TMP/state2" \
-	>"$TEST_TMP/check2.log" 2>&1 || rc=$?
-grep -q MISMATCH "$TEST_TMP/check2.log" &&
-	fail "node 2 served PGs node 1 held: $(grep -c MISMATCH "$TEST_TMP/check2.log") blocks wrong"
-[ "$rc" -eq 124 ] || fail "the read did not wait for node 1 (exit $rc): $(tail -2 "$TEST_TMP/check2.log")"
-echo "the read waited, and saw no wrong data"
-start_node 1 1G
-wait_up 2
-wait_pgs "$META" clean 60
-io --volume q/w --check "$TEST_TMP/state2" || fail "data lost across node 1's absence"
+node1_down
+read_waits q/w "$TEST_TMP/state2" "$TEST_TMP/check2.log"
+node1_back q/w "$TEST_TMP/state2"
 echo "PASS"
