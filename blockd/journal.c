@@ -11,7 +11,9 @@
  * before (inline or on the committer thread).
  *
  * Record: magic(4) len(4) seq(8) crc32c(4) pad(4) | the batch's serialized WriteBatch. The
- * batch carries the 'J' key = seq, so RocksDB knows the last journaled group it applied. At
+ * batch carries the 'J' key = seq, so RocksDB knows the last journaled group it applied. The
+ * file starts with a boot record, seq 0 (never above the applied mark, so never applied), whose
+ * payload is the kernel's boot id when the file was started: see record_data_intact. At
  * open, every intact record with seq above it is applied in order (a torn tail ends the
  * replay: its group was never replied to), the data file and then the WAL are synced and the
  * journal emptied, all before the rebuild derives the allocator from the index. A record
@@ -43,6 +45,7 @@
 #define JOURNAL_HDR   24
 #define JOURNAL_TRIM  (64u << 20)
 #define JOURNAL_MAX   (256u << 20) /* one record; a group is far smaller */
+#define BOOT_ID_LEN   36u          /* /proc/sys/kernel/random/boot_id, without the newline */
 
 static const uint8_t J_KEY[1] = {'J'};
 
@@ -72,12 +75,39 @@ static uint32_t record_crc(uint64_t seq, const void *data, size_t len)
  * everything after it were never flushed (a flush commits every group and empties the
  * journal), so dropping them is allowed, and their blocks keep reading the old data instead
  * of a checksum error.
+ *
+ * Only a power cut can lose them, and a power cut is a reboot: when the journal's boot record
+ * names the running kernel's boot id, the process was killed and the machine stayed up, so
+ * every data write the records describe completed before its record was written and is still
+ * there (in the device's cache or on the medium). The check is then skipped: reading back a
+ * killed node's last second of writes, 4 KiB at a time, took 7 s after 400 MiB of 1 MiB
+ * writes, long enough to fail a restart. When it does run, contiguous blocks (the common case:
+ * a group's blocks are allocated in runs) are read with one pread.
  */
+#define CHECK_BLOCKS 64u /* blocks per read-back; a list maps BD_SEG_BLOCKS */
+
 struct data_check {
 	struct bd_engine *e;
-	uint8_t *blk; /* one aligned block */
+	uint8_t *buf; /* CHECK_BLOCKS aligned blocks */
 	uint64_t bad_pblk;
 };
+
+/* Read n contiguous blocks from pblk and check each against its crc. */
+static bool run_intact(struct data_check *dc, const struct bd_bmap *b, uint32_t n)
+{
+	size_t len = (size_t)n * BD_BLOCK;
+	if (pread(dc->e->fd, dc->buf, len, (off_t)(b[0].pblk * BD_BLOCK)) != (ssize_t)len) {
+		dc->bad_pblk = b[0].pblk;
+		return false;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (st_crc32c(0, dc->buf + (size_t)i * BD_BLOCK, BD_BLOCK) != b[i].crc) {
+			dc->bad_pblk = b[i].pblk;
+			return false;
+		}
+	}
+	return true;
+}
 
 static int check_list(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err)
 {
@@ -90,19 +120,26 @@ static int check_list(void *arg, const struct bd_mkey *k, const struct bd_extmap
 	if (rc < 0) {
 		return rc;
 	}
-	struct bd_bmap nb[BD_SEG_BLOCKS], ob[BD_SEG_BLOCKS];
+	struct bd_bmap nb[BD_SEG_BLOCKS], ob[BD_SEG_BLOCKS], run[CHECK_BLOCKS];
 	bd_extmap_expand(m, nb);
 	if (rc > 0) {
 		bd_extmap_expand(&old, ob);
 	}
-	for (uint32_t i = 0; i < BD_SEG_BLOCKS; i++) {
+	uint32_t n = 0;
+	for (uint32_t i = 0; i <= BD_SEG_BLOCKS; i++) {
 		/* BD_PBLK_NONE and BD_PBLK_ZERO, the two above every real block, hold no data. */
-		if (nb[i].pblk >= BD_PBLK_NONE || (rc > 0 && ob[i].pblk == nb[i].pblk)) {
+		bool fresh = i < BD_SEG_BLOCKS && nb[i].pblk < BD_PBLK_NONE &&
+			     !(rc > 0 && ob[i].pblk == nb[i].pblk);
+		if (fresh && n > 0 && n < CHECK_BLOCKS && run[n - 1].pblk + 1 == nb[i].pblk) {
+			run[n++] = nb[i];
 			continue;
 		}
-		if (!bd_block_intact(dc->e->fd, nb[i].pblk, nb[i].crc, dc->blk)) {
-			dc->bad_pblk = nb[i].pblk;
+		if (n > 0 && !run_intact(dc, run, n)) {
 			return 1;
+		}
+		n = 0;
+		if (fresh) {
+			run[n++] = nb[i];
 		}
 	}
 	return 0;
@@ -113,13 +150,62 @@ static int record_data_intact(struct bd_engine *e, const uint8_t *rec, size_t le
 			      uint64_t *bad_pblk)
 {
 	struct data_check dc = {.e = e};
-	if (posix_memalign((void **)&dc.blk, BD_BLOCK, BD_BLOCK) != 0) {
+	if (posix_memalign((void **)&dc.buf, BD_BLOCK, (size_t)CHECK_BLOCKS * BD_BLOCK) != 0) {
 		return -ENOMEM;
 	}
 	int rc = bd_batch_scan_maps((const char *)rec, len, check_list, &dc);
-	free(dc.blk);
+	free(dc.buf);
 	*bad_pblk = dc.bad_pblk;
 	return rc;
+}
+
+/* The running kernel's boot id (36 characters, "" when unknown). */
+static void read_boot_id(char id[BOOT_ID_LEN + 1])
+{
+	id[0] = '\0';
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	if (f == NULL) {
+		return;
+	}
+	if (fread(id, 1, BOOT_ID_LEN, f) == BOOT_ID_LEN) {
+		id[BOOT_ID_LEN] = '\0';
+	} else {
+		id[0] = '\0';
+	}
+	fclose(f);
+}
+
+static ssize_t write_record(int fd, uint64_t seq, const void *data, size_t len)
+{
+	uint8_t hdr[JOURNAL_HDR] = {0};
+	put32(hdr, JOURNAL_MAGIC);
+	put32(hdr + 4, (uint32_t)len);
+	memcpy(hdr + 8, &seq, 8);
+	put32(hdr + 16, record_crc(seq, data, len));
+	struct iovec iov[2] = {{hdr, JOURNAL_HDR}, {(void *)data, len}};
+	return writev(fd, iov, 2);
+}
+
+/* Start an empty journal with the boot record. Without it (no boot id, or the write failed)
+ * the next replay checks every record's data, which is only slower. */
+static int start_journal(struct bd_engine *e, int fd)
+{
+	if (ftruncate(fd, 0) < 0) {
+		return -errno;
+	}
+	e->jsize = 0;
+	char id[BOOT_ID_LEN + 1];
+	read_boot_id(id);
+	if (id[0] != '\0') {
+		ssize_t w = write_record(fd, 0, id, BOOT_ID_LEN);
+		if (w == (ssize_t)(JOURNAL_HDR + BOOT_ID_LEN)) {
+			e->jsize = (uint64_t)w;
+		} else if (w < 0 || ftruncate(fd, 0) < 0) {
+			st_warn("journal: boot record: %s",
+				w < 0 ? strerror(errno) : "short write");
+		}
+	}
+	return 0;
 }
 
 /* Apply the records above the applied mark. Returns the number applied, or -errno. */
@@ -130,6 +216,7 @@ static long replay(struct bd_engine *e, int fd, uint64_t applied, uint64_t *last
 		return -errno;
 	}
 	long n = 0;
+	bool same_boot = false; /* the machine has not restarted since the journal began */
 	uint8_t hdr[JOURNAL_HDR];
 	uint8_t *buf = NULL;
 	off_t off = 0;
@@ -155,9 +242,14 @@ static long replay(struct bd_engine *e, int fd, uint64_t applied, uint64_t *last
 		    record_crc(seq, buf, len) != get32(hdr + 16)) {
 			break;
 		}
-		if (seq > applied) {
+		if (off == 0 && seq == 0) {
+			char id[BOOT_ID_LEN + 1];
+			read_boot_id(id);
+			same_boot =
+				id[0] != '\0' && len == BOOT_ID_LEN && memcmp(buf, id, len) == 0;
+		} else if (seq > applied) {
 			uint64_t bad;
-			int rc = record_data_intact(e, buf, len, &bad);
+			int rc = same_boot ? 0 : record_data_intact(e, buf, len, &bad);
 			if (rc > 0) {
 				st_warn("journal: group %lu points at block %lu, whose data did "
 					"not reach the disk (power loss?): it and later groups, "
@@ -217,14 +309,12 @@ int bd_journal_open(struct bd_engine *e, const char *path)
 			"crash)",
 			n);
 	}
-	if (ftruncate(fd, 0) < 0) {
-		int err = -errno;
+	if ((rc = start_journal(e, fd)) < 0) {
 		close(fd);
-		return err;
+		return rc;
 	}
 	e->jfd = fd;
 	e->jseq = last + 1;
-	e->jsize = 0;
 	e->jreplayed = (uint64_t)n;
 	return 0;
 }
@@ -253,7 +343,6 @@ void bd_journal_close(struct bd_engine *e)
 
 int bd_journal_append(struct bd_engine *e, struct bd_batch *b)
 {
-	uint8_t hdr[JOURNAL_HDR] = {0};
 	/* Consumed even if the append fails: the batch commits with this mark either way, and a
 	 * later record must not reuse a number the index already holds. */
 	uint64_t seq = e->jseq++;
@@ -266,12 +355,7 @@ int bd_journal_append(struct bd_engine *e, struct bd_batch *b)
 	if (len > JOURNAL_MAX) {
 		return -EFBIG; /* the batch then commits before its replies, as without a journal */
 	}
-	put32(hdr, JOURNAL_MAGIC);
-	put32(hdr + 4, (uint32_t)len);
-	memcpy(hdr + 8, &seq, 8);
-	put32(hdr + 16, record_crc(seq, data, len));
-	struct iovec iov[2] = {{hdr, JOURNAL_HDR}, {(void *)data, len}};
-	ssize_t w = writev(e->jfd, iov, 2);
+	ssize_t w = write_record(e->jfd, seq, data, len);
 	if (w != (ssize_t)(JOURNAL_HDR + len)) {
 		if (!e->jwarned) {
 			st_warn("journal write: %s; writes now reply after their index commit",
@@ -296,8 +380,7 @@ void bd_journal_trim(struct bd_engine *e)
 	    bd_committer_busy(e) || journal_covered(e) < 0) {
 		return;
 	}
-	if (ftruncate(e->jfd, 0) == 0) {
-		e->jsize = 0;
+	if (start_journal(e, e->jfd) == 0) {
 		e->jbroken = false;
 	}
 }

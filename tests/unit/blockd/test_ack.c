@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include "common/crc32c.h"
 #include "engine_int.h"
 #include "helpers.h"
 
@@ -209,10 +210,34 @@ Test(ack, a_write_waits_for_blocks_a_pending_group_releases)
 	t_close(&t);
 }
 
+/* A power cut is a reboot: give the journal's boot record (seq 0, the kernel's boot id when
+ * the journal began) another boot's id, so that the replay checks the records' data. */
+static void journal_from_another_boot(const struct tctx *t)
+{
+	char path[400];
+	snprintf(path, sizeof(path), "%s.db.journal", t->data);
+	int fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0, "%s", path);
+	uint8_t hdr[24];
+	cr_assert_eq(pread(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	uint32_t len;
+	uint64_t seq;
+	memcpy(&len, hdr + 4, 4);
+	memcpy(&seq, hdr + 8, 8);
+	cr_assert_eq(seq, 0, "the journal starts with its boot record");
+	cr_assert_eq(len, 36);
+	const char other[] = "00000000-0000-4000-8000-000000000000";
+	uint32_t crc = st_crc32c(st_crc32c(0, &seq, sizeof(seq)), other, 36);
+	memcpy(hdr + 16, &crc, 4);
+	cr_assert_eq(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	cr_assert_eq(pwrite(fd, other, 36, sizeof(hdr)), 36);
+	close(fd);
+}
+
 /* A power cut can keep a journal record (page cache, written back by the kernel) and lose the
- * data it points at (the device's volatile cache). Replay checks the record's new blocks on
- * disk: a group whose data is missing is dropped with everything after it (none of it was
- * flushed), and its blocks read the old data instead of a checksum error. */
+ * data it points at (the device's volatile cache). After a reboot, replay checks the record's
+ * new blocks on disk: a group whose data is missing is dropped with everything after it (none of it
+ * was flushed), and its blocks read the old data instead of a checksum error. */
 Test(ack, a_journaled_group_whose_data_was_lost_is_dropped, .timeout = 60)
 {
 	struct tctx t;
@@ -221,10 +246,11 @@ Test(ack, a_journaled_group_whose_data_was_lost_is_dropped, .timeout = 60)
 	bd_engine_close(t.e);
 	t.e = NULL;
 	kill_writer(&t, true, 0, 3, 0x31); /* journaled only: the committer was held */
-	/* Lose the data of the second write, as a power cut would. */
+	/* Lose the data of the second write, as a power cut (a reboot) would. */
 	uint8_t want[4096], zero[4096] = {0};
 	memset(want, 0x32, sizeof(want));
 	t_clobber_block(&t, want, zero, 64 * MiB);
+	journal_from_another_boot(&t);
 	struct bd_engine_opts o = {.data_path = t.data, .size = t.size, .journal = true};
 	cr_assert_eq(bd_engine_open(t.r, &o, &t.e), 0);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x31), 0, "the intact group is replayed");
