@@ -36,15 +36,22 @@ unmount_cutfs() {
 	wait "$CUTFS_PID" || fail "cutfs exited with an error"
 }
 
+# A power cut is a reboot, and blockd's journal replay relies on it (blockd/journal.c): the
+# machine that boots after the cut has a new boot id. These cuts leave this kernel running, so
+# every start after one gets a new id through STRATA_BOOT_ID, as a real reboot would give it.
+reboot() { export STRATA_BOOT_ID=$(cat /proc/sys/kernel/random/uuid); }
+
 for round in $(seq 1 "$ROUNDS"); do
 	export CUTFS_SEED=$round # which writes survive an even round's cut
 	mount_cutfs
+	reboot
 	start_blockd "$MNT/data" --size 256M
 	verify_stream_kill "$round" "$STATE" 100 600
 	if [ $((round % 2)) -eq 1 ]; then sig=USR1; else sig=USR2; fi
 	unmount_cutfs "$sig"
 	cuts=$(grep -c "power cut" "$TEST_TMP/cutfs.log" || true)
 	[ "$cuts" -eq "$round" ] || fail "round $round: $cuts power cuts logged by cutfs"
+	reboot
 	"$STRATA_BIN/strata-blockd" --fsck --data "$DISK/data" >"$TEST_TMP/fsck.out" 2>&1 ||
 		fail "round $round: fsck after the power cut: $(cat "$TEST_TMP/fsck.out")"
 done
@@ -54,6 +61,7 @@ pending=$(grep -o '[0-9]* unsynced writes' "$TEST_TMP/cutfs.log" | awk '{s += $1
 [ "$pending" -gt 0 ] || fail "no unsynced writes were ever pending at a cut"
 
 mount_cutfs
+reboot
 start_blockd "$MNT/data"
 drv verify "$STATE" || fail "final verify"
 stop_daemon "$BLOCKD_PID"
