@@ -81,8 +81,10 @@ static uint32_t record_crc(uint64_t seq, const void *data, size_t len)
  * every data write the records describe completed before its record was written and is still
  * there (in the device's cache or on the medium). The check is then skipped: reading back a
  * killed node's last second of writes, 4 KiB at a time, took 7 s after 400 MiB of 1 MiB
- * writes, long enough to fail a restart. When it does run, contiguous blocks (the common case:
- * a group's blocks are allocated in runs) are read with one pread.
+ * writes, long enough to fail a restart. (A device whose volatile cache can be lost while this
+ * kernel keeps running, such as a remote target that loses power, is outside this rule.) When it
+ * does run, contiguous blocks (the common case: a group's blocks are allocated in runs) are read
+ * with one pread.
  */
 #define CHECK_BLOCKS 64u /* blocks per read-back; a list maps BD_SEG_BLOCKS */
 
