@@ -105,17 +105,29 @@ bool nbd_export_read_only(struct nbd_export *e)
 	return strata_read_only(e->vol);
 }
 
-/* At shutdown: every acknowledged write is already on blockd; make it durable too. */
+/*
+ * At shutdown: every acknowledged write is already on blockd; make it durable too. A flush
+ * turns the reactor, so a connection may close meanwhile and drop an export's last reference:
+ * the export being flushed and the next one are held, so neither is freed under the walk.
+ */
 void nbd_export_flush_all(struct nbd_server *srv)
 {
-	struct nbd_export *e;
+	struct nbd_export *e = LIST_FIRST(&srv->exports);
 
-	LIST_FOREACH(e, &srv->exports, link)
-	{
+	if (e != NULL) {
+		e->refs++;
+	}
+	while (e != NULL) {
 		int ret = strata_flush(e->vol);
 
 		if (ret < 0) {
 			st_warn("flush of %s at shutdown: %s", e->name, strerror(-ret));
 		}
+		struct nbd_export *next = LIST_NEXT(e, link);
+		if (next != NULL) {
+			next->refs++;
+		}
+		nbd_export_put(e);
+		e = next;
 	}
 }
