@@ -40,6 +40,7 @@
 
 #include "common/fsspace.h"
 #include "common/log.h"
+#include "common/reactor.h"
 #include "internal.h"
 
 /* ---- small helpers ---- */
@@ -258,8 +259,66 @@ void md_batch_bump_epoch(struct md_catalog *cat, rocksdb_writebatch_t *b)
 static void catalog_clear(struct md_catalog *cat);
 static int catalog_load(struct md_catalog *cat);
 
+void md_catalog_set_min_free(struct md_catalog *cat, uint64_t bytes)
+{
+	cat->min_free = bytes;
+}
+
+void md_catalog_set_growing(struct md_catalog *cat, bool growing)
+{
+	cat->growing = growing;
+}
+
+/* 0, or -ENOSPC / -EIO with cat->err set: may a commit write now? See MD_MIN_FREE. */
+static int room_to_commit(struct md_catalog *cat)
+{
+	if (cat->write_failed) {
+		return md_fail(cat, -EIO,
+			       "an earlier catalog write failed (%s): catalog changes are refused "
+			       "until strata-meta restarts",
+			       cat->write_err);
+	}
+	uint64_t floor = cat->growing ? cat->min_free : cat->min_free / 4;
+	uint64_t avail = st_fs_avail(cat->dir);
+	if (floor == 0 || avail == UINT64_MAX || avail >= floor) {
+		return 0;
+	}
+	uint64_t now = st_now_ms();
+	if (cat->warned_ms == 0 || now - cat->warned_ms >= 10000) {
+		cat->warned_ms = now;
+		st_warn("catalog %s: %llu KiB left on its file system, under the reserve of %llu "
+			"KiB (--min-free): %s are refused with ENOSPC until space is freed",
+			cat->dir, (unsigned long long)(avail >> 10),
+			(unsigned long long)(floor >> 10),
+			cat->growing ? "new pools, volumes, snapshots and clones"
+				     : "all catalog changes");
+	}
+	return md_fail(cat, -ENOSPC,
+		       "strata-meta's disk is full: %llu KiB left under the catalog, under its "
+		       "reserve of %llu KiB",
+		       (unsigned long long)(avail >> 10), (unsigned long long)(floor >> 10));
+}
+
+/* Undo what the failed commit's caller changed in memory: the catalog as it is on disk. */
+static void reload_after_failure(struct md_catalog *cat)
+{
+	char saved[sizeof(cat->err)];
+	memcpy(saved, cat->err, sizeof(saved));
+	catalog_clear(cat);
+	if (catalog_load(cat) < 0) {
+		st_error("catalog reload failed: %s", cat->err);
+	}
+	memcpy(cat->err, saved, sizeof(saved));
+}
+
 int md_commit(struct md_catalog *cat, rocksdb_writebatch_t *b)
 {
+	int rc = room_to_commit(cat);
+	if (rc < 0) {
+		rocksdb_writebatch_destroy(b);
+		reload_after_failure(cat);
+		return rc;
+	}
 	char *err = NULL;
 	put_counters(b, &cat->ctr);
 	rocksdb_write(cat->db, cat->wo, b, &err);
@@ -267,16 +326,14 @@ int md_commit(struct md_catalog *cat, rocksdb_writebatch_t *b)
 	if (err == NULL) {
 		return 0;
 	}
-	st_error("catalog write failed: %s; reloading from disk", err);
+	st_error("catalog write failed: %s; reloading from disk, and refusing catalog changes "
+		 "until a restart",
+		 err);
+	cat->write_failed = true;
+	snprintf(cat->write_err, sizeof(cat->write_err), "%s", err);
 	md_fail(cat, -EIO, "catalog write failed: %s", err);
-	char saved[sizeof(cat->err)];
-	memcpy(saved, cat->err, sizeof(saved));
 	rocksdb_free(err);
-	catalog_clear(cat);
-	if (catalog_load(cat) < 0) {
-		st_error("catalog reload failed: %s", cat->err);
-	}
-	memcpy(cat->err, saved, sizeof(saved));
+	reload_after_failure(cat);
 	return -EIO;
 }
 
@@ -762,6 +819,7 @@ int md_catalog_open(const char *dir, struct md_catalog **out)
 		goto out_free;
 	}
 	cat->dir = strdup(dir);
+	cat->min_free = MD_MIN_FREE;
 	cat->opts = rocksdb_options_create();
 	rocksdb_options_set_create_if_missing(cat->opts, 1);
 	/* RocksDB reserves 1.1 x write_buffer_size (70 MiB by default) of disk for each WAL
@@ -798,12 +856,35 @@ out_free:
 	return rc;
 }
 
+/*
+ * Can RocksDB's close write what it flushes? It writes the memtable out and, when that fails
+ * on a full file system, Debian's librocksdb (built with assertions) aborts on its next WAL
+ * operation. The memtable of a catalog is small; CLOSE_ROOM leaves it ample room.
+ */
+#define CLOSE_ROOM (4ull << 20)
+static bool closing_flush_fits(const struct md_catalog *cat)
+{
+	if (cat->write_failed) {
+		return false;
+	}
+	uint64_t avail = cat->dir ? st_fs_avail(cat->dir) : UINT64_MAX;
+	return avail == UINT64_MAX || avail >= CLOSE_ROOM;
+}
+
 void md_catalog_close(struct md_catalog *cat)
 {
 	if (cat == NULL) {
 		return;
 	}
 	catalog_clear(cat);
+	if (cat->db && !closing_flush_fits(cat)) {
+		/* Every commit synced its WAL record (md_commit), so nothing is lost: the next
+		 * open replays the WAL, as after a crash. The handle is left to the exit. */
+		st_warn("catalog %s: its file system is full; closing without RocksDB's flush "
+			"(which would abort), every change is in the synced WAL",
+			cat->dir);
+		cat->db = NULL;
+	}
 	if (cat->db) {
 		rocksdb_close(cat->db);
 	}

@@ -114,6 +114,18 @@ struct rocksdb_writebatch_t;
 /* Open (creating if needed) the catalog in dir and load it. Returns 0 or -errno. */
 int md_catalog_open(const char *dir, struct md_catalog **out) __attribute__((nonnull));
 void md_catalog_close(struct md_catalog *cat);
+/*
+ * The catalog's disk reserve (strata-meta --min-free). A commit that would leave less than
+ * this free on the catalog's file system is refused with ENOSPC when the request grows the
+ * catalog for a user (md_catalog_set_growing: pools, volumes, snapshots, clones...), and below
+ * a quarter of it for everything else (heartbeats, epoch moves, removals, reservations), so
+ * that failover and freeing space keep working after users are refused. 0: off. A write that
+ * fails anyway makes every later commit fail with EIO without touching RocksDB (Debian's
+ * librocksdb asserts on a write after a failed one) until strata-meta restarts.
+ */
+#define MD_MIN_FREE (64ull << 20)
+void md_catalog_set_min_free(struct md_catalog *cat, uint64_t bytes) __attribute__((nonnull));
+void md_catalog_set_growing(struct md_catalog *cat, bool growing) __attribute__((nonnull));
 /* The message describing the last failure (valid until the next call). */
 const char *md_catalog_error(const struct md_catalog *cat) __attribute__((nonnull));
 uint64_t md_catalog_epoch(const struct md_catalog *cat) __attribute__((nonnull));
@@ -418,6 +430,11 @@ struct md_catalog {
 	struct md_reclaim *reclaims;
 	size_t nreclaims, cap_reclaims;
 	char err[512];
+	uint64_t min_free;   /* md_catalog_set_min_free */
+	bool growing;        /* the request being served grows the catalog for a user */
+	bool write_failed;   /* a RocksDB write failed: no more writes until a restart */
+	char write_err[256]; /* its error */
+	uint64_t warned_ms;  /* last reserve warning in the log */
 };
 
 uint64_t md_wall_now(void);

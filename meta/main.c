@@ -27,6 +27,7 @@ int main(int argc, char **argv)
 	const char *level = "info";
 	int64_t down_out = MD_DEFAULT_DOWN_OUT;
 	int64_t watch_timeout = 30;
+	uint64_t min_free = MD_MIN_FREE;
 	int npos = 0;
 	const struct st_flag flags[] = {
 		{"listen", ST_FLAG_STRING, &listen, "HOST:PORT",
@@ -37,6 +38,10 @@ int main(int argc, char **argv)
 		{"watch-timeout", ST_FLAG_INT, &watch_timeout, "SEC",
 		 "longest a MAP_WATCH is held before it is answered with the current map (default "
 		 "30)"},
+		{"min-free", ST_FLAG_SIZE, &min_free, "SIZE",
+		 "refuse new pools, volumes, snapshots and clones with ENOSPC while the catalog's "
+		 "file system has less than SIZE available, and every catalog change below a "
+		 "quarter of it (default 64M, 0: off)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
@@ -62,6 +67,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "strata-meta: cannot open catalog %s: %s\n", data, strerror(-rc));
 		return 1;
 	}
+	md_catalog_set_min_free(cat, min_free);
 	if ((rc = st_reactor_create(&g_reactor, 0)) < 0) {
 		fprintf(stderr, "strata-meta: io_uring: %s\n", strerror(-rc));
 		goto out_catalog;

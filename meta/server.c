@@ -273,6 +273,26 @@ static bool fill_snap(struct md_server *s, struct arena *a, struct md_volume *v,
 	return true;
 }
 
+/* Requests that grow the catalog for a user: refused first when its disk fills (MD_MIN_FREE).
+ * Removals, heartbeats and reservations keep the rest of the reserve. */
+static bool growing_type(uint16_t type)
+{
+	switch (type) {
+	case STRATA__META__META_MSG_TYPE__META_POOL_CREATE:
+	case STRATA__META__META_MSG_TYPE__META_VOLUME_CREATE:
+	case STRATA__META__META_MSG_TYPE__META_VOLUME_RESIZE:
+	case STRATA__META__META_MSG_TYPE__META_VOLUME_RENAME:
+	case STRATA__META__META_MSG_TYPE__META_SNAP_CREATE:
+	case STRATA__META__META_MSG_TYPE__META_SNAP_ROLLBACK:
+	case STRATA__META__META_MSG_TYPE__META_CLONE:
+	case STRATA__META__META_MSG_TYPE__META_TEMPLATE_SET:
+	case STRATA__META__META_MSG_TYPE__META_FLATTEN:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* ---- replies ---- */
 
 /* Requests whose epoch move writers must see before the caller hears back (see fence.c). */
@@ -908,7 +928,9 @@ static void on_frame(struct st_conn *c, struct st_frame *f, void *arg)
 	dispatching = s;
 	s->in_dispatch = true;
 	s->dispatch_epoch = md_catalog_epoch(s->cat);
+	md_catalog_set_growing(s->cat, growing_type(type));
 	rc = dispatch(s, c, f, req.msg);
+	md_catalog_set_growing(s->cat, false);
 	s->in_dispatch = false;
 	if (rc < 0) {
 		const char *msg = md_catalog_error(s->cat);
