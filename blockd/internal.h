@@ -393,6 +393,9 @@ struct bd_engine_opts {
 #define BD_DEFRAG_RUNS    8             /* strata-blockd's default */
 #define BD_MIN_FREE       (64ull << 20) /* strata-blockd's default */
 #define BD_DEFRAG_SHARED  16            /* strata-blockd's default: a quarter of a segment */
+/* strata-blockd's reactor spin (--spin-us): none. Its polling kept its own verifier and
+ * committer threads off the CPU (ARCHITECTURE.md, session 12); the gateways keep theirs. */
+#define BD_SPIN_US 0
 
 /* One object request, as validated by the service (or a test). */
 struct bd_req {

@@ -84,6 +84,7 @@ int main(int argc, char **argv)
 	uint64_t defrag_runs = BD_DEFRAG_RUNS, defrag_shared = BD_DEFRAG_SHARED;
 	uint64_t min_free = BD_MIN_FREE;
 	uint64_t submit_batch = st_reactor_submit_batch_from_env(ST_REACTOR_SUBMIT_BATCH);
+	uint64_t spin_us = st_reactor_spin_from_env(BD_SPIN_US);
 	bool fsck = false, verify = false, verify_inline = false, commit_inline = false;
 	bool no_bg_defrag = false;
 	bool plain_io = false, ack_after_commit = false;
@@ -108,6 +109,9 @@ int main(int argc, char **argv)
 		{"submit-batch", ST_FLAG_SIZE, &submit_batch, "N",
 		 "submit I/O once N requests are queued, 0: once per loop turn "
 		 "(default $STRATA_SUBMIT_BATCH, else 4)"},
+		{"spin-us", ST_FLAG_SIZE, &spin_us, "N",
+		 "poll for completions up to N microseconds before sleeping, at low load "
+		 "(default $STRATA_SPIN_US, else 0: sleep at once; see ARCHITECTURE, session 12)"},
 		{"prewrite-ahead", ST_FLAG_SIZE, &prewrite, "SIZE",
 		 "on a sparse data file, keep this much free space written ahead of allocation "
 		 "(default 64M, 0: off)"},
@@ -174,6 +178,7 @@ int main(int argc, char **argv)
 	st_reactor_set_submit_batch(g_reactor, submit_batch > ST_REACTOR_SUBMIT_BATCH_MAX
 						       ? ST_REACTOR_SUBMIT_BATCH_MAX
 						       : (unsigned)submit_batch);
+	st_reactor_set_spin_us(g_reactor, spin_us > 1000 ? 1000 : (unsigned)spin_us);
 	struct bd_engine *e = NULL;
 	if ((rc = bd_engine_open(g_reactor, &eo, &e)) < 0) {
 		st_error("engine open %s: %s", data, strerror(-rc));

@@ -292,6 +292,11 @@ void st_reactor_submit_now(struct st_reactor *r)
 	}
 }
 
+void st_reactor_set_spin_us(struct st_reactor *r, unsigned us)
+{
+	r->spin_ns = (uint64_t)(us > 1000 ? 1000 : us) * 1000u;
+}
+
 void st_reactor_set_spin_gate(struct st_reactor *r, const size_t *live, size_t max)
 {
 	r->spin_live = live;

@@ -91,6 +91,8 @@ void st_reactor_set_submit_batch(struct st_reactor *r, unsigned n) __attribute__
 uint64_t st_reactor_idle_ns(const struct st_reactor *r) __attribute__((nonnull));
 /* The spin a daemon asked for in STRATA_SPIN_US, else def (microseconds, capped at 1000). */
 unsigned st_reactor_spin_from_env(unsigned def);
+/* Replace the reactor's spin (microseconds, capped at 1000; 0: sleep at once). */
+void st_reactor_set_spin_us(struct st_reactor *r, unsigned us) __attribute__((nonnull));
 /* STRATA_SUBMIT_BATCH from the environment (capped at ST_REACTOR_SUBMIT_BATCH_MAX), else def. Every
  * reactor starts with st_reactor_submit_batch_from_env(0). */
 unsigned st_reactor_submit_batch_from_env(unsigned def);
