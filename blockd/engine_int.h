@@ -148,6 +148,7 @@ struct bd_engine {
 	/* The reply journal (journal.c) and a group sealed for commit after its replies. */
 	int jfd; /* -1: no journal, writes reply after their commit */
 	uint64_t jseq, jsize, jgroups, jreplayed, jawaited;
+	char jboot[40]; /* the boot id the journal's boot record carries, read once ("": none) */
 	/* Read-triggered defragmentation (defrag.c). */
 	uint32_t defrag_runs;   /* 0: off */
 	uint32_t defrag_shared; /* shared blocks a rewrite may copy */

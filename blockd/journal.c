@@ -46,6 +46,7 @@
 #define JOURNAL_TRIM  (64u << 20)
 #define JOURNAL_MAX   (256u << 20) /* one record; a group is far smaller */
 #define BOOT_ID_LEN   36u          /* /proc/sys/kernel/random/boot_id, without the newline */
+_Static_assert(sizeof(((struct bd_engine *)0)->jboot) > BOOT_ID_LEN, "jboot holds a boot id");
 
 static const uint8_t J_KEY[1] = {'J'};
 
@@ -205,10 +206,8 @@ static int start_journal(struct bd_engine *e, int fd)
 		return -errno;
 	}
 	e->jsize = 0;
-	char id[BOOT_ID_LEN + 1];
-	read_boot_id(id);
-	if (id[0] != '\0') {
-		ssize_t w = write_record(fd, 0, id, BOOT_ID_LEN);
+	if (e->jboot[0] != '\0') {
+		ssize_t w = write_record(fd, 0, e->jboot, BOOT_ID_LEN);
 		if (w == (ssize_t)(JOURNAL_HDR + BOOT_ID_LEN)) {
 			e->jsize = (uint64_t)w;
 		} else if (w < 0 || ftruncate(fd, 0) < 0) {
@@ -254,10 +253,8 @@ static long replay(struct bd_engine *e, int fd, uint64_t applied, uint64_t *last
 			break;
 		}
 		if (off == 0 && seq == 0) {
-			char id[BOOT_ID_LEN + 1];
-			read_boot_id(id);
-			same_boot =
-				id[0] != '\0' && len == BOOT_ID_LEN && memcmp(buf, id, len) == 0;
+			same_boot = e->jboot[0] != '\0' && len == BOOT_ID_LEN &&
+				    memcmp(buf, e->jboot, len) == 0;
 		} else if (seq > applied) {
 			uint64_t bad;
 			int rc = same_boot ? 0 : record_data_intact(e, buf, len, &bad);
@@ -303,6 +300,7 @@ int bd_journal_open(struct bd_engine *e, const char *path)
 		close(fd);
 		return rc;
 	}
+	read_boot_id(e->jboot); /* constant while this process runs */
 	long n = replay(e, fd, applied, &last);
 	if (n < 0) {
 		st_error("journal %s: replay failed: %s", path, strerror((int)-n));

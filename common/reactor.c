@@ -198,7 +198,7 @@ int st_reactor_create(struct st_reactor **out, unsigned entries)
 	efd_arm(r);
 	r->fixed_fd = -1;
 	r->submit_batch = st_reactor_submit_batch_from_env(0);
-	r->spin_ns = (uint64_t)st_reactor_spin_from_env(ST_REACTOR_SPIN_US) * 1000u;
+	st_reactor_set_spin_us(r, st_reactor_spin_from_env(ST_REACTOR_SPIN_US));
 	*out = r;
 	return 0;
 
