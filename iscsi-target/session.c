@@ -69,6 +69,7 @@ struct isc_conn {
 	struct isc_rx rx;
 	TAILQ_HEAD(, isc_tx) txq;
 	bool sending;
+	bool kick_posted; /* conn_kick_posted is queued for the end of this reactor turn */
 	struct iovec siov[TX_BATCH];
 	struct msghdr msg;
 	struct isc_login login;
@@ -134,11 +135,36 @@ static void tx_sns(struct isc_conn *c, struct isc_tx *tx, bool status)
 	isc_put32(tx->hdr + 32, max_cmd_sn(c));
 }
 
+static void conn_kick_posted(void *arg)
+{
+	struct isc_conn *c = arg;
+
+	c->kick_posted = false;
+	if (!g_srv.stopping) /* st_reactor_destroy runs posts: no send may start then */
+		conn_kick(c);
+	conn_put(c);
+}
+
+/*
+ * PDUs queued during one reactor turn leave in one SENDMSG. Backend completions arrive in
+ * bursts (one recv from blockd carries many replies, each finishing a task from the local
+ * queue); sending at the first would carry that one response alone and hold the rest back for
+ * the send's completion, a turn later, and the initiator would wake twice. The first PDU of a
+ * turn posts the kick instead: the local queue runs it after the turn's other completions,
+ * before the next submit, so no extra wait is added.
+ */
 static void tx_queue(struct isc_conn *c, struct isc_tx *tx)
 {
 	isc_tx_seal(tx, c->params.header_digest, c->params.data_digest);
 	TAILQ_INSERT_TAIL(&c->txq, tx, link);
-	conn_kick(c);
+	if (c->sending || c->kick_posted)
+		return;
+	if (st_reactor_post(c->srv->r, conn_kick_posted, c) < 0) {
+		conn_kick(c); /* out of memory for the post: send what we have now */
+		return;
+	}
+	c->kick_posted = true;
+	c->refs++;
 }
 
 static void tx_free(struct isc_tx *tx)

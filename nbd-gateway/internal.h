@@ -415,7 +415,8 @@ struct nbd_conn {
 	struct msghdr msg;
 	struct iovec siov[64];
 	bool sending_outq;
-	bool sending; /* a send is in flight or its completion is being accounted */
+	bool sending;     /* a send is in flight or its completion is being accounted */
+	bool pump_posted; /* conn_pump_posted is queued for the end of this reactor turn */
 	struct st_io send_io;
 
 	unsigned holds;     /* callbacks on the stack: the conn may not be freed */

@@ -78,6 +78,25 @@ static const struct nbd_hs_ops hs_ops = {
 
 /* ---- output ---- */
 
+static void conn_hold(struct nbd_conn *c);
+static void conn_unhold(struct nbd_conn *c);
+
+static void conn_pump_posted(void *arg)
+{
+	struct nbd_conn *c = arg;
+
+	c->pump_posted = false;
+	conn_pump(c);
+	conn_unhold(c);
+}
+
+/*
+ * Replies queued during one reactor turn leave in one sendmsg. Completions come in bursts (one
+ * recv from blockd finishes many requests, each posted to the local queue); pumping at the
+ * first would send that reply alone and hold the rest back until its send completes, a turn
+ * later, and the client would wake twice. The first reply of a turn posts the pump instead:
+ * the local queue runs it after the turn's other completions, before the next submit.
+ */
 void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
 {
 	if (c->closing) {
@@ -85,7 +104,15 @@ void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
 		return;
 	}
 	TAILQ_INSERT_TAIL(&c->outq, o, link);
-	conn_pump(c);
+	if (c->sending || c->pump_posted) {
+		return;
+	}
+	if (st_reactor_post(c->srv->r, conn_pump_posted, c) < 0) {
+		conn_pump(c); /* out of memory for the post: send what we have now */
+		return;
+	}
+	c->pump_posted = true;
+	conn_hold(c);
 }
 
 static bool conn_output_idle(struct nbd_conn *c)
