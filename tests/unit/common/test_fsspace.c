@@ -9,10 +9,18 @@
 
 #include "common/fsspace.h"
 
+/* A fresh directory under $TMPDIR (default /tmp), as the other unit tests make theirs. */
+static void make_dir(char *buf, size_t len)
+{
+	const char *t = getenv("TMPDIR");
+	snprintf(buf, len, "%s/strata-fsspace-XXXXXX", t && t[0] ? t : "/tmp");
+	cr_assert_not_null(mkdtemp(buf), "mkdtemp %s", buf);
+}
+
 Test(fsspace, an_existing_directory_reports_what_statvfs_says)
 {
-	char dir[] = "/tmp/strata-fsspace-XXXXXX";
-	cr_assert_not_null(mkdtemp(dir));
+	char dir[4096];
+	make_dir(dir, sizeof(dir));
 	struct statvfs sv;
 	cr_assert_eq(statvfs(dir, &sv), 0);
 	uint64_t want = (uint64_t)sv.f_bavail * sv.f_frsize;
@@ -25,12 +33,12 @@ Test(fsspace, an_existing_directory_reports_what_statvfs_says)
 
 Test(fsspace, a_path_not_created_yet_reports_its_directory)
 {
-	char dir[] = "/tmp/strata-fsspace-XXXXXX";
-	cr_assert_not_null(mkdtemp(dir));
-	char sub[256];
+	char dir[4096];
+	make_dir(dir, sizeof(dir));
+	char sub[4200];
 	snprintf(sub, sizeof(sub), "%s/db", dir);
 	cr_assert_neq(st_fs_avail(sub), UINT64_MAX);
-	cr_assert_eq(st_fs_room_to_open(sub, "index"), 0, "/tmp has more than 1 MiB free");
+	cr_assert_eq(st_fs_room_to_open(sub, "index"), 0, "%s has more than 1 MiB free", dir);
 	rmdir(dir);
 }
 
