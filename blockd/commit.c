@@ -297,6 +297,13 @@ static void sealed_commit_post(void *arg)
 {
 	struct bd_engine *e = arg;
 	e->sealed_posted = false;
+	if (e->sealed && bd_committer_busy(e)) {
+		/* A flush's sync job took the committer meanwhile: nothing may commit until it
+		 * is reaped, so the group waits for the committer like any other. */
+		e->sl.await_cm = true;
+		group_schedule(e);
+		return;
+	}
 	st_reactor_submit_now(e->r); /* the replies leave before the commit's CPU time */
 	sealed_dispatch(e, false);
 }
@@ -562,6 +569,13 @@ static void group_run(void *arg)
 		group_schedule(e);
 	}
 	bd_journal_trim(e);
+}
+
+void bd_commit_resume(struct bd_engine *e)
+{
+	if (!TAILQ_EMPTY(&e->gwait) || e->sealed) {
+		group_schedule(e);
+	}
 }
 
 /* group_run goes on the reactor's local queue: it runs after the rest of this turn's

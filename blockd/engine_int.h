@@ -198,8 +198,12 @@ struct bd_engine {
 	struct op_list gwait, gdone;
 	bool gsched;        /* group_run posted to the reactor */
 	bool switch_wanted; /* the next flush switches memtables, full or not (bd_flush_memtable) */
-	bool gsync;    /* a FUA op waits: the group's commit syncs the data file, then the WAL */
-	uint64_t gseq; /* number of the group being gathered; gseq - 1 is committed */
+	/* Flushes through the committer (mutate.c, bd_flush): the one its sync job covers, those
+	 * that arrived while it ran (the next job's), those finished and owed their callback. */
+	struct flush_ctx *flush_run, *flush_wait, *flush_done;
+	bool flush_job; /* a sync job is at the committer */
+	bool gsync;     /* a FUA op waits: the group's commit syncs the data file, then the WAL */
+	uint64_t gseq;  /* number of the group being gathered; gseq - 1 is committed */
 	uint64_t gcommits, gops;
 	struct bd_batch *gbatch; /* the group's WriteBatch, built at commit time */
 	struct bd_mkey *gdirty;  /* lists edited by the group, each once (encoded at commit) */
@@ -385,6 +389,7 @@ void bd_rewrite(struct bd_engine *e, const struct bd_req *q, const struct bd_def
 /* committer.c: the pipelined group commit. */
 
 struct bd_committer;
+struct flush_ctx;
 /* Settle the group in flight if the committer finished it (non-blocking). */
 void bd_committer_reap(struct bd_engine *e) __attribute__((nonnull));
 /* Block until the group in flight (if any) is written, then settle it. */
@@ -393,6 +398,15 @@ bool bd_committer_busy(const struct bd_engine *e) __attribute__((nonnull));
 /* Give the committer a group: its encoded batch, its ops (moved out of ops), its numbers. */
 void bd_committer_handoff(struct bd_engine *e, struct bd_batch *batch, bool sync, uint64_t gseq,
 			  uint64_t dseq, struct op_list *ops) __attribute__((nonnull));
+/* Give the idle committer a sync job: the data file, then the WAL (every commit so far);
+ * bd_flush_job_reaped gets its result when the reactor reaps it. */
+void bd_committer_sync(struct bd_engine *e) __attribute__((nonnull));
+/* mutate.c: the committer's sync job was reaped (reactor thread, any depth: no callbacks). */
+void bd_flush_job_reaped(struct bd_engine *e, int rc) __attribute__((nonnull));
+/* mutate.c: run finished flushes' callbacks and start the next job (top level only). */
+void bd_flush_kick(struct bd_engine *e) __attribute__((nonnull));
+/* commit.c: have group_run look at groups that waited for the committer. */
+void bd_commit_resume(struct bd_engine *e) __attribute__((nonnull));
 /* commit.c: start deciding afresh when to hand off (always: every group, for tests). */
 void bd_commit_policy_reset(struct bd_engine *e, bool always) __attribute__((nonnull));
 /* commit.c: settle a group the committer wrote (its ops to gdone, pins, durability). */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/crc32c.h"
 #include "common/log.h"
@@ -629,10 +630,28 @@ struct flush_ctx {
 	struct bd_engine *e;
 	struct st_io io;
 	uint64_t commits; /* the index's commit count when the fdatasync was issued */
+	int err;
+	struct flush_ctx *next;
 	bd_done_cb cb;
 	void *cb_arg;
 };
 
+/* After a sync that covered every commit so far: switch memtables if asked (the WAL buffer is
+ * empty now), and let blocks that waited for it be reused. */
+static void flush_synced(struct bd_engine *e, uint64_t dseq)
+{
+	if (bd_index_memtable_full(e->ix) || e->switch_wanted) {
+		(void)bd_index_switch_memtable(e->ix); /* its WAL buffer is empty now */
+		e->switch_wanted = false;
+	}
+	if (dseq > e->durable_seq) {
+		e->durable_seq = dseq;
+	}
+	e->last_sync_ms = st_now_ms();
+	bd_engine_reap(e); /* blocks that waited for this sync can be reused */
+}
+
+/* Without a committer: the data file through the ring, then the rest on this thread. */
 static void flush_fsync_done(void *arg, int res)
 {
 	struct flush_ctx *f = arg;
@@ -650,13 +669,8 @@ static void flush_fsync_done(void *arg, int res)
 	if (!err) {
 		err = bd_index_sync(f->e->ix);
 	}
-	if (!err && (bd_index_memtable_full(f->e->ix) || f->e->switch_wanted)) {
-		(void)bd_index_switch_memtable(f->e->ix); /* its WAL buffer is empty now */
-		f->e->switch_wanted = false;
-	}
 	if (!err) {
-		bd_engine_mark_durable(f->e);
-		bd_engine_reap(f->e); /* blocks that waited for this sync can be reused */
+		flush_synced(f->e, f->e->seq++);
 	}
 	bd_done_cb cb = f->cb;
 	void *cb_arg = f->cb_arg;
@@ -664,6 +678,89 @@ static void flush_fsync_done(void *arg, int res)
 	cb(cb_arg, err);
 }
 
+static void flush_on_ring(struct bd_engine *e, struct flush_ctx *f)
+{
+	/* Writes replied to before their commit (journal.c) reach the WAL first, so the sync
+	 * below covers every write completed before this flush. */
+	bd_engine_drain(e);
+	f->commits = bd_index_commits(e->ix);
+	st_reactor_fsync(e->r, &f->io, e->fd, true, flush_fsync_done, f);
+}
+
+/* Hand the waiting flushes to the committer as one sync job. Not from inside a reap. */
+static void flush_job_start(struct bd_engine *e)
+{
+	/* Writes replied to before their commit (journal.c) reach the WAL first, so the job
+	 * covers every write completed before these flushes; the committer is idle after. */
+	bd_engine_drain(e);
+	while (bd_committer_busy(e)) {
+		bd_committer_wait(e); /* a drained group's callbacks handed off another */
+	}
+	e->flush_run = e->flush_wait;
+	e->flush_wait = NULL;
+	e->flush_job = true;
+	bd_committer_sync(e);
+}
+
+void bd_flush_job_reaped(struct bd_engine *e, int rc)
+{
+	e->flush_job = false;
+	if (rc == 0) {
+		/* Every free in limbo now was deferred by a commit before the job (none lands
+		 * while it runs), some only after it started (group_run defers them): all are
+		 * covered, so the durable mark is taken here, not when the job started. */
+		flush_synced(e, e->seq++);
+	} else {
+		st_error("flush: the sync failed: %s", strerror(-rc));
+		rc = -EIO;
+	}
+	while (e->flush_run) {
+		struct flush_ctx *f = e->flush_run;
+		e->flush_run = f->next;
+		f->err = rc;
+		f->next = e->flush_done;
+		e->flush_done = f;
+	}
+	bd_commit_resume(e); /* groups that waited for the committer */
+}
+
+void bd_flush_kick(struct bd_engine *e)
+{
+	struct flush_ctx *f;
+	while ((f = e->flush_done)) {
+		e->flush_done = f->next;
+		bd_done_cb cb = f->cb;
+		void *cb_arg = f->cb_arg;
+		int err = f->err;
+		free(f);
+		cb(cb_arg, err);
+	}
+	if (e->flush_wait == NULL || e->flush_job) {
+		return;
+	}
+	if (e->cm != NULL && !e->failed && e->r != NULL) {
+		flush_job_start(e);
+		return;
+	}
+	while ((f = e->flush_wait)) { /* the committer stopped meanwhile */
+		e->flush_wait = f->next;
+		if (e->r == NULL) {
+			bd_done_cb cb = f->cb;
+			void *cb_arg = f->cb_arg;
+			free(f);
+			cb(cb_arg, -ESHUTDOWN);
+		} else {
+			flush_on_ring(e, f);
+		}
+	}
+}
+
+/*
+ * Durable: every write completed before the call, data first, then the index that points at
+ * it. With a committer, the syncs run on its thread as one job for every flush that waits
+ * (bd_committer_sync); a flush that arrives while a job runs waits for the next one, which
+ * first commits the groups that were journaled meanwhile.
+ */
 void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg)
 {
 	struct flush_ctx *f = calloc(1, sizeof(*f));
@@ -679,11 +776,15 @@ void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg)
 		cb(cb_arg, -ESHUTDOWN);
 		return;
 	}
-	/* Writes replied to before their commit (journal.c) reach the WAL first, so the sync
-	 * below covers every write completed before this flush. */
-	bd_engine_drain(e);
-	f->commits = bd_index_commits(e->ix);
-	st_reactor_fsync(e->r, &f->io, e->fd, true, flush_fsync_done, f);
+	if (e->cm == NULL || e->failed) {
+		flush_on_ring(e, f);
+		return;
+	}
+	f->next = e->flush_wait;
+	e->flush_wait = f;
+	if (!e->flush_job && e->flush_done == NULL) {
+		flush_job_start(e);
+	}
 }
 
 static void memtable_flushed(void *arg, int err)
