@@ -37,11 +37,14 @@ struct bd_committer {
 	pthread_cond_t work, done;
 	int refs;
 	bool stop;
-	bool hold;     /* tests: wait before the next commit (bd_committer_hold) */
-	bool busy;     /* a group was handed off and is not reaped yet */
-	bool pending;  /* handed off, not started */
-	bool finished; /* written: rc is valid */
-	bool sync_job; /* the job is a flush's sync, not a group (bd_committer_sync) */
+	bool hold;      /* tests: wait before the next commit (bd_committer_hold) */
+	bool hold_sync; /* tests: wait before the next sync job (bd_committer_hold_sync) */
+	bool busy;      /* a group was handed off and is not reaped yet */
+	bool pending;   /* handed off, not started */
+	bool finished;  /* written: rc is valid */
+	bool sync_job;  /* the job is a flush's sync, not a group (bd_committer_sync) */
+	int reset_fd;   /* the sync job then empties this journal file (-1: none) */
+	const char *boot;
 	/* The group in flight. */
 	struct bd_batch *batch;
 	bool sync;
@@ -91,7 +94,7 @@ static void *committer_main(void *arg)
 	bd_index_thread_init();
 	pthread_mutex_lock(&cm->lock);
 	for (;;) {
-		while ((!cm->pending || cm->hold) && !cm->stop) {
+		while ((!cm->pending || cm->hold || (cm->sync_job && cm->hold_sync)) && !cm->stop) {
 			pthread_cond_wait(&cm->work, &cm->lock);
 		}
 		if (!cm->pending) {
@@ -104,6 +107,10 @@ static void *committer_main(void *arg)
 				 : 0;
 		if (cm->sync_job) {
 			rc = rc ? rc : bd_index_sync(cm->ix);
+			if (rc == 0 && cm->reset_fd >= 0) {
+				long w = bd_journal_reset_fd(cm->reset_fd, cm->boot);
+				rc = w < 0 ? (int)w : 0;
+			}
 		} else {
 			rc = rc ? rc : bd_index_commit(cm->ix, cm->batch, cm->sync);
 		}
@@ -203,6 +210,19 @@ void bd_committer_hold(struct bd_engine *e, bool hold)
 	pthread_mutex_unlock(&cm->lock);
 }
 
+void bd_committer_hold_sync(struct bd_engine *e, bool hold)
+{
+	struct bd_committer *cm = e->cm;
+
+	if (cm == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&cm->lock);
+	cm->hold_sync = hold;
+	pthread_cond_signal(&cm->work);
+	pthread_mutex_unlock(&cm->lock);
+}
+
 void bd_committer_wait(struct bd_engine *e)
 {
 	struct bd_committer *cm = e->cm;
@@ -245,10 +265,12 @@ void bd_committer_handoff(struct bd_engine *e, struct bd_batch *batch, bool sync
  * in flight, so no commit lands between the WAL sync and the reap (where the memtable may be
  * switched with an empty WAL buffer).
  */
-void bd_committer_sync(struct bd_engine *e)
+void bd_committer_sync(struct bd_engine *e, int reset_fd)
 {
 	struct bd_committer *cm = e->cm;
 
+	cm->reset_fd = reset_fd;
+	cm->boot = e->jboot;
 	cm->batch = NULL;
 	cm->sync = false;
 	cm->sync_job = true;

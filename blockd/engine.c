@@ -602,6 +602,7 @@ int bd_engine_open(struct st_reactor *r, const struct bd_engine_opts *o, struct 
 	st_reactor_set_spin_gate(r, &e->nlive_ops, ST_REACTOR_SPIN_MAX_LIVE);
 	e->fd = -1;
 	e->jfd = -1;
+	e->jfd_old = -1;
 	TAILQ_INIT(&e->reads);
 	TAILQ_INIT(&e->free_ops);
 	TAILQ_INIT(&e->gwait);

@@ -147,6 +147,14 @@ struct bd_engine {
 	bool commit_always; /* tests: every group goes to the committer */
 	/* The reply journal (journal.c) and a group sealed for commit after its replies. */
 	int jfd; /* -1: no journal, writes reply after their commit */
+	/* The other journal file (journal.c, "Two files"): empty but for its boot record, or
+	 * holding groups appended before the switch (jold_dirty) until a sync job has made them
+	 * durable in the index and emptied it on the committer thread (jold_in_job). */
+	int jfd_old;
+	uint64_t jsize_old;
+	uint64_t jtrim;     /* the size past which the journal is emptied (JOURNAL_TRIM) */
+	uint64_t jswitches; /* appends moved to the other file (bd_journal_trim) */
+	bool jold_dirty, jold_in_job;
 	uint64_t jseq, jsize, jgroups, jreplayed, jawaited;
 	char jboot[40]; /* the boot id the journal's boot record carries, read once ("": none) */
 	/* Read-triggered defragmentation (defrag.c). */
@@ -400,7 +408,12 @@ void bd_committer_handoff(struct bd_engine *e, struct bd_batch *batch, bool sync
 			  uint64_t dseq, struct op_list *ops) __attribute__((nonnull));
 /* Give the idle committer a sync job: the data file, then the WAL (every commit so far);
  * bd_flush_job_reaped gets its result when the reactor reaps it. */
-void bd_committer_sync(struct bd_engine *e) __attribute__((nonnull));
+void bd_committer_sync(struct bd_engine *e, int reset_fd) __attribute__((nonnull));
+/* journal.c: empty a journal file and write its boot record; any thread. Returns its size or
+ * -errno. */
+long bd_journal_reset_fd(int fd, const char *boot) __attribute__((nonnull));
+/* journal.c: a sync job that emptied the old journal file was reaped (rc: the job's). */
+void bd_journal_old_reset(struct bd_engine *e, int rc) __attribute__((nonnull));
 /* mutate.c: the committer's sync job was reaped (reactor thread, any depth: no callbacks). */
 void bd_flush_job_reaped(struct bd_engine *e, int rc) __attribute__((nonnull));
 /* mutate.c: run finished flushes' callbacks and start the next job (top level only). */

@@ -483,6 +483,8 @@ void bd_engine_stop_committer(struct bd_engine *e) __attribute__((nonnull));
 void bd_defrag_tick(struct bd_engine *e) __attribute__((nonnull));
 /* Tests: hold the committer thread before its next commit (true), or let it go (false). */
 void bd_committer_hold(struct bd_engine *e, bool hold) __attribute__((nonnull));
+/* Tests: a flush's sync job waits at the committer (which stays busy) while held. */
+void bd_committer_hold_sync(struct bd_engine *e, bool hold) __attribute__((nonnull));
 /* No new prewrites (blockd/prewrite.c); off the reactor thread, also wait for the one in
  * flight. Call before st_reactor_destroy(); bd_engine_close calls it too. */
 void bd_engine_stop_prewriter(struct bd_engine *e) __attribute__((nonnull));

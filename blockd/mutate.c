@@ -699,12 +699,22 @@ static void flush_job_start(struct bd_engine *e)
 	e->flush_run = e->flush_wait;
 	e->flush_wait = NULL;
 	e->flush_job = true;
-	bd_committer_sync(e);
+	/* Every group of the old journal file is committed now (drained): after this job's
+	 * syncs they are durable without it, and the committer empties it. */
+	int reset_fd = -1;
+	if (e->jold_dirty && !e->jold_in_job && e->jfd_old >= 0) {
+		reset_fd = e->jfd_old;
+		e->jold_in_job = true;
+	}
+	bd_committer_sync(e, reset_fd);
 }
 
 void bd_flush_job_reaped(struct bd_engine *e, int rc)
 {
 	e->flush_job = false;
+	if (e->jold_in_job) {
+		bd_journal_old_reset(e, rc);
+	}
 	if (rc == 0) {
 		/* Every free in limbo now was deferred by a commit before the job (none lands
 		 * while it runs), some only after it started (group_run defers them): all are

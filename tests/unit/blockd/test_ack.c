@@ -136,6 +136,77 @@ Test(ack, killed_after_the_reply_loses_nothing)
 	t_close(&t);
 }
 
+/* The journal switches files at its trim mark (4 KiB here: the first few groups) and asks a
+ * sync job to empty the old one; the job is held at the committer, so the old file keeps
+ * groups whose WAL records were never written out, and the groups after the switch wait in
+ * the new file, replied to but not committed. A child writes 96 blocks, each replied to, and
+ * is killed: every one reads back only if the replay reads both files, the old one first. */
+Test(ack, killed_while_the_journal_switches_files_loses_nothing, .timeout = 60)
+{
+	struct tctx t;
+	t_setup(&t, 64 * MiB);
+	cr_assert_eq(setenv("STRATA_JOURNAL_TRIM", "4096", 1), 0);
+	open_with_committer(&t, true);
+	bd_engine_close(t.e);
+	t.e = NULL;
+	for (int round = 0; round < 3; round++) {
+		pid_t pid = fork();
+		cr_assert_geq(pid, 0);
+		if (pid == 0) {
+			struct st_reactor *r;
+			if (st_reactor_create(&r, 256) < 0) {
+				_exit(2);
+			}
+			t.r = r;
+			struct bd_engine_opts o = {
+				.data_path = t.data, .size = t.size, .journal = true};
+			if (bd_engine_open(r, &o, &t.e) < 0 ||
+			    bd_engine_start_committer(t.e, true) < 0) {
+				_exit(3);
+			}
+			bd_committer_hold_sync(t.e, true);
+			for (int i = 0; i < 96; i++) {
+				void *b = t_buf(4096, 0x10 + round * 96 + i);
+				struct bd_req q = t_req(1, NULL, 0, (uint64_t)round,
+							(uint64_t)i * 4096, 4096);
+				struct twait w = {.r = r};
+				bd_write(t.e, &q, b, t_cb, &w);
+				while (!w.done) {
+					st_reactor_run(r);
+				}
+				if (w.err) {
+					_exit(4);
+				}
+			}
+			if (t.e->jswitches < 1) {
+				_exit(6); /* the test would not test the switch */
+			}
+			kill(getpid(), SIGKILL);
+			_exit(5);
+		}
+		int status;
+		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d",
+			  status);
+		struct bd_engine_opts o = {.data_path = t.data, .size = t.size, .journal = true};
+		cr_assert_eq(bd_engine_open(t.r, &o, &t.e), 0);
+		const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
+		cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0, "round %d", round);
+		for (int o2 = 0; o2 <= round; o2++) {
+			for (int i = 0; i < 96; i++) {
+				cr_assert_eq(t_check(&t, 1, NULL, 0, (uint64_t)o2,
+						     (uint64_t)i * 4096, 4096, 0x10 + o2 * 96 + i),
+					     0, "round %d: object %d block %d", round, o2, i);
+			}
+		}
+		bd_engine_close(t.e);
+		t.e = NULL;
+	}
+	unsetenv("STRATA_JOURNAL_TRIM");
+	t_open_cache(&t, t.size, 0);
+	t_close(&t);
+}
+
 /* Writes the three blocks of held_writes(): each its own group, the first at the committer
  * (held there), the next two sealed behind it while it is busy, the third merged into the
  * second. Every write is replied to. */
