@@ -364,6 +364,16 @@ int bd_journal_open(struct bd_engine *e, const char *path)
 	last = applied;
 	long n = 0;
 	for (int i = 0; i < 2; i++) {
+		uint64_t f = first_seq(fds[i]);
+		if (i == 1 && f != UINT64_MAX && f > last + 1) {
+			/* The groups between the files are gone (the old file lost them in a power
+			 * cut): what follows was never flushed, and applying it would leave a hole.
+			 */
+			st_warn("journal: groups %lu to %lu are missing: the later ones, never "
+				"flushed, are dropped",
+				(unsigned long)(last + 1), (unsigned long)(f - 1));
+			break;
+		}
 		bool clean = false;
 		long k = replay(e, fds[i], applied, &last, &clean);
 		if (k < 0) {
