@@ -156,7 +156,10 @@ struct bd_engine {
 	uint64_t jswitches; /* appends moved to the other file (bd_journal_trim) */
 	bool jold_dirty, jold_in_job;
 	uint64_t jseq, jsize, jgroups, jreplayed, jawaited;
-	char jboot[40]; /* the boot id the journal's boot record carries, read once ("": none) */
+	/* The journal's boot record (journal.c): the boot id (36 characters, read once; "": none)
+	 * then the store's uuid (16 bytes), so that a journal left beside a replaced index is not
+	 * replayed into it. */
+	char jboot[64];
 	/* Read-triggered defragmentation (defrag.c). */
 	uint32_t defrag_runs;   /* 0: off */
 	uint32_t defrag_shared; /* shared blocks a rewrite may copy */
@@ -411,7 +414,7 @@ void bd_committer_handoff(struct bd_engine *e, struct bd_batch *batch, bool sync
 void bd_committer_sync(struct bd_engine *e, int reset_fd) __attribute__((nonnull));
 /* journal.c: empty a journal file and write its boot record; any thread. Returns its size or
  * -errno. */
-long bd_journal_reset_fd(int fd, const char *boot) __attribute__((nonnull));
+long bd_journal_reset_fd(int fd, const char *boot_rec) __attribute__((nonnull));
 /* journal.c: a sync job that emptied the old journal file was reaped (rc: the job's). */
 void bd_journal_old_reset(struct bd_engine *e, int rc) __attribute__((nonnull));
 /* mutate.c: the committer's sync job was reaped (reactor thread, any depth: no callbacks). */

@@ -13,7 +13,9 @@
  * Record: magic(4) len(4) seq(8) crc32c(4) pad(4) | the batch's serialized WriteBatch. The
  * batch carries the 'J' key = seq, so RocksDB knows the last journaled group it applied. The
  * file starts with a boot record, seq 0 (never above the applied mark, so never applied), whose
- * payload is the kernel's boot id when the file was started: see record_data_intact. At
+ * payload is the kernel's boot id when the file was started (see record_data_intact) and the
+ * store's uuid (a file written for another store, left beside a replaced index, is not
+ * replayed). At
  * open, every intact record with seq above it is applied in order (a torn tail ends the
  * replay: its group was never replied to), the data file and then the WAL are synced and the
  * journal emptied, all before the rebuild derives the allocator from the index. A record
@@ -45,9 +47,10 @@
 #define JOURNAL_MAGIC 0x534a5231u /* "SJR1" */
 #define JOURNAL_HDR   24
 #define JOURNAL_TRIM  (64u << 20)
-#define JOURNAL_MAX   (256u << 20) /* one record; a group is far smaller */
-#define BOOT_ID_LEN   36u          /* /proc/sys/kernel/random/boot_id, without the newline */
-_Static_assert(sizeof(((struct bd_engine *)0)->jboot) > BOOT_ID_LEN, "jboot holds a boot id");
+#define JOURNAL_MAX   (256u << 20)        /* one record; a group is far smaller */
+#define BOOT_ID_LEN   36u                 /* /proc/sys/kernel/random/boot_id, without the newline */
+#define BOOT_REC_LEN  (BOOT_ID_LEN + 16u) /* the boot id, then the store's uuid */
+_Static_assert(sizeof(((struct bd_engine *)0)->jboot) >= BOOT_REC_LEN, "jboot holds the record");
 
 static const uint8_t J_KEY[1] = {'J'};
 
@@ -202,16 +205,13 @@ static ssize_t write_record(int fd, uint64_t seq, const void *data, size_t len)
 /* Empty a journal file and start it with the boot record. Without one (no boot id, or the
  * write failed) the next replay checks every record's data, which is only slower. Touches
  * nothing but the file: the committer thread empties the old file this way. */
-long bd_journal_reset_fd(int fd, const char *boot)
+long bd_journal_reset_fd(int fd, const char *boot_rec)
 {
 	if (ftruncate(fd, 0) < 0) {
 		return -errno;
 	}
-	if (boot[0] == '\0') {
-		return 0;
-	}
-	ssize_t w = write_record(fd, 0, boot, BOOT_ID_LEN);
-	if (w == (ssize_t)(JOURNAL_HDR + BOOT_ID_LEN)) {
+	ssize_t w = write_record(fd, 0, boot_rec, BOOT_REC_LEN);
+	if (w == (ssize_t)(JOURNAL_HDR + BOOT_REC_LEN)) {
 		return (long)w;
 	}
 	if (w < 0 || ftruncate(fd, 0) < 0) {
@@ -265,8 +265,21 @@ static long replay(struct bd_engine *e, int fd, uint64_t applied, uint64_t *last
 			break;
 		}
 		if (off == 0 && seq == 0) {
-			same_boot = e->jboot[0] != '\0' && len == BOOT_ID_LEN &&
-				    memcmp(buf, e->jboot, len) == 0;
+			if (len == BOOT_REC_LEN &&
+			    memcmp(buf + BOOT_ID_LEN, e->jboot + BOOT_ID_LEN, 16) != 0) {
+				/* Written for another store: this index was replaced (a wiped
+				 * node) and the journal left beside it. Its groups are not
+				 * this store's. */
+				st_warn("journal: a file of another store (its index was "
+					"replaced): not replayed");
+				*clean = true;
+				free(buf);
+				return 0;
+			}
+			/* A boot record of BOOT_ID_LEN: an older blockd's, with no store id. */
+			same_boot = e->jboot[0] != '\0' &&
+				    (len == BOOT_ID_LEN || len == BOOT_REC_LEN) &&
+				    memcmp(buf, e->jboot, BOOT_ID_LEN) == 0;
 		} else if (seq > applied) {
 			uint64_t bad;
 			int rc = same_boot ? 0 : record_data_intact(e, buf, len, &bad);
@@ -349,7 +362,9 @@ int bd_journal_open(struct bd_engine *e, const char *path)
 	if (rc < 0) {
 		goto fail;
 	}
+	memset(e->jboot, 0, sizeof(e->jboot));
 	read_boot_id(e->jboot); /* constant while this process runs */
+	memcpy(e->jboot + BOOT_ID_LEN, e->uuid, 16);
 	/* STRATA_JOURNAL_TRIM: the trim mark in bytes, for tests that want many switches. */
 	const char *tenv = getenv("STRATA_JOURNAL_TRIM");
 	e->jtrim = tenv != NULL && atoll(tenv) > 0 ? (uint64_t)atoll(tenv) : JOURNAL_TRIM;
@@ -489,7 +504,7 @@ void bd_journal_old_reset(struct bd_engine *e, int rc)
 		return;
 	}
 	e->jold_dirty = false;
-	e->jsize_old = e->jboot[0] != '\0' ? JOURNAL_HDR + BOOT_ID_LEN : 0;
+	e->jsize_old = JOURNAL_HDR + BOOT_REC_LEN;
 }
 
 /*
