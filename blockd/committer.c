@@ -197,7 +197,8 @@ void bd_committer_reap(struct bd_engine *e)
 	}
 }
 
-void bd_committer_hold(struct bd_engine *e, bool hold)
+/* Tests: hold (or let go) the next commit, or only the next sync job. */
+static void committer_set_hold(struct bd_engine *e, bool sync_only, bool hold)
 {
 	struct bd_committer *cm = e->cm;
 
@@ -205,22 +206,23 @@ void bd_committer_hold(struct bd_engine *e, bool hold)
 		return;
 	}
 	pthread_mutex_lock(&cm->lock);
-	cm->hold = hold;
+	if (sync_only) {
+		cm->hold_sync = hold;
+	} else {
+		cm->hold = hold;
+	}
 	pthread_cond_signal(&cm->work);
 	pthread_mutex_unlock(&cm->lock);
 }
 
+void bd_committer_hold(struct bd_engine *e, bool hold)
+{
+	committer_set_hold(e, false, hold);
+}
+
 void bd_committer_hold_sync(struct bd_engine *e, bool hold)
 {
-	struct bd_committer *cm = e->cm;
-
-	if (cm == NULL) {
-		return;
-	}
-	pthread_mutex_lock(&cm->lock);
-	cm->hold_sync = hold;
-	pthread_cond_signal(&cm->work);
-	pthread_mutex_unlock(&cm->lock);
+	committer_set_hold(e, true, hold);
 }
 
 void bd_committer_wait(struct bd_engine *e)
@@ -238,6 +240,17 @@ void bd_committer_wait(struct bd_engine *e)
 	bd_committer_reap(e);
 }
 
+/* The job described in cm (a group, or a sync job) is the thread's to run. */
+static void committer_start(struct bd_committer *cm)
+{
+	pthread_mutex_lock(&cm->lock);
+	cm->busy = true;
+	cm->pending = true;
+	cm->finished = false;
+	pthread_cond_signal(&cm->work);
+	pthread_mutex_unlock(&cm->lock);
+}
+
 void bd_committer_handoff(struct bd_engine *e, struct bd_batch *batch, bool sync, uint64_t gseq,
 			  uint64_t dseq, struct op_list *ops)
 {
@@ -249,12 +262,7 @@ void bd_committer_handoff(struct bd_engine *e, struct bd_batch *batch, bool sync
 	cm->dseq = dseq;
 	TAILQ_INIT(&cm->ops);
 	TAILQ_CONCAT(&cm->ops, ops, link);
-	pthread_mutex_lock(&cm->lock);
-	cm->busy = true;
-	cm->pending = true;
-	cm->finished = false;
-	pthread_cond_signal(&cm->work);
-	pthread_mutex_unlock(&cm->lock);
+	committer_start(cm);
 }
 
 /*
@@ -275,12 +283,7 @@ void bd_committer_sync(struct bd_engine *e, int reset_fd)
 	cm->sync = false;
 	cm->sync_job = true;
 	TAILQ_INIT(&cm->ops);
-	pthread_mutex_lock(&cm->lock);
-	cm->busy = true;
-	cm->pending = true;
-	cm->finished = false;
-	pthread_cond_signal(&cm->work);
-	pthread_mutex_unlock(&cm->lock);
+	committer_start(cm);
 }
 
 void bd_engine_stop_committer(struct bd_engine *e)

@@ -371,15 +371,19 @@ int bd_journal_open(struct bd_engine *e, const char *path)
 	/* The file whose groups are older first: every group of the old file was appended
 	 * before the switch to the other. A replay that stops early (a torn or lost group)
 	 * stops for both: what follows it was never flushed. */
-	if (first_seq(fds[1]) < first_seq(fds[0])) {
+	uint64_t first[2] = {first_seq(fds[0]), first_seq(fds[1])};
+	if (first[1] < first[0]) {
 		int t = fds[0];
 		fds[0] = fds[1];
 		fds[1] = t;
+		uint64_t f = first[0];
+		first[0] = first[1];
+		first[1] = f;
 	}
 	last = applied;
 	long n = 0;
 	for (int i = 0; i < 2; i++) {
-		uint64_t f = first_seq(fds[i]);
+		uint64_t f = first[i];
 		if (i == 1 && f != UINT64_MAX && f > last + 1) {
 			/* The groups between the files are gone (the old file lost them in a power
 			 * cut): what follows was never flushed, and applying it would leave a hole.

@@ -638,17 +638,23 @@ struct flush_ctx {
 
 /* After a sync that covered every commit so far: switch memtables if asked (the WAL buffer is
  * empty now), and let blocks that waited for it be reused. */
-static void flush_synced(struct bd_engine *e, uint64_t dseq)
+static void flush_synced(struct bd_engine *e)
 {
 	if (bd_index_memtable_full(e->ix) || e->switch_wanted) {
 		(void)bd_index_switch_memtable(e->ix); /* its WAL buffer is empty now */
 		e->switch_wanted = false;
 	}
-	if (dseq > e->durable_seq) {
-		e->durable_seq = dseq;
-	}
-	e->last_sync_ms = st_now_ms();
+	bd_engine_mark_durable(e);
 	bd_engine_reap(e); /* blocks that waited for this sync can be reused */
+}
+
+/* A flush is over: free it, then tell its owner. */
+static void flush_finish(struct flush_ctx *f, int err)
+{
+	bd_done_cb cb = f->cb;
+	void *cb_arg = f->cb_arg;
+	free(f);
+	cb(cb_arg, err);
 }
 
 /* Without a committer: the data file through the ring, then the rest on this thread. */
@@ -670,12 +676,9 @@ static void flush_fsync_done(void *arg, int res)
 		err = bd_index_sync(f->e->ix);
 	}
 	if (!err) {
-		flush_synced(f->e, f->e->seq++);
+		flush_synced(f->e);
 	}
-	bd_done_cb cb = f->cb;
-	void *cb_arg = f->cb_arg;
-	free(f);
-	cb(cb_arg, err);
+	flush_finish(f, err);
 }
 
 static void flush_on_ring(struct bd_engine *e, struct flush_ctx *f)
@@ -719,7 +722,7 @@ void bd_flush_job_reaped(struct bd_engine *e, int rc)
 		/* Every free in limbo now was deferred by a commit before the job (none lands
 		 * while it runs), some only after it started (group_run defers them): all are
 		 * covered, so the durable mark is taken here, not when the job started. */
-		flush_synced(e, e->seq++);
+		flush_synced(e);
 	} else {
 		st_error("flush: the sync failed: %s", strerror(-rc));
 		rc = -EIO;
@@ -739,11 +742,7 @@ void bd_flush_kick(struct bd_engine *e)
 	struct flush_ctx *f;
 	while ((f = e->flush_done)) {
 		e->flush_done = f->next;
-		bd_done_cb cb = f->cb;
-		void *cb_arg = f->cb_arg;
-		int err = f->err;
-		free(f);
-		cb(cb_arg, err);
+		flush_finish(f, f->err);
 	}
 	if (e->flush_wait == NULL || e->flush_job) {
 		return;
@@ -755,10 +754,7 @@ void bd_flush_kick(struct bd_engine *e)
 	while ((f = e->flush_wait)) { /* the committer stopped meanwhile */
 		e->flush_wait = f->next;
 		if (e->r == NULL) {
-			bd_done_cb cb = f->cb;
-			void *cb_arg = f->cb_arg;
-			free(f);
-			cb(cb_arg, -ESHUTDOWN);
+			flush_finish(f, -ESHUTDOWN);
 		} else {
 			flush_on_ring(e, f);
 		}
@@ -782,8 +778,7 @@ void bd_flush(struct bd_engine *e, bd_done_cb cb, void *cb_arg)
 	f->cb = cb;
 	f->cb_arg = cb_arg;
 	if (e->r == NULL) {
-		free(f);
-		cb(cb_arg, -ESHUTDOWN);
+		flush_finish(f, -ESHUTDOWN);
 		return;
 	}
 	if (e->cm == NULL || e->failed) {

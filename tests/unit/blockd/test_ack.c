@@ -21,10 +21,16 @@ static void open_with_committer(struct tctx *t, bool journal)
 	cr_assert_eq(bd_engine_start_committer(t->e, true), 0);
 }
 
+enum held {
+	HELD_NONE,   /* the committer runs */
+	HELD_COMMIT, /* held before its first commit (bd_committer_hold) */
+	HELD_SYNC,   /* held before its first flush's sync job; the journal must have switched */
+};
+
 /* In a child process: open the engine with its committer (held, if asked), write blocks
  * 0..n-1 of object obj in layer 1, block i filled with fill0 + i, each replied to, and die of
  * SIGKILL at once. The parent checks how it died and reopens the same files into t->e. */
-static void kill_writer(struct tctx *t, bool hold, uint64_t obj, int n, int fill0)
+static void kill_writer(struct tctx *t, enum held held, uint64_t obj, int n, int fill0)
 {
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0);
@@ -38,7 +44,11 @@ static void kill_writer(struct tctx *t, bool hold, uint64_t obj, int n, int fill
 		if (bd_engine_open(r, &o, &t->e) < 0 || bd_engine_start_committer(t->e, true) < 0) {
 			_exit(3);
 		}
-		bd_committer_hold(t->e, hold);
+		if (held == HELD_COMMIT) {
+			bd_committer_hold(t->e, true);
+		} else if (held == HELD_SYNC) {
+			bd_committer_hold_sync(t->e, true);
+		}
 		for (int i = 0; i < n; i++) {
 			void *b = t_buf(4096, fill0 + i);
 			struct bd_req q = t_req(1, NULL, 0, obj, (uint64_t)i * 4096, 4096);
@@ -51,6 +61,9 @@ static void kill_writer(struct tctx *t, bool hold, uint64_t obj, int n, int fill
 				_exit(4);
 			}
 		}
+		if (held == HELD_SYNC && t->e->jswitches < 1) {
+			_exit(6); /* the test would not test the switch */
+		}
 		kill(getpid(), SIGKILL);
 		_exit(5);
 	}
@@ -59,9 +72,9 @@ static void kill_writer(struct tctx *t, bool hold, uint64_t obj, int n, int fill
 	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d", status);
 }
 
-static void killed_after_writes(struct tctx *t, bool hold, uint64_t obj, int n, int fill0)
+static void killed_after_writes(struct tctx *t, enum held held, uint64_t obj, int n, int fill0)
 {
-	kill_writer(t, hold, obj, n, fill0);
+	kill_writer(t, held, obj, n, fill0);
 	struct bd_engine_opts o = {.data_path = t->data, .size = t->size, .journal = true};
 	cr_assert_eq(bd_engine_open(t->r, &o, &t->e), 0);
 }
@@ -119,7 +132,7 @@ Test(ack, killed_after_the_reply_loses_nothing)
 	t.e = NULL;
 	for (int round = 0; round < 8; round++) {
 		/* Object `round`, 16 blocks, each written with its own pattern. */
-		killed_after_writes(&t, false, (uint64_t)round, 16, 0x40 + round * 16);
+		killed_after_writes(&t, HELD_NONE, (uint64_t)round, 16, 0x40 + round * 16);
 		const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
 		cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0, "round %d", round);
 		for (int o2 = 0; o2 <= round; o2++) {
@@ -150,46 +163,7 @@ Test(ack, killed_while_the_journal_switches_files_loses_nothing, .timeout = 60)
 	bd_engine_close(t.e);
 	t.e = NULL;
 	for (int round = 0; round < 3; round++) {
-		pid_t pid = fork();
-		cr_assert_geq(pid, 0);
-		if (pid == 0) {
-			struct st_reactor *r;
-			if (st_reactor_create(&r, 256) < 0) {
-				_exit(2);
-			}
-			t.r = r;
-			struct bd_engine_opts o = {
-				.data_path = t.data, .size = t.size, .journal = true};
-			if (bd_engine_open(r, &o, &t.e) < 0 ||
-			    bd_engine_start_committer(t.e, true) < 0) {
-				_exit(3);
-			}
-			bd_committer_hold_sync(t.e, true);
-			for (int i = 0; i < 96; i++) {
-				void *b = t_buf(4096, 0x10 + round * 96 + i);
-				struct bd_req q = t_req(1, NULL, 0, (uint64_t)round,
-							(uint64_t)i * 4096, 4096);
-				struct twait w = {.r = r};
-				bd_write(t.e, &q, b, t_cb, &w);
-				while (!w.done) {
-					st_reactor_run(r);
-				}
-				if (w.err) {
-					_exit(4);
-				}
-			}
-			if (t.e->jswitches < 1) {
-				_exit(6); /* the test would not test the switch */
-			}
-			kill(getpid(), SIGKILL);
-			_exit(5);
-		}
-		int status;
-		cr_assert_eq(waitpid(pid, &status, 0), pid);
-		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d",
-			  status);
-		struct bd_engine_opts o = {.data_path = t.data, .size = t.size, .journal = true};
-		cr_assert_eq(bd_engine_open(t.r, &o, &t.e), 0);
+		killed_after_writes(&t, HELD_SYNC, (uint64_t)round, 96, 0x10 + round * 96);
 		const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
 		cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0, "round %d", round);
 		for (int o2 = 0; o2 <= round; o2++) {
@@ -218,7 +192,7 @@ Test(ack, a_journal_of_another_store_is_not_replayed, .timeout = 60)
 	open_with_committer(&t, true);
 	bd_engine_close(t.e);
 	t.e = NULL;
-	kill_writer(&t, true, 0, 3, 0x71); /* journaled only: the committer was held */
+	kill_writer(&t, HELD_COMMIT, 0, 3, 0x71); /* journaled only: the committer was held */
 	char cmd[600];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s.db'", t.data);
 	cr_assert_eq(system(cmd), 0);
@@ -276,7 +250,7 @@ Test(ack, groups_behind_a_busy_committer_reply_at_once, .timeout = 60)
 
 	/* New patterns over the same blocks, the committer held: the old ones must not come
 	 * back. */
-	killed_after_writes(&t, true, 0, 3, 0x61);
+	killed_after_writes(&t, HELD_COMMIT, 0, 3, 0x61);
 	cr_assert_geq(t_space(&t).journal_replayed, 2, "the held group and the one behind it");
 	const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
 	cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0);
@@ -342,10 +316,10 @@ Test(ack, a_journaled_group_whose_data_was_lost_is_dropped, .timeout = 60)
 {
 	struct tctx t;
 	t_setup(&t, 64 * MiB);
-	killed_after_writes(&t, false, 0, 3, 0x21); /* committed */
+	killed_after_writes(&t, HELD_NONE, 0, 3, 0x21); /* committed */
 	bd_engine_close(t.e);
 	t.e = NULL;
-	kill_writer(&t, true, 0, 3, 0x31); /* journaled only: the committer was held */
+	kill_writer(&t, HELD_COMMIT, 0, 3, 0x31); /* journaled only: the committer was held */
 	/* Lose the data of the second write, as a power cut (a reboot) would. */
 	uint8_t want[4096], zero[4096] = {0};
 	memset(want, 0x32, sizeof(want));
