@@ -1,6 +1,6 @@
-/* Per-test catalog directory under $TMPDIR, removed afterwards. */
-#ifndef STRATA_TEST_META_TMPDIR_H
-#define STRATA_TEST_META_TMPDIR_H
+/* A per-test directory under $TMPDIR (default /tmp), removed afterwards. */
+#ifndef STRATA_TEST_UNIT_TMPDIR_H
+#define STRATA_TEST_UNIT_TMPDIR_H
 
 #include <ftw.h>
 #include <stdio.h>
@@ -18,7 +18,7 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 static inline char *test_mkdtemp(char *buf, size_t len)
 {
 	const char *t = getenv("TMPDIR");
-	snprintf(buf, len, "%s/strata-meta-unit.XXXXXX", t && t[0] ? t : "/tmp");
+	snprintf(buf, len, "%s/strata-unit.XXXXXX", t && t[0] ? t : "/tmp");
 	return mkdtemp(buf);
 }
 

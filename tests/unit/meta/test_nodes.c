@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
-#include "tmpdir.h"
+#include "../tmpdir.h"
 
 static char dir[256];
 static struct md_catalog *cat;

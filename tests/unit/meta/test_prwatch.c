@@ -17,7 +17,7 @@
 #include "common/reactor.h"
 #include "common/rpc.h"
 #include "internal.h"
-#include "tmpdir.h"
+#include "../tmpdir.h"
 
 #define HB_MS   300
 #define ACK_MS  800
