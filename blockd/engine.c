@@ -366,6 +366,8 @@ void bd_engine_space(struct bd_engine *e, struct bd_space *s)
 	s->fs_low = e->fs_low;
 	s->checksum_errors = e->checksum_errors;
 	s->fixed_reads = e->fixed_reads;
+	s->data_writevs = e->wc_writes;
+	s->data_write_subs = e->wc_subs;
 	s->lists = e->nlists;
 }
 
@@ -813,6 +815,10 @@ void bd_engine_close(struct bd_engine *e)
 			"meanwhile, or no free run)",
 			(unsigned long)e->defrag_done, (unsigned long)e->defrag_skipped);
 	}
+	if (e->wc_writes > 0) {
+		st_info("data writes: %lu sub-writes in %lu writevs (coalesce.c)",
+			(unsigned long)e->wc_subs, (unsigned long)e->wc_writes);
+	}
 	bd_fsspace_close(e);
 	bd_journal_close(e);
 	bd_prewrite_close(e);
@@ -844,6 +850,7 @@ void bd_engine_close(struct bd_engine *e)
 	bd_batch_free(e->gspare);
 	free(e->gdirty);
 	free(e->gxkv);
+	bd_wc_free(e);
 	struct bd_op *op;
 	while ((op = TAILQ_FIRST(&e->free_ops))) {
 		TAILQ_REMOVE(&e->free_ops, op, link);

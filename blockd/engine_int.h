@@ -26,9 +26,11 @@ struct op_sub {
 	struct st_io io;
 	struct iovec iov;
 	struct bd_op *op;
+	uint64_t off; /* file offset of a data write (coalesce.c) */
 };
 
 struct obj_lock;
+struct bd_wmerge;
 struct idem_ent;
 
 struct bd_op {
@@ -127,6 +129,11 @@ struct bd_engine {
 	bool fixed_file;          /* e->fd is the ring's registered file */
 	bool fixed_bufs;          /* the iobuf arena is registered with the ring */
 	uint64_t fixed_reads;     /* data reads issued as READ_FIXED */
+	/* Data writes of a turn, coalesced (coalesce.c). */
+	struct op_sub **wc_q;
+	size_t wc_n, wc_cap;
+	struct bd_wmerge *wc_free;
+	uint64_t wc_writes, wc_subs; /* writevs started, sub-writes they carried */
 	uint64_t nlists;
 	struct bd_fsck_report rep;
 	struct obj_lock *locks[1024];
@@ -335,11 +342,12 @@ void bd_prewrite_open(struct bd_engine *e, uint64_t ahead_bytes) __attribute__((
 void bd_prewrite_close(struct bd_engine *e) __attribute__((nonnull));
 /* Start the next zero-fill (see bd_prewrite_kick). */
 void bd_prewrite_next(struct bd_engine *e) __attribute__((nonnull));
-/* After an allocation: prewrite when the written region runs short of free blocks. */
+/* After an allocation: prewrite when the written region runs short of free blocks, or of
+ * free runs (its free blocks are lone ones: alloc.c run_start). */
 static inline void bd_prewrite_kick(struct bd_engine *e)
 {
 	if (e->pw.ahead && !e->pw.busy && e->alloc.ready < e->nblocks &&
-	    e->alloc.ready_free < e->pw.ahead) {
+	    (e->alloc.ready_free < e->pw.ahead || e->alloc.rskip > 0)) {
 		bd_prewrite_next(e);
 	}
 }
@@ -358,6 +366,12 @@ void bd_lock_release(struct bd_op *op) __attribute__((nonnull));
 void bd_op_io_done(void *arg, int res);
 /* Reserve blocks and write the op's data to them (zero and trim go straight to commit). */
 void bd_write_phase(struct bd_op *op) __attribute__((nonnull));
+
+/* coalesce.c */
+/* Start sub-write s (its iov) at file offset off, in one writev with the turn's adjacent ones;
+ * bd_op_io_done(s, res) reports it. */
+void bd_wc_queue(struct bd_engine *e, struct op_sub *s, uint64_t off) __attribute__((nonnull));
+void bd_wc_free(struct bd_engine *e) __attribute__((nonnull));
 /* A compare-and-write with an idempotency entry joins the commit: put its 'I' key into the
  * group's WriteBatch, so the key commits exactly when its data does. */
 void bd_idem_persist(struct bd_op *op) __attribute__((nonnull));

@@ -69,6 +69,7 @@ struct bd_alloc {
 	 * its free blocks, which allocation prefers. */
 	uint64_t ready, ready_free;
 	uint64_t rcursor;     /* next-fit cursor inside [0, ready) */
+	uint32_t rskip, skip; /* allocations before the next search for a free word (alloc.c) */
 	uint64_t unready;     /* blocks handed out while the region had too few (not all past it) */
 	uint8_t *chunk_dirty; /* per persisted chunk */
 	uint64_t *dirty;      /* chunks changed since the last clean close */
@@ -431,6 +432,8 @@ struct bd_space {
 	uint64_t checksum_errors;
 	uint64_t lists;
 	uint64_t fixed_reads;       /* data reads that went through a registered buffer */
+	uint64_t data_writevs;      /* data writevs started (coalesce.c) */
+	uint64_t data_write_subs;   /* the op sub-writes they carried */
 	uint64_t written_blocks;    /* [0, this) of the data file is known written (prewrite.c) */
 	uint64_t prewritten_blocks; /* zero-filled by the prewriter since open */
 	uint64_t unready_blocks;    /* allocated outside the written region since open */

@@ -507,8 +507,7 @@ void bd_write_phase(struct bd_op *op)
 		s->op = op;
 		s->iov.iov_base = op->buf + (size_t)bi * BD_BLOCK;
 		s->iov.iov_len = (size_t)op->runs[r].len * BD_BLOCK;
-		st_reactor_writev(e->r, &s->io, e->fd, &s->iov, 1, op->runs[r].pblk * BD_BLOCK,
-				  bd_op_io_done, s);
+		bd_wc_queue(e, s, op->runs[r].pblk * BD_BLOCK);
 		bi += op->runs[r].len;
 	}
 }

@@ -614,6 +614,45 @@ Test(engine, fua_and_many_in_flight)
 	t_close(&t);
 }
 
+/* 4 KiB writes started together reach the data file as a few writevs over adjacent blocks
+ * (coalesce.c), and each reads back its own data. */
+Test(engine, writes_started_together_leave_as_one_writev)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	enum { N = 32 };
+	uint8_t *bufs[N];
+	struct twait w[N];
+	struct bd_req q[N];
+	struct bd_space s0 = t_space(&t);
+	for (int i = 0; i < N; i++) {
+		bufs[i] = t_buf(4096, 0x40 + i);
+		q[i] = t_req(1, NULL, 0, (uint64_t)(i % 5), (uint64_t)(i * 7 % 64) * 4096, 4096);
+		w[i] = (struct twait){.r = t.r};
+		bd_write(t.e, &q[i], bufs[i], t_cb, &w[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(t_wait(&t, &w[i]), 0);
+	}
+	struct bd_space s1 = t_space(&t);
+	cr_assert_eq(s1.data_write_subs - s0.data_write_subs, N);
+	cr_assert_leq(s1.data_writevs - s0.data_writevs, 2, "%lu writevs for %d writes",
+		      (unsigned long)(s1.data_writevs - s0.data_writevs), N);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(t_check(&t, 1, NULL, 0, (uint64_t)(i % 5),
+				     (uint64_t)(i * 7 % 64) * 4096, 4096, 0x40 + i),
+			     0, "write %d", i);
+		free(bufs[i]);
+	}
+	t_reopen_clean(&t);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(t_check(&t, 1, NULL, 0, (uint64_t)(i % 5),
+				     (uint64_t)(i * 7 % 64) * 4096, 4096, 0x40 + i),
+			     0, "write %d after reopen", i);
+	}
+	t_close(&t);
+}
+
 /* Reopen the engine read-only (fsck) and return its report. */
 static struct bd_fsck_report t_fsck(struct tctx *t)
 {
