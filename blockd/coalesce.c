@@ -37,7 +37,6 @@ struct bd_wmerge {
 	struct bd_engine *e;
 	struct bd_wmerge *next; /* free list */
 	uint32_t n;
-	size_t bytes;
 	struct op_sub *subs[WC_IOV];
 	struct iovec iov[WC_IOV];
 };
@@ -102,7 +101,7 @@ static void wc_done(void *arg, int res)
 	for (uint32_t i = 0; i < n; i++) {
 		subs[i] = m->subs[i];
 	}
-	wm_put(e, m);
+	wm_put(e, m); /* before the callbacks, which may start writes or close the engine */
 	/* In file order: sub-writes the result covers complete; the rest go out alone. The
 	 * callbacks may complete (and free) an op, so nothing is read from a sub after its
 	 * callback. */
@@ -161,11 +160,9 @@ static void wc_flush(void *arg)
 		}
 		m->e = e;
 		m->n = (uint32_t)(j - i);
-		m->bytes = 0;
 		for (size_t k = i; k < j; k++) {
 			m->subs[k - i] = e->wc_q[k];
 			m->iov[k - i] = e->wc_q[k]->iov;
-			m->bytes += e->wc_q[k]->iov.iov_len;
 		}
 		st_reactor_writev(e->r, &m->io, e->fd, m->iov, (int)m->n, e->wc_q[i]->off, wc_done,
 				  m);

@@ -120,6 +120,27 @@ Test(ack, fua_and_no_journal_wait_for_the_commit)
 	t_close(&t);
 }
 
+/* `rounds` rounds of killed_after_writes on objects 0, 1, ... (n blocks each, object o's block
+ * i written with fill0 + o * n + i), each followed by a clean rebuild and a read of every
+ * object written so far. Leaves the engine closed and t->e NULL. */
+static void killed_rounds(struct tctx *t, enum held held, int rounds, int n, int fill0)
+{
+	for (int round = 0; round < rounds; round++) {
+		killed_after_writes(t, held, (uint64_t)round, n, fill0 + round * n);
+		const struct bd_fsck_report *rep = bd_engine_fsck_report(t->e);
+		cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0, "round %d", round);
+		for (int o2 = 0; o2 <= round; o2++) {
+			for (int i = 0; i < n; i++) {
+				cr_assert_eq(t_check(t, 1, NULL, 0, (uint64_t)o2,
+						     (uint64_t)i * 4096, 4096, fill0 + o2 * n + i),
+					     0, "round %d: object %d block %d", round, o2, i);
+			}
+		}
+		bd_engine_close(t->e);
+		t->e = NULL;
+	}
+}
+
 /* A child process writes, and is killed with SIGKILL the moment the reply comes (its group
  * handed to the committer thread, maybe not yet in RocksDB). The parent reopens the same files:
  * every write replied to must read back, and the rebuild must be clean. */
@@ -130,21 +151,8 @@ Test(ack, killed_after_the_reply_loses_nothing)
 	open_with_committer(&t, true);
 	bd_engine_close(t.e); /* create the files here; the child reopens them */
 	t.e = NULL;
-	for (int round = 0; round < 8; round++) {
-		/* Object `round`, 16 blocks, each written with its own pattern. */
-		killed_after_writes(&t, HELD_NONE, (uint64_t)round, 16, 0x40 + round * 16);
-		const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
-		cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0, "round %d", round);
-		for (int o2 = 0; o2 <= round; o2++) {
-			for (int i = 0; i < 16; i++) {
-				cr_assert_eq(t_check(&t, 1, NULL, 0, (uint64_t)o2,
-						     (uint64_t)i * 4096, 4096, 0x40 + o2 * 16 + i),
-					     0, "round %d: object %d block %d", round, o2, i);
-			}
-		}
-		bd_engine_close(t.e);
-		t.e = NULL;
-	}
+	/* Object `round`, 16 blocks, each written with its own pattern. */
+	killed_rounds(&t, HELD_NONE, 8, 16, 0x40);
 	t_open_cache(&t, t.size, 0); /* t_close wants an engine; a fresh one in a new dir */
 	t_close(&t);
 }
@@ -162,20 +170,7 @@ Test(ack, killed_while_the_journal_switches_files_loses_nothing, .timeout = 60)
 	open_with_committer(&t, true);
 	bd_engine_close(t.e);
 	t.e = NULL;
-	for (int round = 0; round < 3; round++) {
-		killed_after_writes(&t, HELD_SYNC, (uint64_t)round, 96, 0x10 + round * 96);
-		const struct bd_fsck_report *rep = bd_engine_fsck_report(t.e);
-		cr_assert_eq(rep->leaked + rep->missing + rep->double_refs, 0, "round %d", round);
-		for (int o2 = 0; o2 <= round; o2++) {
-			for (int i = 0; i < 96; i++) {
-				cr_assert_eq(t_check(&t, 1, NULL, 0, (uint64_t)o2,
-						     (uint64_t)i * 4096, 4096, 0x10 + o2 * 96 + i),
-					     0, "round %d: object %d block %d", round, o2, i);
-			}
-		}
-		bd_engine_close(t.e);
-		t.e = NULL;
-	}
+	killed_rounds(&t, HELD_SYNC, 3, 96, 0x10);
 	unsetenv("STRATA_JOURNAL_TRIM");
 	t_open_cache(&t, t.size, 0);
 	t_close(&t);
