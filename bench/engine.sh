@@ -196,4 +196,4 @@ PY
 done
 echo
 echo "RUNTIME=${RUNTIME}s per job, $ROUNDS rounds (fio and strata alternated), region $SPAN of a $DATA file, $(nproc) CPUs," \
-	"dir $(dirname "$TMP"), blockd data file ${SPARSE:+sparse}${SPARSE:-written once}."
+	"dir $(dirname "$TMP"), blockd data file $([ -n "${SPARSE:-}" ] && echo sparse || echo "written once")."
