@@ -393,6 +393,8 @@ void bd_engine_defer_frees(struct bd_engine *e, const uint64_t *freed, uint32_t 
 /* Commit the edits of every op gathered for the group commit now (their replies still come
  * from a later reactor callback). Call before reading the index directly. */
 void bd_engine_drain(struct bd_engine *e) __attribute__((nonnull));
+/* Commit the sealed groups only, not the one gathering (for a flush: commit.c). */
+void bd_engine_drain_sealed(struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* defrag.c: read-triggered defragmentation. */

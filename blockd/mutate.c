@@ -693,8 +693,9 @@ static void flush_on_ring(struct bd_engine *e, struct flush_ctx *f)
 static void flush_job_start(struct bd_engine *e)
 {
 	/* Writes replied to before their commit (journal.c) reach the WAL first, so the job
-	 * covers every write completed before these flushes; the committer is idle after. */
-	bd_engine_drain(e);
+	 * covers every write completed before these flushes; the committer is idle after. The
+	 * group still gathering is not one of them (bd_engine_drain_sealed). */
+	bd_engine_drain_sealed(e);
 	while (bd_committer_busy(e)) {
 		bd_committer_wait(e); /* a drained group's callbacks handed off another */
 	}
