@@ -320,15 +320,25 @@ void md_flattener_tick(struct md_flattener *f)
 		return;
 	}
 	if (!f->scanned) {
+		/* By id: md_flattener_add records progress, and a commit that fails reloads the
+		 * catalog (catalog.c), which frees every volume the array points at. */
 		struct md_volume **vols;
 		int n = md_volumes(f->cat, NULL, false, &vols);
-		if (n >= 0) {
+		uint64_t *ids = n > 0 ? calloc((size_t)n, sizeof(*ids)) : NULL;
+		if (n == 0 || ids != NULL) {
+			size_t nids = 0;
 			f->scanned = true;
 			for (int i = 0; i < n; i++) {
 				if (vols[i]->flatten_state == MD_FLATTEN_RUNNING) {
-					md_flattener_add(f, vols[i]->id);
+					ids[nids++] = vols[i]->id;
 				}
 			}
+			for (size_t i = 0; i < nids; i++) {
+				md_flattener_add(f, ids[i]);
+			}
+		}
+		free(ids);
+		if (n >= 0) {
 			free(vols);
 		}
 	}
