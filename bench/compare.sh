@@ -44,6 +44,11 @@ for b in strata-meta strata-blockd strata strata-nbd strata-bench; do
 	[ -x "$BIN/$b" ] || die "$BIN/$b is not built"
 done
 
+# blockd's 8 GiB data file, written through, and the peers' images need about 12 GiB; a file
+# system left nearly full by the run would also slow every target down and skew the ratios.
+avail_kib=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $4 }')
+[ "${avail_kib:-0}" -ge $((12 * 1024 * 1024)) ] ||
+	die "need 12 GiB free under ${TMPDIR:-/tmp}, have $((${avail_kib:-0} / 1024)) MiB (set TMPDIR)"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/strata-compare.XXXXXX")
 PIDS=()
 TGT_CP=
