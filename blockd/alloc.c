@@ -116,10 +116,10 @@ static uint64_t run_end(const struct bd_alloc *a, uint64_t s, uint64_t lim, uint
  * run of RUN_MIN begins there (or, for n > 1 blocks, a run that holds all n), else at the next
  * wholly free, aligned word (64 blocks) within RUN_SCAN_WORDS: under random overwrites the
  * next free block is usually a lone one another write freed, and a turn's writes spread over
- * lone blocks cost one writev each. A scan that
- * finds no free word is not repeated for RUN_SKIP allocations, so a fragmented map costs one
- * bounded scan per RUN_SKIP, and allocation falls back to plain next-fit. strict (the written
- * region, which has a fallback) returns lim instead of a lone block.
+ * lone blocks cost one writev each. A scan that finds no free word is not repeated for RUN_SKIP
+ * allocations, so a fragmented map costs one bounded scan per RUN_SKIP, and allocation falls
+ * back to plain next-fit. strict (the written region, which has a fallback) returns lim instead
+ * of a lone block.
  */
 #define RUN_MIN        16u
 #define RUN_SCAN_WORDS (1u << 15) /* 2 Mi blocks, 8 GiB: ~32 K word loads */

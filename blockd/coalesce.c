@@ -154,19 +154,17 @@ static void wc_flush(void *arg)
 				wc_single(e, e->wc_q[k]);
 			}
 			e->wc_writes += j - i;
-			e->wc_subs += j - i;
-			i = j;
-			continue;
+		} else {
+			m->e = e;
+			m->n = (uint32_t)(j - i);
+			for (size_t k = i; k < j; k++) {
+				m->subs[k - i] = e->wc_q[k];
+				m->iov[k - i] = e->wc_q[k]->iov;
+			}
+			st_reactor_writev(e->r, &m->io, e->fd, m->iov, (int)m->n, e->wc_q[i]->off,
+					  wc_done, m);
+			e->wc_writes++;
 		}
-		m->e = e;
-		m->n = (uint32_t)(j - i);
-		for (size_t k = i; k < j; k++) {
-			m->subs[k - i] = e->wc_q[k];
-			m->iov[k - i] = e->wc_q[k]->iov;
-		}
-		st_reactor_writev(e->r, &m->io, e->fd, m->iov, (int)m->n, e->wc_q[i]->off, wc_done,
-				  m);
-		e->wc_writes++;
 		e->wc_subs += j - i;
 		i = j;
 	}

@@ -614,6 +614,16 @@ Test(engine, fua_and_many_in_flight)
 	t_close(&t);
 }
 
+/* Write i of writes_started_together_leave_as_one_writev reads back as its own pattern. */
+static void check_started_together(struct tctx *t, int n, const char *when)
+{
+	for (int i = 0; i < n; i++) {
+		cr_assert_eq(t_check(t, 1, NULL, 0, (uint64_t)(i % 5),
+				     (uint64_t)(i * 7 % 64) * 4096, 4096, 0x40 + i),
+			     0, "write %d %s", i, when);
+	}
+}
+
 /* 4 KiB writes started together reach the data file as a few writevs over adjacent blocks
  * (coalesce.c), and each reads back its own data. */
 Test(engine, writes_started_together_leave_as_one_writev)
@@ -638,18 +648,12 @@ Test(engine, writes_started_together_leave_as_one_writev)
 	cr_assert_eq(s1.data_write_subs - s0.data_write_subs, N);
 	cr_assert_leq(s1.data_writevs - s0.data_writevs, 2, "%lu writevs for %d writes",
 		      (unsigned long)(s1.data_writevs - s0.data_writevs), N);
+	check_started_together(&t, N, "before a reopen");
 	for (int i = 0; i < N; i++) {
-		cr_assert_eq(t_check(&t, 1, NULL, 0, (uint64_t)(i % 5),
-				     (uint64_t)(i * 7 % 64) * 4096, 4096, 0x40 + i),
-			     0, "write %d", i);
 		free(bufs[i]);
 	}
 	t_reopen_clean(&t);
-	for (int i = 0; i < N; i++) {
-		cr_assert_eq(t_check(&t, 1, NULL, 0, (uint64_t)(i % 5),
-				     (uint64_t)(i * 7 % 64) * 4096, 4096, 0x40 + i),
-			     0, "write %d after reopen", i);
-	}
+	check_started_together(&t, N, "after a reopen");
 	t_close(&t);
 }
 
