@@ -27,6 +27,33 @@
 #include "common/net.h"
 #include "internal.h"
 
+/* Only one process listens on an address, so an UP node that another node now registers at
+ * is gone: its disk was wiped or replaced, and the new process got a new identity. Marking it
+ * down at once, instead of after down_ms without heartbeats, keeps its PGs from being counted
+ * as served (and settled) by a process that no longer has them, and keeps peers from sending
+ * that node's traffic to the newcomer. Returns a batch holding the changes, or NULL if none. */
+static struct rocksdb_writebatch_t *displace_same_addr(struct md_catalog *cat,
+						       const struct md_node *keep, const char *addr)
+{
+	const struct md_node *const *nodes;
+	size_t nn = md_nodes(cat, &nodes);
+	struct rocksdb_writebatch_t *b = NULL;
+	for (size_t i = 0; i < nn; i++) {
+		struct md_node *c = (struct md_node *)nodes[i];
+		if (c == keep || c->state != STRATA__META__NODE_STATE__NODE_UP ||
+		    strcmp(c->addr, addr) != 0) {
+			continue;
+		}
+		c->state = STRATA__META__NODE_STATE__NODE_DOWN;
+		c->down_since = (uint64_t)time(NULL);
+		st_warn("node %u (%s) is down: node %u registered at its address", c->id, c->addr,
+			keep->id);
+		b = b ? b : md_batch();
+		md_batch_put_node(b, c);
+	}
+	return b;
+}
+
 int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity, uint32_t weight,
 		     const char *uuid, uint64_t now_ms, const struct md_node **out)
 {
@@ -69,6 +96,8 @@ int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity
 			  n->capacity != capacity;
 	}
 	n->joining = true; /* a new process: behind on whatever changed while it was away */
+	struct rocksdb_writebatch_t *b = displace_same_addr(cat, n, addr);
+	changed |= b != NULL;
 	snprintf(n->addr, sizeof(n->addr), "%s", addr);
 	n->capacity = capacity;
 	n->weight = weight;
@@ -76,7 +105,7 @@ int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity
 	n->down_since = 0;
 	n->last_hb_ms = now_ms;
 	if (changed) {
-		struct rocksdb_writebatch_t *b = md_batch();
+		b = b ? b : md_batch();
 		md_batch_put_node(b, n);
 		md_batch_bump_epoch(cat, b);
 		int rc = md_commit(cat, b);

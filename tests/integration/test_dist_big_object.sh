@@ -4,7 +4,9 @@
 # lists and blocks in both layers (128 MiB) are more than one OBJ_GET reply may carry (64 MiB of
 # payload). Before pulls were paged, the node brought back empty retried that object forever
 # ("frame payload length over the limit"). Now:
-#   - node 2 is killed, its store wiped, and it is started again: its PGs settle;
+#   - node 2 is killed, its store wiped, and it is started again: it registers as a new node
+#     at the old one's address, which meta marks down at once (a CI run once saw the PGs
+#     "settled" while the dead node still counted as up), and its PGs settle;
 #   - scrub finds the two copies identical (both layers);
 #   - node 1 is killed: the recovered node alone serves the verified data.
 . "$(dirname "$0")/lib.sh"
@@ -41,6 +43,7 @@ grep -q "payload length over the limit" "$TEST_TMP"/blockd*.log &&
 out=$(cli scrub p) || fail "scrub failed: $out"
 echo "$out"
 echo "$out" | grep -q ' 0 mismatches' || fail "scrub found mismatches: $out"
+echo "$out" | grep -Eq ' [1-9][0-9]* objects' || fail "scrub compared no object: $out"
 
 echo "== node 1 dies: the recovered copy serves alone"
 stop_daemon "${BD_PID[1]}" KILL

@@ -76,6 +76,38 @@ Test(nodes, down_and_out)
 	cr_assert_eq(md_node_heartbeat(cat, 99, 0, 0, 30000), -ENOENT);
 }
 
+Test(nodes, a_new_node_at_an_up_nodes_address_marks_it_down)
+{
+	const struct md_node *old, *other, *fresh;
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", 1 << 30, 1, "uuid-old", 1000, &old),
+		     0);
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7801", 1 << 30, 1, "uuid-b", 1000, &other),
+		     0);
+	uint32_t old_id = old->id, other_id = other->id;
+	uint64_t e = md_catalog_epoch(cat);
+	/* Its store wiped, the process at :7800 comes back with a new uuid: a new node, and the
+	 * one it replaced is down in the same epoch, without waiting for heartbeats to stop. */
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", 1 << 30, 1, "uuid-new", 1500, &fresh),
+		     0);
+	cr_assert_neq(fresh->id, old_id);
+	cr_assert_eq(md_catalog_epoch(cat), e + 1,
+		     "one epoch for the new node and the old one down");
+	cr_assert_eq(md_node_by_id(cat, old_id)->state, STRATA__META__NODE_STATE__NODE_DOWN);
+	cr_assert_eq(md_node_by_id(cat, other_id)->state, STRATA__META__NODE_STATE__NODE_UP,
+		     "a node at another address is untouched");
+	uint32_t fresh_id = fresh->id;
+	md_catalog_close(cat);
+	cr_assert_eq(md_catalog_open(dir, &cat), 0);
+	cr_assert_eq(md_node_by_id(cat, old_id)->state, STRATA__META__NODE_STATE__NODE_DOWN,
+		     "persisted");
+	cr_assert_eq(md_node_by_id(cat, fresh_id)->state, STRATA__META__NODE_STATE__NODE_UP);
+	/* Re-registering the newcomer with the same facts changes nothing. */
+	e = md_catalog_epoch(cat);
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", 1 << 30, 1, "uuid-new", 2000, &fresh),
+		     0);
+	cr_assert_eq(md_catalog_epoch(cat), e);
+}
+
 Test(nodes, a_new_process_joins_until_promoted)
 {
 	const struct md_node *n;
