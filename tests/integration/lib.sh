@@ -177,13 +177,20 @@ start_meta() {
 
 cli() { "$STRATA_BIN/strata" --meta "$META" "$@"; }
 
+# start_node I [SIZE]: start blockd I and wait until it listens and meta has registered it.
+# Waiting for the registration matters after a restart: until then `strata status` still shows
+# the cluster as it was before the kill (the dead process counted as up), and a wait_up or
+# wait_pgs right after would be answered by that stale state.
 start_node() {
-	local i=$1 size=${2:-1G}
+	local i=$1 size=${2:-1G} log="$TEST_TMP/blockd$1.log" before=0
 	[ -n "${BD_PORT[$i]:-}" ] || BD_PORT[$i]=$(free_port)
+	[ -f "$log" ] && before=$(grep -c "registered with meta" "$log")
 	start_daemon "blockd$i" "$STRATA_BIN/strata-blockd" --meta "$META" \
 		--listen "127.0.0.1:${BD_PORT[$i]}" --data "$TEST_TMP/bd$i.data" --size "$size"
 	BD_PID[$i]=$LAST_PID
 	wait_port "${BD_PORT[$i]}"
+	wait_for 20 sh -c "[ \$(grep -c 'registered with meta' '$log') -gt $before ]" ||
+		fail "blockd $i never registered with meta $META: $(tail -5 "$log")"
 }
 
 # Count the established AF_UNIX sockets a daemon holds (the same-host RPC fast path,

@@ -34,7 +34,8 @@ echo "== node 2 comes back empty and pulls it"
 stop_daemon "${BD_PID[2]}" KILL
 rm -rf "$TEST_TMP/bd2.data" "$TEST_TMP/bd2.data.db" "$TEST_TMP/bd2.data.db.journal"
 start_node 2 1G
-wait_up 2 20
+cli status | grep -Eq '2 up.*, 1 down' ||
+	fail "the wiped node's old identity is not down at its successor's registration: $(cli status)"
 start=$SECONDS
 wait_pgs "$META" settled 90
 echo "recovered in $((SECONDS - start)) s"
