@@ -18,14 +18,20 @@
 # keeps the runs a ratio compares about a minute apart instead of several. Each target still
 # sees the seven jobs in the same order.
 #
-# Environment: RUNTIME (seconds per job, default 5), SIZE (region, default 512M),
-# BUILD (build dir, default build), NO_BUILD=1 (skip the build), KEEP_TMP=1, SPARSE=1 (leave
-# blockd's data file sparse instead of writing it through first).
+# With ROUNDS=N (default 1) the whole job-major pass runs N times. Each number in the table is
+# then the median over the rounds, and each ratio is the median of the N per-round ratios (each
+# from two runs about a minute apart), followed by their range.
+#
+# Environment: RUNTIME (seconds per job, default 5), SIZE (region, default 512M), ROUNDS,
+# JOBS (a subset of "rr1 rr32 rw1 rw32 sr sr2 sw", in that order), BUILD (build dir, default
+# build), NO_BUILD=1 (skip the build), KEEP_TMP=1, SPARSE=1 (leave blockd's data file sparse
+# instead of writing it through first).
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-build}
 RUNTIME=${RUNTIME:-5}
 SIZE=${SIZE:-512M}
+ROUNDS=${ROUNDS:-1}
 BIN=$SRC/$BUILD/bin
 
 die() {
@@ -89,7 +95,12 @@ start() { # name cmd... : background, logged, stopped by pid on exit
 }
 
 # ---- the seven jobs (sr2 repeats sr: the second pass over data the random writes scattered) ----
-JOBS=(rr1 rr32 rw1 rw32 sr sr2 sw)
+ALL_JOBS="rr1 rr32 rw1 rw32 sr sr2 sw"
+read -r -a JOBS <<<"${JOBS:-$ALL_JOBS}"
+for j in "${JOBS[@]}"; do
+	case " $ALL_JOBS " in *" $j "*) ;; *) die "unknown job '$j' in JOBS (want some of: $ALL_JOBS)" ;; esac
+done
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 declare -A JOB_TITLE=([rr1]="4k randread QD1 (IOPS)" [rr32]="4k randread QD32 (IOPS)"
 	[rw1]="4k randwrite QD1 (IOPS)" [rw32]="4k randwrite QD32 (IOPS)"
 	[sr]="1M seq read QD8 (MB/s)" [sr2]="same, again (MB/s)" [sw]="1M seq write QD8 (MB/s)")
@@ -101,7 +112,7 @@ job_args() { # job -> fio rw bs iodepth
 	esac
 }
 
-declare -A RES # RES[row,job] = number
+declare -A RES # RES[row,job,round] = number; RES[row,job] = the median over the rounds
 ROWS=()
 
 declare -A ROW_KIND ROW_ARGS # how each available row runs its jobs (set by fio_row/bench_row)
@@ -122,15 +133,15 @@ bench_row() {
 	ROW_ARGS[$1]=$2
 }
 
-run_fio_job() { # row job fio-target-args...
-	local row=$1 j=$2 rw bs qd out
-	shift 2
+run_fio_job() { # row job round fio-target-args...
+	local row=$1 j=$2 k=$3 rw bs qd out
+	shift 3
 	read -r rw bs qd <<<"$(job_args "$j")"
 	out=$tmp/fio-$j.json
 	if fio --name="$j" "$@" --rw="$rw" --bs="$bs" --iodepth="$qd" --size="$SIZE" \
 		--time_based --runtime="$RUNTIME" --randrepeat=0 --norandommap \
 		--output-format=json --output="$out" >"$tmp/fio.err" 2>&1; then
-		RES[$row,$j]=$(python3 - "$out" "$j" <<'PY'
+		RES[$row,$j,$k]=$(python3 - "$out" "$j" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))["jobs"][0]
 j = sys.argv[2]
@@ -139,20 +150,20 @@ if d.get("error"):
     sys.exit(1)
 print("%.0f" % (side["iops"] if j in ("rr1", "rr32", "rw1", "rw32") else side["bw_bytes"] / 1e6))
 PY
-) || RES[$row,$j]=
+) || RES[$row,$j,$k]=
 	else
 		log "$row $j: fio failed: $(tail -2 "$tmp/fio.err" | tr '\n' ' ')"
 	fi
-	log "$row $j: ${RES[$row,$j]:-n/a}"
+	log "round $k: $row $j: ${RES[$row,$j,$k]:-n/a}"
 }
 
-run_bench_job() { # row job uri
-	local row=$1 j=$2 uri=$3 rw bs qd out
+run_bench_job() { # row job round uri
+	local row=$1 j=$2 k=$3 uri=$4 rw bs qd out
 	read -r rw bs qd <<<"$(job_args "$j")"
 	out=$tmp/bench-$j.json
 	if "$BIN/strata-bench" run "$uri" --rw "$rw" --bs "$bs" --qd "$qd" --span "$SIZE" \
 		--time "$RUNTIME" --json >"$out" 2>"$tmp/bench.err"; then
-		RES[$row,$j]=$(python3 - "$out" "$j" <<'PY'
+		RES[$row,$j,$k]=$(python3 - "$out" "$j" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 j = sys.argv[2]
@@ -163,7 +174,7 @@ PY
 	else
 		log "$row $j: strata-bench failed: $(tail -2 "$tmp/bench.err" | tr '\n' ' ')"
 	fi
-	log "$row $j: ${RES[$row,$j]:-n/a}"
+	log "round $k: $row $j: ${RES[$row,$j,$k]:-n/a}"
 }
 
 # Write the whole region once so reads hit data, not holes.
@@ -314,15 +325,31 @@ else
 fi
 
 # ---- the jobs, job-major: every target runs job 1, then every target runs job 2, ... ----
-for j in "${JOBS[@]}"; do
-	for r in "${ROWS[@]}"; do
-		case ${ROW_KIND[$r]:-} in
-		fio)
-			IFS=$'\x1f' read -r -a args <<<"${ROW_ARGS[$r]}"
-			run_fio_job "$r" "$j" "${args[@]}"
-			;;
-		bench) run_bench_job "$r" "$j" "${ROW_ARGS[$r]}" ;;
-		esac
+for ((k = 1; k <= ROUNDS; k++)); do
+	for j in "${JOBS[@]}"; do
+		for r in "${ROWS[@]}"; do
+			case ${ROW_KIND[$r]:-} in
+			fio)
+				IFS=$'\x1f' read -r -a args <<<"${ROW_ARGS[$r]}"
+				run_fio_job "$r" "$j" "$k" "${args[@]}"
+				;;
+			bench) run_bench_job "$r" "$j" "$k" "${ROW_ARGS[$r]}" ;;
+			esac
+		done
+	done
+done
+
+# median of the numbers given (empty ones are skipped); prints nothing when there are none
+median() { python3 -c 'import statistics, sys; v = [float(x) for x in sys.argv[1:] if x]; print("%.0f" % statistics.median(v) if v else "")' "$@"; }
+round_values() { # row job: the value of every round, space-separated (empty where it failed)
+	local k out=()
+	for ((k = 1; k <= ROUNDS; k++)); do out+=("${RES[$1,$2,$k]:-}"); done
+	echo "${out[@]}"
+}
+for r in "${ROWS[@]}"; do
+	for j in "${JOBS[@]}"; do
+		# shellcheck disable=SC2046 # one argument per round
+		RES[$r,$j]=$(median $(round_values "$r" "$j"))
 	done
 done
 
@@ -340,12 +367,23 @@ short() {
 	*) echo "$1" ;;
 	esac
 }
-ratio() { # a b
-	if [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ]; then
-		python3 -c "print('%.2f' % ($1 / $2))"
-	else
-		echo n/a
-	fi
+ratio() { # row-a row-b job: the median of the per-round ratios, with their range
+	local k pairs=()
+	for ((k = 1; k <= ROUNDS; k++)); do pairs+=("${RES[$1,$3,$k]:-}/${RES[$2,$3,$k]:-}"); done
+	python3 - "${pairs[@]}" <<'PY'
+import statistics, sys
+r = []
+for p in sys.argv[1:]:
+    a, b = p.split("/")
+    if a and b and float(b) != 0:
+        r.append(float(a) / float(b))
+if not r:
+    print("n/a")
+elif len(r) == 1:
+    print("%.2f" % r[0])
+else:
+    print("%.2f (%.2f-%.2f)" % (statistics.median(r), min(r), max(r)))
+PY
 }
 hdr="| target |"
 sep="|---|"
@@ -365,9 +403,9 @@ for pr in "${RATIOS[@]}"; do
 	a=${pr%%|*}
 	b=${pr#*|}
 	line="| ratio $(short "$a") / $(short "$b") |"
-	for j in "${JOBS[@]}"; do line+=" $(ratio "${RES[$a,$j]:-}" "${RES[$b,$j]:-}") |"; done
+	for j in "${JOBS[@]}"; do line+=" $(ratio "$a" "$b" "$j") |"; done
 	echo "$line"
 done
 echo
-echo "RUNTIME=${RUNTIME}s per job, region $SIZE, job-major order, blockd data file $([ -n "${SPARSE:-}" ] && echo sparse || echo "written once");" \
+echo "RUNTIME=${RUNTIME}s per job, region $SIZE, job-major order, $ROUNDS round(s) (numbers: medians; ratios: median (range) of the per-round ratios), blockd data file $([ -n "${SPARSE:-}" ] && echo sparse || echo "written once");" \
 	"* = same job through strata-bench (libiscsi)."
