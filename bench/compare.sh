@@ -28,6 +28,8 @@
 # instead of writing it through first).
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$SRC/bench/lib.sh"
 BUILD=${BUILD:-build}
 RUNTIME=${RUNTIME:-5}
 SIZE=${SIZE:-512M}
@@ -246,10 +248,7 @@ wait_port "$MP" || die "strata-meta did not start"
 # file. SPARSE=1 keeps the file sparse, to see that cost.
 if [ -z "${SPARSE:-}" ]; then
 	log "writing blockd's data file once (8G)"
-	fio --name=prewrite --filename="$tmp/bd.data" --ioengine=io_uring --direct=1 --rw=write \
-		--bs=1M --iodepth=8 --size=8G --output="$tmp/prewrite.out" >/dev/null 2>&1 ||
-		die "writing blockd's data file failed"
-	sync
+	write_through "$tmp/bd.data" 8G || die "writing blockd's data file failed"
 fi
 # No background defragmentation: it would run while the peers' jobs run (blockd is idle
 # then) and take their CPU and disk. The read-triggered kind stays (sr, then sr2).

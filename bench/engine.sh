@@ -28,6 +28,8 @@
 # record -g each strata process during rw32, into $TMP).
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$SRC/bench/lib.sh"
 BIN=${STRATA_BIN:-$SRC/build/bin}
 RUNTIME=${RUNTIME:-10}
 SPAN=${SPAN:-1G}
@@ -83,9 +85,7 @@ fio --name=fill --filename="$TMP/fio.img" --ioengine=io_uring --direct=1 --rw=wr
 # ---- strata: meta + one blockd (R=1) ----
 if [ -z "${SPARSE:-}" ]; then
 	log "writing blockd's data file once ($DATA)"
-	fio --name=prewrite --filename="$TMP/bd.data" --ioengine=io_uring --direct=1 --rw=write \
-		--bs=1M --iodepth=8 --size="$DATA" --output="$TMP/prewrite.out" >/dev/null 2>&1 ||
-		die "prewrite failed"
+	write_through "$TMP/bd.data" "$DATA" || die "writing blockd's data file failed"
 fi
 MP=$(port)
 BP=$(port)

@@ -17,6 +17,8 @@
 set -euo pipefail
 export STRATA_SPIN_US=${STRATA_SPIN_US:-0}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$SRC/bench/lib.sh"
 BIN=${STRATA_BIN:-$SRC/build/bin}
 SECS=${1:-15}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/strata-replbench.XXXXXX")
@@ -36,9 +38,8 @@ DATA=${DATA:-2G}
 BD_PIDS=()
 for i in 0 1 2; do
 	if [ -z "${SPARSE:-}" ]; then
-		fio --name=prewrite --filename="$TMP/bd$i" --ioengine=io_uring --direct=1 --rw=write \
-			--bs=1M --iodepth=8 --size="$DATA" --output="$TMP/prewrite$i.out" >/dev/null 2>&1 ||
-			{ echo "replication: prewrite failed" >&2; exit 1; }
+		write_through "$TMP/bd$i" "$DATA" ||
+			{ echo "replication: writing blockd's data file failed" >&2; exit 1; }
 	fi
 	"$BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$(port)" --data "$TMP/bd$i" \
 		--size "$DATA" --log-level warn >"$TMP/bd$i.log" 2>&1 &

@@ -1,0 +1,15 @@
+# shellcheck shell=bash
+# bench/lib.sh: helpers the bench scripts share (sourced, not run).
+
+# write_through FILE SIZE: write FILE once from start to SIZE (fio, 1 MiB O_DIRECT writes,
+# QD8), then sync, so that a blockd started on it finds its data file written through, as
+# a node that has run for a while has it. On a fresh sparse file blockd's prewriter
+# (blockd/prewrite.c) writes zeros ahead of allocation while the jobs run, and ext4 cannot
+# make an allocating O_DIRECT write without blocking. fio's report goes to FILE.fio.out.
+# Returns fio's status.
+write_through() {
+	local file=$1 size=$2
+	fio --name=prewrite --filename="$file" --ioengine=io_uring --direct=1 --rw=write \
+		--bs=1M --iodepth=8 --size="$size" --output="$file.fio.out" >/dev/null 2>&1 || return
+	sync
+}
