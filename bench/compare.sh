@@ -18,9 +18,10 @@
 # keeps the runs a ratio compares about a minute apart instead of several. Each target still
 # sees the seven jobs in the same order.
 #
-# With ROUNDS=N (default 1) the whole job-major pass runs N times. Each number in the table is
-# then the median over the rounds, and each ratio is the median of the N per-round ratios (each
-# from two runs about a minute apart), followed by their range.
+# With ROUNDS=N (default 1) the whole job-major pass runs N times, the targets in reverse order
+# in even rounds. Each number in the table is then the median over the rounds, and each ratio is
+# the median of the N per-round ratios (each from two runs about a minute apart), followed by
+# their range.
 #
 # Environment: RUNTIME (seconds per job, default 5), SIZE (region, default 512M), ROUNDS,
 # JOBS (a subset of "rr1 rr32 rw1 rw32 sr sr2 sw", in that order), BUILD (build dir, default
@@ -325,8 +326,16 @@ fi
 
 # ---- the jobs, job-major: every target runs job 1, then every target runs job 2, ... ----
 for ((k = 1; k <= ROUNDS; k++)); do
+	# Even rounds take the targets in reverse order: a run goes a little faster or slower for
+	# what ran just before it (a /tmp harness saw 6-49% between two identical gateways taking
+	# turns), and alternating the order evens that out over the rounds.
+	order=("${ROWS[@]}")
+	if ((k % 2 == 0)); then
+		order=()
+		for ((i = ${#ROWS[@]} - 1; i >= 0; i--)); do order+=("${ROWS[$i]}"); done
+	fi
 	for j in "${JOBS[@]}"; do
-		for r in "${ROWS[@]}"; do
+		for r in "${order[@]}"; do
 			case ${ROW_KIND[$r]:-} in
 			fio)
 				IFS=$'\x1f' read -r -a args <<<"${ROW_ARGS[$r]}"
