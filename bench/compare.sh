@@ -347,18 +347,13 @@ for ((k = 1; k <= ROUNDS; k++)); do
 	done
 done
 
-# median of the numbers given (empty ones are skipped); prints nothing when there are none
-median() { python3 -c 'import statistics, sys; v = [float(x) for x in sys.argv[1:] if x]; print("%.0f" % statistics.median(v) if v else "")' "$@"; }
-round_values() { # row job: the value of every round, space-separated (empty where it failed)
-	local k out=()
-	for ((k = 1; k <= ROUNDS; k++)); do out+=("${RES[$1,$2,$k]:-}"); done
-	echo "${out[@]}"
+median_of() { # row job: the median of RES[row,job,round] over the rounds (failed ones skipped)
+	local k v=()
+	for ((k = 1; k <= ROUNDS; k++)); do v+=("${RES[$1,$2,$k]:-}"); done
+	python3 -c 'import statistics, sys; v = [float(x) for x in sys.argv[1:] if x]; print("%.0f" % statistics.median(v) if v else "")' "${v[@]}"
 }
 for r in "${ROWS[@]}"; do
-	for j in "${JOBS[@]}"; do
-		# shellcheck disable=SC2046 # one argument per round
-		RES[$r,$j]=$(median $(round_values "$r" "$j"))
-	done
+	for j in "${JOBS[@]}"; do RES[$r,$j]=$(median_of "$r" "$j"); done
 done
 
 # ---- the table ----
