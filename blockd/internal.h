@@ -636,7 +636,8 @@ size_t bd_pairs_sort_unique(uint64_t *v, size_t n);
 struct bd_service;
 struct bd_service_opts {
 	const char *listen;
-	const char *meta; /* NULL: run without meta */
+	const char *advertise; /* NULL: the listen address (not a wildcard: main.c checks) */
+	const char *meta;      /* NULL: run without meta */
 };
 int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_service_opts *o,
 		     struct bd_service **out) __attribute__((nonnull));

@@ -3,6 +3,8 @@
  * meta session.
  *
  *   strata-blockd --listen 127.0.0.1:7800 --data /var/strata/d0 --size 10G [--meta HOST:PORT]
+ *   strata-blockd --listen 0.0.0.0:7800 --advertise 10.0.0.5:7800 ...   (a wildcard listener
+ *                 must say which address peers and clients reach it at)
  *   strata-blockd --fsck --data /var/strata/d0     (exit 0 clean, 1 problems found)
  */
 #include <errno.h>
@@ -13,6 +15,7 @@
 
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/net.h"
 #include "common/reactor.h"
 #include "common/size.h"
 #include "internal.h"
@@ -74,11 +77,53 @@ static int run_fsck(struct bd_engine_opts *eo, bool verify)
 	return clean ? 0 : 1;
 }
 
+/*
+ * The address a node registers is the one every peer and client dials, so it must name this
+ * host: a wildcard (0.0.0.0, [::]) would send them to themselves. Refused before anything
+ * starts, with the fix in the message. Returns 0 or -EINVAL (reported).
+ */
+static int check_addresses(const char *listen, const char *advertise, bool with_meta)
+{
+	int wild = st_hostport_is_wildcard(listen);
+	if (wild < 0) {
+		fprintf(stderr, "strata-blockd: --listen %s: not IPV4:PORT or [IPV6]:PORT\n",
+			listen);
+		return -EINVAL;
+	}
+	if (advertise == NULL) {
+		if (wild && with_meta) {
+			fprintf(stderr,
+				"strata-blockd: --listen %s is a wildcard address, which peers and "
+				"clients cannot dial: give --advertise HOST:PORT, the address they "
+				"reach this node at\n",
+				listen);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	int awild = st_hostport_is_wildcard(advertise);
+	if (awild < 0) {
+		fprintf(stderr, "strata-blockd: --advertise %s: not IPV4:PORT or [IPV6]:PORT\n",
+			advertise);
+		return -EINVAL;
+	}
+	if (awild) {
+		fprintf(stderr,
+			"strata-blockd: --advertise %s is a wildcard address: give the address "
+			"peers and clients reach this node at\n",
+			advertise);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *usage = "usage: strata-blockd --listen HOST:PORT --data PATH [--size 10G] "
-			    "[--meta HOST:PORT] [--db DIR] [--fsck [--verify]]";
+	const char *usage =
+		"usage: strata-blockd --listen HOST:PORT [--advertise HOST:PORT] "
+		"--data PATH [--size 10G] [--meta HOST:PORT] [--db DIR] [--fsck [--verify]]";
 	const char *listen = "127.0.0.1:7800", *data = NULL, *db = NULL, *meta = NULL;
+	const char *advertise = NULL;
 	const char *level = "info";
 	uint64_t size = 10ull << 30, cache = 65536, prewrite = BD_PREWRITE_AHEAD;
 	uint64_t defrag_runs = BD_DEFRAG_RUNS, defrag_shared = BD_DEFRAG_SHARED;
@@ -92,6 +137,10 @@ int main(int argc, char **argv)
 		{"meta", ST_FLAG_STRING, &meta, "HOST:PORT", "strata-meta to register with"},
 		{"listen", ST_FLAG_STRING, &listen, "HOST:PORT",
 		 "RPC address (default 127.0.0.1:7800)"},
+		{"advertise", ST_FLAG_STRING, &advertise, "HOST:PORT",
+		 "the address peers and clients reach this node at, registered with meta "
+		 "(default: the --listen address; required when that is 0.0.0.0 or [::]; "
+		 "port 0: the port listened on)"},
 		{"data", ST_FLAG_STRING, &data, "PATH",
 		 "data file (created sparse) or block device"},
 		{"size", ST_FLAG_SIZE, &size, "SIZE", "size of a new data file (default 10G)"},
@@ -152,6 +201,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	st_log_init("blockd", (enum st_log_level)lv);
+	if (!fsck && check_addresses(listen, advertise, meta != NULL) < 0) {
+		return 2;
+	}
 	struct bd_engine_opts eo = {
 		.data_path = data,
 		.db_path = db,
@@ -203,7 +255,7 @@ int main(int argc, char **argv)
 		(unsigned long)sp.lists, (unsigned long)rep->leaked, (unsigned long)rep->missing,
 		(unsigned long)rep->double_refs);
 	struct bd_service *svc = NULL;
-	struct bd_service_opts so = {.listen = listen, .meta = meta};
+	struct bd_service_opts so = {.listen = listen, .advertise = advertise, .meta = meta};
 	if ((rc = bd_service_start(g_reactor, e, &so, &svc)) < 0) {
 		st_error("listen %s: %s", listen, strerror(-rc));
 		goto out_engine;

@@ -573,11 +573,20 @@ int bd_service_start(struct st_reactor *r, struct bd_engine *e, const struct bd_
 		return rc;
 	}
 	if (o->meta) {
-		/* Register the address we really listen on (the port may have been 0). */
+		/* Register the address we are reached at: --advertise, else the listen address;
+		 * a port of 0 in either means the port we got. */
 		char self[300];
-		const char *colon = strrchr(o->listen, ':');
-		int hl = colon ? (int)(colon - o->listen) : (int)strlen(o->listen);
-		snprintf(self, sizeof(self), "%.*s:%d", hl, o->listen, st_server_port(s->srv));
+		const char *at = o->advertise ? o->advertise : o->listen;
+		const char *colon = strrchr(at, ':');
+		int hl = colon ? (int)(colon - at) : (int)strlen(at);
+		int port = colon ? atoi(colon + 1) : 0;
+		snprintf(self, sizeof(self), "%.*s:%d", hl, at,
+			 port > 0 ? port : st_server_port(s->srv));
+		if (o->advertise) {
+			/* Same-host clients dial the advertised address: give it a Unix twin. */
+			(void)st_server_add_local(s->srv, self);
+		}
+		st_info("registering as %s", self);
 		rc = bd_dist_new(r, e, &s->dist);
 		if (rc == 0) {
 			rc = bd_meta_start(r, e, s->dist, o->meta, self, &s->meta);

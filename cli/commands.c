@@ -292,7 +292,7 @@ static int cmd_node_ls(struct cli *c)
 	if (c->json) {
 		cli_json_arr_begin(&j, NULL);
 	} else {
-		printf("%-5s %-22s %-5s %10s %10s %6s %7s %5s %5s\n", "ID", "ADDR", "STATE",
+		printf("%-5s %-22s %-7s %10s %10s %6s %7s %5s %5s\n", "ID", "ADDR", "STATE",
 		       "CAPACITY", "USED", "WEIGHT", "PRIMARY", "PGS", "STRAY");
 	}
 	for (size_t i = 0; i < m->n_nodes; i++) {
@@ -321,12 +321,12 @@ static int cmd_node_ls(struct cli *c)
 			cli_json_u64(&j, "pgs_epoch", np ? np->epoch : 0);
 			cli_json_obj_end(&j);
 		} else if (np) {
-			printf("%-5u %-22s %-5s %10s %10s %6u %7u %5u %5u\n", n->id, n->addr,
+			printf("%-5u %-22s %-7s %10s %10s %6u %7u %5u %5u\n", n->id, n->addr,
 			       node_state(n), hsize(n->capacity, b1, sizeof(b1)),
 			       hsize(n->used, b2, sizeof(b2)), n->weight, np->primary, np->member,
 			       np->stray);
 		} else {
-			printf("%-5u %-22s %-5s %10s %10s %6u %7s %5s %5s\n", n->id, n->addr,
+			printf("%-5u %-22s %-7s %10s %10s %6u %7s %5s %5s\n", n->id, n->addr,
 			       node_state(n), hsize(n->capacity, b1, sizeof(b1)),
 			       hsize(n->used, b2, sizeof(b2)), n->weight, "-", "-", "-");
 		}

@@ -282,6 +282,69 @@ int st_local_listen(int tcp_fd, int backlog)
 	return fd;
 }
 
+int st_local_listen_at(const char *hostport, int backlog)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_un un;
+	socklen_t len, ulen;
+	int fd, rc;
+
+	rc = st_parse_hostport(hostport, &ss, &len);
+	if (rc < 0) {
+		return rc;
+	}
+	fd = local_socket(&ss, &un, &ulen);
+	if (fd < 0) {
+		return fd;
+	}
+	if (bind(fd, (struct sockaddr *)&un, ulen) < 0 || listen(fd, backlog) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int st_hostport_is_wildcard(const char *hostport)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int rc = st_parse_hostport(hostport, &ss, &len);
+
+	if (rc < 0) {
+		return rc;
+	}
+	if (ss.ss_family == AF_INET) {
+		return ((const struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+	}
+	return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&ss)->sin6_addr);
+}
+
+int st_format_sockaddr(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN];
+	int n;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)) == NULL) {
+			return -errno;
+		}
+		n = snprintf(out, cap, "%s:%d", host, ntohs(in->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+		if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)) == NULL) {
+			return -errno;
+		}
+		n = snprintf(out, cap, "[%s]:%d", host, ntohs(in6->sin6_port));
+	} else {
+		return -EAFNOSUPPORT;
+	}
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
 int st_local_connect(const char *hostport)
 {
 	const char *transport = getenv("STRATA_TRANSPORT");

@@ -595,7 +595,7 @@ struct st_listener {
 /* The TCP listener, and its same-host Unix twin (st_local_listen) when the address has one. */
 struct st_server {
 	struct st_reactor *r;
-	struct st_listener tcp, local;
+	struct st_listener tcp, local, alias; /* alias: the twin of an advertised address */
 	int port;
 	const struct st_conn_ops *ops;
 	void *arg;
@@ -708,7 +708,7 @@ int st_server_start(struct st_reactor *r, const char *hostport, const struct st_
 	s->ops = ops;
 	s->arg = arg;
 	s->max_payload = max_payload;
-	s->tcp.fd = s->local.fd = -1;
+	s->tcp.fd = s->local.fd = s->alias.fd = -1;
 	/* Without the twin (wildcard address, or the name still held by a dying predecessor),
 	 * same-host clients simply use TCP. */
 	lfd = st_local_listen(fd, 1024);
@@ -720,6 +720,25 @@ int st_server_start(struct st_reactor *r, const char *hostport, const struct st_
 		listener_start(s, &s->local, lfd);
 	}
 	*out = s;
+	return 0;
+}
+
+int st_server_add_local(struct st_server *s, const char *hostport)
+{
+	if (s->alias.fd >= 0) {
+		return -EBUSY;
+	}
+	int lfd = st_local_listen_at(hostport, 1024);
+	if (lfd == -EADDRINUSE && s->local.fd >= 0) {
+		/* Most likely the twin st_server_start made already, for the same address. */
+		return 0;
+	}
+	if (lfd < 0) {
+		st_info("server :%d: no same-host socket for %s: %s", s->port, hostport,
+			strerror(-lfd));
+		return lfd;
+	}
+	listener_start(s, &s->alias, lfd);
 	return 0;
 }
 
@@ -740,6 +759,9 @@ void st_server_stop(struct st_server *s)
 	}
 	if (s->local.fd >= 0) {
 		st_reactor_cancel(s->r, &s->local.accept_io);
+	}
+	if (s->alias.fd >= 0) {
+		st_reactor_cancel(s->r, &s->alias.accept_io);
 	}
 }
 

@@ -68,6 +68,13 @@ struct st_server;
 int st_server_start(struct st_reactor *r, const char *hostport, const struct st_conn_ops *ops,
 		    void *arg, uint32_t max_payload, struct st_server **out)
 	__attribute__((nonnull(1, 2, 3, 6)));
+/*
+ * Also accept same-host clients on the Unix twin of hostport (common/net.h), an address the
+ * server is reached at but did not bind: a wildcard listener's advertised address. Returns 0
+ * (also when the twin of the bound address already has that name), or -errno; a server without
+ * it still serves over TCP.
+ */
+int st_server_add_local(struct st_server *s, const char *hostport) __attribute__((nonnull));
 int st_server_port(const struct st_server *s) __attribute__((nonnull));
 /* Stops accepting; existing conns live on. s is freed on a later loop turn (or by
  * st_reactor_destroy, which also frees a server that was never stopped). */

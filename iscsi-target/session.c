@@ -83,6 +83,7 @@ struct isc_conn {
 	size_t text_out_off;
 	uint32_t text_ttt;
 	char peer[64];
+	char portal[64]; /* "IP:PORT" the initiator reached, for SendTargets; "" if unknown */
 };
 
 struct isc_server {
@@ -863,7 +864,8 @@ static int handle_text(struct isc_conn *c, const struct isc_pdu *pdu)
 	for (int i = 0; i < n; i++) {
 		if (!strcmp(kv[i].key, "SendTargets")) {
 			isc_send_targets(kv[i].val, c->sess.discovery ? NULL : c->sess.target,
-					 c->srv->portal, c->sess.initiator, &c->text_out);
+					 c->portal[0] ? c->portal : c->srv->portal,
+					 c->sess.initiator, &c->text_out);
 		} else if (!strcmp(kv[i].key, "MaxRecvDataSegmentLength")) {
 			isc_negotiate_key(&c->login, kv[i].key, kv[i].val, &c->text_out);
 			c->params.max_xmit_dsl = c->login.params.max_xmit_dsl;
@@ -1237,6 +1239,13 @@ static void accept_done(void *arg, int res)
 		uint32_t a = ntohl(sin->sin_addr.s_addr);
 		snprintf(c->peer, sizeof(c->peer), "%u.%u.%u.%u:%u", a >> 24, (a >> 16) & 255,
 			 (a >> 8) & 255, a & 255, ntohs(sin->sin_port));
+	}
+	/* The portal is the address this connection reached: right for a target listening on a
+	 * wildcard address too, where --listen names no address an initiator could dial. */
+	sl = sizeof(ss);
+	if (getsockname(res, (struct sockaddr *)&ss, &sl) == 0 &&
+	    st_format_sockaddr(&ss, c->portal, sizeof(c->portal)) < 0) {
+		c->portal[0] = '\0';
 	}
 	srv->nconns++;
 	conn_recv(c);

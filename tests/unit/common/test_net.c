@@ -227,10 +227,63 @@ Test(net, local_twin_of_a_tcp_listener)
 	cr_assert_eq(st_local_connect(addr), -ENOENT, "the name goes with the socket");
 }
 
+/* A socket bound to the wildcard address, never listening: no server on any interface. */
 Test(net, no_local_twin_for_a_wildcard_listener)
 {
-	int lfd = st_tcp_listen("0.0.0.0:0", 8);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(st_local_listen(fd, 8), -EADDRNOTAVAIL);
+	close(fd);
+	cr_assert_eq(st_local_listen_at("0.0.0.0:7800", 8), -EADDRNOTAVAIL);
+	cr_assert_eq(st_local_listen_at("[::]:7800", 8), -EADDRNOTAVAIL);
+	cr_assert_eq(st_local_listen_at("nohost", 8), -EINVAL);
+}
+
+/* A twin named after an address (strata-blockd --advertise) is found by a client dialing it. */
+Test(net, local_twin_of_an_advertised_address)
+{
+	int lfd = st_tcp_listen("127.0.0.1:0", 8);
 	cr_assert_geq(lfd, 0);
-	cr_assert_eq(st_local_listen(lfd, 8), -EADDRNOTAVAIL);
+	char addr[64];
+	/* A name no socket is bound to: a port on 127.0.0.9 that nothing here listens on. */
+	snprintf(addr, sizeof(addr), "127.0.0.9:%d", st_socket_port(lfd));
 	close(lfd);
+	cr_assert_eq(st_local_connect(addr), -ENOENT);
+	int ufd = st_local_listen_at(addr, 8);
+	cr_assert_geq(ufd, 0);
+	cr_assert_eq(st_local_listen_at(addr, 8), -EADDRINUSE, "one name, one twin");
+	int cfd = st_local_connect(addr);
+	cr_assert_geq(cfd, 0);
+	cr_assert(st_is_local(cfd));
+	close(cfd);
+	close(ufd);
+	cr_assert_eq(st_local_connect(addr), -ENOENT);
+}
+
+Test(net, wildcard_addresses)
+{
+	cr_assert_eq(st_hostport_is_wildcard("0.0.0.0:7800"), 1);
+	cr_assert_eq(st_hostport_is_wildcard("[::]:7800"), 1);
+	cr_assert_eq(st_hostport_is_wildcard("127.0.0.1:7800"), 0);
+	cr_assert_eq(st_hostport_is_wildcard("10.1.2.3:0"), 0);
+	cr_assert_eq(st_hostport_is_wildcard("[::1]:7800"), 0);
+	cr_assert_eq(st_hostport_is_wildcard("localhost:7800"), -EINVAL);
+	cr_assert_eq(st_hostport_is_wildcard("0.0.0.0"), -EINVAL);
+}
+
+Test(net, format_sockaddr)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char out[64];
+
+	cr_assert_eq(st_parse_hostport("10.1.2.3:3260", &ss, &len), 0);
+	cr_assert_eq(st_format_sockaddr(&ss, out, sizeof(out)), 0);
+	cr_assert_str_eq(out, "10.1.2.3:3260");
+	cr_assert_eq(st_parse_hostport("[fe80::1]:3260", &ss, &len), 0);
+	cr_assert_eq(st_format_sockaddr(&ss, out, sizeof(out)), 0);
+	cr_assert_str_eq(out, "[fe80::1]:3260");
+	cr_assert_eq(st_format_sockaddr(&ss, out, 8), -ENAMETOOLONG);
 }
