@@ -226,6 +226,25 @@ int dist_epoch_check(struct bd_dist *d, uint64_t epoch)
 	return epoch < d->epoch ? -ESTALE : -EAGAIN;
 }
 
+int dist_peer_check(struct bd_dist *d, uint64_t epoch, uint32_t to)
+{
+	int rc = dist_epoch_check(d, epoch);
+	if (rc || to == 0 || to == d->self) {
+		return rc;
+	}
+	/* Our address was another node's in the sender's map: a node restarted with a new
+	 * identity at an old one's address, and the sender has not seen the map that says so.
+	 * Applying a forward or a flush meant for that node would answer for data we never had. */
+	d->misaddressed++;
+	uint64_t now = st_now_ms();
+	if (d->misaddressed_ms == 0 || now - d->misaddressed_ms >= 1000) {
+		d->misaddressed_ms = now;
+		st_warn("refused a peer request meant for node %u (this is node %u; %lu so far)",
+			to, d->self, (unsigned long)d->misaddressed);
+	}
+	return -ESTALE;
+}
+
 static void load_saved_version(struct bd_dist *d, struct bd_pg *pg)
 {
 	for (size_t i = 0; i < d->nsaved; i++) {

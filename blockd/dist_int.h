@@ -98,7 +98,9 @@ struct bd_dist {
 	int xfer_inflight;
 	uint64_t objects_recovered, objects_to_recover;
 	bool stray_busy;
-	uint32_t holds; /* PGs held for a member's last catch-up round (recovery.c) */
+	uint32_t holds;           /* PGs held for a member's last catch-up round (recovery.c) */
+	uint64_t misaddressed;    /* peer requests meant for another node (dist_peer_check) */
+	uint64_t misaddressed_ms; /* when the last of them was logged */
 	/* Ask the meta session for a heartbeat now (meta.c); NULL: no meta, nothing to claim. */
 	void (*claim_kick)(void *arg);
 	void *claim_arg;
@@ -119,6 +121,10 @@ bool dist_node_up(struct bd_dist *d, uint32_t id) __attribute__((nonnull));
 struct st_client *dist_peer(struct bd_dist *d, uint32_t id) __attribute__((nonnull));
 /* Epoch check of a peer or client request: 0, -ESTALE (older) or -EAGAIN (newer/no map). */
 int dist_epoch_check(struct bd_dist *d, uint64_t epoch) __attribute__((nonnull));
+/* A peer request's checks: the epoch as above, and the addressee. `to` names the node the
+ * sender meant (0: an older sender, unchecked); another node at that address answers -ESTALE,
+ * so the sender waits for the map that shows who is there now. */
+int dist_peer_check(struct bd_dist *d, uint64_t epoch, uint32_t to) __attribute__((nonnull));
 /* The pool a family belongs to (0: unknown); remember one. */
 uint32_t dist_family_pool(struct bd_dist *d, uint64_t family) __attribute__((nonnull));
 void dist_family_set(struct bd_dist *d, uint64_t family, uint32_t pool) __attribute__((nonnull));

@@ -224,6 +224,7 @@ static int fetch_send(struct obj_fetch *f)
 	m.object = f->object;
 	m.map_epoch = f->d->epoch;
 	m.from = f->d->self;
+	m.to = f->source;
 	m.page_bytes = FETCH_PAGE_BYTES;
 	if (f->acc.nlists > 0) {
 		m.after_layer = f->acc.lists[f->acc.nlists - 1].layer;
@@ -512,6 +513,7 @@ static int list_send(struct pull_ctx *pc)
 	m.pool_id = pc->pg->pool;
 	m.pg = pc->pg->pg;
 	m.map_epoch = d->epoch;
+	m.to = pc->source;
 	m.since = pc->pg->version;
 	m.after_family = pc->after_family;
 	m.after_object = pc->after_object;
@@ -776,6 +778,7 @@ static void catchup_send(struct catchup *c)
 	m.pg = pg->pg;
 	m.map_epoch = d->epoch;
 	m.from = d->self;
+	m.to = c->node;
 	c->started_ms = st_now_ms();
 	if (!cl || st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_RECOVER, 0, &m.base,
 				  NULL, 0, catchup_done, c) < 0) {
@@ -907,6 +910,7 @@ static void peer_begin(struct peer_ctx *c)
 			continue;
 		}
 		c->pending++;
+		m.to = c->s[i].node;
 		if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO, 0, &m.base,
 				   NULL, 0, info_done, &c->s[i]) < 0) {
 			c->pending--;
@@ -1141,7 +1145,7 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 		Strata__Blockd__PgRef *m =
 			strata__blockd__pg_ref__unpack(NULL, f->hdr.hdr_len, f->msg);
 		struct bd_pg *pg = NULL;
-		rc = m ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+		rc = m ? dist_peer_check(d, m->map_epoch, m->to) : -EINVAL;
 		if (!rc && !(pg = dist_pg(d, m->pool_id, m->pg))) {
 			rc = -ESTALE;
 		}
@@ -1165,7 +1169,7 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 		Strata__Blockd__PgListRequest *m =
 			strata__blockd__pg_list_request__unpack(NULL, f->hdr.hdr_len, f->msg);
 		struct bd_pg *pg = NULL;
-		rc = m ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+		rc = m ? dist_peer_check(d, m->map_epoch, m->to) : -EINVAL;
 		if (!rc && !(pg = dist_pg(d, m->pool_id, m->pg))) {
 			rc = -ESTALE;
 		}
@@ -1181,7 +1185,7 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_REPAIR: {
 		Strata__Blockd__ObjRequest *m =
 			strata__blockd__obj_request__unpack(NULL, f->hdr.hdr_len, f->msg);
-		rc = m ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+		rc = m ? dist_peer_check(d, m->map_epoch, m->to) : -EINVAL;
 		if (!rc && type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_REPAIR &&
 		    !repair_pool_ok(d, m->pool_id, m->family)) {
 			rc = -EINVAL;
@@ -1291,6 +1295,7 @@ void recovery_tick(struct bd_dist *d)
 			m.pg = pg->pg;
 			m.map_epoch = d->epoch;
 			m.from = d->self;
+			m.to = pg->acting[0];
 			if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_PG_INFO, 0,
 					   &m.base, NULL, 0, stray_info_done, sc) == 0) {
 				d->stray_busy = true;

@@ -172,6 +172,7 @@ static void fwd_send(struct bd_fwd *f)
 	m.prev_version = r->prev;
 	m.primary = d->self;
 	m.map_epoch = f->epoch;
+	m.to = f->node;
 	m.fua = r->q.fua;
 	const uint8_t *payload = r->payload;
 	size_t plen = r->payload_len;
@@ -383,7 +384,7 @@ void repl_handle_write(struct bd_dist *d, struct st_frame *f, struct bd_reply *r
 	Strata__Blockd__ReplWrite *m =
 		strata__blockd__repl_write__unpack(NULL, f->hdr.hdr_len, f->msg);
 	struct bd_pg *pg = NULL;
-	int rc = m && m->io ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+	int rc = m && m->io ? dist_peer_check(d, m->map_epoch, m->to) : -EINVAL;
 	if (!rc) {
 		rc = replica_check(d, m->io->pool_id, m->pg, m->primary, &pg);
 	}
@@ -456,7 +457,21 @@ static void rflush_done(void *arg, int err)
 
 void repl_handle_flush(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 {
+	/* Only the addressee: a flush meant for another node must not answer for its writes.
+	 * The epoch is not checked (a flush at any epoch makes what we acknowledged durable). */
+	Strata__Blockd__FlushRequest *m =
+		strata__blockd__flush_request__unpack(NULL, f->hdr.hdr_len, f->msg);
 	st_frame_release(f);
+	int rc = m == NULL                        ? -EINVAL
+		 : m->to != 0 && m->to != d->self ? dist_peer_check(d, 0, m->to)
+						  : 0;
+	if (m) {
+		strata__blockd__flush_request__free_unpacked(m, NULL);
+	}
+	if (rc) {
+		bd_reply_send(rp, rc, NULL, NULL, 0);
+		return;
+	}
 	bd_flush(d->e, rflush_done, rp);
 }
 
@@ -547,6 +562,7 @@ void bd_dist_flush(struct bd_dist *d, bool all, bd_done_cb cb, void *cb_arg)
 			continue;
 		}
 		fl->pending++;
+		m.to = id;
 		if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_FLUSH, 0, &m.base,
 				   NULL, 0, dflush_peer_done, p) < 0) {
 			fl->pending--;

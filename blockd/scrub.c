@@ -181,6 +181,7 @@ static void compare(struct scrub_ctx *c)
 		m.object = obj;
 		m.map_epoch = d->epoch;
 		m.from = c->m[good].node;
+		m.to = sm->node;
 		if (!cl || st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_REPAIR, 0,
 					  &m.base, NULL, 0, repair_done, sm) < 0) {
 			c->pending--;
@@ -264,6 +265,7 @@ static void scrub_next(struct scrub_ctx *c)
 	for (uint32_t i = 1; i < c->n; i++) {
 		struct st_client *cl = dist_peer(d, c->m[i].node);
 		c->pending++;
+		m.to = c->m[i].node;
 		if (!cl || st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_DIGEST, 0,
 					  &m.base, NULL, 0, digest_done, &c->m[i]) < 0) {
 			c->pending--;
@@ -279,7 +281,7 @@ static void handle_digest(struct bd_dist *d, struct st_frame *f, struct bd_reply
 {
 	Strata__Blockd__ObjRequest *m =
 		strata__blockd__obj_request__unpack(NULL, f->hdr.hdr_len, f->msg);
-	int rc = m ? dist_epoch_check(d, m->map_epoch) : -EINVAL;
+	int rc = m ? dist_peer_check(d, m->map_epoch, m->to) : -EINVAL;
 	Strata__Blockd__ObjDigest od = STRATA__BLOCKD__OBJ_DIGEST__INIT;
 	if (!rc) {
 		rc = bd_object_digest(d->e, m->family, m->object, &od.digest, &od.bad_blocks,

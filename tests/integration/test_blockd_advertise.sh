@@ -8,6 +8,8 @@
 #     their own addresses: meta lists those addresses, an R=3 write-and-verify workload and a
 #     kill -9 of one node behave as in test_dist_failover, and same-host clients still use the
 #     Unix fast path (the twin is named after the advertised address).
+#   - A peer request (REPL_FLUSH, REPL_WRITE) addressed to another node id is refused with
+#     -ESTALE and logged, so a node at a recycled address never answers for another's data.
 #   - strata-iscsi on 0.0.0.0 answers SendTargets with the portal the initiator reached, not
 #     with 0.0.0.0.
 if [ -z "${STRATA_IN_NETNS:-}" ]; then
@@ -89,6 +91,20 @@ wait_for 20 sh -c "[ \$(grep -c 'registered with meta' '$TEST_TMP/blockd1.log') 
 wait_up 3 20
 wait_pgs "$META" clean 60
 io --volume p/v --check "$TEST_TMP/state" || fail "data does not verify after the restart"
+
+echo "== a peer request meant for another node is refused (-ESTALE), not applied"
+DRV=$STRATA_TEST_BIN/blockd_driver
+id_of() { cli node ls --json | python3 -c 'import json,sys; print([n["id"] for n in json.load(sys.stdin) if n["addr"] == sys.argv[1]][0])' "$1"; }
+id0=$(id_of "${ADDR[0]}")
+id2=$(id_of "${ADDR[2]}")
+out=$("$DRV" replflush "${ADDR[0]}" "$id2") && fail "a REPL_FLUSH meant for node $id2 was answered by node $id0"
+[ "$out" = "errno 116" ] || fail "REPL_FLUSH to the wrong node: '$out', want errno 116 (ESTALE)"
+out=$("$DRV" replwrite "${ADDR[0]}" "$id2") && fail "a REPL_WRITE meant for node $id2 was applied by node $id0"
+[ "$out" = "errno 116" ] || fail "REPL_WRITE to the wrong node: '$out', want errno 116 (ESTALE)"
+grep -q "refused a peer request meant for node $id2 (this is node $id0" "$TEST_TMP/blockd0.log" ||
+	fail "node 0 did not log the misaddressed request: $(tail -3 "$TEST_TMP/blockd0.log")"
+"$DRV" replflush "${ADDR[0]}" "$id0" || fail "a REPL_FLUSH meant for node $id0 failed there"
+"$DRV" replflush "${ADDR[0]}" 0 || fail "a REPL_FLUSH without an addressee (older peers) failed"
 
 echo "== strata-iscsi on 0.0.0.0: SendTargets names the portal the initiator reached"
 ISC_PORT=$(free_port)

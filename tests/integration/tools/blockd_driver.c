@@ -11,6 +11,9 @@
  *   blockd_driver trim  ADDR k=v...
  *   blockd_driver delete ADDR layer= [children=a,b]
  *   blockd_driver flush ADDR
+ *   blockd_driver replflush ADDR TO        a peer's REPL_FLUSH addressed to node TO
+ *   blockd_driver replwrite ADDR TO        a peer's REPL_WRITE (one block of pool 1, PG 0)
+ *                                          addressed to node TO
  *   blockd_driver space ADDR               prints "total used free"
  *
  * Exit status: 0 success; 1 a failed check; 2 usage or transport; for write/read/trim/delete
@@ -371,6 +374,29 @@ int main(int argc, char **argv)
 		Strata__Blockd__FlushRequest fr = STRATA__BLOCKD__FLUSH_REQUEST__INIT;
 		return report(call(STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_FLUSH, 0, &fr.base, NULL,
 				   0, NULL, false));
+	}
+	if (!strcmp(cmd, "replflush") && argc >= 4) {
+		Strata__Blockd__FlushRequest fr = STRATA__BLOCKD__FLUSH_REQUEST__INIT;
+		fr.to = (uint32_t)atol(argv[3]);
+		return report(call(STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_FLUSH, 0, &fr.base, NULL,
+				   0, NULL, false));
+	}
+	if (!strcmp(cmd, "replwrite") && argc >= 4) {
+		Strata__Blockd__IoRequest io;
+		init_io(&io, 1, 0, 0, BLK);
+		io.pool_id = 1;
+		Strata__Blockd__ReplWrite rw = STRATA__BLOCKD__REPL_WRITE__INIT;
+		rw.io = &io;
+		rw.op = STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE;
+		rw.version = 1;
+		rw.primary = 1;
+		rw.to = (uint32_t)atol(argv[3]);
+		uint8_t *b = st_payload_alloc(BLK);
+		memset(b, 0x5a, BLK);
+		int rc = call(STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_WRITE, 0, &rw.base, b, BLK,
+			      NULL, false);
+		free(b);
+		return report(rc);
 	}
 	if (!strcmp(cmd, "space")) {
 		Strata__Blockd__SpaceRequest sr = STRATA__BLOCKD__SPACE_REQUEST__INIT;
