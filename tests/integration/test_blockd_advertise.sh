@@ -70,10 +70,10 @@ cli volume create p/v --size 1G >/dev/null
 wait_pgs "$META" clean 30
 
 echo "== R=3 workload across a kill -9 of node 1"
-io --volume p/v --seconds 10 --qd 16 --span 32M --seed 5 --state "$TEST_TMP/state" \
+io --volume p/v --seconds 6 --qd 16 --span 32M --seed 5 --state "$TEST_TMP/state" \
 	>"$TEST_TMP/io.log" 2>&1 &
 io_pid=$!
-sleep 2
+sleep 1.5
 stop_daemon "${BD_PID[1]}" KILL
 wait "$io_pid" || fail "workload saw errors or mismatches: $(tail -5 "$TEST_TMP/io.log")"
 grep -q ' 0 errors, 0 mismatches' "$TEST_TMP/io.log" || fail "unexpected summary: $(tail -1 "$TEST_TMP/io.log")"
