@@ -618,10 +618,20 @@ int bd_object_export_page(struct bd_engine *e, uint64_t family, uint64_t object,
 int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
 		      const struct bd_xobj *x, const struct bd_xkv *xkv, uint32_t nxkv)
 	__attribute__((nonnull(1, 4)));
-/* Digest of an object for scrub: a hash over every list's layer, segment, block states and the
- * crc32c of the data actually read; bad = blocks whose data does not match the stored crc. */
-int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, uint64_t *digest,
-		     uint32_t *bad, uint32_t *nlists) __attribute__((nonnull));
+/* Every list of (family, object) in key order, once pending group commits are in the index.
+ * 0 (*lists malloc'd, *n of them, NULL and 0 for none) or -errno (-EINVAL for family 0). */
+int bd_object_lists(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xlist **lists,
+		    uint32_t *n) __attribute__((nonnull));
+/*
+ * Digest of an object for scrub (digest.c): a hash over every list's layer, segment, block
+ * states and the crc32c of the data actually read; bad = blocks whose data does not match the
+ * stored crc. The data is read through the ring a segment at a time, so client I/O goes on
+ * meanwhile. Returns 0 and calls cb once, from a later reactor callback, or returns -errno
+ * (-EINVAL for family 0, -ENOMEM) without calling it.
+ */
+typedef void (*bd_digest_cb)(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists);
+int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, bd_digest_cb cb,
+		     void *arg) __attribute__((nonnull(1, 4)));
 /* Every (family, object) with at least one list, for which keep(arg, family, object) is true,
  * sorted and unique. Returns the count (*out malloc'd, 2 words each) or -errno. */
 typedef bool (*bd_obj_filter)(void *arg, uint64_t family, uint64_t object);

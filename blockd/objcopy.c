@@ -352,79 +352,6 @@ out:
 	return rc;
 }
 
-/* Blocks per read of a digest: a segment's blocks usually lie in runs (the allocator hands
- * out runs), and one 4 KiB pread per block made a scrub of a 64 MiB object in two layers
- * 32768 synchronous reads on the reactor, long enough on a busy disk for meta to miss the
- * node's heartbeats. */
-#define DIGEST_RUN 64u
-
-int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, uint64_t *digest,
-		     uint32_t *bad, uint32_t *nlists)
-{
-	struct collect_obj c;
-	int rc = collect(e, family, object, &c);
-	if (rc) {
-		return rc;
-	}
-	uint8_t *buf = aligned_alloc(BD_BLOCK, (size_t)DIGEST_RUN * BD_BLOCK);
-	if (!buf) {
-		free(c.lists);
-		return -ENOMEM;
-	}
-	uint64_t h = 0x5354524154414443ull;
-	uint32_t nbad = 0;
-	for (uint32_t i = 0; i < c.n && rc == 0; i++) {
-		struct bd_bmap v[BD_SEG_BLOCKS];
-		bd_extmap_expand(&c.lists[i].map, v);
-		uint32_t hdr[4] = {(uint32_t)c.lists[i].layer, (uint32_t)(c.lists[i].layer >> 32),
-				   c.lists[i].seg, 0};
-		h = st_hash64(h ^ st_crc32c(0, hdr, sizeof(hdr)));
-		uint32_t run_at = 0, run_len = 0; /* v[run_at .. run_at + run_len) is in buf */
-		for (uint32_t b = 0; b < BD_SEG_BLOCKS; b++) {
-			uint32_t word;
-			if (v[b].pblk == BD_PBLK_NONE) {
-				word = 0x4e4f4e45;
-			} else if (v[b].pblk == BD_PBLK_ZERO) {
-				word = 0x5a45524f;
-			} else if (v[b].pblk >= e->nblocks) {
-				rc = -EIO;
-				break;
-			} else {
-				if (b >= run_at + run_len) {
-					/* Read the run of consecutive blocks that starts here. */
-					uint32_t n = 1;
-					while (n < DIGEST_RUN && b + n < BD_SEG_BLOCKS &&
-					       v[b + n].pblk == v[b].pblk + n &&
-					       v[b + n].pblk < e->nblocks) {
-						n++;
-					}
-					if (pread_blocks(e, v[b].pblk, n, buf)) {
-						rc = -EIO;
-						break;
-					}
-					run_at = b;
-					run_len = n;
-				}
-				word = st_crc32c(0, buf + (size_t)(b - run_at) * BD_BLOCK,
-						 BD_BLOCK);
-				if (word != v[b].crc) {
-					nbad++;
-				}
-			}
-			h = st_hash64(h ^ ((uint64_t)b << 32 | word));
-		}
-	}
-	free(buf);
-	free(c.lists);
-	if (rc == 0) {
-		*digest = h;
-		*bad = nbad;
-		*nlists = c.n;
-		e->checksum_errors += nbad;
-	}
-	return rc;
-}
-
 struct list_objs {
 	bd_obj_filter keep;
 	void *arg;
@@ -506,4 +433,17 @@ int bd_engine_put_raw(struct bd_engine *e, const struct bd_xkv *xkv, uint32_t n,
 		bd_batch_put_raw(e->batch, xkv[i].key, xkv[i].klen, xkv[i].val, xkv[i].vlen);
 	}
 	return bd_engine_commit_batch(e, sync);
+}
+
+int bd_object_lists(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xlist **lists,
+		    uint32_t *n)
+{
+	struct collect_obj c;
+	int rc = collect(e, family, object, &c);
+	if (rc) {
+		return rc;
+	}
+	*lists = c.lists;
+	*n = c.n;
+	return 0;
 }

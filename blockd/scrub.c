@@ -216,6 +216,23 @@ static void digest_done(void *arg, int err, struct st_frame *reply)
 	}
 }
 
+/* Our own copy's digest (digest.c), counted like a member's reply. */
+static void local_digest_done(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists)
+{
+	struct scrub_member *sm = arg;
+	struct scrub_ctx *c = sm->c;
+	if (c->d->stopping) {
+		return;
+	}
+	sm->err = err;
+	sm->digest = digest;
+	sm->bad = bad;
+	sm->lists = nlists;
+	if (--c->pending == 0) {
+		compare(c);
+	}
+}
+
 static void scrub_timer(void *arg, int res)
 {
 	(void)res;
@@ -254,8 +271,11 @@ static void scrub_next(struct scrub_ctx *c)
 			c->m[c->n++] = (struct scrub_member){.c = c, .node = pg->acting[i]};
 		}
 	}
-	c->m[0].err =
-		bd_object_digest(d->e, fam, obj, &c->m[0].digest, &c->m[0].bad, &c->m[0].lists);
+	c->pending++;
+	c->m[0].err = bd_object_digest(d->e, fam, obj, local_digest_done, &c->m[0]);
+	if (c->m[0].err) {
+		c->pending--;
+	}
 	Strata__Blockd__ObjRequest m = STRATA__BLOCKD__OBJ_REQUEST__INIT;
 	m.pool_id = c->pool;
 	m.family = fam;
@@ -277,17 +297,28 @@ static void scrub_next(struct scrub_ctx *c)
 	}
 }
 
+/* A member's digest for the primary's scrub: the reply goes once the data is read. */
+static void digest_replied(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists)
+{
+	struct bd_reply *rp = arg;
+	Strata__Blockd__ObjDigest od = STRATA__BLOCKD__OBJ_DIGEST__INIT;
+	od.digest = digest;
+	od.bad_blocks = bad;
+	od.lists = nlists;
+	bd_reply_send(rp, err, err ? NULL : &od.base, NULL, 0);
+}
+
 static void handle_digest(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 {
 	Strata__Blockd__ObjRequest *m =
 		strata__blockd__obj_request__unpack(NULL, f->hdr.hdr_len, f->msg);
 	int rc = m ? dist_peer_check(d, m->map_epoch, m->to) : -EINVAL;
-	Strata__Blockd__ObjDigest od = STRATA__BLOCKD__OBJ_DIGEST__INIT;
 	if (!rc) {
-		rc = bd_object_digest(d->e, m->family, m->object, &od.digest, &od.bad_blocks,
-				      &od.lists);
+		rc = bd_object_digest(d->e, m->family, m->object, digest_replied, rp);
 	}
-	bd_reply_send(rp, rc, rc ? NULL : &od.base, NULL, 0);
+	if (rc) {
+		bd_reply_send(rp, rc, NULL, NULL, 0);
+	}
 	if (m) {
 		strata__blockd__obj_request__free_unpacked(m, NULL);
 	}

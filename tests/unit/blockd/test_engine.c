@@ -777,6 +777,87 @@ Test(engine, committer_keeps_groups_in_order)
 	t_close(&t);
 }
 
+struct tdigest {
+	struct st_reactor *r;
+	bool done;
+	int err;
+	uint64_t digest;
+	uint32_t bad, lists;
+};
+
+static void t_digest_cb(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists)
+{
+	struct tdigest *w = arg;
+	cr_assert_not_null(w, "a refused digest must not call back");
+	w->done = true;
+	w->err = err;
+	w->digest = digest;
+	w->bad = bad;
+	w->lists = nlists;
+	st_reactor_stop(w->r);
+}
+
+static struct tdigest t_digest(struct tctx *t, uint64_t object)
+{
+	struct tdigest w = {.r = t->r};
+	cr_assert_eq(bd_object_digest(t->e, 1, object, t_digest_cb, &w), 0);
+	cr_assert(!w.done, "the digest answers from a later callback, not inside the call");
+	while (!w.done) {
+		cr_assert_eq(st_reactor_run(t->r), 0);
+	}
+	return w;
+}
+
+/* Scrub's digest reads through the ring (digest.c): equal copies hash equal, different data
+ * or a damaged block does not, an object with no lists is empty, and writes go on while a
+ * digest is in flight without changing what it read. */
+Test(engine, object_digest_reads_through_the_ring)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	/* Objects 2 and 3 alike (data, a hole, zeroes), object 4 with other data. */
+	for (uint64_t o = 2; o <= 4; o++) {
+		cr_assert_eq(t_write(&t, 1, NULL, 0, o, 0, 16 * 4096, o == 4 ? 0x5b : 0x5a), 0);
+		cr_assert_eq(t_write(&t, 1, NULL, 0, o, 300 * 4096, 8 * 4096, 0), 0);
+	}
+	struct tdigest a = t_digest(&t, 2), b = t_digest(&t, 3), c = t_digest(&t, 4);
+	cr_assert_eq(a.err, 0);
+	cr_assert_eq(a.bad, 0);
+	cr_assert_geq(a.lists, 2, "a list per segment written");
+	cr_assert_eq(a.digest, b.digest, "identical copies hash alike");
+	cr_assert_eq(a.lists, b.lists);
+	cr_assert_neq(a.digest, c.digest, "different data hashes differently");
+	struct tdigest none = t_digest(&t, 9);
+	cr_assert_eq(none.err, 0);
+	cr_assert_eq(none.lists, 0);
+
+	/* A write to the object while its digest reads: the digest is of the lists it took. */
+	struct tdigest w = {.r = t.r};
+	cr_assert_eq(bd_object_digest(t.e, 1, 3, t_digest_cb, &w), 0);
+	uint8_t *buf = t_buf(4096, 0x77);
+	struct twait ww = {.r = t.r};
+	struct bd_req q = t_req(1, NULL, 0, 3, 0, 4096);
+	bd_write(t.e, &q, buf, t_cb, &ww);
+	while (!w.done || !ww.done) {
+		cr_assert_eq(st_reactor_run(t.r), 0);
+	}
+	cr_assert_eq(ww.err, 0);
+	cr_assert_eq(w.err, 0);
+	cr_assert_eq(w.bad, 0, "no block the digest read was reused under it");
+	cr_assert_neq(t_digest(&t, 3).digest, a.digest, "the write shows in the next digest");
+
+	/* One flipped bit in object 4's data: that block fails its crc. */
+	uint8_t *want = t_buf(4096, 0x5b);
+	t_clobber_block(&t, want, NULL, 64 * MiB);
+	struct tdigest d = t_digest(&t, 4);
+	cr_assert_eq(d.err, 0);
+	cr_assert_eq(d.bad, 1);
+	cr_assert_neq(d.digest, c.digest);
+	free(want);
+	free(buf);
+	t_close(&t);
+}
+
 /* No family is 0, and the index reads family 0 as "every family": a peer's object request
  * naming it (found by blockd_wire_fuzz) made an install drop the references of every family's
  * lists with that object number while the lists stayed, so their blocks could be handed out
@@ -792,9 +873,7 @@ Test(engine, object_copy_refuses_family_zero)
 	cr_assert_eq(bd_object_export_page(t.e, 0, 2, 0, 0, 1024, &x, &more), -EINVAL);
 	struct bd_xobj none = {0};
 	cr_assert_eq(bd_object_install(t.e, 0, 2, &none, NULL, 0), -EINVAL);
-	uint64_t digest;
-	uint32_t bad, lists;
-	cr_assert_eq(bd_object_digest(t.e, 0, 2, &digest, &bad, &lists), -EINVAL);
+	cr_assert_eq(bd_object_digest(t.e, 0, 2, t_digest_cb, NULL), -EINVAL);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 2, 0, 16 * 4096, 0x5a), 0);
 	cr_assert_eq(t_used(&t), 16);
 	t_reopen_clean(&t);
