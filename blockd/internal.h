@@ -612,6 +612,16 @@ int bd_object_export(struct bd_engine *e, uint64_t family, uint64_t object, stru
 int bd_object_export_page(struct bd_engine *e, uint64_t family, uint64_t object,
 			  uint64_t after_layer, uint32_t after_seg, uint32_t max_blocks,
 			  struct bd_xobj *out, bool *more) __attribute__((nonnull));
+/*
+ * bd_object_export_page with the data read through the ring: returns 0 and calls cb once, from
+ * a later reactor callback, with the page (x: the callee's until cb returns; cb may take
+ * x->data or x->lists and set them to NULL), or returns -errno (-EINVAL for family 0) without
+ * calling it. x->bad_blocks counts blocks whose data does not match its crc.
+ */
+typedef void (*bd_export_cb)(void *arg, int err, struct bd_xobj *x, bool more);
+int bd_object_export_async(struct bd_engine *e, uint64_t family, uint64_t object,
+			   uint64_t after_layer, uint32_t after_seg, uint32_t max_blocks,
+			   bd_export_cb cb, void *arg) __attribute__((nonnull(1, 7)));
 /* Replace every list of (family, object) with x's (nlists 0: delete the object), data written
  * to fresh blocks first, then one WriteBatch (with xkv). -EBUSY while an op holds the object,
  * -EILSEQ when a data block does not match its crc. */

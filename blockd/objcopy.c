@@ -13,8 +13,10 @@
  * layers is not preserved: a block that two layers share is exported, and installed, once per
  * list (duplicate blocks on the target). Scrub and reads do not care; space does.
  *
- * Both run synchronously on the reactor thread: a transfer is one object (at most a few MiB),
- * recovery keeps a bounded number in flight, and nothing else touches a PG being recovered.
+ * A peer's pull is served by bd_object_export_async, whose reads go through the ring while the
+ * reactor serves clients. The synchronous export (tests) and install run on the reactor
+ * thread: an install is one object page, recovery keeps a bounded number in flight, and
+ * nothing else touches a PG being recovered.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -109,9 +111,10 @@ int bd_object_export(struct bd_engine *e, uint64_t family, uint64_t object, stru
 	return bd_object_export_page(e, family, object, 0, 0, UINT32_MAX, out, &more);
 }
 
-int bd_object_export_page(struct bd_engine *e, uint64_t family, uint64_t object,
-			  uint64_t after_layer, uint32_t after_seg, uint32_t max_blocks,
-			  struct bd_xobj *out, bool *more)
+/* The lists of the page and room for their data: out->data is allocated, not read. */
+static int export_select(struct bd_engine *e, uint64_t family, uint64_t object,
+			 uint64_t after_layer, uint32_t after_seg, uint32_t max_blocks,
+			 struct bd_xobj *out, bool *more)
 {
 	memset(out, 0, sizeof(*out));
 	*more = false;
@@ -150,45 +153,216 @@ int bd_object_export_page(struct bd_engine *e, uint64_t family, uint64_t object,
 			return -ENOMEM;
 		}
 	}
-	uint32_t di = 0, bad = 0;
-	for (uint32_t i = 0; i < c.n; i++) {
-		struct bd_bmap v[BD_SEG_BLOCKS];
-		bd_extmap_expand(&c.lists[i].map, v);
-		for (uint32_t b = 0; b < BD_SEG_BLOCKS;) {
-			if (v[b].pblk >= BD_PBLK_NONE) {
-				b++;
-				continue;
-			}
-			/* One read per run of physically consecutive blocks (a 4 MiB object read
-			 * block by block took ~1000 synchronous reads on the reactor thread). */
-			uint32_t run = 1;
-			while (b + run < BD_SEG_BLOCKS && v[b + run].pblk < BD_PBLK_NONE &&
-			       v[b + run].pblk == v[b].pblk + run) {
-				run++;
-			}
-			uint8_t *dst = data + (size_t)di * BD_BLOCK;
-			if (v[b].pblk + run > e->nblocks || pread_blocks(e, v[b].pblk, run, dst)) {
-				free(data);
-				free(c.lists);
-				return -EIO;
-			}
-			for (uint32_t k = 0; k < run; k++) {
-				if (st_crc32c(0, dst + (size_t)k * BD_BLOCK, BD_BLOCK) !=
-				    v[b + k].crc) {
-					bad++;
-				}
-			}
-			di += run;
-			b += run;
-		}
-	}
 	out->nlists = c.n;
 	out->lists = c.lists;
 	out->data = data;
 	out->ndata = ndata;
-	out->bad_blocks = bad;
-	if (bad) {
-		e->checksum_errors += bad;
+	return 0;
+}
+
+/*
+ * The next run of physically consecutive data blocks of x from the cursor (*list, *blk), at
+ * most one segment's. Returns its length (0: no more data), with its first block in *pblk;
+ * -EIO for a block beyond the data file. The cursor moves past the run.
+ */
+static int next_run(const struct bd_engine *e, const struct bd_xobj *x, uint32_t *list,
+		    uint32_t *blk, struct bd_bmap v[BD_SEG_BLOCKS], uint64_t *pblk)
+{
+	for (; *list < x->nlists; (*list)++, *blk = 0) {
+		if (*blk == 0) {
+			bd_extmap_expand(&x->lists[*list].map, v);
+		}
+		uint32_t b = *blk;
+		while (b < BD_SEG_BLOCKS && v[b].pblk >= BD_PBLK_NONE) {
+			b++;
+		}
+		if (b == BD_SEG_BLOCKS) {
+			continue;
+		}
+		uint32_t run = 1;
+		while (b + run < BD_SEG_BLOCKS && v[b + run].pblk < BD_PBLK_NONE &&
+		       v[b + run].pblk == v[b].pblk + run) {
+			run++;
+		}
+		if (v[b].pblk + run > e->nblocks) {
+			return -EIO;
+		}
+		*pblk = v[b].pblk;
+		*blk = b + run;
+		if (*blk == BD_SEG_BLOCKS) {
+			(*list)++;
+			*blk = 0;
+		}
+		return (int)run;
+	}
+	return 0;
+}
+
+/* Blocks of x's data that do not match their lists' crcs; counted into the engine's errors. */
+static uint32_t export_verify(struct bd_engine *e, struct bd_xobj *x)
+{
+	uint32_t di = 0, bad = 0;
+	for (uint32_t i = 0; i < x->nlists; i++) {
+		struct bd_bmap v[BD_SEG_BLOCKS];
+		bd_extmap_expand(&x->lists[i].map, v);
+		for (uint32_t b = 0; b < BD_SEG_BLOCKS; b++) {
+			if (v[b].pblk < BD_PBLK_NONE) {
+				bad += st_crc32c(0, x->data + (size_t)di++ * BD_BLOCK, BD_BLOCK) !=
+				       v[b].crc;
+			}
+		}
+	}
+	x->bad_blocks = bad;
+	e->checksum_errors += bad;
+	return bad;
+}
+
+int bd_object_export_page(struct bd_engine *e, uint64_t family, uint64_t object,
+			  uint64_t after_layer, uint32_t after_seg, uint32_t max_blocks,
+			  struct bd_xobj *out, bool *more)
+{
+	int rc = export_select(e, family, object, after_layer, after_seg, max_blocks, out, more);
+	if (rc) {
+		return rc;
+	}
+	struct bd_bmap v[BD_SEG_BLOCKS];
+	uint32_t list = 0, blk = 0, di = 0;
+	uint64_t pblk = 0;
+	int run;
+	/* One read per run of physically consecutive blocks (a 4 MiB object read block by
+	 * block took ~1000 synchronous reads on the reactor thread). */
+	while ((run = next_run(e, out, &list, &blk, v, &pblk)) > 0) {
+		if (pread_blocks(e, pblk, (uint32_t)run, out->data + (size_t)di * BD_BLOCK)) {
+			run = -EIO;
+			break;
+		}
+		di += (uint32_t)run;
+	}
+	if (run < 0) {
+		bd_xobj_free(out);
+		return run;
+	}
+	export_verify(e, out);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The same page read through the ring, for a peer's pull: the reactor serves clients while
+ * the reads are in flight (a 16 MiB page read with preads stalled them for its whole length).
+ * Pinned in the engine's read list, as a digest is (digest.c), so that limbo keeps the blocks
+ * the lists name until the reads are done. */
+
+#define EXPORT_WINDOW 16 /* reads in flight, a segment at most each */
+
+struct export_read {
+	struct export_async *xa;
+	struct st_io io;
+	struct iovec iov;
+};
+
+struct export_async {
+	struct bd_engine *e;
+	struct bd_op pin;
+	struct bd_xobj x;
+	bool more;
+	uint32_t list, blk, di; /* the next run starts at (list, blk), into data block di */
+	struct bd_bmap v[BD_SEG_BLOCKS];
+	int inflight, err;
+	bool issued; /* every run has been started */
+	struct export_read rd[EXPORT_WINDOW];
+	int free_rd[EXPORT_WINDOW], nfree;
+	bd_export_cb cb;
+	void *arg;
+};
+
+static void export_finish(struct export_async *xa)
+{
+	struct bd_engine *e = xa->e;
+	if (xa->pin.in_reads) {
+		TAILQ_REMOVE(&e->reads, &xa->pin, link);
+		xa->pin.in_reads = false;
+		bd_engine_reap(e);
+	}
+	if (xa->err == 0) {
+		export_verify(e, &xa->x);
+	}
+	xa->cb(xa->arg, xa->err, xa->err ? NULL : &xa->x, xa->more);
+	bd_xobj_free(&xa->x);
+	free(xa);
+}
+
+static void export_posted(void *arg)
+{
+	export_finish(arg);
+}
+
+static void export_read_done(void *arg, int res);
+
+/* Keep up to EXPORT_WINDOW reads in flight. Returns true once none is and none is left. */
+static bool export_pump(struct export_async *xa)
+{
+	while (!xa->issued && xa->err == 0 && xa->nfree > 0) {
+		uint64_t pblk = 0;
+		int run = next_run(xa->e, &xa->x, &xa->list, &xa->blk, xa->v, &pblk);
+		if (run <= 0) {
+			xa->issued = true;
+			xa->err = run;
+			break;
+		}
+		struct export_read *r = &xa->rd[xa->free_rd[--xa->nfree]];
+		r->xa = xa;
+		r->iov.iov_base = xa->x.data + (size_t)xa->di * BD_BLOCK;
+		r->iov.iov_len = (size_t)run * BD_BLOCK;
+		xa->di += (uint32_t)run;
+		xa->inflight++;
+		st_reactor_readv(xa->e->r, &r->io, xa->e->fd, &r->iov, 1, pblk * BD_BLOCK,
+				 export_read_done, r);
+	}
+	return xa->inflight == 0 && (xa->issued || xa->err);
+}
+
+static void export_read_done(void *arg, int res)
+{
+	struct export_read *r = arg;
+	struct export_async *xa = r->xa;
+	if (res != (int)r->iov.iov_len && xa->err == 0) {
+		xa->err = res < 0 ? res : -EIO;
+	}
+	xa->inflight--;
+	xa->free_rd[xa->nfree++] = (int)(r - xa->rd);
+	if (export_pump(xa)) {
+		export_finish(xa);
+	}
+}
+
+int bd_object_export_async(struct bd_engine *e, uint64_t family, uint64_t object,
+			   uint64_t after_layer, uint32_t after_seg, uint32_t max_blocks,
+			   bd_export_cb cb, void *arg)
+{
+	struct export_async *xa = calloc(1, sizeof(*xa));
+	if (!xa) {
+		return -ENOMEM;
+	}
+	int rc = export_select(e, family, object, after_layer, after_seg, max_blocks, &xa->x,
+			       &xa->more);
+	if (rc) {
+		free(xa);
+		return rc;
+	}
+	xa->e = e;
+	xa->cb = cb;
+	xa->arg = arg;
+	for (int i = 0; i < EXPORT_WINDOW; i++) {
+		xa->free_rd[i] = EXPORT_WINDOW - 1 - i;
+	}
+	xa->nfree = EXPORT_WINDOW;
+	xa->pin.e = e;
+	xa->pin.read_seq = e->seq++;
+	TAILQ_INSERT_TAIL(&e->reads, &xa->pin, link);
+	xa->pin.in_reads = true;
+	if (export_pump(xa)) {
+		/* Nothing to read, or a list out of range: answer from a later callback still. */
+		st_reactor_post_owed(e->r, export_posted, xa);
 	}
 	return 0;
 }

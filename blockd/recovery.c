@@ -1057,52 +1057,60 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, const Strata__Block
 	free(objs);
 }
 
-static void handle_obj_get(struct bd_dist *d, const Strata__Blockd__ObjRequest *m,
-			   struct bd_reply *rp)
+/* The page is read (through the ring: the reactor serves clients meanwhile): reply with it. */
+static void obj_get_read(void *arg, int err, struct bd_xobj *x, bool more)
 {
-	struct bd_xobj x;
-	bool more = false;
-	int rc;
-	if (m->page_bytes > 0) {
-		/* A paged pull (fetch_object): the puller's budget, within what a frame carries. */
-		uint32_t bytes = m->page_bytes < SERVE_PAGE_MAX ? m->page_bytes : SERVE_PAGE_MAX;
-		rc = bd_object_export_page(d->e, m->family, m->object, m->after_layer, m->after_seg,
-					   bytes / BD_BLOCK, &x, &more);
-	} else {
-		rc = bd_object_export(d->e, m->family, m->object, &x);
-	}
-	if (rc) {
-		bd_reply_send(rp, rc, NULL, NULL, 0);
+	struct bd_reply *rp = arg;
+	if (err) {
+		bd_reply_send(rp, err, NULL, NULL, 0);
 		return;
 	}
-	Strata__Blockd__SegList *sl = calloc(x.nlists ? x.nlists : 1, sizeof(*sl));
-	Strata__Blockd__SegList **ptrs = calloc(x.nlists ? x.nlists : 1, sizeof(*ptrs));
-	uint8_t *enc = malloc((size_t)(x.nlists ? x.nlists : 1) * BD_EXTMAP_MAX_ENC);
+	Strata__Blockd__SegList *sl = calloc(x->nlists ? x->nlists : 1, sizeof(*sl));
+	Strata__Blockd__SegList **ptrs = calloc(x->nlists ? x->nlists : 1, sizeof(*ptrs));
+	uint8_t *enc = malloc((size_t)(x->nlists ? x->nlists : 1) * BD_EXTMAP_MAX_ENC);
 	if (!sl || !ptrs || !enc) {
 		bd_reply_send(rp, -ENOMEM, NULL, NULL, 0);
 	} else {
-		for (uint32_t i = 0; i < x.nlists; i++) {
+		for (uint32_t i = 0; i < x->nlists; i++) {
 			strata__blockd__seg_list__init(&sl[i]);
-			sl[i].layer = x.lists[i].layer;
-			sl[i].seg = x.lists[i].seg;
+			sl[i].layer = x->lists[i].layer;
+			sl[i].seg = x->lists[i].seg;
 			uint8_t *p = enc + (size_t)i * BD_EXTMAP_MAX_ENC;
 			sl[i].map.data = p;
-			sl[i].map.len = bd_extmap_encode(&x.lists[i].map, p);
+			sl[i].map.len = bd_extmap_encode(&x->lists[i].map, p);
 			ptrs[i] = &sl[i];
 		}
 		Strata__Blockd__ObjData od = STRATA__BLOCKD__OBJ_DATA__INIT;
-		od.n_lists = x.nlists;
+		od.n_lists = x->nlists;
 		od.lists = ptrs;
-		od.bad_blocks = x.bad_blocks;
+		od.bad_blocks = x->bad_blocks;
 		od.more = more;
-		uint8_t *data = x.data;
-		x.data = NULL;
-		bd_reply_send(rp, 0, &od.base, data, (size_t)x.ndata * BD_BLOCK);
+		uint8_t *data = x->data;
+		x->data = NULL;
+		bd_reply_send(rp, 0, &od.base, data, (size_t)x->ndata * BD_BLOCK);
 	}
 	free(sl);
 	free(ptrs);
 	free(enc);
-	bd_xobj_free(&x);
+}
+
+static void handle_obj_get(struct bd_dist *d, const Strata__Blockd__ObjRequest *m,
+			   struct bd_reply *rp)
+{
+	/* A paged pull (fetch_object) gives the puller's budget, served within what a frame
+	 * carries; page_bytes 0 (an older puller) asks for the whole object. */
+	uint32_t blocks = UINT32_MAX;
+	if (m->page_bytes > 0) {
+		blocks = (m->page_bytes < SERVE_PAGE_MAX ? m->page_bytes : SERVE_PAGE_MAX) /
+			 BD_BLOCK;
+	}
+	uint64_t after_layer = m->page_bytes > 0 ? m->after_layer : 0;
+	uint32_t after_seg = m->page_bytes > 0 ? m->after_seg : 0;
+	int rc = bd_object_export_async(d->e, m->family, m->object, after_layer, after_seg, blocks,
+					obj_get_read, rp);
+	if (rc) {
+		bd_reply_send(rp, rc, NULL, NULL, 0);
+	}
 }
 
 /* A repair installs the object with its family's pool ('F' key): the pool must exist, and

@@ -808,6 +808,28 @@ static struct tdigest t_digest(struct tctx *t, uint64_t object)
 	return w;
 }
 
+struct texport {
+	struct st_reactor *r;
+	bool done, more;
+	int err;
+	struct bd_xobj x;
+};
+
+/* Takes the page: the callee frees what is left in its x. */
+static void t_export_cb(void *arg, int err, struct bd_xobj *x, bool more)
+{
+	struct texport *w = arg;
+	cr_assert_not_null(w, "a refused export must not call back");
+	w->done = true;
+	w->err = err;
+	w->more = more;
+	if (x) {
+		w->x = *x;
+		memset(x, 0, sizeof(*x));
+	}
+	st_reactor_stop(w->r);
+}
+
 /* Scrub's digest reads through the ring (digest.c): equal copies hash equal, different data
  * or a damaged block does not, an object with no lists is empty, and writes go on while a
  * digest is in flight without changing what it read. */
@@ -871,6 +893,7 @@ Test(engine, object_copy_refuses_family_zero)
 	bool more;
 	cr_assert_eq(bd_object_export(t.e, 0, 2, &x), -EINVAL);
 	cr_assert_eq(bd_object_export_page(t.e, 0, 2, 0, 0, 1024, &x, &more), -EINVAL);
+	cr_assert_eq(bd_object_export_async(t.e, 0, 2, 0, 0, 1024, t_export_cb, NULL), -EINVAL);
 	struct bd_xobj none = {0};
 	cr_assert_eq(bd_object_install(t.e, 0, 2, &none, NULL, 0), -EINVAL);
 	cr_assert_eq(bd_object_digest(t.e, 0, 2, t_digest_cb, NULL), -EINVAL);
@@ -932,6 +955,48 @@ Test(engine, object_export_in_pages)
 	cr_assert_eq(ndata, whole.ndata);
 	cr_assert_eq(ndata, 2 * OBJ / 4096);
 	cr_assert_gt(pages, 2);
+
+	/* The same pages read through the ring (a peer's pull): identical lists and data. */
+	after_layer = 0;
+	after_seg = 0;
+	nlists = ndata = 0;
+	more = true;
+	while (more) {
+		struct texport w = {.r = t.r};
+		cr_assert_eq(bd_object_export_async(t.e, 1, 4, after_layer, after_seg, 100,
+						    t_export_cb, &w),
+			     0);
+		cr_assert(!w.done, "the export answers from a later callback");
+		while (!w.done) {
+			cr_assert_eq(st_reactor_run(t.r), 0);
+		}
+		cr_assert_eq(w.err, 0);
+		cr_assert_gt(w.x.nlists, 0);
+		cr_assert_eq(w.x.bad_blocks, 0);
+		for (uint32_t i = 0; i < w.x.nlists; i++) {
+			cr_assert_eq(w.x.lists[i].layer, whole.lists[nlists + i].layer);
+			cr_assert_eq(w.x.lists[i].seg, whole.lists[nlists + i].seg);
+		}
+		cr_assert_eq(memcmp(w.x.data, whole.data + (size_t)ndata * BD_BLOCK,
+				    (size_t)w.x.ndata * BD_BLOCK),
+			     0);
+		nlists += w.x.nlists;
+		ndata += w.x.ndata;
+		after_layer = w.x.lists[w.x.nlists - 1].layer;
+		after_seg = w.x.lists[w.x.nlists - 1].seg;
+		more = w.more;
+		bd_xobj_free(&w.x);
+	}
+	cr_assert_eq(nlists, whole.nlists);
+	cr_assert_eq(ndata, whole.ndata);
+	struct texport none = {.r = t.r};
+	cr_assert_eq(bd_object_export_async(t.e, 1, 77, 0, 0, 100, t_export_cb, &none), 0);
+	while (!none.done) {
+		cr_assert_eq(st_reactor_run(t.r), 0);
+	}
+	cr_assert_eq(none.err, 0);
+	cr_assert_eq(none.x.nlists, 0, "an object with no lists exports empty");
+	bd_xobj_free(&none.x);
 	bd_xobj_free(&whole);
 	t_close(&t);
 }
