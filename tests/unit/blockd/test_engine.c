@@ -1024,3 +1024,39 @@ Test(engine, layer_delete_with_a_child_named_twice)
 	cr_assert_eq(t_used(&t), 32);
 	t_close(&t);
 }
+
+/* A flatten whose ancestry named layer 0 (blockd_wire_fuzz, seed 1796635401) scanned every
+ * layer of the family and gave one copied list a reference per layer that had the segment:
+ * those blocks never came free. An ancestry with 0 or the layer itself is refused, and a
+ * proper flatten's copies come free with the layers. */
+Test(engine, flatten_refuses_layer_zero_in_the_ancestry)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc1[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 4, 0, OBJ, 0x11), 0);
+	cr_assert_eq(t_write(&t, 2, anc1, 1, 4, 0, OBJ / 2, 0x22), 0);
+	cr_assert_eq(t_flush(&t), 0);
+	uint64_t copied = 0;
+	const uint64_t bad[][2] = {{0, 0}, {2, 0}, {3, 1}};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(bd_flatten(t.e, 1, 3, bad[i], 2, &copied), -EINVAL, "ancestry %zu", i);
+		cr_assert_eq(copied, 0);
+	}
+	const uint64_t anc21[] = {2, 1};
+	cr_assert_eq(bd_flatten(t.e, 1, 3, anc21, 2, &copied), 0);
+	cr_assert_eq(copied, OBJ / (BD_SEG_BLOCKS * BD_BLOCK));
+	cr_assert_eq(t_check(&t, 3, NULL, 0, 4, 0, OBJ / 2, 0x22), 0);
+	cr_assert_eq(t_check(&t, 3, NULL, 0, 4, OBJ / 2, OBJ / 2, 0x11), 0);
+	uint64_t dropped, moved, freed;
+	for (uint64_t l = 1; l <= 3; l++) {
+		cr_assert_eq(bd_layer_delete(t.e, 1, l, NULL, 0, &dropped, &moved, &freed), 0);
+	}
+	bd_engine_reap(t.e);
+	cr_assert_eq(t_used(&t), 0);
+	t_reopen_clean(&t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert(r->bitmap_checked);
+	cr_assert_eq(r->leaked + r->missing, 0);
+	t_close(&t);
+}
