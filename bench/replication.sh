@@ -4,7 +4,8 @@
 # Prints both IOPS figures, the ratio R=3 / R=1, and where the CPU went: CPU time of the three
 # blockd processes and of the client, per write.
 #
-#   bench/replication.sh [SECONDS]   (binaries from $STRATA_BIN, default build/bin)
+#   bench/replication.sh [SECONDS]   (binaries from $STRATA_BIN, default build/bin;
+#                                     PGS=N gives both pools N PGs instead of the default)
 #
 # The data files (DATA each, default 2G) are written through once first, as in engine.sh: a
 # redirect-on-write engine over a sparse file makes every write an allocating O_DIRECT write,
@@ -51,8 +52,10 @@ for _ in $(seq 50); do
 	sleep 0.2
 done
 cli() { "$BIN/strata" --meta "$META" "$@" >/dev/null; }
-cli pool create r1 --replicas 1
-cli pool create r3 --replicas 3
+PGS_FLAG=()
+[ -z "${PGS:-}" ] || PGS_FLAG=(--pgs "$PGS")
+cli pool create r1 --replicas 1 "${PGS_FLAG[@]}"
+cli pool create r3 --replicas 3 "${PGS_FLAG[@]}"
 cli volume create r1/v --size 1G
 cli volume create r3/v --size 1G
 sleep 1
