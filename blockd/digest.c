@@ -53,9 +53,7 @@ struct digest {
 static void digest_finish(struct digest *dg)
 {
 	struct bd_engine *e = dg->e;
-	if (dg->pin.in_reads) {
-		TAILQ_REMOVE(&e->reads, &dg->pin, link);
-		dg->pin.in_reads = false;
+	if (bd_reads_leave(e, &dg->pin)) {
 		bd_engine_reap(e);
 	}
 	if (dg->err == 0) {
@@ -189,9 +187,7 @@ int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, bd_d
 	dg->cb = cb;
 	dg->arg = arg;
 	dg->pin.e = e;
-	dg->pin.read_seq = e->seq++;
-	TAILQ_INSERT_TAIL(&e->reads, &dg->pin, link);
-	dg->pin.in_reads = true;
+	bd_reads_join(e, &dg->pin);
 	if (start_list(dg)) {
 		return 0;
 	}

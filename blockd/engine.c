@@ -279,10 +279,7 @@ void bd_op_idem_done(struct bd_op *op)
 void bd_op_complete(struct bd_op *op)
 {
 	struct bd_engine *e = op->e;
-	if (op->in_reads) {
-		TAILQ_REMOVE(&e->reads, op, link);
-		op->in_reads = false;
-	}
+	bd_reads_leave(e, op);
 	for (int i = 0; i < op->nruns; i++) {
 		/* Reservations never committed (failure paths) go back. */
 		bd_alloc_put(&e->alloc, op->runs[i].pblk, op->runs[i].len);

@@ -241,6 +241,27 @@ static inline bool bd_op_persists_idem(const struct bd_op *op)
 	return op->kind == OP_CAW || (op->kind == OP_WRITE && op->q.caw_done);
 }
 
+/* An op whose reads are in flight joins e->reads with the next sequence number: a block a
+ * later commit releases stays in limbo until every read that started before is done
+ * (bd_engine_reap). READs, scrub digests and object exports all pin their blocks this way. */
+static inline void bd_reads_join(struct bd_engine *e, struct bd_op *op)
+{
+	op->read_seq = e->seq++;
+	TAILQ_INSERT_TAIL(&e->reads, op, link);
+	op->in_reads = true;
+}
+
+/* Leave e->reads if in it. Returns true if it was (the caller may reap). */
+static inline bool bd_reads_leave(struct bd_engine *e, struct bd_op *op)
+{
+	if (!op->in_reads) {
+		return false;
+	}
+	TAILQ_REMOVE(&e->reads, op, link);
+	op->in_reads = false;
+	return true;
+}
+
 #define BD_SYNC_INTERVAL_MS 1000        /* background flush while freed blocks wait on it */
 #define BD_WAL_SYNC_BYTES   (16u << 20) /* ... or once the WAL buffer holds this (index.c) */
 

@@ -278,9 +278,7 @@ struct export_async {
 static void export_finish(struct export_async *xa)
 {
 	struct bd_engine *e = xa->e;
-	if (xa->pin.in_reads) {
-		TAILQ_REMOVE(&e->reads, &xa->pin, link);
-		xa->pin.in_reads = false;
+	if (bd_reads_leave(e, &xa->pin)) {
 		bd_engine_reap(e);
 	}
 	if (xa->err == 0) {
@@ -357,9 +355,7 @@ int bd_object_export_async(struct bd_engine *e, uint64_t family, uint64_t object
 	}
 	xa->nfree = EXPORT_WINDOW;
 	xa->pin.e = e;
-	xa->pin.read_seq = e->seq++;
-	TAILQ_INSERT_TAIL(&e->reads, &xa->pin, link);
-	xa->pin.in_reads = true;
+	bd_reads_join(e, &xa->pin);
 	if (export_pump(xa)) {
 		/* Nothing to read, or a list out of range: answer from a later callback still. */
 		st_reactor_post_owed(e->r, export_posted, xa);

@@ -99,10 +99,7 @@ static bool has_data(const struct bd_op *op)
 void bd_read_done(struct bd_op *op)
 {
 	uint8_t *dst = op->kind == OP_CAW ? op->cawbuf : op->buf;
-	if (op->in_reads) {
-		TAILQ_REMOVE(&op->e->reads, op, link);
-		op->in_reads = false;
-	}
+	bd_reads_leave(op->e, op);
 	/* A plain READ's check can run off the reactor thread; a compare-and-write's stays here,
 	 * under its object lock. Only while other ops are live: the hand-off costs two thread
 	 * hops (through libstrata: 7 us from the data's arrival to the check's result at QD1,
@@ -189,9 +186,7 @@ void bd_read_phase(struct bd_op *op)
 		i = j;
 	}
 	if (nsub > 0) {
-		op->read_seq = e->seq++;
-		TAILQ_INSERT_TAIL(&e->reads, op, link);
-		op->in_reads = true;
+		bd_reads_join(e, op);
 	}
 	if (--op->pending == 0) {
 		bd_read_done(op);
