@@ -10,6 +10,8 @@
 #                                              two builds; VOL sets the volume size, 1G)
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$SRC/bench/lib.sh"
 BIN=${STRATA_BIN:-$SRC/build/bin}
 BD=${BLOCKD:-$BIN/strata-blockd}
 MODE=${1:-}
@@ -30,13 +32,12 @@ cleanup() {
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-META=127.0.0.1:$(port)
+META=127.0.0.1:$(free_port)
 "$BIN/strata-meta" --listen "$META" --data "$TMP/meta" --log-level warn >"$TMP/meta.log" 2>&1 &
 PIDS+=($!)
 sleep 0.5
 node() {
-	"$BD" --meta "$META" --listen "127.0.0.1:$(port)" --data "$TMP/bd$1" --size 4G \
+	"$BD" --meta "$META" --listen "127.0.0.1:$(free_port)" --data "$TMP/bd$1" --size 4G \
 		>"$TMP/bd$1.log" 2>&1 &
 	PIDS+=($!)
 }

@@ -79,9 +79,6 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "compare: $*" >&2; }
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 wait_port() {
 	local i
 	for ((i = 0; i < 150; i++)); do

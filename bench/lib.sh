@@ -1,6 +1,11 @@
 # shellcheck shell=bash
 # bench/lib.sh: helpers the bench scripts share (sourced, not run).
 
+# free_port: print a TCP port on 127.0.0.1 that is free now.
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
 # write_through FILE SIZE: write FILE once from start to SIZE (fio, 1 MiB O_DIRECT writes,
 # QD8), then sync, so that a blockd started on it finds its data file written through, as
 # a node that has run for a while has it. On a fresh sparse file blockd's prewriter

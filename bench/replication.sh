@@ -30,8 +30,7 @@ cleanup() {
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-META=127.0.0.1:$(port)
+META=127.0.0.1:$(free_port)
 "$BIN/strata-meta" --listen "$META" --data "$TMP/meta" --log-level warn >"$TMP/meta.log" 2>&1 &
 PIDS+=($!)
 sleep 0.5
@@ -42,7 +41,7 @@ for i in 0 1 2; do
 		write_through "$TMP/bd$i" "$DATA" ||
 			{ echo "replication: writing blockd's data file failed" >&2; exit 1; }
 	fi
-	"$BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$(port)" --data "$TMP/bd$i" \
+	"$BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$(free_port)" --data "$TMP/bd$i" \
 		--size "$DATA" --log-level warn >"$TMP/bd$i.log" 2>&1 &
 	PIDS+=($!)
 	BD_PIDS+=($!)
