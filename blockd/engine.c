@@ -80,6 +80,7 @@ struct bd_op *bd_op_new(struct bd_engine *e, enum op_kind kind, uint32_t nblocks
 	}
 	op->e = e;
 	op->kind = kind;
+	op->granted = NULL;
 	op->phase = PH_READ;
 	op->nblocks = nblocks;
 	op->buf = NULL;

@@ -51,6 +51,7 @@ struct bd_op {
 	bool verified_ok; /* set by the verifier thread (verify.c) */
 	bool excl;
 	struct obj_lock *lock;
+	void (*granted)(struct bd_op *op); /* NULL for ops; see bd_lock_excl */
 	struct idem_ent *idem;
 	uint8_t *cawbuf;
 	uint64_t *pblk;  /* per block: read mapping, or new location for writes */
@@ -115,6 +116,8 @@ struct bd_engine {
 	bool failed;   /* an index commit failed: mutations refused */
 	bool writable; /* opened for service (not fsck): the 'C' marker is cleared */
 	uint64_t seq;
+	uint64_t
+		layers_gen; /* bumped by every layer delete and flatten (bd_object_install_async) */
 	struct op_list reads; /* in flight, oldest first */
 	/* Durable frees (engine.c, bd_engine_reap): a block whose last reference an index commit
 	 * dropped is reused only once that commit is on disk, i.e. a WAL sync started after it.
@@ -381,6 +384,10 @@ uint64_t bd_prewrite_held(const struct bd_engine *e) __attribute__((nonnull));
 /* True while any op holds or waits for the object's lock. */
 bool bd_engine_object_locked(struct bd_engine *e, uint64_t family, uint64_t object)
 	__attribute__((nonnull));
+/* Ask for the object's lock (op->q.family, op->q.object) exclusively, for a holder that is not
+ * an op of its own (objcopy.c): 1 granted now, 0 queued behind the ops that hold it or wait
+ * (granted(op) runs once it is granted, from inside the release), -ENOMEM. */
+int bd_lock_excl(struct bd_op *op, void (*granted)(struct bd_op *op)) __attribute__((nonnull));
 /* Release the op's object lock and grant compatible waiters. */
 void bd_lock_release(struct bd_op *op) __attribute__((nonnull));
 /* Completion of one data read or write of an op (arg: its struct op_sub). */

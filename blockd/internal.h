@@ -628,6 +628,18 @@ int bd_object_export_async(struct bd_engine *e, uint64_t family, uint64_t object
 int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
 		      const struct bd_xobj *x, const struct bd_xkv *xkv, uint32_t nxkv)
 	__attribute__((nonnull(1, 4)));
+/*
+ * bd_object_install with the data written through the ring. The object's lock is asked for
+ * at the start and held to the commit: ops that hold it already (a write whose group has not
+ * committed) finish first, and ops that come later wait and apply on top of the installed
+ * copy. Takes x (emptied here; its data must be aligned for O_DIRECT) and copies xkv. Returns
+ * 0 and calls cb(arg, err) once, from a later reactor callback, or returns -errno without
+ * calling it (-EILSEQ for a bad crc, -EINVAL for family 0 or without a reactor, -ENOSPC).
+ * err is -EAGAIN when a layer was deleted or flattened meanwhile (pull again).
+ */
+int bd_object_install_async(struct bd_engine *e, uint64_t family, uint64_t object,
+			    struct bd_xobj *x, const struct bd_xkv *xkv, uint32_t nxkv,
+			    bd_done_cb cb, void *arg) __attribute__((nonnull(1, 4, 7)));
 /* Every list of (family, object) in key order, once pending group commits are in the index.
  * 0 (*lists malloc'd, *n of them, NULL and 0 for none) or -errno (-EINVAL for family 0). */
 int bd_object_lists(struct bd_engine *e, uint64_t family, uint64_t object, struct bd_xlist **lists,

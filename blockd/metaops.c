@@ -127,6 +127,7 @@ int bd_layer_delete(struct bd_engine *e, uint64_t family, uint64_t layer, const 
 	if (e->failed) {
 		return -EIO;
 	}
+	e->layers_gen++; /* an install in flight may hold lists of this layer */
 	bd_engine_drain(e);
 	struct collected c = {0};
 	int rc = bd_index_scan(e->ix, family, layer, collect_fn, &c);
@@ -233,6 +234,7 @@ int bd_flatten(struct bd_engine *e, uint64_t family, uint64_t layer, const uint6
 	if (e->failed) {
 		return -EIO;
 	}
+	e->layers_gen++; /* an install in flight may hold lists of this layer */
 	bd_engine_drain(e);
 	if (nanc > 0) {
 		int rc = bd_layers_set(e->layers, family, layer, anc, nanc);

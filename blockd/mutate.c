@@ -364,6 +364,16 @@ static bool lock_acquire(struct bd_op *op, bool excl, int *err)
 	return false;
 }
 
+int bd_lock_excl(struct bd_op *op, void (*granted)(struct bd_op *op))
+{
+	int err;
+	op->granted = granted;
+	if (lock_acquire(op, true, &err)) {
+		return 1;
+	}
+	return err ? err : 0;
+}
+
 void bd_lock_release(struct bd_op *op)
 {
 	struct bd_engine *e = op->e;
@@ -517,7 +527,9 @@ void bd_write_phase(struct bd_op *op)
 
 static void op_locked(struct bd_op *op)
 {
-	if (op->kind == OP_CAW) {
+	if (op->granted) {
+		op->granted(op); /* not an op of its own (bd_lock_excl) */
+	} else if (op->kind == OP_CAW) {
 		bd_read_phase(op);
 	} else {
 		bd_write_phase(op);

@@ -13,12 +13,16 @@
  * layers is not preserved: a block that two layers share is exported, and installed, once per
  * list (duplicate blocks on the target). Scrub and reads do not care; space does.
  *
- * A peer's pull is served by bd_object_export_async, whose reads go through the ring while the
- * reactor serves clients. The synchronous export (tests) and install run on the reactor
- * thread: an install is one object page, recovery keeps a bounded number in flight, and
- * nothing else touches a PG being recovered.
+ * A peer's pull is served by bd_object_export_async, and installed by bd_object_install_async:
+ * both move the data through the ring while the reactor serves clients. The install holds
+ * the object's exclusive lock from its start to its commit, so a client op on the object waits
+ * and applies on top, as it would after a synchronous install; a layer delete or flatten
+ * meanwhile makes it give up with -EAGAIN (the copy may name a layer that is gone). The
+ * synchronous export (tests) and install (tests, and stray removal, which writes no data)
+ * run on the reactor thread.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -363,16 +367,9 @@ int bd_object_export_async(struct bd_engine *e, uint64_t family, uint64_t object
 	return 0;
 }
 
-int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
-		      const struct bd_xobj *x, const struct bd_xkv *xkv, uint32_t nxkv)
+/* The crcs of x's data against its lists; 0, -EINVAL (ndata disagrees) or -EILSEQ. */
+static int install_check(const struct bd_xobj *x)
 {
-	if (e->failed) {
-		return -EIO;
-	}
-	if (bd_engine_object_locked(e, family, object)) {
-		return -EBUSY;
-	}
-	/* Validate everything before touching anything. */
 	uint32_t ndata = 0;
 	for (uint32_t i = 0; i < x->nlists; i++) {
 		ndata += bd_extmap_data_blocks(&x->lists[i].map);
@@ -394,50 +391,71 @@ int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
 			di++;
 		}
 	}
+	return 0;
+}
+
+/* Fresh blocks for x's data: runs (as many as the allocator gave) and, one per data block,
+ * pblk[] (runs are only an allocator detail here). */
+struct install_space {
+	uint64_t *pblk;
+	struct bd_prun *runs;
+	int nr; /* runs still reserved (put back unless the commit referenced them) */
+};
+
+static int install_reserve(struct bd_engine *e, uint32_t ndata, struct install_space *sp)
+{
+	*sp = (struct install_space){0};
+	sp->pblk = calloc(ndata ? ndata : 1, sizeof(*sp->pblk));
+	sp->runs = calloc(ndata ? ndata : 1, sizeof(*sp->runs));
+	if (!sp->pblk || !sp->runs) {
+		return -ENOMEM;
+	}
+	if (ndata == 0) {
+		return 0;
+	}
+	int nr = bd_alloc_get(&e->alloc, ndata, sp->runs, (int)ndata);
+	if (nr == -ENOSPC && bd_engine_reclaim_now(e)) {
+		nr = bd_alloc_get(&e->alloc, ndata, sp->runs, (int)ndata);
+	}
+	if (nr < 0) {
+		return nr;
+	}
+	sp->nr = nr;
+	bd_prewrite_kick(e);
+	uint32_t bi = 0;
+	for (int r = 0; r < nr; r++) {
+		for (uint32_t i = 0; i < sp->runs[r].len; i++) {
+			sp->pblk[bi++] = sp->runs[r].pblk + i;
+		}
+	}
+	return 0;
+}
+
+static void install_release(struct bd_engine *e, struct install_space *sp)
+{
+	for (int r = 0; r < sp->nr; r++) {
+		bd_alloc_put(&e->alloc, sp->runs[r].pblk, sp->runs[r].len);
+	}
+	free(sp->runs);
+	free(sp->pblk);
+	*sp = (struct install_space){0};
+}
+
+/* With x's data written at sp->pblk: one WriteBatch that replaces the object's lists. */
+static int install_commit(struct bd_engine *e, uint64_t family, uint64_t object,
+			  const struct bd_xobj *x, struct install_space *sp,
+			  const struct bd_xkv *xkv, uint32_t nxkv)
+{
+	if (e->failed) {
+		return -EIO;
+	}
 	struct collect_obj old;
 	int rc = collect(e, family, object, &old);
 	if (rc) {
 		return rc;
 	}
-	/* Fresh blocks, one at a time into pblk[] (runs are only an allocator detail here). */
-	uint64_t *pblk = calloc(ndata ? ndata : 1, sizeof(*pblk));
 	uint64_t *freed = NULL;
 	size_t nfreed = 0, freed_cap = 0;
-	struct bd_prun *runs = calloc(ndata ? ndata : 1, sizeof(*runs));
-	int nr = 0;
-	if (!pblk || !runs) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	if (ndata) {
-		nr = bd_alloc_get(&e->alloc, ndata, runs, (int)ndata);
-		if (nr == -ENOSPC && bd_engine_reclaim_now(e)) {
-			nr = bd_alloc_get(&e->alloc, ndata, runs, (int)ndata);
-		}
-		if (nr < 0) {
-			rc = nr;
-			nr = 0;
-			goto out;
-		}
-		bd_prewrite_kick(e);
-		uint32_t bi = 0;
-		for (int r = 0; r < nr; r++) {
-			for (uint32_t i = 0; i < runs[r].len; i++) {
-				pblk[bi++] = runs[r].pblk + i;
-			}
-		}
-		bi = 0;
-		for (int r = 0; r < nr; r++) {
-			size_t len = (size_t)runs[r].len * BD_BLOCK;
-			ssize_t n = pwrite(e->fd, x->data + (size_t)bi * BD_BLOCK, len,
-					   (off_t)(runs[r].pblk * BD_BLOCK));
-			if (n != (ssize_t)len) {
-				rc = -EIO;
-				goto out;
-			}
-			bi += runs[r].len;
-		}
-	}
 	/* Old lists: every data block loses a reference; keys not re-put are deleted. */
 	for (uint32_t i = 0; i < old.n; i++) {
 		struct bd_bmap v[BD_SEG_BLOCKS];
@@ -480,7 +498,7 @@ int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
 			if (v[b].pblk >= BD_PBLK_NONE) {
 				continue;
 			}
-			v[b].pblk = pblk[bi++];
+			v[b].pblk = sp->pblk[bi++];
 			bd_alloc_ref(&e->alloc, v[b].pblk);
 		}
 		struct bd_extmap m;
@@ -504,22 +522,254 @@ int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
 	bd_cache_invalidate(e->cache);
 	rc = bd_engine_commit_batch(e, false);
 	if (rc == 0) {
-		nr = 0; /* referenced now */
+		sp->nr = 0; /* referenced now */
 		bd_engine_defer_frees(e, freed, (uint32_t)nfreed);
 		/* Free them now unless a read that started earlier still runs: otherwise they
 		 * would wait in limbo for the next I/O to complete, and a node that only lost
 		 * strays (rebalancing) would never give the space back while idle. */
 		bd_engine_reap(e);
 	}
-out:
-	for (int r = 0; r < nr; r++) {
-		bd_alloc_put(&e->alloc, runs[r].pblk, runs[r].len);
-	}
-	free(runs);
-	free(pblk);
 	free(freed);
 	free(old.lists);
 	return rc;
+}
+
+int bd_object_install(struct bd_engine *e, uint64_t family, uint64_t object,
+		      const struct bd_xobj *x, const struct bd_xkv *xkv, uint32_t nxkv)
+{
+	if (e->failed) {
+		return -EIO;
+	}
+	if (bd_engine_object_locked(e, family, object)) {
+		return -EBUSY;
+	}
+	int rc = install_check(x);
+	if (rc) {
+		return rc;
+	}
+	struct install_space sp;
+	rc = install_reserve(e, x->ndata, &sp);
+	uint32_t bi = 0;
+	for (int r = 0; rc == 0 && r < sp.nr; r++) {
+		size_t len = (size_t)sp.runs[r].len * BD_BLOCK;
+		ssize_t n = pwrite(e->fd, x->data + (size_t)bi * BD_BLOCK, len,
+				   (off_t)(sp.runs[r].pblk * BD_BLOCK));
+		if (n != (ssize_t)len) {
+			rc = -EIO;
+		}
+		bi += sp.runs[r].len;
+	}
+	if (rc == 0) {
+		rc = install_commit(e, family, object, x, &sp, xkv, nxkv);
+	}
+	install_release(e, &sp);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* bd_object_install_async: the data through the ring, the object locked meanwhile. */
+
+#define INSTALL_WINDOW 16 /* writes in flight, a run each */
+
+struct install_write {
+	struct install_async *ia;
+	struct st_io io;
+	struct iovec iov;
+	uint64_t off;
+};
+
+struct install_async {
+	struct bd_engine *e;
+	struct bd_op holder; /* holds the object's exclusive lock until the commit */
+	bool locked;         /* granted (it may wait behind ops that hold the object) */
+	uint64_t family, object;
+	struct bd_xobj x;
+	struct bd_xkv *xkv;
+	uint32_t nxkv;
+	struct install_space sp;
+	uint64_t layers_gen; /* e->layers_gen at the start */
+	int run;             /* the next run to write */
+	uint32_t di;         /* ... from data block di */
+	int inflight, err;
+	struct install_write wr[INSTALL_WINDOW];
+	int free_wr[INSTALL_WINDOW], nfree;
+	bd_done_cb cb;
+	void *arg;
+};
+
+static void install_async_free(struct install_async *ia)
+{
+	bd_xobj_free(&ia->x);
+	free(ia->xkv); /* the keys and values live in the same allocation */
+	free(ia);
+}
+
+static void install_finish(struct install_async *ia)
+{
+	struct bd_engine *e = ia->e;
+	int err = ia->err;
+	if (err == 0 && e->layers_gen != ia->layers_gen) {
+		/* A layer was deleted or flattened meanwhile: the copy may hold lists of a layer
+		 * that is gone here. The caller pulls the object again. */
+		err = -EAGAIN;
+	}
+	if (err == 0) {
+		err = install_commit(e, ia->family, ia->object, &ia->x, &ia->sp, ia->xkv, ia->nxkv);
+	}
+	install_release(e, &ia->sp);
+	bd_lock_release(&ia->holder); /* ops that waited on the object go on from here */
+	bd_done_cb cb = ia->cb;
+	void *arg = ia->arg;
+	install_async_free(ia);
+	cb(arg, err);
+}
+
+static void install_posted(void *arg)
+{
+	install_finish(arg);
+}
+
+static bool install_pump(struct install_async *ia);
+
+/* The lock came free (from inside its last holder's release): finish from a post of our own. */
+static void install_granted(struct bd_op *op)
+{
+	struct install_async *ia =
+		(struct install_async *)((char *)op - offsetof(struct install_async, holder));
+	ia->locked = true;
+	if (install_pump(ia)) {
+		st_reactor_post_owed(ia->e->r, install_posted, ia);
+	}
+}
+
+static void install_write_done(void *arg, int res);
+
+static void install_submit(struct install_write *w)
+{
+	struct install_async *ia = w->ia;
+	ia->inflight++;
+	st_reactor_writev(ia->e->r, &w->io, ia->e->fd, &w->iov, 1, w->off, install_write_done, w);
+}
+
+/* Keep up to INSTALL_WINDOW writes in flight. Returns true once none is and none is left. */
+static bool install_pump(struct install_async *ia)
+{
+	while (ia->run < ia->sp.nr && ia->err == 0 && ia->nfree > 0) {
+		const struct bd_prun *run = &ia->sp.runs[ia->run++];
+		struct install_write *w = &ia->wr[ia->free_wr[--ia->nfree]];
+		w->ia = ia;
+		w->iov.iov_base = ia->x.data + (size_t)ia->di * BD_BLOCK;
+		w->iov.iov_len = (size_t)run->len * BD_BLOCK;
+		w->off = run->pblk * BD_BLOCK;
+		ia->di += run->len;
+		install_submit(w);
+	}
+	return ia->inflight == 0 && (ia->run == ia->sp.nr || ia->err) && ia->locked;
+}
+
+static void install_write_done(void *arg, int res)
+{
+	struct install_write *w = arg;
+	struct install_async *ia = w->ia;
+	ia->inflight--;
+	if (ia->err == 0 && (res == -EAGAIN || res == -EINTR ||
+			     (res > 0 && (size_t)res < w->iov.iov_len && res % BD_BLOCK == 0))) {
+		/* The rest of the run again (a short O_DIRECT write stops at a block). */
+		size_t done = res > 0 ? (size_t)res : 0;
+		w->iov.iov_base = (uint8_t *)w->iov.iov_base + done;
+		w->iov.iov_len -= done;
+		w->off += done;
+		install_submit(w);
+		return;
+	}
+	if (res != (int)w->iov.iov_len && ia->err == 0) {
+		ia->err = res < 0 ? res : -EIO;
+	}
+	ia->free_wr[ia->nfree++] = (int)(w - ia->wr);
+	if (install_pump(ia)) {
+		install_finish(ia);
+	}
+}
+
+/* Copy the caller's keys: one allocation, the array first, then every key and value. */
+static int install_take_kv(struct install_async *ia, const struct bd_xkv *xkv, uint32_t nxkv)
+{
+	if (nxkv == 0) {
+		return 0;
+	}
+	size_t bytes = nxkv * sizeof(*ia->xkv);
+	for (uint32_t i = 0; i < nxkv; i++) {
+		bytes += xkv[i].klen + xkv[i].vlen;
+	}
+	ia->xkv = malloc(bytes);
+	if (!ia->xkv) {
+		return -ENOMEM;
+	}
+	uint8_t *p = (uint8_t *)(ia->xkv + nxkv);
+	for (uint32_t i = 0; i < nxkv; i++) {
+		memcpy(p, xkv[i].key, xkv[i].klen);
+		memcpy(p + xkv[i].klen, xkv[i].val, xkv[i].vlen);
+		ia->xkv[i] = (struct bd_xkv){p, xkv[i].klen, p + xkv[i].klen, xkv[i].vlen};
+		p += xkv[i].klen + xkv[i].vlen;
+	}
+	ia->nxkv = nxkv;
+	return 0;
+}
+
+int bd_object_install_async(struct bd_engine *e, uint64_t family, uint64_t object,
+			    struct bd_xobj *x, const struct bd_xkv *xkv, uint32_t nxkv,
+			    bd_done_cb cb, void *arg)
+{
+	if (e->failed) {
+		return -EIO;
+	}
+	if (family == 0 || e->r == NULL) {
+		return -EINVAL; /* family 0 reads as every family in the index */
+	}
+	int rc = install_check(x);
+	if (rc) {
+		return rc;
+	}
+	struct install_async *ia = calloc(1, sizeof(*ia));
+	if (!ia) {
+		return -ENOMEM;
+	}
+	rc = install_take_kv(ia, xkv, nxkv);
+	if (rc == 0) {
+		rc = install_reserve(e, x->ndata, &ia->sp);
+	}
+	ia->e = e;
+	ia->holder.e = e;
+	ia->holder.q.family = family;
+	ia->holder.q.object = object;
+	if (rc == 0) {
+		/* Queued behind a write whose group has not committed yet, say. */
+		int got = bd_lock_excl(&ia->holder, install_granted);
+		rc = got < 0 ? got : 0;
+		ia->locked = got == 1;
+	}
+	if (rc) {
+		install_release(e, &ia->sp);
+		install_async_free(ia);
+		return rc;
+	}
+	ia->x = *x; /* taken: the caller's copy is emptied */
+	memset(x, 0, sizeof(*x));
+	ia->family = family;
+	ia->object = object;
+	ia->layers_gen = e->layers_gen;
+	ia->cb = cb;
+	ia->arg = arg;
+	for (int i = 0; i < INSTALL_WINDOW; i++) {
+		ia->free_wr[i] = INSTALL_WINDOW - 1 - i;
+	}
+	ia->nfree = INSTALL_WINDOW;
+	if (install_pump(ia)) {
+		/* No data (a deletion), and the lock at once: commit from a later callback still.
+		 */
+		st_reactor_post_owed(e->r, install_posted, ia);
+	}
+	return 0;
 }
 
 struct list_objs {

@@ -83,7 +83,7 @@ static long pg_objects(struct bd_dist *d, struct bd_pg *pg, uint64_t **out)
  * A whole object can be more than a frame may carry (ST_FRAME_MAX_PAYLOAD of data, 1 MiB of
  * lists): a hot object under many snapshots has a full set of lists and blocks in every layer.
  * So the pull asks for FETCH_PAGE_BYTES at a time with a (layer, seg) cursor and gathers the
- * pages, then installs them in one bd_object_install as before. A source that predates paging
+ * pages, then installs them in one bd_object_install_async. A source that predates paging
  * ignores the cursor and answers with the whole object and more = false.
  */
 #define FETCH_PAGE_BYTES (16u << 20)
@@ -95,6 +95,7 @@ struct obj_fetch {
 	uint64_t family, object;
 	struct bd_xobj acc; /* the pages so far */
 	uint32_t cap_lists;
+	bool had_lists; /* acc had lists when installed (the install takes acc) */
 	bd_done_cb cb;
 	void *cb_arg;
 };
@@ -171,6 +172,25 @@ out:
 	return rc;
 }
 
+static void fetch_end(struct obj_fetch *f, int err)
+{
+	bd_xobj_free(&f->acc);
+	bd_done_cb cb = f->cb;
+	void *cb_arg = f->cb_arg;
+	free(f);
+	cb(cb_arg, err);
+}
+
+static void fetch_installed(void *arg, int err)
+{
+	struct obj_fetch *f = arg;
+	if (err == 0 && f->had_lists) {
+		dist_family_set(f->d, f->family, f->pool);
+	}
+	fetch_end(f, err);
+}
+
+/* Install what was pulled: its data through the ring (bd_object_install_async). */
 static void fetch_finish(struct obj_fetch *f, int err)
 {
 	if (!err) {
@@ -178,17 +198,14 @@ static void fetch_finish(struct obj_fetch *f, int err)
 		dist_fkey(fk, f->family);
 		dist_be32(fv, f->pool);
 		struct bd_xkv kv = {fk, 9, fv, 4};
-		err = bd_object_install(f->d->e, f->family, f->object, &f->acc, &kv,
-					f->acc.nlists ? 1 : 0);
-		if (err == 0 && f->acc.nlists) {
-			dist_family_set(f->d, f->family, f->pool);
+		f->had_lists = f->acc.nlists > 0;
+		err = bd_object_install_async(f->d->e, f->family, f->object, &f->acc, &kv,
+					      f->had_lists ? 1 : 0, fetch_installed, f);
+		if (!err) {
+			return;
 		}
 	}
-	bd_xobj_free(&f->acc);
-	bd_done_cb cb = f->cb;
-	void *cb_arg = f->cb_arg;
-	free(f);
-	cb(cb_arg, err);
+	fetch_end(f, err);
 }
 
 static int fetch_send(struct obj_fetch *f);

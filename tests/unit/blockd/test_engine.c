@@ -896,6 +896,7 @@ Test(engine, object_copy_refuses_family_zero)
 	cr_assert_eq(bd_object_export_async(t.e, 0, 2, 0, 0, 1024, t_export_cb, NULL), -EINVAL);
 	struct bd_xobj none = {0};
 	cr_assert_eq(bd_object_install(t.e, 0, 2, &none, NULL, 0), -EINVAL);
+	cr_assert_eq(bd_object_install_async(t.e, 0, 2, &none, NULL, 0, t_cb, NULL), -EINVAL);
 	cr_assert_eq(bd_object_digest(t.e, 0, 2, t_digest_cb, NULL), -EINVAL);
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 2, 0, 16 * 4096, 0x5a), 0);
 	cr_assert_eq(t_used(&t), 16);
@@ -1058,5 +1059,79 @@ Test(engine, flatten_refuses_layer_zero_in_the_ancestry)
 	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
 	cr_assert(r->bitmap_checked);
 	cr_assert_eq(r->leaked + r->missing, 0);
+	t_close(&t);
+}
+
+/* Recovery's install writes the pulled data through the ring (bd_object_install_async) with
+ * the object locked: a client write that arrives meanwhile waits and lands on top of the
+ * installed copy, a second install is refused, and the displaced blocks come free. */
+Test(engine, object_install_through_the_ring_locks_the_object)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 4, 0, OBJ, 0x11), 0);
+	cr_assert_eq(t_write(&t, 2, anc, 1, 4, 0, 64 * 4096, 0x22), 0);
+	struct bd_xobj copy;
+	cr_assert_eq(bd_object_export(t.e, 1, 4, &copy), 0);
+	cr_assert_eq(copy.ndata, OBJ / 4096 + 64);
+	/* Object 9 gets object 4's lists and data (same layers), over data of its own. */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 9, 0, OBJ, 0x99), 0);
+	cr_assert_eq(t_used(&t), 2 * (OBJ / 4096) + 64);
+	uint8_t key[] = {'t', 'k'}, val[] = {7};
+	struct bd_xkv kv = {key, sizeof(key), val, sizeof(val)};
+	struct twait inst = {.r = t.r};
+	cr_assert_eq(bd_object_install_async(t.e, 1, 9, &copy, &kv, 1, t_cb, &inst), 0);
+	cr_assert_null(copy.data, "the install takes the copy");
+	cr_assert(!inst.done, "the install answers from a later callback");
+	struct bd_xobj none = {0};
+	cr_assert_eq(bd_object_install(t.e, 1, 9, &none, NULL, 0), -EBUSY, "the object is locked");
+	/* A write to the object while the install is in flight. */
+	void *b = t_buf(4096, 0x77);
+	struct bd_req q = t_req(1, NULL, 0, 9, 8 * 4096, 4096);
+	struct twait wr = {.r = t.r};
+	bd_write(t.e, &q, b, t_cb, &wr);
+	cr_assert_eq(t_wait(&t, &inst), 0);
+	cr_assert(!wr.done, "the write waits for the install's commit");
+	cr_assert_eq(t_wait(&t, &wr), 0);
+	free(b);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 9, 0, 8 * 4096, 0x11), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 9, 8 * 4096, 4096, 0x77), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 9, 9 * 4096, OBJ - 9 * 4096, 0x11), 0);
+	cr_assert_eq(t_check(&t, 2, anc, 1, 9, 0, 8 * 4096, 0x22), 0);
+	cr_assert_eq(t_check(&t, 2, anc, 1, 9, 64 * 4096, 4096, 0x11), 0);
+	/* Object 9's old blocks came free; the install's copy holds its own. */
+	cr_assert_eq(t_used(&t), 2 * (OBJ / 4096 + 64));
+	t_reopen_clean(&t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert(r->bitmap_checked);
+	cr_assert_eq(r->leaked + r->missing + r->double_refs + r->bad_lists, 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 9, 8 * 4096, 4096, 0x77), 0);
+	t_close(&t);
+}
+
+/* A layer delete while an install's data is in flight: the copy may carry lists of the
+ * deleted layer, so the install gives up with -EAGAIN (recovery pulls again), its blocks go
+ * back, and nothing leaks. */
+Test(engine, object_install_through_the_ring_yields_to_a_layer_delete)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 4, 0, 64 * 4096, 0x11), 0);
+	cr_assert_eq(t_write(&t, 2, anc, 1, 4, 0, 64 * 4096, 0x22), 0);
+	struct bd_xobj copy;
+	cr_assert_eq(bd_object_export(t.e, 1, 4, &copy), 0);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 9, 0, 16 * 4096, 0x99), 0);
+	struct twait inst = {.r = t.r};
+	cr_assert_eq(bd_object_install_async(t.e, 1, 9, &copy, NULL, 0, t_cb, &inst), 0);
+	cr_assert_eq(bd_layer_delete(t.e, 1, 2, NULL, 0, NULL, NULL, NULL), 0);
+	cr_assert_eq(t_wait(&t, &inst), -EAGAIN);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 9, 0, 16 * 4096, 0x99), 0);
+	cr_assert_eq(t_used(&t), 64 + 16);
+	t_reopen_clean(&t);
+	const struct bd_fsck_report *r = bd_engine_fsck_report(t.e);
+	cr_assert(r->bitmap_checked);
+	cr_assert_eq(r->leaked + r->missing + r->double_refs + r->bad_lists, 0);
 	t_close(&t);
 }
