@@ -7,7 +7,8 @@
 #
 #   bench/background.sh scrub|join [SECONDS]   (binaries from $STRATA_BIN, default build/bin;
 #                                              $BLOCKD overrides strata-blockd, for an A/B of
-#                                              two builds; VOL sets the volume size, 1G)
+#                                              two builds; VOL sets the volume size, 1G;
+#                                              SCRUB_MBPS=N passes --max-mbps N to the scrubs)
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
@@ -68,7 +69,7 @@ if [ "$MODE" = scrub ]; then
 		end=$((SECONDS + SECS + 2))
 		n=0
 		while [ $SECONDS -lt $end ]; do
-			cli scrub p >"$TMP/scrub.out" 2>&1 || true
+			cli scrub p ${SCRUB_MBPS:+--max-mbps "$SCRUB_MBPS"} >"$TMP/scrub.out" 2>&1 || true
 			n=$((n + 1))
 		done
 		echo "$n scrubs; the last: $(tail -1 "$TMP/scrub.out")"

@@ -3,7 +3,7 @@
  *
  *   bd_object_digest: the object's lists (bd_object_lists) -> pin (in e->reads) -> per list:
  *     one readv per run of consecutive blocks into a segment buffer -> all done -> hash the
- *     list -> next list -> unpin -> cb(digest, bad, nlists)
+ *     list -> next list -> unpin -> cb(digest, bad, nlists, data blocks read)
  *
  * Scrub used to read an object with synchronous preads on the reactor thread: at 4 MiB per
  * object that stalled every client request on the node for the whole object (4k random reads
@@ -46,6 +46,7 @@ struct digest {
 	int pending, err;
 	uint64_t h;
 	uint32_t bad;
+	uint32_t nblocks; /* data blocks read (scrub paces itself by them) */
 	bd_digest_cb cb;
 	void *arg;
 };
@@ -63,11 +64,11 @@ static void digest_finish(struct digest *dg)
 	void *arg = dg->arg;
 	int err = dg->err;
 	uint64_t h = dg->h;
-	uint32_t bad = dg->bad, n = dg->n;
+	uint32_t bad = dg->bad, n = dg->n, nb = dg->nblocks;
 	free(dg->buf);
 	free(dg->lists);
 	free(dg);
-	cb(arg, err, err ? 0 : h, err ? 0 : bad, err ? 0 : n);
+	cb(arg, err, err ? 0 : h, err ? 0 : bad, err ? 0 : n, nb);
 }
 
 /* Fold list dg->next, whose data blocks are in dg->buf, into the hash. */
@@ -126,6 +127,7 @@ static bool start_list(struct digest *dg)
 			r->dg = dg;
 			r->iov.iov_base = dg->buf + (size_t)b * BD_BLOCK;
 			r->iov.iov_len = (size_t)k * BD_BLOCK;
+			dg->nblocks += k;
 			b += k;
 		}
 		if (nr == 0) {

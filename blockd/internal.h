@@ -651,7 +651,8 @@ int bd_object_lists(struct bd_engine *e, uint64_t family, uint64_t object, struc
  * meanwhile. Returns 0 and calls cb once, from a later reactor callback, or returns -errno
  * (-EINVAL for family 0, -ENOMEM) without calling it.
  */
-typedef void (*bd_digest_cb)(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists);
+typedef void (*bd_digest_cb)(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists,
+			     uint32_t nblocks);
 int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, bd_digest_cb cb,
 		     void *arg) __attribute__((nonnull(1, 4)));
 /* Every (family, object) with at least one list, for which keep(arg, family, object) is true,

@@ -8,6 +8,10 @@
  *         stored crc32c (the most common such digest, ours on a tie); every other member
  *         re-copies the object from it (OBJ_REPAIR, or a local pull)
  *
+ * With max_mbps (`strata scrub --max-mbps N`) the next object starts only once the data our
+ * digests read is within N MB/s of the scrub's start; every member reads as much as we do, in
+ * step, so the limit holds on each node. The PG waits only while its object is compared.
+ *
  * A digest covers each list's layer and segment, every block's state, and the crc32c of the
  * data as read (not as stored), so both silent corruption and diverged replicas show up.
  */
@@ -43,10 +47,14 @@ struct scrub_ctx {
 	struct scrub_member m[BD_MAX_R];
 	int pending, err;
 	struct st_io timer;
+	uint32_t max_mbps; /* 0: no limit */
+	uint64_t start_ms; /* when the scrub started */
+	uint64_t bytes;    /* data our digests read so far (the members read as much) */
 	uint64_t pgs, mismatches, repaired, errors;
 };
 
 static void scrub_next(struct scrub_ctx *c);
+static void scrub_timer(void *arg, int res);
 
 static bool primary_filter(void *arg, uint64_t family, uint64_t object)
 {
@@ -68,9 +76,12 @@ static void scrub_finish(struct scrub_ctx *c)
 	rep.mismatches = c->mismatches;
 	rep.repaired = c->repaired;
 	rep.errors = c->errors;
-	st_info("scrub of pool %u: %lu PGs, %zu objects, %lu mismatches, %lu repaired, %lu errors",
+	rep.bytes = c->bytes;
+	st_info("scrub of pool %u: %lu PGs, %zu objects, %lu mismatches, %lu repaired, %lu errors, "
+		"%lu MiB read in %lu ms",
 		c->pool, (unsigned long)c->pgs, c->nobjs, (unsigned long)c->mismatches,
-		(unsigned long)c->repaired, (unsigned long)c->errors);
+		(unsigned long)c->repaired, (unsigned long)c->errors,
+		(unsigned long)(c->bytes >> 20), (unsigned long)(st_now_ms() - c->start_ms));
 	bd_reply_send(c->rp, 0, &rep.base, NULL, 0);
 	free(c->objs);
 	free(c);
@@ -84,6 +95,15 @@ static void object_done(struct scrub_ctx *c)
 	pg->busy = false;
 	dist_pg_kick(d, pg);
 	c->next++;
+	if (c->max_mbps > 0) {
+		/* Pace: the next object starts once the data read so far is within the rate. */
+		uint64_t due = c->start_ms + c->bytes / ((uint64_t)c->max_mbps * 1000);
+		uint64_t now = st_now_ms();
+		if (due > now) {
+			st_reactor_timer(d->r, &c->timer, due - now, scrub_timer, c);
+			return;
+		}
+	}
 	scrub_next(c);
 }
 
@@ -217,13 +237,15 @@ static void digest_done(void *arg, int err, struct st_frame *reply)
 }
 
 /* Our own copy's digest (digest.c), counted like a member's reply. */
-static void local_digest_done(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists)
+static void local_digest_done(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists,
+			      uint32_t nblocks)
 {
 	struct scrub_member *sm = arg;
 	struct scrub_ctx *c = sm->c;
 	if (c->d->stopping) {
 		return;
 	}
+	c->bytes += (uint64_t)nblocks * BD_BLOCK;
 	sm->err = err;
 	sm->digest = digest;
 	sm->bad = bad;
@@ -298,8 +320,10 @@ static void scrub_next(struct scrub_ctx *c)
 }
 
 /* A member's digest for the primary's scrub: the reply goes once the data is read. */
-static void digest_replied(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists)
+static void digest_replied(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists,
+			   uint32_t nblocks)
 {
+	(void)nblocks;
 	struct bd_reply *rp = arg;
 	Strata__Blockd__ObjDigest od = STRATA__BLOCKD__OBJ_DIGEST__INIT;
 	od.digest = digest;
@@ -354,6 +378,8 @@ void scrub_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 	c->rp = rp;
 	c->pool = m->pool_id;
 	c->repair = m->repair;
+	c->max_mbps = m->max_mbps;
+	c->start_ms = st_now_ms();
 	strata__blockd__scrub_request__free_unpacked(m, NULL);
 	for (uint32_t g = 0; g < p->pg_count; g++) {
 		c->pgs += p->pgs[g].state == PG_ACTIVE && p->pgs[g].acting[0] == d->self;

@@ -27,6 +27,7 @@ struct cli {
 	uint64_t object_size;
 	int64_t replicas;
 	int64_t pgs;
+	int64_t max_mbps; /* scrub --max-mbps (-1: not given) */
 	bool allow_shrink;
 	int fd;
 	char **args; /* positional arguments after the command words */
@@ -812,8 +813,11 @@ static int cmd_status(struct cli *c)
  * we read (-ESTALE/-EAGAIN) is asked again with a fresh map. */
 static int cmd_scrub(struct cli *c)
 {
-	need_args(c, 1, 1, "scrub POOL [--json]");
+	need_args(c, 1, 1, "scrub POOL [--max-mbps N] [--json]");
 	name_or_die("pool", c->args[0]);
+	if (c->max_mbps != -1 && (c->max_mbps < 1 || c->max_mbps > 1000000)) {
+		die(2, "--max-mbps must be 1 to 1000000");
+	}
 	Strata__Blockd__ScrubReply tot = STRATA__BLOCKD__SCRUB_REPLY__INIT;
 	for (int attempt = 0;; attempt++) {
 		Strata__Meta__MapGetReq r = STRATA__META__MAP_GET_REQ__INIT;
@@ -844,6 +848,7 @@ static int cmd_scrub(struct cli *c)
 			q.pool_id = pool_id;
 			q.map_epoch = m->epoch;
 			q.repair = true;
+			q.max_mbps = c->max_mbps == -1 ? 0 : (uint32_t)c->max_mbps;
 			struct st_frame reply;
 			char err[256] = "";
 			int rc = st_rpc_call(fd, STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_SCRUB, 0,
@@ -864,6 +869,7 @@ static int cmd_scrub(struct cli *c)
 			sum.mismatches += sr->mismatches;
 			sum.repaired += sr->repaired;
 			sum.errors += sr->errors;
+			sum.bytes += sr->bytes;
 			strata__blockd__scrub_reply__free_unpacked(sr, NULL);
 		}
 		protobuf_c_message_free_unpacked(&m->base, NULL);
@@ -872,6 +878,7 @@ static int cmd_scrub(struct cli *c)
 		tot.pgs = sum.pgs;
 		tot.objects = sum.objects;
 		tot.errors = sum.errors;
+		tot.bytes += sum.bytes;
 		if (!again) {
 			break;
 		}
@@ -890,11 +897,13 @@ static int cmd_scrub(struct cli *c)
 		cli_json_u64(&j, "mismatches", tot.mismatches);
 		cli_json_u64(&j, "repaired", tot.repaired);
 		cli_json_u64(&j, "errors", tot.errors);
+		cli_json_u64(&j, "bytes_read", tot.bytes);
 		cli_json_obj_end(&j);
 	} else {
 		printf("scrub %s: %" PRIu64 " PGs, %" PRIu64 " objects, %" PRIu64
-		       " mismatches, %" PRIu64 " repaired, %" PRIu64 " errors\n",
-		       c->args[0], tot.pgs, tot.objects, tot.mismatches, tot.repaired, tot.errors);
+		       " mismatches, %" PRIu64 " repaired, %" PRIu64 " errors, %.1f MiB read\n",
+		       c->args[0], tot.pgs, tot.objects, tot.mismatches, tot.repaired, tot.errors,
+		       (double)tot.bytes / 1048576.0);
 	}
 	return tot.errors ? 1 : 0;
 }
@@ -949,7 +958,11 @@ static const struct command commands[] = {
 	{"flatten", NULL, cmd_flatten, "flatten POOL/VOL", NULL},
 	{"tree", NULL, cmd_tree, "tree POOL/VOL [--json]", NULL},
 	{"status", NULL, cmd_status, "status [--json]", help_status},
-	{"scrub", NULL, cmd_scrub, "scrub POOL [--json]", NULL},
+	{"scrub", NULL, cmd_scrub, "scrub POOL [--max-mbps N] [--json]",
+	 "Each blockd node compares the objects of the PGs it is primary of with the other\n"
+	 "members and repairs a copy that differs from the good one. --max-mbps N reads at most\n"
+	 "N MB/s of data on each node (default: as fast as the disk allows), so that clients\n"
+	 "keep their share of the disk.\n"},
 };
 
 static void usage_commands(FILE *f)
@@ -963,8 +976,8 @@ static void usage_commands(FILE *f)
 /* `strata WORD1 [WORD2] ... --help`: that command's usage and help. true if printed. */
 static bool command_help(int argc, char **argv)
 {
-	static const char *const valued[] = {"--meta", "--size", "--replicas", "--object-size",
-					     "--pgs"};
+	static const char *const valued[] = {"--meta",        "--size", "--replicas",
+					     "--object-size", "--pgs",  "--max-mbps"};
 	bool help = false;
 	const char *words[2] = {NULL, NULL};
 	int nw = 0;
@@ -1002,7 +1015,7 @@ static bool command_help(int argc, char **argv)
 
 int cli_main(int argc, char **argv)
 {
-	struct cli c = {.fd = -1, .replicas = -1, .pgs = -1};
+	struct cli c = {.fd = -1, .replicas = -1, .pgs = -1, .max_mbps = -1};
 	const char *meta = NULL;
 	int npos = 0;
 	const struct st_flag flags[] = {
@@ -1016,6 +1029,8 @@ int cli_main(int argc, char **argv)
 		{"object-size", ST_FLAG_SIZE, &c.object_size, "SIZE",
 		 "pool object size, a power of two from 64K to 64M (default 4M)"},
 		{"pgs", ST_FLAG_INT, &c.pgs, "N", "pool placement group count (default 128)"},
+		{"max-mbps", ST_FLAG_INT, &c.max_mbps, "N",
+		 "scrub: read at most N MB/s of data per node (default: no limit)"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
 	const char *usage = "strata [--meta HOST:PORT] [--json] COMMAND ...";

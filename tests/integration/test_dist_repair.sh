@@ -2,7 +2,7 @@
 # Scrub and repair: three nodes, R=3. After a workload, one byte of one data block in one
 # replica's data file is flipped (the node is stopped meanwhile). `strata scrub` must report
 # the mismatch and repair it from an intact copy; a second scrub is clean and the data
-# verifies.
+# verifies. A scrub with --max-mbps reads no faster than the rate.
 . "$(dirname "$0")/lib.sh"
 
 start_meta
@@ -70,4 +70,25 @@ out=$(cli scrub p) || fail "scrub failed: $out"
 echo "again: $out"
 echo "$out" | grep -q ' 0 mismatches' || fail "re-scrub not clean: $out"
 io --volume p/v --check "$TEST_TMP/state" || fail "data does not verify after the repair"
+
+echo "== a paced scrub: --max-mbps holds each node's digest reads to the rate"
+# The nodes are scrubbed one after another, and each may read its first object before it
+# waits: the whole scrub cannot end before (bytes - 3 objects) / rate.
+rate=8
+t0=$(date +%s%N)
+out=$(cli scrub p --max-mbps $rate --json) || fail "paced scrub failed: $out"
+t1=$(date +%s%N)
+echo "paced: $out, $(((t1 - t0) / 1000000)) ms"
+python3 - "$out" $rate $(((t1 - t0) / 1000000)) <<'PY' || fail "the paced scrub ran faster than its rate"
+import json, sys
+d = json.loads(sys.argv[1])
+rate, ms = int(sys.argv[2]), int(sys.argv[3])
+assert d["mismatches"] == 0 and d["errors"] == 0, d
+assert d["bytes_read"] >= 16 << 20, d  # the workload wrote most of its 32 MiB span
+floor_ms = (d["bytes_read"] - 3 * (4 << 20)) / (rate * 1e6) * 1e3
+assert ms >= floor_ms, (ms, floor_ms)
+print("took %d ms, at least %d ms at %d MB/s" % (ms, floor_ms, rate))
+PY
+out=$(cli scrub p --max-mbps 0 2>&1) && fail "--max-mbps 0 was accepted: $out"
+echo "$out" | grep -q 'max-mbps must be' || fail "no clear error for --max-mbps 0: $out"
 echo "PASS"

@@ -782,10 +782,11 @@ struct tdigest {
 	bool done;
 	int err;
 	uint64_t digest;
-	uint32_t bad, lists;
+	uint32_t bad, lists, blocks;
 };
 
-static void t_digest_cb(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists)
+static void t_digest_cb(void *arg, int err, uint64_t digest, uint32_t bad, uint32_t nlists,
+			uint32_t nblocks)
 {
 	struct tdigest *w = arg;
 	cr_assert_not_null(w, "a refused digest must not call back");
@@ -794,6 +795,7 @@ static void t_digest_cb(void *arg, int err, uint64_t digest, uint32_t bad, uint3
 	w->digest = digest;
 	w->bad = bad;
 	w->lists = nlists;
+	w->blocks = nblocks;
 	st_reactor_stop(w->r);
 }
 
@@ -846,12 +848,14 @@ Test(engine, object_digest_reads_through_the_ring)
 	cr_assert_eq(a.err, 0);
 	cr_assert_eq(a.bad, 0);
 	cr_assert_geq(a.lists, 2, "a list per segment written");
+	cr_assert_eq(a.blocks, 24, "the stored blocks are read, the hole is not (%u)", a.blocks);
 	cr_assert_eq(a.digest, b.digest, "identical copies hash alike");
 	cr_assert_eq(a.lists, b.lists);
 	cr_assert_neq(a.digest, c.digest, "different data hashes differently");
 	struct tdigest none = t_digest(&t, 9);
 	cr_assert_eq(none.err, 0);
 	cr_assert_eq(none.lists, 0);
+	cr_assert_eq(none.blocks, 0);
 
 	/* A write to the object while its digest reads: the digest is of the lists it took. */
 	struct tdigest w = {.r = t.r};
