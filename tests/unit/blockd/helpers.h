@@ -104,14 +104,17 @@ static inline void t_reopen(struct tctx *t)
 	t_engine_open(t);
 }
 
-/* Reopen, and expect the rebuild to find the allocator and the index in agreement. */
+/* Reopen after a clean close, and expect the rebuild to find the allocator, the index and the
+ * persisted bitmap in agreement, and every list well formed. */
 static inline void t_reopen_clean(struct tctx *t)
 {
 	t_reopen(t);
 	const struct bd_fsck_report *r = bd_engine_fsck_report(t->e);
-	cr_assert_eq(r->leaked + r->missing + r->double_refs, 0,
-		     "leaked %lu missing %lu double %lu", (unsigned long)r->leaked,
-		     (unsigned long)r->missing, (unsigned long)r->double_refs);
+	cr_assert(r->bitmap_checked, "the persisted bitmap was compared");
+	cr_assert_eq(r->leaked + r->missing + r->double_refs + r->bad_lists, 0,
+		     "leaked %lu missing %lu double %lu bad lists %lu", (unsigned long)r->leaked,
+		     (unsigned long)r->missing, (unsigned long)r->double_refs,
+		     (unsigned long)r->bad_lists);
 }
 
 static inline void t_close(struct tctx *t)
