@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -808,9 +809,44 @@ static int cmd_status(struct cli *c)
 	return 0;
 }
 
-/* Scrub goes to the blockd nodes themselves: each scrubs the PGs it is primary of, comparing
- * with the other members and repairing from the good copy. A node whose map is not the one
- * we read (-ESTALE/-EAGAIN) is asked again with a fresh map. */
+/* One node's scrub, on a thread of its own: the nodes scrub at once. */
+struct scrub_node {
+	uint32_t id;
+	const char *addr;
+	Strata__Blockd__ScrubRequest q;
+	pthread_t thread;
+	bool started;
+	bool undecodable; /* the reply was not a ScrubReply */
+	int rc;           /* 0 (reply set), or a transport or the node's error */
+	Strata__Blockd__ScrubReply *reply;
+};
+
+static void *scrub_node_run(void *arg)
+{
+	struct scrub_node *s = arg;
+	int fd = st_tcp_connect(s->addr, 3000);
+	if (fd < 0) {
+		s->rc = fd;
+		return NULL;
+	}
+	struct st_frame reply;
+	char err[256] = "";
+	s->rc = st_rpc_call(fd, STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_SCRUB, 0, &s->q.base, NULL,
+			    0, &reply, err, sizeof(err));
+	close(fd);
+	if (s->rc < 0) {
+		return NULL;
+	}
+	s->reply = strata__blockd__scrub_reply__unpack(NULL, reply.hdr.hdr_len,
+						       reply.msg ? reply.msg : (uint8_t *)"");
+	st_frame_release(&reply);
+	s->undecodable = s->reply == NULL;
+	return NULL;
+}
+
+/* Scrub goes to the blockd nodes themselves, all at once: each scrubs the PGs it is primary
+ * of, comparing with the other members and repairing from the good copy. A node whose map is
+ * not the one we read (-ESTALE/-EAGAIN) is asked again with a fresh map. */
 static int cmd_scrub(struct cli *c)
 {
 	need_args(c, 1, 1, "scrub POOL [--max-mbps N] [--json]");
@@ -834,35 +870,46 @@ static int cmd_scrub(struct cli *c)
 		}
 		Strata__Blockd__ScrubReply sum = STRATA__BLOCKD__SCRUB_REPLY__INIT;
 		int again = 0;
+		struct scrub_node *nodes = calloc(m->n_nodes ? m->n_nodes : 1, sizeof(*nodes));
+		if (!nodes) {
+			die(1, "out of memory");
+		}
 		for (size_t i = 0; i < m->n_nodes; i++) {
 			const Strata__Meta__Node *n = m->nodes[i];
+			struct scrub_node *s = &nodes[i];
 			if (n->state != STRATA__META__NODE_STATE__NODE_UP) {
 				continue;
 			}
-			int fd = st_tcp_connect(n->addr, 3000);
-			if (fd < 0) {
-				again = fd;
+			s->id = n->id;
+			s->addr = n->addr;
+			s->q = (Strata__Blockd__ScrubRequest)STRATA__BLOCKD__SCRUB_REQUEST__INIT;
+			s->q.pool_id = pool_id;
+			s->q.map_epoch = m->epoch;
+			s->q.repair = true;
+			s->q.max_mbps = c->max_mbps == -1 ? 0 : (uint32_t)c->max_mbps;
+			s->started = pthread_create(&s->thread, NULL, scrub_node_run, s) == 0;
+			if (!s->started) {
+				scrub_node_run(s); /* no thread: this node on its own */
+			}
+		}
+		for (size_t i = 0; i < m->n_nodes; i++) {
+			struct scrub_node *s = &nodes[i];
+			if (s->started) {
+				pthread_join(s->thread, NULL);
+			}
+		}
+		for (size_t i = 0; i < m->n_nodes; i++) {
+			struct scrub_node *s = &nodes[i];
+			if (s->undecodable) {
+				die(1, "undecodable scrub reply from node %u", s->id);
+			}
+			if (s->rc < 0) {
+				again = s->rc;
 				continue;
 			}
-			Strata__Blockd__ScrubRequest q = STRATA__BLOCKD__SCRUB_REQUEST__INIT;
-			q.pool_id = pool_id;
-			q.map_epoch = m->epoch;
-			q.repair = true;
-			q.max_mbps = c->max_mbps == -1 ? 0 : (uint32_t)c->max_mbps;
-			struct st_frame reply;
-			char err[256] = "";
-			int rc = st_rpc_call(fd, STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_SCRUB, 0,
-					     &q.base, NULL, 0, &reply, err, sizeof(err));
-			close(fd);
-			if (rc < 0) {
-				again = rc;
-				continue;
-			}
-			Strata__Blockd__ScrubReply *sr = strata__blockd__scrub_reply__unpack(
-				NULL, reply.hdr.hdr_len, reply.msg ? reply.msg : (uint8_t *)"");
-			st_frame_release(&reply);
+			Strata__Blockd__ScrubReply *sr = s->reply;
 			if (!sr) {
-				die(1, "undecodable scrub reply from node %u", n->id);
+				continue; /* not up */
 			}
 			sum.pgs += sr->pgs;
 			sum.objects += sr->objects;
@@ -872,6 +919,7 @@ static int cmd_scrub(struct cli *c)
 			sum.bytes += sr->bytes;
 			strata__blockd__scrub_reply__free_unpacked(sr, NULL);
 		}
+		free(nodes);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
 		tot.mismatches += sum.mismatches;
 		tot.repaired += sum.repaired;

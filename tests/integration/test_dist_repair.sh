@@ -72,9 +72,10 @@ echo "$out" | grep -q ' 0 mismatches' || fail "re-scrub not clean: $out"
 io --volume p/v --check "$TEST_TMP/state" || fail "data does not verify after the repair"
 
 echo "== a paced scrub: --max-mbps holds each node's digest reads to the rate"
-# The nodes are scrubbed one after another, and each may read its first object before it
-# waits: the whole scrub cannot end before (bytes - 3 objects) / rate.
-rate=8
+# The three nodes scrub at once, each the objects it is primary of, and each may read its
+# first object (at most 4 MiB here) before it waits. The node with the largest share read at
+# least a third of the total: the scrub cannot end before (bytes / 3 - 4 MiB) / rate.
+rate=4
 t0=$(date +%s%N)
 out=$(cli scrub p --max-mbps $rate --json) || fail "paced scrub failed: $out"
 t1=$(date +%s%N)
@@ -85,7 +86,7 @@ d = json.loads(sys.argv[1])
 rate, ms = int(sys.argv[2]), int(sys.argv[3])
 assert d["mismatches"] == 0 and d["errors"] == 0, d
 assert d["bytes_read"] >= 16 << 20, d  # the workload wrote most of its 32 MiB span
-floor_ms = (d["bytes_read"] - 3 * (4 << 20)) / (rate * 1e6) * 1e3
+floor_ms = (d["bytes_read"] / 3 - (4 << 20)) / (rate * 1e6) * 1e3
 assert ms >= floor_ms, (ms, floor_ms)
 print("took %d ms, at least %d ms at %d MB/s" % (ms, floor_ms, rate))
 PY
