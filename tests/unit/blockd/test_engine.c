@@ -1,5 +1,9 @@
 /* Engine semantics through the real io_uring path on a temporary data file. */
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "iobuf.h"
@@ -1122,5 +1126,49 @@ Test(engine, object_install_through_the_ring_yields_to_a_layer_delete)
 	cr_assert_eq(t_check(&t, 1, NULL, 0, 9, 0, 16 * 4096, 0x99), 0);
 	cr_assert_eq(t_used(&t), 64 + 16);
 	t_reopen_clean(&t);
+	t_close(&t);
+}
+
+/* Cached pages of the data file send every O_DIRECT write over them to an io-wq worker (the
+ * kernel refuses the non-blocking try while any page of the range is cached): opening the
+ * engine drops them. The file is written through the page cache first, as `cp` does. */
+Test(engine, open_drops_the_data_files_cached_pages)
+{
+	struct tctx t;
+	t_setup(&t, 16 * MiB);
+	struct statfs sfs;
+	cr_assert_eq(statfs(t.dir, &sfs), 0);
+	cr_assert_neq(sfs.f_type, TMPFS_MAGIC, "%s is a tmpfs: its pages are the file", t.dir);
+	int fd = open(t.data, O_RDWR | O_CREAT, 0644);
+	cr_assert_geq(fd, 0);
+	uint8_t *b = t_buf(MiB, 0);
+	for (uint64_t off = 0; off < 16 * MiB; off += MiB) {
+		cr_assert_eq(pwrite(fd, b, MiB, (off_t)off), (ssize_t)MiB);
+	}
+	free(b);
+	cr_assert_eq(fsync(fd), 0);
+	size_t npages = 16 * MiB / (size_t)sysconf(_SC_PAGESIZE);
+	uint8_t *vec = calloc(npages, 1);
+	cr_assert_not_null(vec);
+	void *map = mmap(NULL, 16 * MiB, PROT_READ, MAP_SHARED, fd, 0);
+	cr_assert_neq(map, MAP_FAILED);
+	size_t resident = 0;
+	cr_assert_eq(mincore(map, 16 * MiB, vec), 0);
+	for (size_t i = 0; i < npages; i++) {
+		resident += vec[i] & 1;
+	}
+	cr_assert_gt(resident, 0, "the buffered writes left pages cached");
+	t_engine_open(&t);
+	resident = 0;
+	cr_assert_eq(mincore(map, 16 * MiB, vec), 0);
+	for (size_t i = 0; i < npages; i++) {
+		resident += vec[i] & 1;
+	}
+	cr_assert_eq(resident, 0, "%zu pages of the data file still cached after open", resident);
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, 4096, 0x3c), 0);
+	cr_assert_eq(t_check(&t, 1, NULL, 0, 0, 0, 4096, 0x3c), 0);
+	munmap(map, 16 * MiB);
+	free(vec);
+	close(fd);
 	t_close(&t);
 }
