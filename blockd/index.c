@@ -415,6 +415,50 @@ int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_f
 }
 
 /*
+ * Recovery and stray removal list a PG's objects by scanning every list on the node (no key
+ * groups a PG's objects), on the reactor thread. With 200000 lists in 12500 objects that took
+ * 59-117 ms, a step and a list decoded per key; seeking past an object's segments takes 41-46
+ * ms. What remains is a seek per object; a key laid out by PG would remove the scan.
+ */
+int bd_index_scan_objects(struct bd_index *ix, bd_obj_fn fn, void *arg)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_scan);
+	int rc = 0;
+	uint8_t next[25];
+	rocksdb_iter_seek(it, "E", 1);
+	while (rocksdb_iter_valid(it)) {
+		size_t klen;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		if (klen < 1 || k[0] != 'E') {
+			break;
+		}
+		if (klen != KEY_MAP_LEN) {
+			rocksdb_iter_next(it);
+			continue;
+		}
+		uint64_t family = get_be64(k + 1), layer = get_be64(k + 9),
+			 object = get_be64(k + 17);
+		rc = fn(arg, family, layer, object);
+		if (rc) {
+			break;
+		}
+		memcpy(next, k, 17);
+		put_be64(next + 17, object + 1);
+		rocksdb_iter_next(it);
+		if (object == UINT64_MAX || !rocksdb_iter_valid(it)) {
+			continue;
+		}
+		k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		if (klen == KEY_MAP_LEN && memcmp(k, next, 17) == 0 && get_be64(k + 17) == object) {
+			/* More segments of the object: one seek past them all (a dense object
+			 * has 16), where a step per segment cost twice the time. */
+			rocksdb_iter_seek(it, (const char *)next, sizeof(next));
+		}
+	}
+	return iter_end(it, rc);
+}
+
+/*
  * The lists of one object: for each layer of the family, one seek to (family, layer, object)
  * and that object's lists, then one seek past the layer. A family's keys are ordered by layer
  * first, so a plain prefix scan would read every object of every layer (an object copy of a

@@ -227,6 +227,12 @@ int bd_index_get_chunk(struct bd_index *ix, uint64_t c, uint8_t out[BD_CHUNK_BYT
 typedef int (*bd_map_fn)(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err);
 int bd_index_scan(struct bd_index *ix, uint64_t family, uint64_t layer, bd_map_fn fn, void *arg)
 	__attribute__((nonnull(1, 4)));
+/* Every (family, layer, object) that has a list, once, in key order, from the keys alone (no
+ * list is read or decoded: an object's segments are consecutive keys). fn returns 0 to go on,
+ * nonzero to stop (returned). */
+typedef int (*bd_obj_fn)(void *arg, uint64_t family, uint64_t layer, uint64_t object);
+int bd_index_scan_objects(struct bd_index *ix, bd_obj_fn fn, void *arg)
+	__attribute__((nonnull(1, 2)));
 /* Every list of (family, object) (family nonzero), in (layer, seg) order, seeking from layer
  * to layer: cost in the family's layers, not its objects. */
 int bd_index_scan_object(struct bd_index *ix, uint64_t family, uint64_t object, bd_map_fn fn,

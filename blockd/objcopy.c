@@ -780,12 +780,14 @@ struct list_objs {
 	int err;
 };
 
-static int list_objs_fn(void *arg, const struct bd_mkey *k, const struct bd_extmap *m, int err)
+static int list_objs_fn(void *arg, uint64_t family, uint64_t layer, uint64_t object)
 {
 	struct list_objs *l = arg;
-	(void)m;
-	(void)err;
-	if (!l->keep(l->arg, k->family, k->object)) {
+	(void)layer;
+	if (l->n > 0 && l->v[2 * l->n - 2] == family && l->v[2 * l->n - 1] == object) {
+		return 0; /* the same object in the layer before: already kept */
+	}
+	if (!l->keep(l->arg, family, object)) {
 		return 0;
 	}
 	if (l->n == l->cap) {
@@ -798,8 +800,8 @@ static int list_objs_fn(void *arg, const struct bd_mkey *k, const struct bd_extm
 		l->v = nv;
 		l->cap = cap;
 	}
-	l->v[2 * l->n] = k->family;
-	l->v[2 * l->n + 1] = k->object;
+	l->v[2 * l->n] = family;
+	l->v[2 * l->n + 1] = object;
 	l->n++;
 	return 0;
 }
@@ -817,7 +819,7 @@ long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t
 {
 	struct list_objs l = {.keep = keep, .arg = arg};
 	bd_engine_drain(e);
-	int rc = bd_index_scan(e->ix, 0, 0, list_objs_fn, &l);
+	int rc = bd_index_scan_objects(e->ix, list_objs_fn, &l);
 	if (rc < 0 || l.err) {
 		free(l.v);
 		return rc < 0 ? rc : l.err;

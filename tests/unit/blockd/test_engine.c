@@ -1172,3 +1172,83 @@ Test(engine, open_drops_the_data_files_cached_pages)
 	close(fd);
 	t_close(&t);
 }
+
+static bool t_keep_all(void *arg, uint64_t family, uint64_t object)
+{
+	(void)arg;
+	(void)family;
+	(void)object;
+	return true;
+}
+
+static bool t_keep_odd(void *arg, uint64_t family, uint64_t object)
+{
+	(void)arg;
+	(void)family;
+	return object % 2 == 1;
+}
+
+struct tobjs {
+	uint64_t v[64][3];
+	int n;
+};
+
+static int t_objs_fn(void *arg, uint64_t family, uint64_t layer, uint64_t object)
+{
+	struct tobjs *o = arg;
+	cr_assert_lt(o->n, 64);
+	o->v[o->n][0] = family;
+	o->v[o->n][1] = layer;
+	o->v[o->n][2] = object;
+	o->n++;
+	return 0;
+}
+
+/* The object listing behind recovery, stray removal and scrub (bd_object_list over
+ * bd_index_scan_objects, which seeks past an object's segments): every object with a list in
+ * any layer of any family, once, whether it has one segment or all of them. */
+Test(engine, object_list_sees_every_object_once)
+{
+	struct tctx t;
+	t_open(&t, 64 * MiB);
+	const uint64_t anc[] = {1};
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 0, 0, OBJ, 0x10), 0);         /* dense */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 1, 5 * 4096, 4096, 0x11), 0); /* one seg */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 5, 0, 4096, 0x15), 0);        /* two segs */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 5, OBJ - 4096, 4096, 0x15), 0);
+	cr_assert_eq(t_write(&t, 2, anc, 1, 0, 64 * 4096, 2 * 64 * 4096, 0x20), 0); /* layer 2 */
+	cr_assert_eq(t_write(&t, 2, anc, 1, 7, 0, 4096, 0x27), 0);
+	struct bd_req q = t_req(9, NULL, 0, 3, 0, 4096); /* another family */
+	q.family = 4;
+	void *b = t_buf(4096, 0x43);
+	cr_assert_eq(t_write_q(&t, &q, b), 0);
+	free(b);
+	uint64_t *objs = NULL;
+	long n = bd_object_list(t.e, t_keep_all, NULL, &objs);
+	struct tobjs seen = {0};
+	cr_assert_eq(bd_index_scan_objects(bd_engine_index(t.e), t_objs_fn, &seen), 0);
+	/* (1,1,0) (1,1,1) (1,1,5) (1,2,0) (1,2,7) (4,9,3) */
+	cr_assert_eq(seen.n, 6, "(family, layer, object) with lists: %d", seen.n);
+	cr_assert_eq(seen.v[3][1], 2);
+	cr_assert_eq(seen.v[3][2], 0);
+	cr_assert_eq(seen.v[5][0], 4);
+	for (int i = 1; i < seen.n; i++) {
+		bool ordered =
+			seen.v[i - 1][0] < seen.v[i][0] ||
+			(seen.v[i - 1][0] == seen.v[i][0] &&
+			 (seen.v[i - 1][1] < seen.v[i][1] ||
+			  (seen.v[i - 1][1] == seen.v[i][1] && seen.v[i - 1][2] < seen.v[i][2])));
+		cr_assert(ordered, "key order at %d", i);
+	}
+	cr_assert_eq(n, 5, "objects: %ld", n);
+	const uint64_t want[5][2] = {{1, 0}, {1, 1}, {1, 5}, {1, 7}, {4, 3}};
+	for (long i = 0; i < n; i++) {
+		cr_assert_eq(objs[2 * i], want[i][0], "object %ld family", i);
+		cr_assert_eq(objs[2 * i + 1], want[i][1], "object %ld", i);
+	}
+	free(objs);
+	n = bd_object_list(t.e, t_keep_odd, NULL, &objs);
+	cr_assert_eq(n, 4, "odd objects: %ld", n);
+	free(objs);
+	t_close(&t);
+}
