@@ -1238,20 +1238,82 @@ void recovery_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 /* ------------------------------------------------------------------------------------------ */
 /* Strays */
 
+/* Objects removed per reactor turn: each is an index commit on the reactor thread, so a PG of
+ * thousands of objects goes in bounded steps with client I/O between them. STRATA_STRAY_STEP
+ * sets a smaller step (tests, so that a small PG takes several). */
+#define STRAY_STEP 32
+
+static long stray_step(void)
+{
+	const char *env = getenv("STRATA_STRAY_STEP");
+	long step = env ? strtol(env, NULL, 10) : 0;
+	return step > 0 && step < STRAY_STEP ? step : STRAY_STEP;
+}
+
 struct stray_ctx {
 	struct bd_dist *d;
 	struct bd_pg *pg;
 	uint64_t epoch;
+	uint64_t *objs; /* the PG's objects here, as (family, object) pairs */
+	long n, next, removed, steps;
 };
+
+static void stray_end(struct stray_ctx *sc)
+{
+	sc->d->stray_busy = false;
+	free(sc->objs);
+	free(sc);
+}
+
+/* Still ours to remove: nothing changed since the primary said the PG was active. */
+static bool stray_still(const struct stray_ctx *sc)
+{
+	const struct bd_dist *d = sc->d;
+	return !d->stopping && d->epoch == sc->epoch && sc->pg->stray && !sc->pg->pulling;
+}
+
+static void stray_remove_step(void *arg)
+{
+	struct stray_ctx *sc = arg;
+	struct bd_dist *d = sc->d;
+	struct bd_pg *pg = sc->pg;
+	if (!stray_still(sc)) {
+		stray_end(sc);
+		return;
+	}
+	struct bd_xobj none = {0};
+	sc->steps++;
+	for (long end = sc->next + stray_step(); sc->next < sc->n && sc->next < end; sc->next++) {
+		if (bd_object_install(d->e, sc->objs[2 * sc->next], sc->objs[2 * sc->next + 1],
+				      &none, NULL, 0) == 0) {
+			sc->removed++;
+		}
+	}
+	if (sc->next < sc->n && st_reactor_post(d->r, stray_remove_step, sc) == 0) {
+		return; /* the rest after this turn's completions */
+	}
+	if (sc->removed == sc->n) {
+		uint8_t vk[9], vv[8];
+		dist_vkey(vk, pg->pool, pg->pg);
+		dist_be64(vv, 0);
+		struct bd_xkv kv = {vk, 9, vv, 8};
+		if (bd_engine_put_raw(d->e, &kv, 1, false) == 0) {
+			pg->version = 0;
+			dist_log_reset(pg);
+			pg->stray = false;
+		}
+	}
+	st_info("pg %u.%u: no longer a member; removed %ld objects in %ld steps", pg->pool, pg->pg,
+		sc->removed, sc->steps);
+	stray_end(sc); /* anything not removed is tried again from a later tick */
+}
 
 static void stray_info_done(void *arg, int err, struct st_frame *reply)
 {
 	struct stray_ctx *sc = arg;
 	struct bd_dist *d = sc->d;
-	struct bd_pg *pg = sc->pg;
-	d->stray_busy = false;
 	if (d->stopping) {
-		free(sc);
+		stray_end(sc);
 		return;
 	}
 	bool active = false;
@@ -1263,37 +1325,18 @@ static void stray_info_done(void *arg, int err, struct st_frame *reply)
 			strata__blockd__pg_info__free_unpacked(pi, NULL);
 		}
 	}
-	uint64_t epoch = sc->epoch;
-	free(sc);
-	if (!active || !pg->stray || pg->pulling || d->epoch != epoch) {
+	if (!active || !stray_still(sc)) {
+		stray_end(sc);
 		return;
 	}
-	/* The new acting set is complete at our epoch: our copy is surplus. */
-	uint64_t *objs = NULL;
-	long n = pg_objects(d, pg, &objs);
-	if (n < 0) {
+	/* The new acting set is complete at our epoch: our copy is surplus. stray_busy stays
+	 * set while the removal steps run. */
+	sc->n = pg_objects(d, sc->pg, &sc->objs);
+	if (sc->n < 0) {
+		stray_end(sc);
 		return;
 	}
-	struct bd_xobj none = {0};
-	long removed = 0;
-	for (long i = 0; i < n; i++) {
-		if (bd_object_install(d->e, objs[2 * i], objs[2 * i + 1], &none, NULL, 0) == 0) {
-			removed++;
-		}
-	}
-	free(objs);
-	if (removed == n) {
-		uint8_t vk[9], vv[8];
-		dist_vkey(vk, pg->pool, pg->pg);
-		dist_be64(vv, 0);
-		struct bd_xkv kv = {vk, 9, vv, 8};
-		if (bd_engine_put_raw(d->e, &kv, 1, false) == 0) {
-			pg->version = 0;
-			dist_log_reset(pg);
-			pg->stray = false;
-		}
-	}
-	st_info("pg %u.%u: no longer a member; removed %ld objects", pg->pool, pg->pg, removed);
+	stray_remove_step(sc);
 }
 
 void recovery_tick(struct bd_dist *d)
@@ -1314,7 +1357,7 @@ void recovery_tick(struct bd_dist *d)
 				free(sc);
 				continue;
 			}
-			*sc = (struct stray_ctx){d, pg, d->epoch};
+			*sc = (struct stray_ctx){.d = d, .pg = pg, .epoch = d->epoch};
 			Strata__Blockd__PgRef m = STRATA__BLOCKD__PG_REF__INIT;
 			m.pool_id = pg->pool;
 			m.pg = pg->pg;
