@@ -806,6 +806,7 @@ void bd_engine_close(struct bd_engine *e)
 	}
 	bd_engine_stop_prewriter(e);
 	bd_engine_stop_verifier(e);
+	bd_engine_drop_listers(e);
 	bd_engine_stop_committer(e);
 	if (e->ix) {
 		bd_engine_settle(e);

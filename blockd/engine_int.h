@@ -116,9 +116,9 @@ struct bd_engine {
 	bool failed;   /* an index commit failed: mutations refused */
 	bool writable; /* opened for service (not fsck): the 'C' marker is cleared */
 	uint64_t seq;
-	uint64_t
-		layers_gen; /* bumped by every layer delete and flatten (bd_object_install_async) */
-	struct op_list reads; /* in flight, oldest first */
+	uint64_t layers_gen;            /* bumped by layer deletes and flattens (objcopy.c) */
+	struct bd_objlist_job *listers; /* bd_object_list_async threads not reaped yet */
+	struct op_list reads;           /* in flight, oldest first */
 	/* Durable frees (engine.c, bd_engine_reap): a block whose last reference an index commit
 	 * dropped is reused only once that commit is on disk, i.e. a WAL sync started after it.
 	 * Limbo entries with seq <= durable_seq qualify. bg_sync_* drive the background sync that
@@ -377,6 +377,10 @@ static inline void bd_prewrite_kick(struct bd_engine *e)
 }
 /* Blocks the prewrite in flight holds (free space really). */
 uint64_t bd_prewrite_held(const struct bd_engine *e) __attribute__((nonnull));
+
+/* Close: join the listing threads; their answers, if still queued on the reactor, run without
+ * the engine (-ECANCELED). */
+void bd_engine_drop_listers(struct bd_engine *e) __attribute__((nonnull));
 
 /* ------------------------------------------------------------------------------------------ */
 /* mutate.c */

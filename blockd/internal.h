@@ -666,6 +666,18 @@ int bd_object_digest(struct bd_engine *e, uint64_t family, uint64_t object, bd_d
 typedef bool (*bd_obj_filter)(void *arg, uint64_t family, uint64_t object);
 long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t **out)
 	__attribute__((nonnull(1, 2, 4)));
+/*
+ * Every (family, object) with a list, sorted and unique, listed on a thread of its own after
+ * every pending group is committed: a node's whole index is scanned, which on a big node is
+ * far too long for the reactor thread. Returns 0 and calls cb(arg, err, objs, n) once, on the
+ * reactor thread (objs malloc'd, the callee's; NULL for none or on error), or -errno without
+ * calling it. err is -ECANCELED when the engine closed first.
+ */
+typedef void (*bd_objlist_cb)(void *arg, int err, uint64_t *objs, long n);
+int bd_object_list_async(struct bd_engine *e, bd_objlist_cb cb, void *arg)
+	__attribute__((nonnull(1, 2)));
+/* Wait for every listing thread (their answers are posted): before the reactor is destroyed. */
+void bd_engine_stop_listers(struct bd_engine *e) __attribute__((nonnull));
 /* Sort n (family, object) pairs in v and drop repeats. Returns how many are left. */
 size_t bd_pairs_sort_unique(uint64_t *v, size_t n);
 

@@ -270,6 +270,7 @@ int main(int argc, char **argv)
 	bd_service_stop(svc);
 	bd_engine_stop_prewriter(e);
 	bd_engine_stop_verifier(e); /* their last posts run in st_reactor_destroy */
+	bd_engine_stop_listers(e);  /* the same */
 	bd_engine_stop_committer(e);
 	bd_engine_settle(e); /* groups still gathered or sealed commit while the ring exists */
 	st_reactor_destroy(g_reactor);

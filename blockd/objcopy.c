@@ -22,6 +22,7 @@
  * run on the reactor thread.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -826,6 +827,119 @@ long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t
 	}
 	*out = l.v; /* NULL when nothing matched */
 	return (long)bd_pairs_sort_unique(l.v, l.n);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* bd_object_list_async: the same listing on a thread of its own. */
+
+struct bd_objlist_job {
+	struct bd_engine *e; /* NULL once bd_engine_stop_listers let go of it */
+	pthread_t thread;
+	bool joined;
+	struct list_objs l;
+	int rc;
+	bd_objlist_cb cb;
+	void *arg;
+	struct bd_objlist_job *next; /* e->listers */
+};
+
+static bool keep_every(void *arg, uint64_t family, uint64_t object)
+{
+	(void)arg;
+	(void)family;
+	(void)object;
+	return true;
+}
+
+static void objlist_unlink(struct bd_objlist_job *j)
+{
+	struct bd_objlist_job **pp = &j->e->listers;
+	while (*pp && *pp != j) {
+		pp = &(*pp)->next;
+	}
+	if (*pp) {
+		*pp = j->next;
+	}
+}
+
+static void objlist_posted(void *arg)
+{
+	struct bd_objlist_job *j = arg;
+	if (!j->joined) {
+		pthread_join(j->thread, NULL); /* its post was its last act */
+		j->joined = true;
+	}
+	int rc = j->rc;
+	if (j->e == NULL) {
+		rc = -ECANCELED; /* the engine is closing */
+	} else {
+		objlist_unlink(j);
+	}
+	if (rc) {
+		free(j->l.v);
+		j->cb(j->arg, rc, NULL, 0);
+	} else {
+		j->cb(j->arg, 0, j->l.v, (long)j->l.n);
+	}
+	free(j);
+}
+
+static void *objlist_run(void *arg)
+{
+	struct bd_objlist_job *j = arg;
+	bd_index_thread_init();
+	j->rc = bd_index_scan_objects(j->e->ix, list_objs_fn, &j->l);
+	if (j->rc == 0 && j->l.err) {
+		j->rc = j->l.err;
+	}
+	if (j->rc == 0) {
+		j->l.n = bd_pairs_sort_unique(j->l.v, j->l.n);
+	}
+	st_reactor_post_owed(j->e->r, objlist_posted, j);
+	return NULL;
+}
+
+int bd_object_list_async(struct bd_engine *e, bd_objlist_cb cb, void *arg)
+{
+	if (e->failed) {
+		return -EIO;
+	}
+	if (e->r == NULL) {
+		return -EINVAL;
+	}
+	struct bd_objlist_job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		return -ENOMEM;
+	}
+	*j = (struct bd_objlist_job){.e = e, .l = {.keep = keep_every}, .cb = cb, .arg = arg};
+	bd_engine_drain(e); /* every group committed: the index holds every acknowledged write */
+	int rc = pthread_create(&j->thread, NULL, objlist_run, j);
+	if (rc) {
+		free(j);
+		return -rc;
+	}
+	j->next = e->listers;
+	e->listers = j;
+	return 0;
+}
+
+void bd_engine_stop_listers(struct bd_engine *e)
+{
+	for (struct bd_objlist_job *j = e->listers; j; j = j->next) {
+		if (!j->joined) {
+			pthread_join(j->thread, NULL);
+			j->joined = true;
+		}
+	}
+}
+
+void bd_engine_drop_listers(struct bd_engine *e)
+{
+	bd_engine_stop_listers(e);
+	for (struct bd_objlist_job *j = e->listers; j; j = j->next) {
+		j->e = NULL;
+	}
+	e->listers = NULL;
 }
 
 size_t bd_pairs_sort_unique(uint64_t *v, size_t n)

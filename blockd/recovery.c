@@ -67,13 +67,26 @@ static bool pg_filter_init(struct pg_filter *f, struct bd_dist *d, const struct 
 	return p != NULL;
 }
 
-static long pg_objects(struct bd_dist *d, struct bd_pg *pg, uint64_t **out)
+/*
+ * Keep pg's objects among the node's (objs, from bd_object_list_async), in place. Returns how
+ * many, or -ESTALE when pg's pool is not in our map. The listing itself runs on a thread:
+ * it scans every list on the node, which on a big node is far too long for the reactor.
+ */
+static long pg_keep(struct bd_dist *d, const struct bd_pg *pg, uint64_t *objs, long n)
 {
 	struct pg_filter f;
 	if (!pg_filter_init(&f, d, pg)) {
 		return -ESTALE;
 	}
-	return bd_object_list(d->e, in_pg, &f, out);
+	long k = 0;
+	for (long i = 0; i < n; i++) {
+		if (in_pg(&f, objs[2 * i], objs[2 * i + 1])) {
+			objs[2 * k] = objs[2 * i];
+			objs[2 * k + 1] = objs[2 * i + 1];
+			k++;
+		}
+	}
+	return k;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -418,20 +431,11 @@ static void pull_pump(struct pull_ctx *pc)
 
 static int list_send(struct pull_ctx *pc);
 
-/* Every page is in pc->objs: add our own objects for a backfill, sort, dedupe, and copy. */
-static void list_complete(struct pull_ctx *pc)
+/* Every page is in pc->objs: add our own objects (local, nlocal; taken) for a backfill, sort,
+ * dedupe, and copy. */
+static void list_merge(struct pull_ctx *pc, uint64_t *local, long nlocal)
 {
 	struct bd_dist *d = pc->d;
-	uint64_t *local = NULL;
-	long nlocal = 0;
-	if (pc->full) {
-		nlocal = pg_objects(d, pc->pg, &local);
-		if (nlocal < 0) {
-			pc->err = (int)nlocal;
-			pull_finish(pc);
-			return;
-		}
-	}
 	size_t n = pc->nobjs + (size_t)nlocal;
 	uint64_t *v = realloc(pc->objs, (n ? n : 1) * 2 * sizeof(uint64_t));
 	if (!v) {
@@ -456,6 +460,40 @@ static void list_complete(struct pull_ctx *pc)
 	d->objects_to_recover += w;
 	pc->listed = true;
 	pull_pump(pc);
+}
+
+/* Our own objects for a backfill are listed (off the reactor thread): keep the PG's. */
+static void local_listed(void *arg, int err, uint64_t *objs, long n)
+{
+	struct pull_ctx *pc = arg;
+	if (pc->d->stopping) {
+		free(objs);
+		return;
+	}
+	if (!err) {
+		n = pg_keep(pc->d, pc->pg, objs, n);
+		err = n < 0 ? (int)n : 0;
+	}
+	if (err) {
+		free(objs);
+		pc->err = err;
+		pull_finish(pc);
+		return;
+	}
+	list_merge(pc, objs, n);
+}
+
+static void list_complete(struct pull_ctx *pc)
+{
+	if (!pc->full) {
+		list_merge(pc, NULL, 0);
+		return;
+	}
+	int err = bd_object_list_async(pc->d->e, local_listed, pc);
+	if (err) {
+		pc->err = err;
+		pull_finish(pc);
+	}
 }
 
 /* One page of the PG's list arrived: gather it; ask for the next, or copy. */
@@ -997,36 +1035,23 @@ static long list_page(uint64_t *objs, long n, uint64_t af, uint64_t ao, uint32_t
 	return k;
 }
 
-static void handle_list(struct bd_dist *d, struct bd_pg *pg, const Strata__Blockd__PgListRequest *m,
-			struct bd_reply *rp)
+/* A PG_LIST answer, one page of objs (taken; n < 0 never reaches here): the objects after the
+ * request's cursor, and on the first page the PG's compare-and-write outcomes. */
+struct list_req {
+	uint64_t version, after_family, after_object;
+	uint32_t max;
+	bool first, full;
+};
+
+static void list_reply(struct bd_dist *d, struct bd_pg *pg, const struct list_req *q,
+		       uint64_t *objs, long n, struct bd_reply *rp)
 {
-	uint64_t since = m->since;
-	bool first = m->after_family == 0 && m->after_object == 0;
-	uint32_t max = m->max_objects < LIST_PAGE_MAX ? m->max_objects : LIST_PAGE_MAX;
 	Strata__Blockd__PgList l = STRATA__BLOCKD__PG_LIST__INIT;
-	l.version = pg->version;
-	uint64_t *objs = NULL;
-	long n = 0;
-	if (since != pg->version) {
-		n = bd_pglog_since(&pg->log, since, &objs);
-		if (n == -ENOMEM) {
-			bd_reply_send(rp, -ENOMEM, NULL, NULL, 0);
-			return;
-		}
-	}
-	if (n == -ENOENT) {
-		free(objs);
-		objs = NULL;
-		l.full = true;
-		n = pg_objects(d, pg, &objs);
-		if (n < 0) {
-			bd_reply_send(rp, (int)n, NULL, NULL, 0);
-			return;
-		}
-	}
+	l.version = q->version;
+	l.full = q->full;
 	if (n > 0) {
 		bool more;
-		n = list_page(objs, n, m->after_family, m->after_object, max, &more);
+		n = list_page(objs, n, q->after_family, q->after_object, q->max, &more);
 		l.more = more;
 	}
 	if (n >= LIST_SWITCH_OBJECTS) {
@@ -1040,7 +1065,7 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, const Strata__Block
 	struct pg_filter f;
 	struct bd_idem_done *done = NULL;
 	long ndone =
-		first && pg_filter_init(&f, d, pg) ? bd_idem_export(d->e, in_pg, &f, &done) : 0;
+		q->first && pg_filter_init(&f, d, pg) ? bd_idem_export(d->e, in_pg, &f, &done) : 0;
 	Strata__Blockd__IdemDone *dv = calloc(ndone > 0 ? (size_t)ndone : 1, sizeof(*dv));
 	Strata__Blockd__IdemDone **dp = calloc(ndone > 0 ? (size_t)ndone : 1, sizeof(*dp));
 	if (!refs || !ptrs || ndone < 0 || !dv || !dp) {
@@ -1072,6 +1097,80 @@ static void handle_list(struct bd_dist *d, struct bd_pg *pg, const Strata__Block
 	free(dv);
 	free(dp);
 	free(objs);
+}
+
+/* A full list waits for the node's objects, listed off the reactor thread. */
+struct list_job {
+	struct bd_dist *d;
+	struct bd_pg *pg;
+	uint64_t epoch;
+	struct list_req q;
+	struct bd_reply *rp;
+};
+
+static void list_listed(void *arg, int err, uint64_t *objs, long n)
+{
+	struct list_job *lj = arg;
+	struct bd_dist *d = lj->d;
+	if (d->stopping) {
+		free(objs);
+		free(lj);
+		return;
+	}
+	if (!err && d->epoch != lj->epoch) {
+		err = -EAGAIN; /* the map moved meanwhile: the puller asks again */
+	}
+	if (!err) {
+		n = pg_keep(d, lj->pg, objs, n);
+		err = n < 0 ? (int)n : 0;
+	}
+	if (err) {
+		free(objs);
+		bd_reply_send(lj->rp, err, NULL, NULL, 0);
+	} else {
+		list_reply(d, lj->pg, &lj->q, objs, n, lj->rp);
+	}
+	free(lj);
+}
+
+static void handle_list(struct bd_dist *d, struct bd_pg *pg, const Strata__Blockd__PgListRequest *m,
+			struct bd_reply *rp)
+{
+	uint64_t since = m->since;
+	/* The version is the PG's now, before any listing: whatever a full list finds beyond it
+	 * is the next pull's to copy again. */
+	struct list_req q = {
+		.version = pg->version,
+		.after_family = m->after_family,
+		.after_object = m->after_object,
+		.max = m->max_objects < LIST_PAGE_MAX ? m->max_objects : LIST_PAGE_MAX,
+		.first = m->after_family == 0 && m->after_object == 0,
+	};
+	uint64_t *objs = NULL;
+	long n = 0;
+	if (since != pg->version) {
+		n = bd_pglog_since(&pg->log, since, &objs);
+		if (n == -ENOMEM) {
+			bd_reply_send(rp, -ENOMEM, NULL, NULL, 0);
+			return;
+		}
+	}
+	if (n != -ENOENT) {
+		list_reply(d, pg, &q, objs, n, rp);
+		return;
+	}
+	free(objs);
+	q.full = true;
+	struct list_job *lj = calloc(1, sizeof(*lj));
+	int err = lj ? 0 : -ENOMEM;
+	if (lj) {
+		*lj = (struct list_job){.d = d, .pg = pg, .epoch = d->epoch, .q = q, .rp = rp};
+		err = bd_object_list_async(d->e, list_listed, lj);
+	}
+	if (err) {
+		free(lj);
+		bd_reply_send(rp, err, NULL, NULL, 0);
+	}
 }
 
 /* The page is read (through the ring: the reactor serves clients meanwhile): reply with it. */
@@ -1308,6 +1407,23 @@ static void stray_remove_step(void *arg)
 	stray_end(sc); /* anything not removed is tried again from a later tick */
 }
 
+/* The node's objects are listed (off the reactor thread): remove the PG's. */
+static void stray_listed(void *arg, int err, uint64_t *objs, long n)
+{
+	struct stray_ctx *sc = arg;
+	sc->objs = objs;
+	if (err || !stray_still(sc)) {
+		stray_end(sc);
+		return;
+	}
+	sc->n = pg_keep(sc->d, sc->pg, objs, n);
+	if (sc->n < 0) {
+		stray_end(sc);
+		return;
+	}
+	stray_remove_step(sc);
+}
+
 static void stray_info_done(void *arg, int err, struct st_frame *reply)
 {
 	struct stray_ctx *sc = arg;
@@ -1330,13 +1446,10 @@ static void stray_info_done(void *arg, int err, struct st_frame *reply)
 		return;
 	}
 	/* The new acting set is complete at our epoch: our copy is surplus. stray_busy stays
-	 * set while the removal steps run. */
-	sc->n = pg_objects(d, sc->pg, &sc->objs);
-	if (sc->n < 0) {
+	 * set while the listing and the removal steps run. */
+	if (bd_object_list_async(d->e, stray_listed, sc) != 0) {
 		stray_end(sc);
-		return;
 	}
-	stray_remove_step(sc);
 }
 
 void recovery_tick(struct bd_dist *d)

@@ -348,6 +348,34 @@ static void handle_digest(struct bd_dist *d, struct st_frame *f, struct bd_reply
 	}
 }
 
+/* The node's objects are listed (off the reactor thread): scrub those of our active PGs. */
+static void scrub_listed(void *arg, int err, uint64_t *objs, long n)
+{
+	struct scrub_ctx *c = arg;
+	if (c->d->stopping) {
+		free(objs);
+		free(c);
+		return;
+	}
+	if (err) {
+		free(objs);
+		bd_reply_send(c->rp, err, NULL, NULL, 0);
+		free(c);
+		return;
+	}
+	size_t k = 0;
+	for (long i = 0; i < n; i++) {
+		if (primary_filter(c, objs[2 * i], objs[2 * i + 1])) {
+			objs[2 * k] = objs[2 * i];
+			objs[2 * k + 1] = objs[2 * i + 1];
+			k++;
+		}
+	}
+	c->objs = objs;
+	c->nobjs = k;
+	scrub_next(c);
+}
+
 void scrub_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 {
 	if (f->hdr.type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_OBJ_DIGEST) {
@@ -384,12 +412,9 @@ void scrub_handle(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 	for (uint32_t g = 0; g < p->pg_count; g++) {
 		c->pgs += p->pgs[g].state == PG_ACTIVE && p->pgs[g].acting[0] == d->self;
 	}
-	long n = bd_object_list(d->e, primary_filter, c, &c->objs);
-	if (n < 0) {
-		bd_reply_send(rp, (int)n, NULL, NULL, 0);
+	int lrc = bd_object_list_async(d->e, scrub_listed, c);
+	if (lrc) {
+		bd_reply_send(rp, lrc, NULL, NULL, 0);
 		free(c);
-		return;
 	}
-	c->nobjs = (size_t)n;
-	scrub_next(c);
 }

@@ -1204,6 +1204,24 @@ static int t_objs_fn(void *arg, uint64_t family, uint64_t layer, uint64_t object
 	return 0;
 }
 
+struct tlisted {
+	struct st_reactor *r;
+	bool done;
+	int err;
+	uint64_t *objs;
+	long n;
+};
+
+static void t_listed(void *arg, int err, uint64_t *objs, long n)
+{
+	struct tlisted *w = arg;
+	w->done = true;
+	w->err = err;
+	w->objs = objs;
+	w->n = n;
+	st_reactor_stop(w->r);
+}
+
 /* The object listing behind recovery, stray removal and scrub (bd_object_list over
  * bd_index_scan_objects, which seeks past an object's segments): every object with a list in
  * any layer of any family, once, whether it has one segment or all of them. */
@@ -1250,5 +1268,23 @@ Test(engine, object_list_sees_every_object_once)
 	n = bd_object_list(t.e, t_keep_odd, NULL, &objs);
 	cr_assert_eq(n, 4, "odd objects: %ld", n);
 	free(objs);
+
+	/* On a thread of its own (as dist lists a PG): the same pairs, after a write that was
+	 * acknowledged but whose group may not be committed yet. */
+	cr_assert_eq(t_write(&t, 1, NULL, 0, 11, 0, 4096, 0x1b), 0);
+	struct tlisted w = {.r = t.r};
+	cr_assert_eq(bd_object_list_async(t.e, t_listed, &w), 0);
+	cr_assert(!w.done, "the listing answers from a later callback");
+	while (!w.done) {
+		cr_assert_eq(st_reactor_run(t.r), 0);
+	}
+	cr_assert_eq(w.err, 0);
+	cr_assert_eq(w.n, 6, "objects listed on the thread: %ld", w.n);
+	const uint64_t want2[6][2] = {{1, 0}, {1, 1}, {1, 5}, {1, 7}, {1, 11}, {4, 3}};
+	for (long i = 0; i < w.n; i++) {
+		cr_assert_eq(w.objs[2 * i], want2[i][0], "object %ld family", i);
+		cr_assert_eq(w.objs[2 * i + 1], want2[i][1], "object %ld", i);
+	}
+	free(w.objs);
 	t_close(&t);
 }
