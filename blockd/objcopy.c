@@ -638,8 +638,17 @@ static void install_granted(struct bd_op *op)
 	struct install_async *ia =
 		(struct install_async *)((char *)op - offsetof(struct install_async, holder));
 	ia->locked = true;
+	if (ia->e->r == NULL && ia->err == 0) {
+		/* Shutting down: the ring is gone (strata-blockd's last settle commits a group
+		 * whose ops release their locks). Give up rather than post to no reactor. */
+		ia->err = -ECANCELED;
+	}
 	if (install_pump(ia)) {
-		st_reactor_post_owed(ia->e->r, install_posted, ia);
+		if (ia->e->r != NULL) {
+			st_reactor_post_owed(ia->e->r, install_posted, ia);
+		} else {
+			install_finish(ia); /* commits nothing: err is set */
+		}
 	}
 }
 
