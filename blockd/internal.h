@@ -678,6 +678,10 @@ int bd_object_list_async(struct bd_engine *e, bd_objlist_cb cb, void *arg)
 	__attribute__((nonnull(1, 2)));
 /* Wait for every listing thread (their answers are posted): before the reactor is destroyed. */
 void bd_engine_stop_listers(struct bd_engine *e) __attribute__((nonnull));
+/* Keep the (family, object) pairs of v that keep accepts, in place and in order. Returns how
+ * many. */
+size_t bd_pairs_keep(uint64_t *v, size_t n, bd_obj_filter keep, void *arg)
+	__attribute__((nonnull(3)));
 /* Sort n (family, object) pairs in v and drop repeats. Returns how many are left. */
 size_t bd_pairs_sort_unique(uint64_t *v, size_t n);
 

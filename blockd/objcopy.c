@@ -825,17 +825,30 @@ static int cmp_pair(const void *a, const void *b)
 	return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
+/* The objects l->keep accepts into l->v, sorted and unique (l->n of them). 0 or -errno. */
+static int list_scan(struct bd_index *ix, struct list_objs *l)
+{
+	int rc = bd_index_scan_objects(ix, list_objs_fn, l);
+	if (rc == 0 && l->err) {
+		rc = l->err;
+	}
+	if (rc == 0) {
+		l->n = bd_pairs_sort_unique(l->v, l->n);
+	}
+	return rc;
+}
+
 long bd_object_list(struct bd_engine *e, bd_obj_filter keep, void *arg, uint64_t **out)
 {
 	struct list_objs l = {.keep = keep, .arg = arg};
 	bd_engine_drain(e);
-	int rc = bd_index_scan_objects(e->ix, list_objs_fn, &l);
-	if (rc < 0 || l.err) {
+	int rc = list_scan(e->ix, &l);
+	if (rc < 0) {
 		free(l.v);
-		return rc < 0 ? rc : l.err;
+		return rc;
 	}
 	*out = l.v; /* NULL when nothing matched */
-	return (long)bd_pairs_sort_unique(l.v, l.n);
+	return (long)l.n;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -897,13 +910,7 @@ static void *objlist_run(void *arg)
 {
 	struct bd_objlist_job *j = arg;
 	bd_index_thread_init();
-	j->rc = bd_index_scan_objects(j->e->ix, list_objs_fn, &j->l);
-	if (j->rc == 0 && j->l.err) {
-		j->rc = j->l.err;
-	}
-	if (j->rc == 0) {
-		j->l.n = bd_pairs_sort_unique(j->l.v, j->l.n);
-	}
+	j->rc = list_scan(j->e->ix, &j->l);
 	st_reactor_post_owed(j->e->r, objlist_posted, j);
 	return NULL;
 }
@@ -949,6 +956,19 @@ void bd_engine_drop_listers(struct bd_engine *e)
 		j->e = NULL;
 	}
 	e->listers = NULL;
+}
+
+size_t bd_pairs_keep(uint64_t *v, size_t n, bd_obj_filter keep, void *arg)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (keep(arg, v[2 * i], v[2 * i + 1])) {
+			v[2 * w] = v[2 * i];
+			v[2 * w + 1] = v[2 * i + 1];
+			w++;
+		}
+	}
+	return w;
 }
 
 size_t bd_pairs_sort_unique(uint64_t *v, size_t n)

@@ -78,15 +78,7 @@ static long pg_keep(struct bd_dist *d, const struct bd_pg *pg, uint64_t *objs, l
 	if (!pg_filter_init(&f, d, pg)) {
 		return -ESTALE;
 	}
-	long k = 0;
-	for (long i = 0; i < n; i++) {
-		if (in_pg(&f, objs[2 * i], objs[2 * i + 1])) {
-			objs[2 * k] = objs[2 * i];
-			objs[2 * k + 1] = objs[2 * i + 1];
-			k++;
-		}
-	}
-	return k;
+	return (long)bd_pairs_keep(objs, (size_t)n, in_pg, &f);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -363,16 +363,8 @@ static void scrub_listed(void *arg, int err, uint64_t *objs, long n)
 		free(c);
 		return;
 	}
-	size_t k = 0;
-	for (long i = 0; i < n; i++) {
-		if (primary_filter(c, objs[2 * i], objs[2 * i + 1])) {
-			objs[2 * k] = objs[2 * i];
-			objs[2 * k + 1] = objs[2 * i + 1];
-			k++;
-		}
-	}
 	c->objs = objs;
-	c->nobjs = k;
+	c->nobjs = bd_pairs_keep(objs, (size_t)n, primary_filter, c);
 	scrub_next(c);
 }
 
