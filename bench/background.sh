@@ -25,18 +25,8 @@ scrub | join) ;;
 	exit 2
 	;;
 esac
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/strata-bgbench.XXXXXX")
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-META=127.0.0.1:$(free_port)
-"$BIN/strata-meta" --listen "$META" --data "$TMP/meta" --log-level warn >"$TMP/meta.log" 2>&1 &
-PIDS+=($!)
-sleep 0.5
+bench_tmp bgbench
+bench_meta
 node() {
 	"$BD" --meta "$META" --listen "127.0.0.1:$(free_port)" --data "$TMP/bd$1" --size 4G \
 		>"$TMP/bd$1.log" 2>&1 &

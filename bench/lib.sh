@@ -18,3 +18,25 @@ write_through() {
 		--bs=1M --iodepth=8 --size="$size" --output="$file.fio.out" >/dev/null 2>&1 || return
 	sync
 }
+
+# bench_tmp NAME: TMP, a fresh directory under ${TMPDIR:-/tmp}, and PIDS, the processes started
+# for the run; at exit every pid in PIDS is stopped and waited for, and TMP is removed.
+bench_tmp() {
+	TMP=$(mktemp -d "${TMPDIR:-/tmp}/strata-$1.XXXXXX")
+	PIDS=()
+	trap bench_cleanup EXIT
+}
+bench_cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$TMP"
+}
+
+# bench_meta: strata-meta from $BIN on a free loopback port, its catalog under TMP; sets META.
+bench_meta() {
+	META=127.0.0.1:$(free_port)
+	"$BIN/strata-meta" --listen "$META" --data "$TMP/meta" --log-level warn >"$TMP/meta.log" 2>&1 &
+	PIDS+=($!)
+	sleep 0.5
+}

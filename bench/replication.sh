@@ -22,18 +22,8 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 . "$SRC/bench/lib.sh"
 BIN=${STRATA_BIN:-$SRC/build/bin}
 SECS=${1:-15}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/strata-replbench.XXXXXX")
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-META=127.0.0.1:$(free_port)
-"$BIN/strata-meta" --listen "$META" --data "$TMP/meta" --log-level warn >"$TMP/meta.log" 2>&1 &
-PIDS+=($!)
-sleep 0.5
+bench_tmp replbench
+bench_meta
 DATA=${DATA:-2G}
 BD_PIDS=()
 for i in 0 1 2; do
