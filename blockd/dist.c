@@ -277,6 +277,8 @@ static int add_pool(struct bd_dist *d, const Strata__Meta__Pool *mp)
 		pg->pool = p->id;
 		pg->pg = i;
 		TAILQ_INIT(&pg->waiters);
+		TAILQ_INIT(&pg->running);
+		TAILQ_INIT(&pg->rep_queue);
 		load_saved_version(d, pg);
 	}
 	d->npools++;
@@ -476,13 +478,14 @@ void bd_dist_io(struct bd_dist *d, struct bd_dreq *r)
 }
 
 /* True when no mutation admitted before epoch is still in flight. Queued mutations are fenced
- * again when they start, so only the one running per PG matters: O(PGs). */
+ * again when they start, and a PG's running ones were admitted in order, so only its oldest
+ * matters: O(PGs). */
 bool bd_dist_drained(const struct bd_dist *d, uint64_t epoch)
 {
 	for (size_t pi = 0; pi < d->npools; pi++) {
 		for (uint32_t g = 0; g < d->pools[pi].pg_count; g++) {
-			const struct bd_pg *pg = &d->pools[pi].pgs[g];
-			if (pg->busy && pg->busy_epoch < epoch) {
+			const struct bd_dreq *r = TAILQ_FIRST(&d->pools[pi].pgs[g].running);
+			if (r && r->epoch < epoch) {
 				return false;
 			}
 		}
@@ -522,7 +525,7 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 			/* A claimed PG whose first mutation failed holds nothing: this report drops
 			 * it, and meta forgets us. One about to take its first mutation here is
 			 * claimed with this report. */
-			bool waiting = !TAILQ_EMPTY(&pg->waiters) || pg->busy;
+			bool waiting = !TAILQ_EMPTY(&pg->waiters) || !dist_pg_still(pg);
 			if (pg->claimed && !pg->version && !waiting) {
 				pg->claimed = false;
 			}
@@ -702,7 +705,14 @@ void bd_dist_stop(struct bd_dist *d)
 	/* After the reactor stopped running: callbacks still owed (cancelled timers, failed
 	 * calls) run in st_reactor_destroy() and see `stopping`, so nothing re-arms. */
 	d->stopping = true;
+	st_info("replication: %llu mutations admitted while an earlier one of their PG was out",
+		(unsigned long long)d->overlapped);
 	st_reactor_cancel(d->r, &d->tick);
+	for (size_t pi = 0; pi < d->npools; pi++) {
+		for (uint32_t g = 0; g < d->pools[pi].pg_count; g++) {
+			repl_fail_forwards(d, &d->pools[pi].pgs[g], -ESHUTDOWN);
+		}
+	}
 	for (size_t i = 0; i < BD_MAX_NODES; i++) {
 		if (d->peers[i].cl) {
 			st_client_close(d->peers[i].cl);

@@ -29,6 +29,8 @@ enum bd_pg_state {
 };
 
 TAILQ_HEAD(dreq_list, bd_dreq);
+struct rep_ctx;
+TAILQ_HEAD(rep_list, rep_ctx);
 
 struct bd_pg {
 	uint32_t pool, pg;
@@ -38,10 +40,19 @@ struct bd_pg {
 	uint32_t acting[BD_MAX_R]; /* at the current map: primary first */
 	uint32_t nacting;
 	uint64_t active_epoch;
-	uint64_t round;      /* bumps abandon a peering in progress */
-	bool busy;           /* a mutation in flight (mutations of a PG are serialized) */
-	uint64_t busy_epoch; /* the map epoch that mutation was admitted at */
-	bool pulling;        /* a pull into this PG is running */
+	uint64_t round; /* bumps abandon a peering in progress */
+	/* Primary: admission is closed (a mutation's local op is running, or a scrub compares
+	 * the copies). Mutations start one at a time, each once the one before it is applied
+	 * here, and then run on their forwards side by side (replicate.c). */
+	bool busy;
+	bool scrub_hold;          /* a scrub waits for the PG to stand still: admit nothing */
+	uint64_t head;            /* the newest started mutation's version (when inflight) */
+	uint32_t inflight;        /* mutations started and not finished */
+	struct dreq_list running; /* those mutations, oldest first */
+	/* Member: forwarded mutations apply one at a time, in the order they came. */
+	bool rep_busy, rep_running;
+	struct rep_list rep_queue;
+	bool pulling; /* a pull into this PG is running */
 	/* Primary: members catching up in the background (recovery.c "Catch-up"). They get no
 	 * forwards until they join; `hold` parks new mutations while one's last round runs. */
 	uint32_t behind[BD_MAX_R];
@@ -54,6 +65,12 @@ struct bd_pg {
 	bool claim_sent; /* in the heartbeat now in flight */
 	struct dreq_list waiters;
 };
+
+/* Nothing moves the PG's data here: no mutation admitted or running, no forward applying. */
+static inline bool dist_pg_still(const struct bd_pg *pg)
+{
+	return !pg->busy && pg->inflight == 0 && !pg->rep_busy && TAILQ_EMPTY(&pg->rep_queue);
+}
 
 struct dist_pool {
 	uint32_t id, replicas, pg_count;
@@ -98,6 +115,9 @@ struct bd_dist {
 	int xfer_inflight;
 	uint64_t objects_recovered, objects_to_recover;
 	bool stray_busy;
+	/* Mutations admitted while an earlier one of their PG was still out on its members
+	 * (logged at stop; test_dist_pipeline checks that it happens). */
+	uint64_t overlapped;
 	uint32_t holds;           /* PGs held for a member's last catch-up round (recovery.c) */
 	uint64_t misaddressed;    /* peer requests meant for another node (dist_peer_check) */
 	uint64_t misaddressed_ms; /* when the last of them was logged */
@@ -148,6 +168,8 @@ void dist_pg_kick(struct bd_dist *d, struct bd_pg *pg) __attribute__((nonnull));
 /* replicate.c */
 void repl_start_next(struct bd_dist *d, struct bd_pg *pg) __attribute__((nonnull));
 void repl_fail_waiters(struct bd_dist *d, struct bd_pg *pg, int err) __attribute__((nonnull));
+/* Answers the PG's forwards that wait for their turn here with err (the node is stopping). */
+void repl_fail_forwards(struct bd_dist *d, struct bd_pg *pg, int err) __attribute__((nonnull));
 void repl_handle_write(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
 	__attribute__((nonnull));
 void repl_handle_flush(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)

@@ -733,7 +733,10 @@ struct bd_dreq {
 	uint64_t version, prev;
 	int pending, err;
 	uint32_t fwd_applied; /* members that applied the forward */
+	uint32_t nfwd;        /* entries in fwd */
 	bool local_ok, local_over, repaired;
+	bool holds;    /* keeps the PG's admission closed (replicate.c) */
+	bool starting; /* inside start(): its forwards may not be out yet */
 	uint8_t keys[2][9], vals[2][8];
 	struct bd_xkv xkv[2];
 	struct bd_fwd *fwd;

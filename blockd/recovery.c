@@ -574,7 +574,7 @@ static int list_send(struct pull_ctx *pc)
 /* Bring pg up to date from source. cb(arg, 0) once pg->version is the source's. */
 static void pull_pg(struct bd_dist *d, struct bd_pg *pg, uint32_t source, bd_done_cb cb, void *arg)
 {
-	if (pg->pulling || pg->busy) {
+	if (pg->pulling || !dist_pg_still(pg)) {
 		cb(arg, -EAGAIN);
 		return;
 	}
@@ -785,7 +785,7 @@ static void catchup_done(void *arg, int err, struct st_frame *reply)
 	strata__blockd__pg_info__free_unpacked(pi, NULL);
 	c->rounds++;
 	c->last_ms = st_now_ms() - c->started_ms;
-	if (version == pg->version && !pg->busy) {
+	if (version == pg->version && dist_pg_still(pg)) {
 		catchup_join(c);
 		return;
 	}
@@ -815,7 +815,7 @@ static void catchup_send(struct catchup *c)
 		pg->hold = c->held = true;
 		d->holds++;
 	}
-	if (c->held && pg->busy) { /* the last round starts once the PG stands still */
+	if (c->held && !dist_pg_still(pg)) { /* the last round starts once the PG stands still */
 		catchup_later(c, 1);
 		return;
 	}
@@ -922,7 +922,7 @@ static void peer_begin(struct peer_ctx *c)
 {
 	struct bd_dist *d = c->d;
 	struct bd_pg *pg = c->pg;
-	if (pg->busy || pg->pulling) {
+	if (!dist_pg_still(pg) || pg->pulling) {
 		peer_retry(c, BUSY_RETRY_MS);
 		return;
 	}

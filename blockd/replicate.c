@@ -1,20 +1,34 @@
 /*
  * Primary-copy replication.
  *
- *   client mutation --fence--> pg->waiters (FIFO) --one at a time per PG-->
- *      version = next(pg), prev = pg->version
+ *   client mutation --fence--> pg->waiters (FIFO) --admitted one at a time per PG-->
+ *      version = next(pg), prev = the version before it (pg->head while others run)
  *      local engine op (WriteBatch carries 'V' = version)  \
  *      REPL_WRITE to every other acting member, in parallel  >--all answered--> reply
+ *      the local op applied: the PG admits its next mutation (release), while this one's
+ *      forwards are still out
  *      (the local op is submitted first: one it refuses at once is not forwarded; one that
- *       fails later while members applied it sends the PG back to peering, which pulls the
- *       members' version here, because the next mutation would reuse that version number)
+ *       fails later keeps the PG until it finishes, and if members applied it sends the PG
+ *       back to peering, which pulls the members' version here, because the next mutation
+ *       would reuse that version number)
  *      (CAW: local first; the forward is the plain write of its data, only if it matched,
  *       flagged `caw` so the replica persists the (client_id, seq) as the primary did)
  *
- * Why one mutation at a time per PG: every member then applies a PG's mutations in the same
+ * Why a PG's mutations are admitted one at a time: every member then applies them in the same
  * order, so overlapping writes leave identical replicas, and a member's version says exactly
- * which prefix of the PG's history it holds (no holes to track after a crash). Parallelism
- * comes from the many PGs (128 by default) a queue depth spreads over.
+ * which prefix of the PG's history it holds (no holes to track after a crash). Here the local
+ * ops run one after another, so the primary's log gets the versions in order. A member gets a
+ * PG's forwards in version order (one connection per peer, each sent once the one before it
+ * is out) and applies them one at a time in the order they came (pg->rep_queue), checking
+ * each one's prev against its version when its turn comes. So the PG waits for its members
+ * only in the mutations' replies, not between mutations: before, a PG held each mutation for
+ * its whole round trip to the members. Parallelism across PGs comes from the many PGs (128 by
+ * default) a queue depth spreads over.
+ *
+ * What a failure does with several in flight: a forward that a member refuses (-ERANGE, it
+ * missed one) sends the PG back to peering as before, and peering waits until the PG stands
+ * still (dist_pg_still: nothing admitted, running or applying). The mutations after it fail at
+ * that member the same way, so the client retries them on the peered PG.
  *
  * Versions are (epoch << 32 | n): a new primary's first write at epoch E sorts after anything
  * an old primary could have written at an older epoch, and a member that applied a write no
@@ -43,18 +57,17 @@ struct bd_fwd {
 	struct bd_dreq *r;
 	uint32_t node;
 	uint64_t epoch;
+	bool waiting; /* on its timer: sent again when it fires */
 	struct st_io timer;
 };
 
 static void fwd_send(struct bd_fwd *f);
+static void fwd_later(struct bd_fwd *f);
 
 static void finish(struct bd_dist *d, struct bd_dreq *r)
 {
 	struct bd_pg *pg = r->pg;
 	int err = r->err;
-	if (r->local_ok && r->version > pg->version) {
-		dist_log_append(pg, r->version, r->q.family, r->q.object);
-	}
 	bool repeer = false;
 	if (!r->local_ok && r->fwd_applied) {
 		/* Members hold version v, this node does not: the next mutation would reuse v and
@@ -71,7 +84,12 @@ static void finish(struct bd_dist *d, struct bd_dreq *r)
 	}
 	free(r->fwd);
 	r->fwd = NULL;
-	pg->busy = false;
+	r->nfwd = 0;
+	TAILQ_REMOVE(&pg->running, r, link);
+	pg->inflight--;
+	if (r->holds) {
+		pg->busy = false;
+	}
 	r->cb(r->cb_arg, err); /* may free r */
 	if (repeer && pg->state == PG_ACTIVE) {
 		recovery_peer(d, pg);
@@ -130,13 +148,35 @@ static void fwd_done(void *arg, int err, struct st_frame *reply)
 		return;
 	}
 	if (err && retriable(err)) {
-		st_reactor_timer(d->r, &f->timer, FWD_RETRY_MS, fwd_retry_fired, f);
+		fwd_later(f);
 		return;
 	}
 	if (!err) {
 		f->r->fwd_applied++;
 	}
 	put_done(d, f->r, err);
+}
+
+static void fwd_later(struct bd_fwd *f)
+{
+	f->waiting = true;
+	st_reactor_timer(f->d->r, &f->timer, FWD_RETRY_MS, fwd_retry_fired, f);
+}
+
+/* Does an earlier mutation of the PG wait to send its forward to f's member again? Then f
+ * waits too: the member must get the PG's forwards in version order, or it would refuse the
+ * later one (-ERANGE) and the PG would go back to peering for a transient error. */
+static bool fwd_blocked(const struct bd_fwd *f)
+{
+	const struct bd_dreq *o = f->r;
+	while ((o = TAILQ_PREV(o, dreq_list, link))) {
+		for (uint32_t i = 0; i < o->nfwd; i++) {
+			if (o->fwd[i].node == f->node && o->fwd[i].waiting) {
+				return true;
+			}
+		}
+	}
+	return false;
 }
 
 static void fwd_send(struct bd_fwd *f)
@@ -151,10 +191,11 @@ static void fwd_send(struct bd_fwd *f)
 		return;
 	}
 	struct st_client *cl = dist_peer(d, f->node);
-	if (!cl) {
-		st_reactor_timer(d->r, &f->timer, FWD_RETRY_MS, fwd_retry_fired, f);
+	if (!cl || fwd_blocked(f)) {
+		fwd_later(f);
 		return;
 	}
+	f->waiting = false;
 	Strata__Blockd__IoRequest io = *(const Strata__Blockd__IoRequest *)r->io;
 	const uint64_t *anc;
 	int na = 0;
@@ -185,7 +226,7 @@ static void fwd_send(struct bd_fwd *f)
 	d->peers[f->node].dirty = true;
 	if (st_client_call(cl, STRATA__BLOCKD__BLOCKD_MSG_TYPE__REPL_WRITE, 0, &m.base, payload,
 			   plen, fwd_done, f) < 0) {
-		st_reactor_timer(d->r, &f->timer, FWD_RETRY_MS, fwd_retry_fired, f);
+		fwd_later(f);
 	}
 }
 
@@ -206,6 +247,7 @@ static void send_forwards(struct bd_dist *d, struct bd_dreq *r)
 		r->err = -ENOMEM;
 		return;
 	}
+	r->nfwd = n;
 	r->pending += (int)n;
 	for (uint32_t i = 0; i < n; i++) {
 		r->fwd[i] = (struct bd_fwd){.d = d, .r = r, .node = to[i], .epoch = d->epoch};
@@ -215,33 +257,66 @@ static void send_forwards(struct bd_dist *d, struct bd_dreq *r)
 	}
 }
 
+/* The mutation is applied here and its forwards are out: the PG's next mutation may start. Its
+ * forwards leave after these on each member's connection, and members apply a PG's forwards
+ * in the order they came, so every copy still sees the PG's mutations in version order. */
+static void release(struct bd_dreq *r)
+{
+	r->holds = false;
+	r->pg->busy = false;
+}
+
 static void local_done(void *arg, int err)
 {
 	struct bd_dreq *r = arg;
 	struct bd_dist *d = r->pg ? (struct bd_dist *)r->rbuf : NULL;
+	struct bd_pg *pg = r->pg;
 	r->rbuf = NULL;
 	r->local_ok = err == 0;
 	r->local_over = true;
-	if (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE && err == 0) {
-		send_forwards(d, r);
+	bool next = false;
+	if (err == 0) {
+		/* Local ops of a PG finish in version order (each starts after the one before it
+		 * finished here): the log stays in order, with no gap, whatever the members do. */
+		if (r->version > pg->version) {
+			dist_log_append(pg, r->version, r->q.family, r->q.object);
+		}
+		if (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE) {
+			send_forwards(d, r);
+		}
+		/* One that failed here keeps the PG until it finishes: members may hold its
+		 * version and this node not, which only peering sorts out (finish). */
+		if (!r->starting) {
+			release(r);
+			next = true;
+		}
 	}
-	put_done(d, r, err);
+	put_done(d, r, err); /* may free r */
+	if (next) {
+		repl_start_next(d, pg);
+	}
 }
 
 static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 {
 	pg->busy = true;
-	pg->busy_epoch = r->epoch;
+	r->holds = true;
+	r->starting = true;
 	r->pg = pg;
-	r->prev = pg->version;
-	r->version = pg->version + 1;
+	r->prev = pg->inflight ? pg->head : pg->version;
+	d->overlapped += pg->inflight > 0;
+	r->version = r->prev + 1;
 	if (r->version < (d->epoch << 32) + 1) {
 		r->version = (d->epoch << 32) + 1;
 	}
+	pg->head = r->version;
+	pg->inflight++;
+	TAILQ_INSERT_TAIL(&pg->running, r, link);
 	r->err = 0;
 	r->fwd_applied = 0;
 	r->local_ok = r->local_over = false;
 	r->fwd = NULL;
+	r->nfwd = 0;
 	dist_vkey(r->keys[0], pg->pool, pg->pg);
 	dist_be64(r->vals[0], r->version);
 	dist_fkey(r->keys[1], r->q.family);
@@ -255,9 +330,10 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 	/* rbuf is unused by mutations: it carries d to local_done. */
 	r->rbuf = (uint8_t *)d;
 	if (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE) {
+		r->starting = false; /* forwards after the compare matched, from local_done */
 		bd_compare_and_write(d->e, &r->q, r->payload, r->payload + r->q.length,
 				     r->miscompare, local_done, r);
-		return; /* forwards after the compare matched */
+		return;
 	}
 	r->pending++; /* held until the forwards are out */
 	switch (r->type) {
@@ -280,6 +356,10 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 	if (!r->local_over || r->local_ok) {
 		send_forwards(d, r);
 	}
+	r->starting = false;
+	if (r->local_over && r->local_ok) {
+		release(r); /* applied at once: repl_start_next's loop starts the next */
+	}
 	put_done(d, r, 0);
 }
 
@@ -301,7 +381,7 @@ void repl_start_next(struct bd_dist *d, struct bd_pg *pg)
 			return;
 		}
 	}
-	while (!pg->busy && !pg->hold && (r = TAILQ_FIRST(&pg->waiters))) {
+	while (!pg->busy && !pg->hold && !pg->scrub_hold && (r = TAILQ_FIRST(&pg->waiters))) {
 		TAILQ_REMOVE(&pg->waiters, r, link);
 		/* Fence again: the map may have moved while it waited. */
 		int rc = dist_epoch_check(d, r->epoch);
@@ -341,25 +421,41 @@ struct rep_ctx {
 	struct bd_req q;
 	uint8_t keys[2][9], vals[2][8];
 	struct bd_xkv xkv[2];
+	TAILQ_ENTRY(rep_ctx) link;
 };
 
-static void rep_done(void *arg, int err)
+static void rep_run(struct bd_dist *d, struct bd_pg *pg);
+
+static void rep_free(struct rep_ctx *c)
 {
-	struct rep_ctx *c = arg;
-	struct bd_pg *pg = c->pg;
-	if (err == 0 && c->m->version > pg->version) {
-		dist_log_append(pg, c->m->version, c->q.family, c->q.object);
-	}
+	strata__blockd__repl_write__free_unpacked(c->m, NULL);
+	st_frame_release(&c->f);
+	free(c);
+}
+
+static void rep_reply(struct rep_ctx *c, int err)
+{
 	if (err == 0) {
 		Strata__Blockd__IoReply rep = STRATA__BLOCKD__IO_REPLY__INIT;
-		rep.length = c->q.length;
+		rep.length = c->m->io->length;
 		bd_reply_send(c->rp, 0, &rep.base, NULL, 0);
 	} else {
 		bd_reply_send(c->rp, err, NULL, NULL, 0);
 	}
-	strata__blockd__repl_write__free_unpacked(c->m, NULL);
-	st_frame_release(&c->f);
-	free(c);
+	rep_free(c);
+}
+
+static void rep_done(void *arg, int err)
+{
+	struct rep_ctx *c = arg;
+	struct bd_dist *d = c->d;
+	struct bd_pg *pg = c->pg;
+	if (err == 0 && c->m->version > pg->version) {
+		dist_log_append(pg, c->m->version, c->q.family, c->q.object);
+	}
+	rep_reply(c, err);
+	pg->rep_busy = false;
+	rep_run(d, pg);
 }
 
 /* Returns 0 when this node is a non-primary member of the PG and `primary` its primary. */
@@ -379,51 +475,37 @@ static int replica_check(struct bd_dist *d, uint32_t pool, uint32_t pgno, uint32
 	return -ESTALE;
 }
 
-void repl_handle_write(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
+/* Apply one forward, its PG's turn come: the map, the PG's state and its version are checked
+ * now, not when it arrived (the forwards before it moved the version). */
+static void rep_apply(struct rep_ctx *c)
 {
-	Strata__Blockd__ReplWrite *m =
-		strata__blockd__repl_write__unpack(NULL, f->hdr.hdr_len, f->msg);
-	struct bd_pg *pg = NULL;
-	int rc = m && m->io ? dist_peer_check(d, m->map_epoch, m->to) : -EINVAL;
+	struct bd_dist *d = c->d;
+	struct bd_pg *pg = c->pg, *now = NULL;
+	const Strata__Blockd__ReplWrite *m = c->m;
+	int rc = dist_peer_check(d, m->map_epoch, m->to);
 	if (!rc) {
-		rc = replica_check(d, m->io->pool_id, m->pg, m->primary, &pg);
+		rc = replica_check(d, m->io->pool_id, m->pg, m->primary, &now);
+	}
+	if (!rc && now != pg) {
+		rc = -ESTALE;
 	}
 	if (!rc && pg->pulling) {
 		rc = -EAGAIN;
 	}
 	if (!rc && pg->version == m->version) {
-		/* Already applied (a retried forward). */
-		Strata__Blockd__IoReply rep = STRATA__BLOCKD__IO_REPLY__INIT;
-		rep.length = m->io->length;
-		bd_reply_send(rp, 0, &rep.base, NULL, 0);
-		strata__blockd__repl_write__free_unpacked(m, NULL);
-		st_frame_release(f);
+		rep_reply(c, 0); /* already applied (a retried forward) */
 		return;
 	}
 	if (!rc && pg->version != m->prev_version) {
 		rc = -ERANGE;
 	}
-	struct rep_ctx *c = NULL;
-	if (!rc && !(c = calloc(1, sizeof(*c)))) {
-		rc = -ENOMEM;
-	}
 	if (!rc) {
-		rc = bd_io_validate((uint16_t)m->op, m->io, f->hdr.payload_len, &c->q);
+		rc = bd_io_validate((uint16_t)m->op, m->io, c->f.hdr.payload_len, &c->q);
 	}
 	if (rc) {
-		bd_reply_send(rp, rc, NULL, NULL, 0);
-		free(c);
-		if (m) {
-			strata__blockd__repl_write__free_unpacked(m, NULL);
-		}
-		st_frame_release(f);
+		rep_reply(c, rc);
 		return;
 	}
-	c->d = d;
-	c->pg = pg;
-	c->m = m;
-	c->f = *f;
-	c->rp = rp;
 	c->q.fua = m->fua;
 	c->q.caw_done = m->caw && m->op == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE;
 	dist_vkey(c->keys[0], pg->pool, pg->pg);
@@ -435,6 +517,7 @@ void repl_handle_write(struct bd_dist *d, struct st_frame *f, struct bd_reply *r
 	c->q.xkv = c->xkv;
 	c->q.nxkv = 2;
 	dist_family_set(d, c->q.family, pg->pool);
+	pg->rep_busy = true;
 	switch (m->op) {
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE:
 		bd_write(d->e, &c->q, c->f.payload, rep_done, c);
@@ -448,6 +531,67 @@ void repl_handle_write(struct bd_dist *d, struct st_frame *f, struct bd_reply *r
 	default:
 		rep_done(c, -EINVAL);
 	}
+}
+
+/* A PG's forwards apply one at a time, in the order they came: the primary sends a mutation's
+ * forwards once it is applied there, and the next one's after them, so each member applies
+ * the PG's mutations in version order while several are in flight. */
+static void rep_run(struct bd_dist *d, struct bd_pg *pg)
+{
+	if (pg->rep_running) {
+		return; /* an outer call's loop goes on (a forward that completed at once) */
+	}
+	pg->rep_running = true;
+	struct rep_ctx *c;
+	while (!pg->rep_busy && (c = TAILQ_FIRST(&pg->rep_queue))) {
+		TAILQ_REMOVE(&pg->rep_queue, c, link);
+		if (d->stopping) {
+			rep_reply(c, -ESHUTDOWN);
+		} else {
+			rep_apply(c);
+		}
+	}
+	pg->rep_running = false;
+}
+
+void repl_fail_forwards(struct bd_dist *d, struct bd_pg *pg, int err)
+{
+	(void)d;
+	struct rep_ctx *c;
+	while ((c = TAILQ_FIRST(&pg->rep_queue))) {
+		TAILQ_REMOVE(&pg->rep_queue, c, link);
+		rep_reply(c, err);
+	}
+}
+
+void repl_handle_write(struct bd_dist *d, struct st_frame *f, struct bd_reply *rp)
+{
+	Strata__Blockd__ReplWrite *m =
+		strata__blockd__repl_write__unpack(NULL, f->hdr.hdr_len, f->msg);
+	struct bd_pg *pg = NULL;
+	int rc = m && m->io ? dist_peer_check(d, m->map_epoch, m->to) : -EINVAL;
+	if (!rc) {
+		rc = replica_check(d, m->io->pool_id, m->pg, m->primary, &pg);
+	}
+	struct rep_ctx *c = NULL;
+	if (!rc && !(c = calloc(1, sizeof(*c)))) {
+		rc = -ENOMEM;
+	}
+	if (rc) {
+		bd_reply_send(rp, rc, NULL, NULL, 0);
+		if (m) {
+			strata__blockd__repl_write__free_unpacked(m, NULL);
+		}
+		st_frame_release(f);
+		return;
+	}
+	c->d = d;
+	c->pg = pg;
+	c->m = m;
+	c->f = *f;
+	c->rp = rp;
+	TAILQ_INSERT_TAIL(&pg->rep_queue, c, link);
+	rep_run(d, pg);
 }
 
 static void rflush_done(void *arg, int err)

@@ -2,7 +2,7 @@
  * Scrub: compare every object of the PGs this node is primary of with its other members.
  *
  *   BLOCKD_SCRUB {pool} --> objects of our active PGs (index scan) --> one object at a time:
- *     hold the PG (pg->busy: mutations wait) --> our digest + OBJ_DIGEST from every member
+ *     hold the PG once still (pg->busy) --> our digest + OBJ_DIGEST from every member
  *     --> all equal and no block failing its own crc: clean
  *     --> otherwise a mismatch: the good copy is a member whose every block matches its own
  *         stored crc32c (the most common such digest, ours on a tie); every other member
@@ -42,7 +42,8 @@ struct scrub_ctx {
 	bool repair;
 	uint64_t *objs;
 	size_t nobjs, next;
-	struct bd_pg *pg; /* of the current object */
+	struct bd_pg *pg;       /* of the current object */
+	struct bd_pg *draining; /* its admission closed until it stands still (scrub_hold) */
 	uint32_t n;
 	struct scrub_member m[BD_MAX_R];
 	int pending, err;
@@ -68,8 +69,13 @@ static bool primary_filter(void *arg, uint64_t family, uint64_t object)
 	return pg->state == PG_ACTIVE && pg->nacting && pg->acting[0] == d->self;
 }
 
+static void undrain(struct scrub_ctx *c);
+
 static void scrub_finish(struct scrub_ctx *c)
 {
+	if (c->draining) {
+		undrain(c);
+	}
 	Strata__Blockd__ScrubReply rep = STRATA__BLOCKD__SCRUB_REPLY__INIT;
 	rep.pgs = c->pgs;
 	rep.objects = c->nobjs;
@@ -264,6 +270,14 @@ static void scrub_timer(void *arg, int res)
 	}
 }
 
+static void undrain(struct scrub_ctx *c)
+{
+	struct bd_pg *pg = c->draining;
+	c->draining = NULL;
+	pg->scrub_hold = false;
+	dist_pg_kick(c->d, pg);
+}
+
 static void scrub_next(struct scrub_ctx *c)
 {
 	struct bd_dist *d = c->d;
@@ -274,15 +288,24 @@ static void scrub_next(struct scrub_ctx *c)
 	uint64_t fam = c->objs[2 * c->next], obj = c->objs[2 * c->next + 1];
 	struct dist_pool *p = dist_pool(d, c->pool);
 	struct bd_pg *pg = &p->pgs[st_place_pg(fam, obj, p->pg_count)];
+	if (c->draining && (c->draining != pg || pg->state != PG_ACTIVE)) {
+		undrain(c);
+	}
 	if (pg->state != PG_ACTIVE || pg->acting[0] != d->self) {
 		c->next++; /* the map moved on: not ours to scrub any more */
 		scrub_next(c);
 		return;
 	}
-	if (pg->busy) {
+	if (!dist_pg_still(pg)) {
+		/* Admit nothing new meanwhile: under a steady write load the PG would otherwise
+		 * never stand still, mutations overlapping on the members (replicate.c). */
+		pg->scrub_hold = true;
+		c->draining = pg;
 		st_reactor_timer(d->r, &c->timer, SCRUB_BUSY_MS, scrub_timer, c);
 		return;
 	}
+	pg->scrub_hold = false;
+	c->draining = NULL;
 	pg->busy = true; /* mutations of the PG wait: the copies stand still while compared */
 	c->pg = pg;
 	c->n = 0;
