@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What background work costs clients: 4k random reads at QD1 through libstrata (strata-bench)
-# on an R=2 volume of two local blockd nodes, first alone, then while
+# What background work costs clients: 4k random reads at QD1 (RW=randwrite for writes, QD=N
+# for another queue depth) through libstrata (strata-bench) on an R=2 volume of two local
+# blockd nodes, first alone, then while
 #   scrub   `strata scrub` runs in a loop on the pool (every object's digest on both nodes);
 #   join    a third node joins and pulls its share of the PGs from the two (rebalancing).
 # Prints IOPS and the latency percentiles of both runs (and, for scrub, a run after it).
@@ -44,14 +45,24 @@ cli volume create p/v --size "$VOL" >/dev/null
 sleep 1
 "$BIN/strata-bench" run "strata://$META/p/v" --rw write --bs 1M --qd 8 --size "$VOL" --quiet \
 	>/dev/null
+RW=${RW:-randread}
+QD=${QD:-1}
+case "$RW" in
+randread | randwrite) ;;
+*)
+	echo "background: RW must be randread or randwrite, not '$RW'" >&2
+	exit 2
+	;;
+esac
 reads() { # label
-	"$BIN/strata-bench" run "strata://$META/p/v" --rw randread --bs 4k --qd 1 --time "$SECS" \
+	"$BIN/strata-bench" run "strata://$META/p/v" --rw "$RW" --bs 4k --qd "$QD" --time "$SECS" \
 		--json --quiet | python3 -c '
 import json, sys
-d = json.load(sys.stdin)["read"]
+d = json.load(sys.stdin)
+d = d["read"] if sys.argv[2] == "randread" else d["write"]
 l = d["lat_us"]
 print("%-22s %7d IOPS  p50 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f us" %
-      (sys.argv[1], d["iops"], l["p50"], l["p99"], l["p99.9"], l["max"]))' "$1"
+      (sys.argv[1], d["iops"], l["p50"], l["p99"], l["p99.9"], l["max"]))' "$1" "$RW"
 }
 reads "alone"
 if [ "$MODE" = scrub ]; then

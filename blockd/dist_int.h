@@ -45,7 +45,10 @@ struct bd_pg {
 	 * the copies). Mutations start one at a time, each once the one before it is applied
 	 * here, and then run on their forwards side by side (replicate.c). */
 	bool busy;
-	bool scrub_hold;          /* a scrub waits for the PG to stand still: admit nothing */
+	/* A scrub holds one object: no mutation of it is admitted (scrub.c). Once none of it
+	 * runs, the copies are compared (scrub_comparing) while the PG's other objects go on. */
+	bool scrub_hold, scrub_comparing;
+	uint64_t scrub_family, scrub_object;
 	uint64_t head;            /* the newest started mutation's version (when inflight) */
 	uint32_t inflight;        /* mutations started and not finished */
 	struct dreq_list running; /* those mutations, oldest first */
@@ -66,10 +69,12 @@ struct bd_pg {
 	struct dreq_list waiters;
 };
 
-/* Nothing moves the PG's data here: no mutation admitted or running, no forward applying. */
+/* Nothing moves the PG's data here: no mutation admitted or running, no forward applying, no
+ * scrub comparing one of its objects. */
 static inline bool dist_pg_still(const struct bd_pg *pg)
 {
-	return !pg->busy && pg->inflight == 0 && !pg->rep_busy && TAILQ_EMPTY(&pg->rep_queue);
+	return !pg->busy && pg->inflight == 0 && !pg->rep_busy && TAILQ_EMPTY(&pg->rep_queue) &&
+	       !pg->scrub_comparing;
 }
 
 struct dist_pool {

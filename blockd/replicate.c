@@ -363,6 +363,22 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 	put_done(d, r, 0);
 }
 
+/* The oldest waiter, unless a scrub holds its object: then the oldest of another object.
+ * Mutations of one object keep their order; those of different objects in flight together
+ * have none to keep (a client orders them by waiting for one's reply). */
+static struct bd_dreq *next_admissible(struct bd_pg *pg)
+{
+	struct bd_dreq *r;
+	TAILQ_FOREACH(r, &pg->waiters, link)
+	{
+		if (!pg->scrub_hold || r->q.family != pg->scrub_family ||
+		    r->q.object != pg->scrub_object) {
+			return r;
+		}
+	}
+	return NULL;
+}
+
 void repl_start_next(struct bd_dist *d, struct bd_pg *pg)
 {
 	struct bd_dreq *r;
@@ -381,7 +397,7 @@ void repl_start_next(struct bd_dist *d, struct bd_pg *pg)
 			return;
 		}
 	}
-	while (!pg->busy && !pg->hold && !pg->scrub_hold && (r = TAILQ_FIRST(&pg->waiters))) {
+	while (!pg->busy && !pg->hold && (r = next_admissible(pg))) {
 		TAILQ_REMOVE(&pg->waiters, r, link);
 		/* Fence again: the map may have moved while it waited. */
 		int rc = dist_epoch_check(d, r->epoch);

@@ -2,7 +2,8 @@
  * Scrub: compare every object of the PGs this node is primary of with its other members.
  *
  *   BLOCKD_SCRUB {pool} --> objects of our active PGs (index scan) --> one object at a time:
- *     hold the PG once still (pg->busy) --> our digest + OBJ_DIGEST from every member
+ *     hold the object (no mutation of it admitted) until none of it runs --> our digest +
+ *     OBJ_DIGEST from every member (the PG's other objects go on meanwhile)
  *     --> all equal and no block failing its own crc: clean
  *     --> otherwise a mismatch: the good copy is a member whose every block matches its own
  *         stored crc32c (the most common such digest, ours on a tie); every other member
@@ -43,7 +44,7 @@ struct scrub_ctx {
 	uint64_t *objs;
 	size_t nobjs, next;
 	struct bd_pg *pg;       /* of the current object */
-	struct bd_pg *draining; /* its admission closed until it stands still (scrub_hold) */
+	struct bd_pg *draining; /* holds an object of it (scrub_hold), waiting or comparing */
 	uint32_t n;
 	struct scrub_member m[BD_MAX_R];
 	int pending, err;
@@ -98,7 +99,9 @@ static void object_done(struct scrub_ctx *c)
 	struct bd_dist *d = c->d;
 	struct bd_pg *pg = c->pg;
 	c->pg = NULL;
-	pg->busy = false;
+	c->draining = NULL;
+	pg->scrub_comparing = false;
+	pg->scrub_hold = false;
 	dist_pg_kick(d, pg);
 	c->next++;
 	if (c->max_mbps > 0) {
@@ -270,6 +273,18 @@ static void scrub_timer(void *arg, int res)
 	}
 }
 
+static bool object_running(const struct bd_pg *pg, uint64_t fam, uint64_t obj)
+{
+	const struct bd_dreq *r;
+	TAILQ_FOREACH(r, &pg->running, link)
+	{
+		if (r->q.family == fam && r->q.object == obj) {
+			return true;
+		}
+	}
+	return false;
+}
+
 static void undrain(struct scrub_ctx *c)
 {
 	struct bd_pg *pg = c->draining;
@@ -288,7 +303,8 @@ static void scrub_next(struct scrub_ctx *c)
 	uint64_t fam = c->objs[2 * c->next], obj = c->objs[2 * c->next + 1];
 	struct dist_pool *p = dist_pool(d, c->pool);
 	struct bd_pg *pg = &p->pgs[st_place_pg(fam, obj, p->pg_count)];
-	if (c->draining && (c->draining != pg || pg->state != PG_ACTIVE)) {
+	if (c->draining && (c->draining != pg || pg->state != PG_ACTIVE ||
+			    pg->scrub_family != fam || pg->scrub_object != obj)) {
 		undrain(c);
 	}
 	if (pg->state != PG_ACTIVE || pg->acting[0] != d->self) {
@@ -296,17 +312,23 @@ static void scrub_next(struct scrub_ctx *c)
 		scrub_next(c);
 		return;
 	}
-	if (!dist_pg_still(pg)) {
-		/* Admit nothing new meanwhile: under a steady write load the PG would otherwise
-		 * never stand still, mutations overlapping on the members (replicate.c). */
-		pg->scrub_hold = true;
-		c->draining = pg;
+	/* Admit no mutation of the object from now on, and compare once none of it runs (a
+	 * running one is on the members until it finishes here). A pull or peering into the PG
+	 * waits meanwhile: the PG is not still while its copies are compared. */
+	if (pg->scrub_hold && c->draining != pg) {
+		/* Another scrub's object in this PG: one at a time. */
 		st_reactor_timer(d->r, &c->timer, SCRUB_BUSY_MS, scrub_timer, c);
 		return;
 	}
-	pg->scrub_hold = false;
-	c->draining = NULL;
-	pg->busy = true; /* mutations of the PG wait: the copies stand still while compared */
+	pg->scrub_hold = true;
+	pg->scrub_family = fam;
+	pg->scrub_object = obj;
+	c->draining = pg;
+	if (pg->pulling || object_running(pg, fam, obj)) {
+		st_reactor_timer(d->r, &c->timer, SCRUB_BUSY_MS, scrub_timer, c);
+		return;
+	}
+	pg->scrub_comparing = true;
 	c->pg = pg;
 	c->n = 0;
 	c->pending = 1;

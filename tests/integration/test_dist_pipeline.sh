@@ -5,8 +5,8 @@
 # members apply a PG's forwards one at a time, in the order they came.
 # - Overlapping writes at QD32 verify, and scrub then finds the three copies identical (a
 #   member that applied two writes to one block in the other order would differ). A scrub
-#   run during those writes must finish within 20 s and find nothing either (it compares an
-#   object only while its PG stands still).
+#   run during those writes must finish within 20 s and find nothing either (it holds one
+#   object at a time, compares it once no write of it runs, and the others go on).
 # - The same across a kill -9 of a member: no error, no mismatch; after its restart recovery
 #   ends clean, the data verifies and scrub finds 0 mismatches.
 # - Every node logs at stop how many mutations it admitted while an earlier one of the same
@@ -31,8 +31,8 @@ scrub_clean() {
 	echo "$out" | grep -q ' 0 mismatches' || fail "scrub found mismatches ($1): $out"
 }
 
-echo "== overlapping writes at QD32 over two PGs, a scrub during them"
-io --volume p/v --seconds 5 --qd 32 --span 2M --seed 3 --state "$TEST_TMP/state" \
+echo "== overlapping writes at QD32 over four objects in two PGs, a scrub during them"
+io --volume p/v --seconds 5 --qd 32 --span 16M --seed 3 --state "$TEST_TMP/state" \
 	>"$TEST_TMP/io1.log" 2>&1 &
 io_pid=$!
 sleep 1
