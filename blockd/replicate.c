@@ -88,6 +88,12 @@ static void finish(struct bd_dist *d, struct bd_dreq *r)
 	TAILQ_REMOVE(&pg->running, r, link);
 	pg->inflight--;
 	if (r->holds) {
+		/* Not applied here (it kept the PG closed, so none came after it): the next one
+		 * follows the version before it. A member that applied it refuses that one with
+		 * -ERANGE, and peering pulls it here, as when nothing else was in flight. */
+		if (!r->local_ok && pg->head == r->version) {
+			pg->head = r->prev;
+		}
 		pg->busy = false;
 	}
 	r->cb(r->cb_arg, err); /* may free r */
