@@ -49,9 +49,8 @@ struct bd_pg {
 	 * runs, the copies are compared (scrub_comparing) while the PG's other objects go on. */
 	bool scrub_hold, scrub_comparing;
 	uint64_t scrub_family, scrub_object;
-	uint64_t head;            /* the newest started mutation's version (when inflight) */
-	uint32_t inflight;        /* mutations started and not finished */
-	struct dreq_list running; /* those mutations, oldest first */
+	uint64_t head;            /* the newest started mutation's version (while any runs) */
+	struct dreq_list running; /* mutations started and not finished, oldest first */
 	/* Member: forwarded mutations apply one at a time, in the order they came. */
 	bool rep_busy, rep_running;
 	struct rep_list rep_queue;
@@ -73,8 +72,8 @@ struct bd_pg {
  * scrub comparing one of its objects. */
 static inline bool dist_pg_still(const struct bd_pg *pg)
 {
-	return !pg->busy && pg->inflight == 0 && !pg->rep_busy && TAILQ_EMPTY(&pg->rep_queue) &&
-	       !pg->scrub_comparing;
+	return !pg->busy && TAILQ_EMPTY(&pg->running) && !pg->rep_busy &&
+	       TAILQ_EMPTY(&pg->rep_queue) && !pg->scrub_comparing;
 }
 
 struct dist_pool {

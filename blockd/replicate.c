@@ -86,7 +86,6 @@ static void finish(struct bd_dist *d, struct bd_dreq *r)
 	r->fwd = NULL;
 	r->nfwd = 0;
 	TAILQ_REMOVE(&pg->running, r, link);
-	pg->inflight--;
 	if (r->holds) {
 		/* Not applied here (it kept the PG closed, so none came after it): the next one
 		 * follows the version before it. A member that applied it refuses that one with
@@ -309,14 +308,14 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 	r->holds = true;
 	r->starting = true;
 	r->pg = pg;
-	r->prev = pg->inflight ? pg->head : pg->version;
-	d->overlapped += pg->inflight > 0;
+	bool others = !TAILQ_EMPTY(&pg->running);
+	r->prev = others ? pg->head : pg->version;
+	d->overlapped += others;
 	r->version = r->prev + 1;
 	if (r->version < (d->epoch << 32) + 1) {
 		r->version = (d->epoch << 32) + 1;
 	}
 	pg->head = r->version;
-	pg->inflight++;
 	TAILQ_INSERT_TAIL(&pg->running, r, link);
 	r->err = 0;
 	r->fwd_applied = 0;
