@@ -117,9 +117,12 @@ static inline void t_reopen_clean(struct tctx *t)
 		     (unsigned long)r->bad_lists);
 }
 
+/* Closes the engine if one is open, and removes the temp dir. */
 static inline void t_close(struct tctx *t)
 {
-	bd_engine_close(t->e);
+	if (t->e != NULL)
+		bd_engine_close(t->e);
+	t->e = NULL;
 	st_reactor_destroy(t->r);
 	char cmd[400];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", t->dir);
