@@ -707,6 +707,8 @@ void bd_dist_stop(struct bd_dist *d)
 	d->stopping = true;
 	st_info("replication: %llu mutations admitted while an earlier one of their PG was out",
 		(unsigned long long)d->overlapped);
+	st_info("replication: %llu refused mutations gave their version back",
+		(unsigned long long)d->given_back);
 	st_reactor_cancel(d->r, &d->tick);
 	for (size_t pi = 0; pi < d->npools; pi++) {
 		for (uint32_t g = 0; g < d->pools[pi].pg_count; g++) {

@@ -122,6 +122,11 @@ struct bd_dist {
 	/* Mutations admitted while an earlier one of their PG was still out on its members
 	 * (logged at stop; test_dist_pipeline checks that it happens). */
 	uint64_t overlapped;
+	/* Mutations refused here while others of their PG were out, whose version went back to
+	 * the PG for its next one (finish; logged at most once a second and at stop;
+	 * test_dist_primary_full checks that it happens). */
+	uint64_t given_back;
+	uint64_t given_back_ms;   /* when the last of them was logged */
 	uint32_t holds;           /* PGs held for a member's last catch-up round (recovery.c) */
 	uint64_t misaddressed;    /* peer requests meant for another node (dist_peer_check) */
 	uint64_t misaddressed_ms; /* when the last of them was logged */

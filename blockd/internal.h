@@ -417,6 +417,12 @@ struct bd_req {
 			* its (client_id, seq) is persisted like the compare-and-write's own */
 	const struct bd_xkv *xkv; /* extra keys committed in the same WriteBatch (may be NULL) */
 	uint32_t nxkv;
+	/* Write, write-zeroes and trim: called with the op's cb_arg once the mutation holds the
+	 * blocks it needs (at once for one that needs none, later for a write that waited for a
+	 * pending group to release some, never for one refused). From then on it fails only on
+	 * an I/O error or a failed engine, not for want of space. NULL: not called. The
+	 * replication layer forwards a mutation from here (replicate.c). */
+	void (*reserved)(void *cb_arg);
 };
 
 struct bd_fsck_report {
@@ -735,8 +741,10 @@ struct bd_dreq {
 	uint32_t fwd_applied; /* members that applied the forward */
 	uint32_t nfwd;        /* entries in fwd */
 	bool local_ok, local_over, repaired;
-	bool holds;    /* keeps the PG's admission closed (replicate.c) */
-	bool starting; /* inside start(): its forwards may not be out yet */
+	bool holds;     /* keeps the PG's admission closed (replicate.c) */
+	bool starting;  /* inside start(): its forwards may not be out yet */
+	bool reserved;  /* the local op holds its blocks: it may be forwarded (replicate.c) */
+	bool forwarded; /* its forwards were sent (or there were none to send) */
 	uint8_t keys[2][9], vals[2][8];
 	struct bd_xkv xkv[2];
 	struct bd_fwd *fwd;

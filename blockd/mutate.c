@@ -472,6 +472,9 @@ void bd_write_phase(struct bd_op *op)
 		return;
 	}
 	if (op->kind == OP_ZERO || op->kind == OP_TRIM) {
+		if (op->q.reserved != NULL) {
+			op->q.reserved(op->cb_arg);
+		}
 		bd_commit_phase(op);
 		return;
 	}
@@ -498,6 +501,9 @@ void bd_write_phase(struct bd_op *op)
 	if (nr < 0) {
 		bd_op_fail(op, nr);
 		return;
+	}
+	if (op->q.reserved != NULL) {
+		op->q.reserved(op->cb_arg);
 	}
 	bd_prewrite_kick(e);
 	op->nruns = nr;

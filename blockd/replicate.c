@@ -64,6 +64,18 @@ struct bd_fwd {
 static void fwd_send(struct bd_fwd *f);
 static void fwd_later(struct bd_fwd *f);
 
+/* A mutation refused here gave its version back while earlier ones of its PG were out. */
+static void log_given_back(struct bd_dist *d, const struct bd_pg *pg, int err)
+{
+	d->given_back++;
+	uint64_t now = st_now_ms();
+	if (d->given_back_ms == 0 || now - d->given_back_ms >= 1000) {
+		d->given_back_ms = now;
+		st_info("pg %u.%u: a refused mutation (%d) gave its version back (%llu so far)",
+			pg->pool, pg->pg, err, (unsigned long long)d->given_back);
+	}
+}
+
 static void finish(struct bd_dist *d, struct bd_dreq *r)
 {
 	struct bd_pg *pg = r->pg;
@@ -92,6 +104,9 @@ static void finish(struct bd_dist *d, struct bd_dreq *r)
 		 * -ERANGE, and peering pulls it here, as when nothing else was in flight. */
 		if (!r->local_ok && pg->head == r->version) {
 			pg->head = r->prev;
+			if (!TAILQ_EMPTY(&pg->running)) {
+				log_given_back(d, pg, err);
+			}
 		}
 		pg->busy = false;
 	}
@@ -262,6 +277,28 @@ static void send_forwards(struct bd_dist *d, struct bd_dreq *r)
 	}
 }
 
+/* Once per mutation: after its local op has its blocks (or has finished), never before. */
+static void forward(struct bd_dist *d, struct bd_dreq *r)
+{
+	if (!r->forwarded) {
+		r->forwarded = true;
+		send_forwards(d, r);
+	}
+}
+
+/* The engine's `reserved` hook: the local op holds its blocks and can no longer be refused
+ * for want of space. A write that had to wait for a pending group to free blocks gets here
+ * after start() returned; its members must not see it before, because if the wait ends in
+ * ENOSPC they would hold a version this node cannot pull from them while it is full. */
+static void local_reserved(void *arg)
+{
+	struct bd_dreq *r = arg;
+	r->reserved = true;
+	if (!r->starting) {
+		forward((struct bd_dist *)r->rbuf, r);
+	}
+}
+
 /* The mutation is applied here and its forwards are out: the PG's next mutation may start. Its
  * forwards leave after these on each member's connection, and members apply a PG's forwards
  * in the order they came, so every copy still sees the PG's mutations in version order. */
@@ -286,8 +323,11 @@ static void local_done(void *arg, int err)
 		if (r->version > pg->version) {
 			dist_log_append(pg, r->version, r->q.family, r->q.object);
 		}
-		if (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE) {
-			send_forwards(d, r);
+		/* A compare-and-write forwards once its compare matched, here; so does an op
+		 * that finished without passing the hook. One inside start() is forwarded by
+		 * start() after the submit returns. */
+		if (!r->starting) {
+			forward(d, r);
 		}
 		/* One that failed here keeps the PG until it finishes: members may hold its
 		 * version and this node not, which only peering sorts out (finish). */
@@ -320,6 +360,9 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 	r->err = 0;
 	r->fwd_applied = 0;
 	r->local_ok = r->local_over = false;
+	r->reserved = r->forwarded = false;
+	bool caw = r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE;
+	r->q.reserved = caw ? NULL : local_reserved; /* a CAW forwards from local_done */
 	r->fwd = NULL;
 	r->nfwd = 0;
 	dist_vkey(r->keys[0], pg->pool, pg->pg);
@@ -355,11 +398,14 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 		local_done(r, -EINVAL);
 		break;
 	}
-	/* The local op is submitted first: one refused at once (a full store, the layer fence,
-	 * a failed engine) is not forwarded, so the members never apply a version this node
-	 * does not hold. One that fails later is resolved by peering (finish). */
-	if (!r->local_over || r->local_ok) {
-		send_forwards(d, r);
+	/* The local op is submitted first, and forwarded once it holds its blocks: one refused
+	 * for want of space, at once or after waiting for a pending group to free some (a full
+	 * store), or refused at once for another reason (the layer fence, a failed engine), is
+	 * not forwarded, so the members never apply a version this node does not hold. One
+	 * that fails later (an I/O error) is resolved by peering (finish). One still waiting
+	 * for blocks is forwarded from local_reserved, or from local_done. */
+	if (r->reserved || (r->local_over && r->local_ok)) {
+		forward(d, r);
 	}
 	r->starting = false;
 	if (r->local_over && r->local_ok) {

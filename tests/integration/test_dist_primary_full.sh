@@ -10,9 +10,25 @@
 # the primary refused, kept the PG version of the refused write, and then took the next
 # mutation with that version number (the discard) for a retry of the one it had, and skipped
 # it: the discarded data came back from the replica.
+#
+# The fills run 32 requests at once:
+#   - In the first (writes only), a write that finds the store full while a pending group may
+#     still free blocks waits for it, and is forwarded only once it has its blocks. Before
+#     that, it was forwarded at once; when the wait ended in ENOSPC the replica held a version
+#     that the full primary could not pull back, and the PG stayed peering (every request to
+#     it hung) until space was freed elsewhere.
+#   - The second, on the full primary, puts a trim after every third write, so the primary
+#     refuses writes while earlier mutations of the PG are still out on the replica, and
+#     admits trims (which need no space) right after them. Each refused write gives its
+#     version back to the PG, and the next mutation follows the last version the primary
+#     holds. The primary's log must show such give-backs, and neither node may log a
+#     re-peering: without the give-back the next trim named the refused write's version as
+#     its predecessor, the replica answered that it missed a mutation, and the PG peered again.
 . "$(dirname "$0")/lib.sh"
 
 command -v qemu-io >/dev/null || fail "qemu-io is missing (run scripts/bootstrap)"
+# The fill is a Python program on libnbd; the distribution's python3 has the nbd module.
+/usr/bin/python3 -c 'import nbd' || fail "python3-libnbd is missing (run scripts/bootstrap)"
 start_meta
 start_node 0 48M
 start_node 1 1G
@@ -57,10 +73,61 @@ wait_port "$NBD_PORT"
 URI="nbd://127.0.0.1:$NBD_PORT/$pool/v"
 qio() { qemu-io -f raw "$URI" "$@"; }
 
-echo "== fill the primary until it refuses"
-out=$(for off in $(seq 0 4 124); do echo "write -P 0x11 ${off}M 4M"; done | qio 2>&1 || true)
-grep -q 'No space left on device' <<<"$out" || fail "the primary never ran out of space: $out"
-echo "$(grep -c 'wrote ' <<<"$out") writes of 4 MiB done, $(grep -c 'No space' <<<"$out") refused"
+# fill TRIM_EVERY: writes of 256 KiB over the volume, 32 at once; with TRIM_EVERY > 0, a
+# 64 KiB trim in its upper half after every TRIM_EVERY writes (a trim needs no space, so it
+# succeeds while the writes around it are refused).
+fill() {
+	/usr/bin/python3 - "$URI" "$1" <<'PY'
+import errno, sys, time
+import nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+every = int(sys.argv[2])
+size, chunk, depth = h.get_size(), 256 * 1024, 32
+buf = nbd.Buffer.from_bytearray(bytearray([0x11]) * chunk)
+done = {"ok": 0, "nospc": 0, "trims": 0, "other": []}
+def finished(what, off, err):
+    if err.value == 0:
+        done["trims" if what == "trim" else "ok"] += 1
+    elif err.value == errno.ENOSPC and what == "write":
+        done["nospc"] += 1
+    else:
+        done["other"].append((what, off, err.value))
+    return 1
+ops = []
+for i, off in enumerate(range(0, size, chunk)):
+    ops.append(("write", off))
+    if every and i % every == every - 1:
+        ops.append(("trim", size // 2 + (i * 64 * 1024) % (size // 2)))
+deadline = time.monotonic() + 60
+while ops or h.aio_in_flight():
+    while ops and h.aio_in_flight() < depth:
+        what, off = ops.pop(0)
+        cb = lambda err, what=what, off=off: finished(what, off, err)
+        if what == "write":
+            h.aio_pwrite(buf, off, completion=cb)
+        else:
+            h.aio_trim(64 * 1024, off, completion=cb)
+    if time.monotonic() > deadline:
+        print("%d requests still out after 60 s (%s)" % (h.aio_in_flight(), done))
+        sys.exit(1)
+    h.poll(1000)
+print("%d written, %d refused with ENOSPC, %d trims, other errors: %s"
+      % (done["ok"], done["nospc"], done["trims"], done["other"]))
+PY
+}
+
+echo "== fill the primary until it refuses: writes only"
+out=$(fill 0) || fail "the fill failed: $out"
+echo "$out"
+grep -q ' [1-9][0-9]* refused with ENOSPC' <<<"$out" || fail "the primary never ran out of space"
+grep -q 'other errors: \[\]' <<<"$out" || fail "requests failed other than writes with ENOSPC"
+
+echo "== full: writes and trims"
+out=$(fill 3) || fail "the second fill failed: $out"
+echo "$out"
+grep -q ' [1-9][0-9]* trims' <<<"$out" || fail "no trim succeeded: $out"
+grep -q 'other errors: \[\]' <<<"$out" || fail "requests failed other than writes with ENOSPC"
 
 echo "== discard, then new data"
 qio -c 'discard 0 16M' >/dev/null || fail "discard"
@@ -73,6 +140,12 @@ check primary
 out=$(cli scrub "$pool") || fail "scrub failed: $out"
 echo "$out"
 echo "$out" | grep -q ' 0 mismatches' || fail "the copies differ: $out"
+
+echo "== refused writes gave their version back, and no PG peered again"
+grep -h 'gave its version back' "$TEST_TMP/blockd0.log" ||
+	fail "no refused write gave its version back while others of its PG were out"
+! grep -h 'peering again' "$TEST_TMP/blockd0.log" "$TEST_TMP/blockd1.log" ||
+	fail "a PG peered again after a refused write"
 
 echo "== the primary dies: the replica alone"
 stop_daemon "${BD_PID[0]}" KILL
