@@ -35,7 +35,10 @@
 #include "common/log.h"
 #include "dist_int.h"
 
-#define PEER_RETRY_MS       200
+#define PEER_RETRY_MS 200
+/* A round that failed for want of space here or on the member: space comes back when someone
+ * frees it, not in 200 ms, and each round reads the objects from the source again. */
+#define FULL_RETRY_MS       2000
 #define PULL_PARALLEL       4
 #define BUSY_RETRY_MS       20
 #define LIST_SWITCH_OBJECTS 64 /* a PG list this long switches the source's memtable first */
@@ -638,6 +641,11 @@ static void peer_timer(void *arg, int res)
 	peer_begin(c);
 }
 
+static uint64_t retry_ms(int err)
+{
+	return err == -ENOSPC ? FULL_RETRY_MS : PEER_RETRY_MS;
+}
+
 static void peer_retry(struct peer_ctx *c, uint64_t ms)
 {
 	st_reactor_timer(c->d->r, &c->timer, ms, peer_timer, c);
@@ -671,7 +679,7 @@ static bool peer_phase_answer(struct peer_ctx *c, int err)
 		return false;
 	}
 	if (c->err) {
-		peer_retry(c, PEER_RETRY_MS);
+		peer_retry(c, retry_ms(c->err));
 		return false;
 	}
 	return true;
@@ -778,7 +786,7 @@ static void catchup_done(void *arg, int err, struct st_frame *reply)
 			: NULL;
 	if (!pi) {
 		catchup_release(c);
-		catchup_later(c, PEER_RETRY_MS);
+		catchup_later(c, retry_ms(err));
 		return;
 	}
 	uint64_t version = pi->version;
