@@ -352,6 +352,10 @@ void bd_dist_set_map(struct bd_dist *d, void *cluster_map)
 			}
 			memcpy(pg->acting, acting, sizeof(acting));
 			pg->nacting = n;
+			if (pg->full_member && !dist_pg_acts(pg, pg->full_member)) {
+				pg->full_member =
+					0; /* gone: the PG no longer waits for its space */
+			}
 			if (member) {
 				pg->stray = false;
 			} else if (pg->version) {
@@ -464,6 +468,13 @@ void bd_dist_io(struct bd_dist *d, struct bd_dreq *r)
 		return;
 	}
 	r->pg = pg;
+	if (pg->full_member &&
+	    (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE ||
+	     r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE)) {
+		/* Trims and write-zeroes need no space: they go on, and may free some. */
+		r->cb(r->cb_arg, -ENOSPC);
+		return;
+	}
 	if (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_READ) {
 		/* fwd doubles as the dist pointer for reads (no forwards). */
 		r->fwd = (struct bd_fwd *)d;

@@ -61,12 +61,28 @@ struct bd_pg {
 	uint32_t nbehind;
 	bool hold;
 	bool stray; /* holds data but not in the acting set */
+	/* Primary: a member that refused a forward, or a catch-up round, for want of space (0:
+	 * none). Until it catches up or leaves the acting set, writes to the PG are refused with
+	 * ENOSPC here: acknowledging them with that member behind would leave them on fewer
+	 * copies than the pool's, for as long as nobody frees space (replicate.c). */
+	uint32_t full_member;
 	/* meta has this node on record as a holder of the PG (a heartbeat that said so was
 	 * answered): the PG's first mutation here waits for that (holder claims, dist.c). */
 	bool claimed;
 	bool claim_sent; /* in the heartbeat now in flight */
 	struct dreq_list waiters;
 };
+
+/* Is node in the PG's acting set? */
+static inline bool dist_pg_acts(const struct bd_pg *pg, uint32_t node)
+{
+	for (uint32_t i = 0; i < pg->nacting; i++) {
+		if (pg->acting[i] == node) {
+			return true;
+		}
+	}
+	return false;
+}
 
 /* Nothing moves the PG's data here: no mutation admitted or running, no forward applying, no
  * scrub comparing one of its objects. */
@@ -175,6 +191,8 @@ bool dist_pg_behind(const struct bd_pg *pg, uint32_t node) __attribute__((nonnul
 void dist_pg_kick(struct bd_dist *d, struct bd_pg *pg) __attribute__((nonnull));
 
 /* replicate.c */
+/* A member refused a forward or a catch-up round for want of space (bd_pg.full_member). */
+void repl_member_full(struct bd_pg *pg, uint32_t node);
 void repl_start_next(struct bd_dist *d, struct bd_pg *pg) __attribute__((nonnull));
 void repl_fail_waiters(struct bd_dist *d, struct bd_pg *pg, int err) __attribute__((nonnull));
 /* Answers the PG's forwards that wait for their turn here with err (the node is stopping). */

@@ -393,8 +393,11 @@ static void pull_pump(struct pull_ctx *pc)
 	if (d->stopping) {
 		return;
 	}
-	while (!pc->err && pc->next < pc->nobjs && pc->inflight < PULL_PARALLEL &&
-	       d->xfer_inflight < BD_XFER_MAX) {
+	/* An object refused for want of space does not stop the round: the later ones may be
+	 * smaller here than the copies they replace (trimmed while this node was full), and the
+	 * space they free lets the next round install it. The round still fails. */
+	while ((!pc->err || pc->err == -ENOSPC) && pc->next < pc->nobjs &&
+	       pc->inflight < PULL_PARALLEL && d->xfer_inflight < BD_XFER_MAX) {
 		struct pull_obj *po = calloc(1, sizeof(*po));
 		if (!po) {
 			pc->err = -ENOMEM;
@@ -415,7 +418,7 @@ static void pull_pump(struct pull_ctx *pc)
 		d->xfer_inflight++;
 	}
 	if (pc->inflight == 0) {
-		if (pc->err || pc->next == pc->nobjs) {
+		if ((pc->err && pc->err != -ENOSPC) || pc->next == pc->nobjs) {
 			pull_finish(pc);
 		} else {
 			/* Every transfer slot is taken by other pulls: look again soon. */
@@ -766,6 +769,11 @@ static void catchup_join(struct catchup *c)
 	}
 	st_info("pg %u.%u: node %u caught up in %u rounds (last %lu ms%s)", pg->pool, pg->pg,
 		c->node, c->rounds, (unsigned long)c->last_ms, c->held ? ", held" : "");
+	if (pg->full_member == c->node) {
+		st_info("pg %u.%u: node %u has room again: writes are admitted", pg->pool, pg->pg,
+			c->node);
+		pg->full_member = 0;
+	}
 	catchup_end(c);
 }
 
@@ -785,6 +793,9 @@ static void catchup_done(void *arg, int err, struct st_frame *reply)
 			? strata__blockd__pg_info__unpack(NULL, reply->hdr.hdr_len, reply->msg)
 			: NULL;
 	if (!pi) {
+		if (err == -ENOSPC) {
+			repl_member_full(pg, c->node);
+		}
 		catchup_release(c);
 		catchup_later(c, retry_ms(err));
 		return;

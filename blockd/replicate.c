@@ -76,6 +76,17 @@ static void log_given_back(struct bd_dist *d, const struct bd_pg *pg, int err)
 	}
 }
 
+void repl_member_full(struct bd_pg *pg, uint32_t node)
+{
+	if (!pg->full_member) {
+		st_warn("pg %u.%u: node %u is out of space: writes are refused with ENOSPC until "
+			"it "
+			"catches up",
+			pg->pool, pg->pg, node);
+	}
+	pg->full_member = node;
+}
+
 static void finish(struct bd_dist *d, struct bd_dreq *r)
 {
 	struct bd_pg *pg = r->pg;
@@ -173,6 +184,9 @@ static void fwd_done(void *arg, int err, struct st_frame *reply)
 	}
 	if (!err) {
 		f->r->fwd_applied++;
+	}
+	if (err == -ENOSPC) {
+		repl_member_full(f->r->pg, f->node);
 	}
 	put_done(d, f->r, err);
 }
