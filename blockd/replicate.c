@@ -100,6 +100,13 @@ static void finish(struct bd_dist *d, struct bd_dreq *r)
 			pg->pool, pg->pg, err, r->fwd_applied);
 		repeer = true;
 	}
+	if (r->local_ok && err == -ENOSPC && pg->full_member) {
+		/* Applied here, refused by a full member: it misses this version now. Peering
+		 * makes it a member that catches up, which retries until it has room and then
+		 * lets writes in again (recovery.c); waiting for the next mutation's -ERANGE
+		 * instead would leave writes refused for good if only reads came. */
+		repeer = true;
+	}
 	if (err == -ERANGE) {
 		st_info("pg %u.%u: a member missed a mutation: peering again", pg->pool, pg->pg);
 		repeer = true;
