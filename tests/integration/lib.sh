@@ -19,6 +19,8 @@
 #   start_node I [SIZE]       strata-blockd I (data $TEST_TMP/bdI.data, default 1G) on BD_PORT[I],
 #                       picked on the first start so a restart keeps its address; sets BD_PID[I]
 #   wait_up N [SECS]          wait until `strata status` says N nodes are up, else fail
+#   start_single SIZE         start_meta, one strata-blockd up (data $TEST_TMP/bd.data of SIZE,
+#                       log blockd.log), and pool p with R=1
 set -euo pipefail
 
 STRATA_SRC=${STRATA_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -203,4 +205,15 @@ wait_up() {
 	local n=$1 secs=${2:-15}
 	wait_for "$secs" sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '$n up'" ||
 		fail "$n nodes never came up: $(cli status)"
+}
+
+start_single() {
+	local port
+	port=$(free_port)
+	start_meta
+	start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$port" \
+		--data "$TEST_TMP/bd.data" --size "$1"
+	wait_port "$port"
+	wait_up 1
+	cli pool create p --replicas 1 >/dev/null
 }

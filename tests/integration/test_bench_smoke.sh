@@ -12,13 +12,7 @@ BENCH=$STRATA_BIN/strata-bench
 [ -x "$BENCH" ] || fail "$BENCH is not built"
 
 # ---- cluster: meta, one blockd, gateways that exist ----
-BD_PORT=$(free_port)
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 4G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 4G
 cli volume create p/v --size 256M >/dev/null
 
 TARGETS=("strata://$META/p/v")

@@ -11,15 +11,9 @@ for t in iscsi-test-cu tgtd tgtadm; do
 	command -v "$t" >/dev/null || fail "$t is missing (run scripts/bootstrap)"
 done
 
-BD_PORT=$(free_port)
 PFX=iqn.2026-11.io.strata
 
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 4G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 4G
 
 # The three suites (strata-iscsi with 512- and 4096-byte blocks, tgt) run at once: each
 # iscsi-test-cu mostly waits on its target, and one after the other took two of CI's twenty

@@ -9,7 +9,6 @@
 PR=$STRATA_TEST_BIN/iscsi_pr
 [ -x "$PR" ] || fail "$PR is missing (build the tree)"
 
-BD_PORT=$(free_port)
 A_PORT=$(free_port)
 B_PORT=$(free_port)
 PFX=iqn.2026-11.io.strata
@@ -37,12 +36,7 @@ expect() {
 	[ "$got" = "$want" ] || fail "iscsi_pr ${*:4} via ${1%%/$IQN*}: want '$want', got '$got'"
 }
 
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 1G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 1G
 cli volume create p/v --size 64M >/dev/null
 start_gateways
 

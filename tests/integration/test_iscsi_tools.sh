@@ -9,17 +9,11 @@ for t in iscsi-ls iscsi-inq iscsi-readcapacity16 qemu-img qemu-io cmp; do
 	command -v "$t" >/dev/null || fail "$t is missing (run scripts/bootstrap)"
 done
 
-BD_PORT=$(free_port)
 ISC_PORT=$(free_port)
 PFX=iqn.2026-11.io.strata
 step() { echo "== $*"; }
 
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 4G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 4G
 cli volume create p/v --size 1G >/dev/null
 cli volume create p/sec --size 64M >/dev/null
 

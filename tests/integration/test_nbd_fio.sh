@@ -7,14 +7,8 @@
 command -v fio >/dev/null || fail "fio is missing (run scripts/bootstrap)"
 fio --enghelp 2>/dev/null | grep -qw nbd || fail "fio lacks the nbd engine (run scripts/bootstrap)"
 
-BD_PORT=$(free_port)
 NBD_PORT=$(free_port)
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 4G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 4G
 cli volume create p/fio --size 256M >/dev/null
 start_daemon nbd "$STRATA_BIN/strata-nbd" --meta "$META" --listen "127.0.0.1:$NBD_PORT"
 wait_port "$NBD_PORT"

@@ -13,15 +13,9 @@ done
 /usr/bin/python3 -c 'import nbd' || fail "python3-libnbd is missing (run scripts/bootstrap)"
 fio --enghelp 2>/dev/null | grep -qw nbd || fail "fio lacks the nbd engine (run scripts/bootstrap)"
 
-BD_PORT=$(free_port)
 NBD1=$(free_port)
 NBD2=$(free_port)
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 2G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 2G
 cli volume create p/v --size 256M >/dev/null
 # Gateway 1 reaches meta and blockd over TCP, gateway 2 over the same-host Unix twins
 # (common/net.h): both RPC transports serve the same volume at once.

@@ -15,14 +15,8 @@ export PATH=/usr/bin:$PATH
 command -v nbdsh >/dev/null || fail "nbdsh is missing (run scripts/bootstrap)"
 /usr/bin/python3 -c 'import nbd' || fail "python3-libnbd is missing (run scripts/bootstrap)"
 
-BD_PORT=$(free_port)
 NBD_PORT=$(free_port)
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 4G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 4G
 cli volume create p/v --size 64M >/dev/null
 cli volume create p/t --size 16M >/dev/null
 start_nbd() {

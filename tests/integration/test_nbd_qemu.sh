@@ -9,14 +9,8 @@ for t in qemu-img qemu-io nbdinfo nbdcopy jq sha256sum; do
 done
 
 # ---- cluster: meta, one blockd, strata-nbd ----
-BD_PORT=$(free_port)
 NBD_PORT=$(free_port)
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 4G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 4G
 cli volume create p/v --size 1G >/dev/null
 cli volume create p/big --size 1G >/dev/null
 start_daemon nbd "$STRATA_BIN/strata-nbd" --meta "$META" --listen "127.0.0.1:$NBD_PORT"

@@ -29,13 +29,7 @@ mkdir -p "$pki/client" "$pki/anon"
 	cp ca-cert.pem anon/
 ) || fail "making certificates"
 
-BD_PORT=$(free_port)
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 4G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 4G
 cli volume create p/v --size 64M >/dev/null
 
 REQ_PORT=$(free_port)

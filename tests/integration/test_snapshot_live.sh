@@ -11,14 +11,8 @@ export PATH=/usr/bin:$PATH
 command -v nbdsh >/dev/null || fail "nbdsh is missing (run scripts/bootstrap)"
 /usr/bin/python3 -c 'import nbd' || fail "python3-libnbd is missing (run scripts/bootstrap)"
 
-BD_PORT=$(free_port)
 NBD_PORT=$(free_port)
-start_meta
-start_daemon blockd "$STRATA_BIN/strata-blockd" --meta "$META" --listen "127.0.0.1:$BD_PORT" \
-	--data "$TEST_TMP/bd.data" --size 2G
-wait_port "$BD_PORT"
-wait_up 1
-cli pool create p --replicas 1 >/dev/null
+start_single 2G
 cli volume create p/v --size 64M >/dev/null
 cli volume create p/w --size 256M >/dev/null
 start_daemon nbd "$STRATA_BIN/strata-nbd" --meta "$META" --listen "127.0.0.1:$NBD_PORT"
