@@ -19,6 +19,9 @@
 #   start_node I [SIZE]       strata-blockd I (data $TEST_TMP/bdI.data, default 1G) on BD_PORT[I],
 #                       picked on the first start so a restart keeps its address; sets BD_PID[I]
 #   wait_up N [SECS]          wait until `strata status` says N nodes are up, else fail
+#   start_cluster N SIZE      start_meta, then nodes 0 .. N-1 (start_node I SIZE), and wait_up N
+#   io ARGS...                strata-io (the tests' verified workload) on $META
+#   scrub_clean POOL [WHAT]   `strata scrub POOL` must succeed and find 0 mismatches
 #   start_single SIZE         start_meta, one strata-blockd up (data $TEST_TMP/bd.data of SIZE,
 #                       log blockd.log), and pool p with R=1
 set -euo pipefail
@@ -216,4 +219,22 @@ start_single() {
 	wait_port "$port"
 	wait_up 1
 	cli pool create p --replicas 1 >/dev/null
+}
+
+start_cluster() {
+	local n=$1 size=$2 i
+	start_meta
+	for ((i = 0; i < n; i++)); do
+		start_node "$i" "$size"
+	done
+	wait_up "$n"
+}
+
+io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
+
+scrub_clean() {
+	local out
+	out=$(cli scrub "$1") || fail "scrub failed: $out"
+	echo "$out"
+	echo "$out" | grep -q ' 0 mismatches' || fail "scrub found mismatches${2:+ ($2)}: $out"
 }

@@ -27,7 +27,6 @@ fi
 for t in iscsi-ls ss; do
 	command -v "$t" >/dev/null || fail "$t is missing (run scripts/bootstrap)"
 done
-io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 start_meta
 
 echo "== a wildcard address without --advertise is refused"

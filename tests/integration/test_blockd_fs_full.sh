@@ -24,7 +24,6 @@ cleanup_mnt() {
 trap 'rc=$?; set +e; cleanup_mnt; (exit $rc); _lib_cleanup' EXIT
 
 avail_mib() { df -BM --output=avail "$MNT" | tail -1 | tr -dc 0-9; }
-io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 # io_run LOG ARGS...: a workload that may hit ENOSPC: every error must be ENOSPC, and no read
 # may see a mismatch; prints the number of writes.
 io_run() {

@@ -5,11 +5,7 @@
 # write acknowledged before the last flush must read back intact afterwards.
 . "$(dirname "$0")/lib.sh"
 
-start_meta
-for i in 0 1 2; do
-	start_node "$i" 2G
-done
-wait_up 3
+start_cluster 3 2G
 cli pool create p --replicas 1 --pgs 64 >/dev/null
 for v in v0 v1 v2 vall; do cli volume create "p/$v" --size 1G >/dev/null; done
 

@@ -11,7 +11,6 @@
 #   - node 1 is killed: the recovered node alone serves the verified data.
 . "$(dirname "$0")/lib.sh"
 
-io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 bench() { "$STRATA_BIN/strata-bench" run "strata://$META/p/v" "$@" --quiet >/dev/null; }
 start_meta
 for i in 1 2; do

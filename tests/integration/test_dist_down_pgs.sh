@@ -10,7 +10,6 @@
 # reads back.
 . "$(dirname "$0")/lib.sh"
 
-io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 # node1_down: wait until meta marks node 1 down.
 node1_down() {
 	wait_for 20 sh -c "'$STRATA_BIN/strata' --meta $META status | grep -q '1 up'" ||

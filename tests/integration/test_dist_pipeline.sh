@@ -14,22 +14,11 @@
 #   still serialized for a whole round trip and this test proved nothing about the overlap.
 . "$(dirname "$0")/lib.sh"
 
-start_meta
-for i in 0 1 2; do
-	start_node "$i" 1G
-done
-wait_up 3
+start_cluster 3 1G
 cli pool create p --replicas 3 --pgs 2 >/dev/null
 cli volume create p/v --size 256M >/dev/null
 cli volume create p/w --size 256M >/dev/null
 wait_pgs "$META" clean 30
-io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
-scrub_clean() {
-	local out
-	out=$(cli scrub p) || fail "scrub failed: $out"
-	echo "$out"
-	echo "$out" | grep -q ' 0 mismatches' || fail "scrub found mismatches ($1): $out"
-}
 
 echo "== overlapping writes at QD32 over four objects in two PGs, a scrub during them"
 io --volume p/v --seconds 5 --qd 32 --span 16M --seed 3 --state "$TEST_TMP/state" \
@@ -44,7 +33,7 @@ wait "$io_pid" || { cat "$TEST_TMP/io1.log" >&2; fail "workload failed"; }
 grep -q ' 0 errors, 0 mismatches' "$TEST_TMP/io1.log" ||
 	fail "unexpected summary: $(tail -1 "$TEST_TMP/io1.log")"
 tail -1 "$TEST_TMP/io1.log"
-scrub_clean "after the overlapping writes"
+scrub_clean p "after the overlapping writes"
 
 echo "== the same across a kill -9 of node 2"
 io --volume p/w --seconds 12 --qd 32 --span 8M --seed 5 --state "$TEST_TMP/state2" \
@@ -64,7 +53,7 @@ wait_up 3 20
 wait_pgs "$META" clean 60
 io --volume p/v --check "$TEST_TMP/state" || fail "the first workload's data is lost"
 io --volume p/w --check "$TEST_TMP/state2" || fail "the second workload's data is lost"
-scrub_clean "after node 2's recovery"
+scrub_clean p "after node 2's recovery"
 
 echo "== the PGs had mutations overlapping on their members"
 for i in 0 1 2; do

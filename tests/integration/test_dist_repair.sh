@@ -5,15 +5,10 @@
 # verifies. A scrub with --max-mbps reads no faster than the rate.
 . "$(dirname "$0")/lib.sh"
 
-start_meta
-for i in 0 1 2; do
-	start_node "$i" 1G
-done
-wait_up 3
+start_cluster 3 1G
 cli pool create p --replicas 3 --pgs 16 >/dev/null
 cli volume create p/v --size 1G >/dev/null
 wait_pgs "$META" clean 30
-io() { "$STRATA_TEST_BIN/strata-io" --meta "$META" "$@"; }
 io --volume p/v --seconds 3 --qd 8 --span 32M --seed 5 --state "$TEST_TMP/state" >"$TEST_TMP/io.log" 2>&1 ||
 	fail "workload failed: $(cat "$TEST_TMP/io.log")"
 out=$(cli scrub p) || fail "scrub failed: $out"
