@@ -553,6 +553,7 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 				continue;
 			}
 			ps.primary++;
+			ps.full += pg->full_member != 0;
 			if (dist_pg_down(p, g)) {
 				ps.down++;
 			} else if (pg->state != PG_ACTIVE || pg->nbehind) {

@@ -220,6 +220,7 @@ static void send_heartbeat(struct bd_meta *m)
 		ps[i].degraded = ds.pools[i].degraded;
 		ps[i].recovering = ds.pools[i].recovering;
 		ps[i].down = ds.pools[i].down;
+		ps[i].full = ds.pools[i].full;
 		ps[i].primary = ds.pools[i].primary;
 		ps[i].member = ds.pools[i].member;
 		ps[i].stray = ds.pools[i].stray;

@@ -761,6 +761,7 @@ static int cmd_status(struct cli *c)
 			cli_json_u64(&j, "recovering", p->recovering);
 			cli_json_u64(&j, "down",
 				     p->down); /* waiting for a node holding their data */
+			cli_json_u64(&j, "full", p->full); /* refusing writes: a member is full */
 			cli_json_u64(&j, "unknown", p->unknown);
 			cli_json_u64(&j, "stray", p->stray);
 			cli_json_obj_end(&j);
@@ -793,6 +794,9 @@ static int cmd_status(struct cli *c)
 			if (p->down) {
 				printf(", %u down (every node holding their data is down)",
 				       p->down);
+			}
+			if (p->full) {
+				printf(", %u refusing writes (a member is out of space)", p->full);
 			}
 			if (p->unknown) {
 				printf(", %u unknown", p->unknown);
@@ -978,7 +982,9 @@ static const char help_status[] =
 	"Shows the map epoch, nodes, capacity, volumes, and per pool the placement groups\n"
 	"that are clean (serving with every replica), degraded (serving with fewer up\n"
 	"replicas than the pool's R), recovering (peering or copying, not serving yet) or\n"
-	"unknown (not reported by an up node at the current epoch), plus recovery progress\n"
+	"unknown (not reported by an up node at the current epoch), how many refuse writes\n"
+	"with ENOSPC because a member is out of space (until it has room and has caught up),\n"
+	"plus recovery progress\n"
 	"(objects copied / still to copy). Each PG is reported by its primary in its\n"
 	"heartbeat, so figures lag by up to a second. --json adds all_clean.\n";
 

@@ -105,6 +105,7 @@ int md_pgstats_update(struct md_pgstats *ps, const Strata__Meta__NodeHeartbeatRe
 		pools[i].member = h->pgs[i]->member;
 		pools[i].stray = h->pgs[i]->stray;
 		pools[i].down = h->pgs[i]->down;
+		pools[i].full = h->pgs[i]->full;
 	}
 	free(r->pools);
 	r->pools = pools;
@@ -180,6 +181,7 @@ int md_pgstats_fill(struct md_pgstats *ps, const struct md_catalog *cat,
 					pp[i].degraded += s->degraded;
 					pp[i].recovering += s->recovering;
 					pp[i].down += s->down;
+					pp[i].full += s->full;
 					pp[i].primary += s->primary;
 					pp[i].member += s->member;
 					pp[i].stray += s->stray;

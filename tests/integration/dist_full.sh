@@ -180,6 +180,28 @@ grep -q 'other errors: \[\]' <<<"$out" || fail "requests failed other than write
 # acknowledged (on the primary alone, with the replica behind).
 grep -q '^0 written' <<<"$out" || fail "writes were acknowledged while node 0 was full: $out"
 
+# full_pgs: the pool's PGs that `strata status` says refuse writes (a member is out of space).
+full_pgs() {
+	cli status --json | python3 -c '
+import json, sys
+print(sum(p["full"] for p in json.load(sys.stdin)["pgs"] if p["pool"] == sys.argv[1]))' "$pool"
+}
+# until_full_pgs N: wait up to 10 s (heartbeats come each second) for full_pgs to say N.
+until_full_pgs() {
+	local i n=
+	for i in $(seq 50); do
+		n=$(full_pgs) && [ "$n" = "$1" ] && return 0
+		sleep 0.2
+	done
+	fail "status says $n PGs refuse writes, not $1: $(cli status)"
+}
+if [ "$FULL" = replica ]; then
+	until_full_pgs 1
+	cli status | grep 'refusing writes'
+else
+	until_full_pgs 0
+fi
+
 echo "== discard, then new data"
 qio -c 'discard 0 16M' >/dev/null || fail "discard"
 if [ "$FULL" = replica ]; then
@@ -189,6 +211,7 @@ if [ "$FULL" = replica ]; then
 	wait_for 30 grep -q 'has room again' "$TEST_TMP/blockd$BIG.log" ||
 		fail "the replica never caught up after the discard"
 	grep -h 'has room again' "$TEST_TMP/blockd$BIG.log"
+	until_full_pgs 0
 fi
 qio -c 'write -P 0x22 16M 4M' | grep -q 'wrote ' || fail "a write after the discard failed"
 check() { # who
