@@ -352,9 +352,9 @@ void bd_dist_set_map(struct bd_dist *d, void *cluster_map)
 			}
 			memcpy(pg->acting, acting, sizeof(acting));
 			pg->nacting = n;
+			/* A full member that left: the PG no longer waits for its space. */
 			if (pg->full_member && !dist_pg_acts(pg, pg->full_member)) {
-				pg->full_member =
-					0; /* gone: the PG no longer waits for its space */
+				pg->full_member = 0;
 			}
 			if (member) {
 				pg->stray = false;

@@ -35,9 +35,10 @@
 #include "common/log.h"
 #include "dist_int.h"
 
-#define PEER_RETRY_MS 200
-/* A round that failed for want of space here or on the member: space comes back when someone
- * frees it, not in 200 ms, and each round reads the objects from the source again. */
+/* A round that failed for want of space here or on the member waits FULL_RETRY_MS: space
+ * comes back when someone frees it, not in 200 ms, and each round reads the objects from the
+ * source again. */
+#define PEER_RETRY_MS       200
 #define FULL_RETRY_MS       2000
 #define PULL_PARALLEL       4
 #define BUSY_RETRY_MS       20

@@ -79,9 +79,7 @@ static void log_given_back(struct bd_dist *d, const struct bd_pg *pg, int err)
 void repl_member_full(struct bd_pg *pg, uint32_t node)
 {
 	if (!pg->full_member) {
-		st_warn("pg %u.%u: node %u is out of space: writes are refused with ENOSPC until "
-			"it "
-			"catches up",
+		st_warn("pg %u.%u: node %u is out of space: writes are refused with ENOSPC",
 			pg->pool, pg->pg, node);
 	}
 	pg->full_member = node;
