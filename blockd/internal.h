@@ -743,8 +743,7 @@ struct bd_dreq {
 	bool local_ok, local_over, repaired;
 	bool holds;     /* keeps the PG's admission closed (replicate.c) */
 	bool starting;  /* inside start(): its forwards may not be out yet */
-	bool reserved;  /* the local op holds its blocks: it may be forwarded (replicate.c) */
-	bool forwarded; /* its forwards were sent (or there were none to send) */
+	bool forwarded; /* its forwards were sent, once its local op held its blocks */
 	uint8_t keys[2][9], vals[2][8];
 	struct bd_xkv xkv[2];
 	struct bd_fwd *fwd;

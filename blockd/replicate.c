@@ -306,16 +306,14 @@ static void forward(struct bd_dist *d, struct bd_dreq *r)
 }
 
 /* The engine's `reserved` hook: the local op holds its blocks and can no longer be refused
- * for want of space. A write that had to wait for a pending group to free blocks gets here
- * after start() returned; its members must not see it before, because if the wait ends in
- * ENOSPC they would hold a version this node cannot pull from them while it is full. */
+ * for want of space. Usually that is inside bd_write(), called from start(); a write that had
+ * to wait for a pending group to free blocks gets here later. Its members must not see it
+ * before, because if the wait ends in ENOSPC they would hold a version this node cannot pull
+ * from them while it is full. */
 static void local_reserved(void *arg)
 {
 	struct bd_dreq *r = arg;
-	r->reserved = true;
-	if (!r->starting) {
-		forward((struct bd_dist *)r->rbuf, r);
-	}
+	forward((struct bd_dist *)r->rbuf, r); /* rbuf carries d until local_done */
 }
 
 /* The mutation is applied here and its forwards are out: the PG's next mutation may start. Its
@@ -343,11 +341,8 @@ static void local_done(void *arg, int err)
 			dist_log_append(pg, r->version, r->q.family, r->q.object);
 		}
 		/* A compare-and-write forwards once its compare matched, here; so does an op
-		 * that finished without passing the hook. One inside start() is forwarded by
-		 * start() after the submit returns. */
-		if (!r->starting) {
-			forward(d, r);
-		}
+		 * that finished without passing the hook (an idempotent retry). */
+		forward(d, r);
 		/* One that failed here keeps the PG until it finishes: members may hold its
 		 * version and this node not, which only peering sorts out (finish). */
 		if (!r->starting) {
@@ -379,7 +374,7 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 	r->err = 0;
 	r->fwd_applied = 0;
 	r->local_ok = r->local_over = false;
-	r->reserved = r->forwarded = false;
+	r->forwarded = false;
 	bool caw = r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE;
 	r->q.reserved = caw ? NULL : local_reserved; /* a CAW forwards from local_done */
 	r->fwd = NULL;
@@ -402,7 +397,7 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 				     r->miscompare, local_done, r);
 		return;
 	}
-	r->pending++; /* held until the forwards are out */
+	r->pending++; /* held until start() is done with r (put_done below) */
 	switch (r->type) {
 	case STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE:
 		bd_write(d->e, &r->q, r->payload, local_done, r);
@@ -417,15 +412,12 @@ static void start(struct bd_dist *d, struct bd_pg *pg, struct bd_dreq *r)
 		local_done(r, -EINVAL);
 		break;
 	}
-	/* The local op is submitted first, and forwarded once it holds its blocks: one refused
-	 * for want of space, at once or after waiting for a pending group to free some (a full
-	 * store), or refused at once for another reason (the layer fence, a failed engine), is
-	 * not forwarded, so the members never apply a version this node does not hold. One
-	 * that fails later (an I/O error) is resolved by peering (finish). One still waiting
-	 * for blocks is forwarded from local_reserved, or from local_done. */
-	if (r->reserved || (r->local_over && r->local_ok)) {
-		forward(d, r);
-	}
+	/* The local op is submitted first, and forwarded once it holds its blocks (its hook,
+	 * or local_done): one refused for want of space, at once or after waiting for a pending
+	 * group to free some (a full store), or refused at once for another reason (the layer
+	 * fence, a failed engine), is not forwarded, so the members never apply a version this
+	 * node does not hold. One that fails later (an I/O error) is resolved by peering
+	 * (finish). */
 	r->starting = false;
 	if (r->local_over && r->local_ok) {
 		release(r); /* applied at once: repl_start_next's loop starts the next */
