@@ -346,12 +346,9 @@ void bd_dist_set_map(struct bd_dist *d, void *cluster_map)
 			uint32_t acting[BD_MAX_R];
 			uint32_t n = dist_acting(d, p, g, acting);
 			bool same = n == pg->nacting && memcmp(acting, pg->acting, n * 4) == 0;
-			bool member = false;
-			for (uint32_t i = 0; i < n; i++) {
-				member |= acting[i] == d->self;
-			}
 			memcpy(pg->acting, acting, sizeof(acting));
 			pg->nacting = n;
+			bool member = dist_pg_acts(pg, d->self);
 			/* A full member that left: the PG no longer waits for its space. */
 			if (pg->full_member && !dist_pg_acts(pg, pg->full_member)) {
 				pg->full_member = 0;
@@ -545,9 +542,7 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 				ps.held[g / 8] |= (uint8_t)(1u << (g % 8));
 				pg->claim_sent = claim;
 			}
-			for (uint32_t i = 0; i < pg->nacting; i++) {
-				ps.member += pg->acting[i] == d->self;
-			}
+			ps.member += dist_pg_acts(pg, d->self);
 			ps.stray += pg->stray;
 			if (!pg->nacting || pg->acting[0] != d->self) {
 				continue;

@@ -955,11 +955,7 @@ static void peer_begin(struct peer_ctx *c)
 	}
 	for (size_t i = 0; i < d->nplace && c->n < BD_MAX_NODES; i++) {
 		uint32_t id = d->place[i].id;
-		bool member = false;
-		for (uint32_t k = 0; k < pg->nacting; k++) {
-			member |= pg->acting[k] == id;
-		}
-		if (d->place[i].up && !member) {
+		if (d->place[i].up && !dist_pg_acts(pg, id)) {
 			c->s[c->n++] = (struct peer_slot){.c = c, .node = id};
 		}
 	}
