@@ -79,10 +79,10 @@ for k in 1 2 3 4 5 6 7 8 9 10; do
 done
 [ -n "$pool" ] || fail "no pool of 10 had node 0 as its $FULL"
 if [ "$FULL" = primary ]; then
-	SMALL=0 BIG=1 PRIMARY=0
+	PRIMARY=0
 	echo "pool $pool: primary is node $id0 (48 MiB), replica 1 GiB"
 else
-	SMALL=0 BIG=1 PRIMARY=1
+	PRIMARY=1
 	echo "pool $pool: primary 1 GiB, replica is node $id0 (48 MiB)"
 fi
 cli volume create "$pool/v" --size 128M >/dev/null
@@ -205,12 +205,12 @@ fi
 echo "== discard, then new data"
 qio -c 'discard 0 16M' >/dev/null || fail "discard"
 if [ "$FULL" = replica ]; then
-	grep -h 'is out of space: writes are refused' "$TEST_TMP/blockd$BIG.log" ||
+	grep -h 'is out of space: writes are refused' "$TEST_TMP/blockd$PRIMARY.log" ||
 		fail "the primary never refused writes for its full replica"
 	# The discard freed objects on the primary; the replica installs them as it catches up.
-	wait_for 30 grep -q 'has room again' "$TEST_TMP/blockd$BIG.log" ||
+	wait_for 30 grep -q 'has room again' "$TEST_TMP/blockd$PRIMARY.log" ||
 		fail "the replica never caught up after the discard"
-	grep -h 'has room again' "$TEST_TMP/blockd$BIG.log"
+	grep -h 'has room again' "$TEST_TMP/blockd$PRIMARY.log"
 	until_full_pgs 0
 fi
 qio -c 'write -P 0x22 16M 4M' | grep -q 'wrote ' || fail "a write after the discard failed"
@@ -225,9 +225,9 @@ echo "$out" | grep -q ' 0 mismatches' || fail "the copies differ: $out"
 
 if [ "$FULL" = primary ]; then
 	echo "== refused writes gave their version back, and no PG peered again"
-	grep -h 'gave its version back' "$TEST_TMP/blockd$SMALL.log" ||
+	grep -h 'gave its version back' "$TEST_TMP/blockd$PRIMARY.log" ||
 		fail "no refused write gave its version back while others of its PG were out"
-	! grep -h 'peering again' "$TEST_TMP/blockd$SMALL.log" "$TEST_TMP/blockd$BIG.log" ||
+	! grep -h 'peering again' "$TEST_TMP/blockd0.log" "$TEST_TMP/blockd1.log" ||
 		fail "a PG peered again after a refused write"
 fi
 

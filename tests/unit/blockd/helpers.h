@@ -120,8 +120,9 @@ static inline void t_reopen_clean(struct tctx *t)
 /* Closes the engine if one is open, and removes the temp dir. */
 static inline void t_close(struct tctx *t)
 {
-	if (t->e != NULL)
+	if (t->e != NULL) {
 		bd_engine_close(t->e);
+	}
 	t->e = NULL;
 	st_reactor_destroy(t->r);
 	char cmd[400];
