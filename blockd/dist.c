@@ -285,6 +285,31 @@ static int add_pool(struct bd_dist *d, const Strata__Meta__Pool *mp)
 	return 0;
 }
 
+/* Take the map's full flags (meta's --full-ratio: dist_pg_full) and log what changed. */
+static void note_full_nodes(struct bd_dist *d, const Strata__Meta__ClusterMap *m)
+{
+	bool full[BD_MAX_NODES] = {false};
+	for (size_t i = 0; i < m->n_nodes; i++) {
+		if (m->nodes[i]->id < BD_MAX_NODES) {
+			full[m->nodes[i]->id] = m->nodes[i]->full;
+		}
+	}
+	for (uint32_t id = 0; id < BD_MAX_NODES; id++) {
+		if (full[id] == d->peers[id].full) {
+			continue;
+		}
+		d->peers[id].full = full[id];
+		if (full[id]) {
+			st_warn("map %llu: node %u is full: writes to its PGs are refused with "
+				"ENOSPC",
+				(unsigned long long)m->epoch, id);
+		} else {
+			st_info("map %llu: node %u has room again: writes to its PGs are admitted",
+				(unsigned long long)m->epoch, id);
+		}
+	}
+}
+
 void bd_dist_set_map(struct bd_dist *d, void *cluster_map)
 {
 	Strata__Meta__ClusterMap *m = cluster_map;
@@ -297,6 +322,7 @@ void bd_dist_set_map(struct bd_dist *d, void *cluster_map)
 		strata__meta__cluster_map__free_unpacked(m, NULL);
 		return;
 	}
+	note_full_nodes(d, m);
 	for (size_t i = 0; i < m->n_nodes; i++) {
 		const Strata__Meta__Node *n = m->nodes[i];
 		place[i].id = n->id;
@@ -465,9 +491,9 @@ void bd_dist_io(struct bd_dist *d, struct bd_dreq *r)
 		return;
 	}
 	r->pg = pg;
-	if (pg->full_member &&
-	    (r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE ||
-	     r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE)) {
+	if ((r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_WRITE ||
+	     r->type == STRATA__BLOCKD__BLOCKD_MSG_TYPE__BLOCKD_COMPARE_AND_WRITE) &&
+	    dist_pg_full(d, pg)) {
 		/* Trims and write-zeroes need no space: they go on, and may free some. */
 		r->cb(r->cb_arg, -ENOSPC);
 		return;
@@ -548,7 +574,7 @@ int bd_dist_stats(struct bd_dist *d, struct bd_dist_stats *s)
 				continue;
 			}
 			ps.primary++;
-			ps.full += pg->full_member != 0;
+			ps.full += dist_pg_full(d, pg) != 0;
 			if (dist_pg_down(p, g)) {
 				ps.down++;
 			} else if (pg->state != PG_ACTIVE || pg->nbehind) {

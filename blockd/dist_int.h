@@ -102,6 +102,7 @@ struct bd_peer {
 	struct st_client *cl;
 	char addr[64];
 	bool dirty; /* forwarded writes since the last flush */
+	bool full;  /* the map marks the node full (meta's --full-ratio) */
 };
 
 struct saved_ver {
@@ -150,6 +151,22 @@ struct bd_dist {
 	void (*claim_kick)(void *arg);
 	void *claim_arg;
 };
+
+/* The member that makes the PG refuse writes for want of space, or 0: one that refused a
+ * forward or a catch-up round (full_member), or one the map marks full (meta's full ratio,
+ * meta/nodes.c), whose used space reached the line before any write failed. */
+static inline uint32_t dist_pg_full(const struct bd_dist *d, const struct bd_pg *pg)
+{
+	if (pg->full_member) {
+		return pg->full_member;
+	}
+	for (uint32_t i = 0; i < pg->nacting; i++) {
+		if (pg->acting[i] < BD_MAX_NODES && d->peers[pg->acting[i]].full) {
+			return pg->acting[i];
+		}
+	}
+	return 0;
+}
 
 /* service.c: shape checks of an IoRequest (payload_len as the op needs). 0 or -EINVAL. */
 int bd_io_validate(uint16_t type, const Strata__Blockd__IoRequest *io, uint32_t payload_len,

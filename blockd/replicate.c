@@ -93,20 +93,35 @@ static void finish(struct bd_dist *d, struct bd_dreq *r)
 	if (!r->local_ok && r->fwd_applied) {
 		/* Members hold version v, this node does not: the next mutation would reuse v and
 		 * they would take it for a retry of this one, and skip it. Peering pulls v here. */
-		st_info("pg %u.%u: a mutation failed here (%d) but not on %u members: peering "
-			"again",
-			pg->pool, pg->pg, err, r->fwd_applied);
+		if (pg->state == PG_ACTIVE) { /* the first of a burst: it starts the peering */
+			st_info("pg %u.%u: a mutation failed here (%d) but not on %u members: "
+				"peering again",
+				pg->pool, pg->pg, err, r->fwd_applied);
+		}
 		repeer = true;
 	}
-	if (r->local_ok && err == -ENOSPC && pg->full_member) {
-		/* Applied here, refused by a full member: it misses this version now. Peering
-		 * makes it a member that catches up, which retries until it has room and then
-		 * lets writes in again (recovery.c); waiting for the next mutation's -ERANGE
-		 * instead would leave writes refused for good if only reads came. */
+	if (r->local_ok && err && err != -ERANGE && pg->nacting > 1) {
+		/* Applied here and not on every member: a member refused it (a full one: see
+		 * repl_member_full), the map moved while its forwards were out (-ESTALE), or
+		 * they could not be sent (-ENOMEM). An error here always comes from them. The
+		 * members that lack it miss this version now, and the copies differ. Peering
+		 * makes them members that catch up (a full one retries until it has room, and
+		 * then lets writes in again: recovery.c). Waiting for the next mutation's -ERANGE
+		 * instead would leave the copies different for as long as none comes: the
+		 * client's retry of this one may well be refused (a node the map now marks full)
+		 * or never come, and then only scrub would find the difference. */
+		if (pg->state == PG_ACTIVE) {
+			st_info("pg %u.%u: a mutation applied here failed on its members (%d, %u "
+				"of %u applied it): peering to bring them level",
+				pg->pool, pg->pg, err, r->fwd_applied, r->nfwd);
+		}
 		repeer = true;
 	}
 	if (err == -ERANGE) {
-		st_info("pg %u.%u: a member missed a mutation: peering again", pg->pool, pg->pg);
+		if (pg->state == PG_ACTIVE) { /* the others of a burst find it peering already */
+			st_info("pg %u.%u: a member missed a mutation: peering again", pg->pool,
+				pg->pg);
+		}
 		repeer = true;
 		err = -EAGAIN;
 	}

@@ -279,6 +279,12 @@ static const char *node_state(const Strata__Meta__Node *n)
 								 : "out";
 }
 
+/* The STATE column: "full" for an up node at meta's full ratio (its PGs refuse writes). */
+static const char *node_state_text(const Strata__Meta__Node *n)
+{
+	return n->full && n->state == STRATA__META__NODE_STATE__NODE_UP ? "full" : node_state(n);
+}
+
 static int cmd_node_ls(struct cli *c)
 {
 	need_args(c, 0, 0, "node ls [--json]");
@@ -311,6 +317,7 @@ static int cmd_node_ls(struct cli *c)
 			cli_json_u64(&j, "id", n->id);
 			cli_json_str(&j, "addr", n->addr);
 			cli_json_str(&j, "state", node_state(n));
+			cli_json_bool(&j, "full", n->full); /* at meta's full ratio */
 			cli_json_u64(&j, "capacity", n->capacity);
 			cli_json_u64(&j, "used", n->used);
 			cli_json_u64(&j, "weight", n->weight);
@@ -324,12 +331,12 @@ static int cmd_node_ls(struct cli *c)
 			cli_json_obj_end(&j);
 		} else if (np) {
 			printf("%-5u %-22s %-7s %10s %10s %6u %7u %5u %5u\n", n->id, n->addr,
-			       node_state(n), hsize(n->capacity, b1, sizeof(b1)),
+			       node_state_text(n), hsize(n->capacity, b1, sizeof(b1)),
 			       hsize(n->used, b2, sizeof(b2)), n->weight, np->primary, np->member,
 			       np->stray);
 		} else {
 			printf("%-5u %-22s %-7s %10s %10s %6u %7s %5s %5s\n", n->id, n->addr,
-			       node_state(n), hsize(n->capacity, b1, sizeof(b1)),
+			       node_state_text(n), hsize(n->capacity, b1, sizeof(b1)),
 			       hsize(n->used, b2, sizeof(b2)), n->weight, "-", "-", "-");
 		}
 	}
@@ -740,6 +747,7 @@ static int cmd_status(struct cli *c)
 		cli_json_u64(&j, "nodes_down", s->nodes_down);
 		cli_json_u64(&j, "nodes_out", s->nodes_out);
 		cli_json_u64(&j, "nodes_joining", s->nodes_joining); /* of nodes_up */
+		cli_json_u64(&j, "nodes_full", s->nodes_full);       /* of nodes_up */
 		cli_json_u64(&j, "pools", s->pools);
 		cli_json_u64(&j, "capacity", s->capacity);
 		cli_json_u64(&j, "used", s->used);
@@ -780,6 +788,9 @@ static int cmd_status(struct cli *c)
 		printf("nodes:     %u up", s->nodes_up);
 		if (s->nodes_joining) {
 			printf(" (%u joining)", s->nodes_joining);
+		}
+		if (s->nodes_full) {
+			printf(" (%u full: writes to their PGs are refused)", s->nodes_full);
 		}
 		printf(", %u down, %u out\n", s->nodes_down, s->nodes_out);
 		printf("pools:     %u\n", s->pools);

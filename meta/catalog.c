@@ -194,6 +194,7 @@ void md_batch_put_node(rocksdb_writebatch_t *b, const struct md_node *n)
 	m.state = n->state;
 	m.down_since = n->down_since;
 	m.joining = n->joining;
+	m.full = n->full;
 	batch_put_msg(b, 'n', n->id, 4, &m.base);
 }
 
@@ -262,6 +263,11 @@ static int catalog_load(struct md_catalog *cat);
 void md_catalog_set_min_free(struct md_catalog *cat, uint64_t bytes)
 {
 	cat->min_free = bytes;
+}
+
+void md_catalog_set_full_ratio(struct md_catalog *cat, unsigned pct)
+{
+	cat->full_pct = pct > 100 ? 100 : pct;
 }
 
 void md_catalog_set_growing(struct md_catalog *cat, bool growing)
@@ -636,6 +642,7 @@ static int load_record(struct md_catalog *cat, const uint8_t *k, size_t klen, co
 			n->state = m->state;
 			n->down_since = m->down_since;
 			n->joining = m->joining;
+			n->full = m->full;
 		}
 		strata__meta__node__free_unpacked(m, NULL);
 		return n ? 0 : -ENOMEM;
@@ -820,6 +827,7 @@ int md_catalog_open(const char *dir, struct md_catalog **out)
 	}
 	cat->dir = strdup(dir);
 	cat->min_free = MD_MIN_FREE;
+	cat->full_pct = MD_FULL_RATIO;
 	cat->opts = rocksdb_options_create();
 	rocksdb_options_set_create_if_missing(cat->opts, 1);
 	/* RocksDB reserves 1.1 x write_buffer_size (70 MiB by default) of disk for each WAL

@@ -98,6 +98,7 @@ struct md_node {
 	uint32_t state;      /* STRATA__META__NODE_STATE__* */
 	uint64_t down_since; /* unix seconds */
 	bool joining;        /* up, catching up: not a primary while a caught-up member is up */
+	bool full;           /* used reached the full ratio: see md_catalog_set_full_ratio */
 	uint64_t last_hb_ms; /* in memory: monotonic time of the last heartbeat */
 };
 
@@ -125,6 +126,19 @@ void md_catalog_close(struct md_catalog *cat);
  */
 #define MD_MIN_FREE (64ull << 20)
 void md_catalog_set_min_free(struct md_catalog *cat, uint64_t bytes) __attribute__((nonnull));
+/*
+ * A node whose heartbeat reports used >= pct % of its capacity is marked full in the map (with
+ * an epoch bump), and the primaries of its PGs refuse writes and compare-and-writes with ENOSPC
+ * while trims and write-zeroes go on (blockd/dist.c). It is cleared once used falls below
+ * pct - MD_FULL_HYSTERESIS %, so that a node at the line does not move the epoch with every
+ * heartbeat. The room above the ratio is for what must still land on a node that users may not
+ * fill: overwrites (a redirect-on-write store needs a free block for every block it rewrites),
+ * writes already in flight when the map moved, and recovery. 100: off (only the hard wall of an
+ * exhausted data file refuses writes).
+ */
+#define MD_FULL_RATIO      95
+#define MD_FULL_HYSTERESIS 2
+void md_catalog_set_full_ratio(struct md_catalog *cat, unsigned pct) __attribute__((nonnull));
 void md_catalog_set_growing(struct md_catalog *cat, bool growing) __attribute__((nonnull));
 /* The message describing the last failure (valid until the next call). */
 const char *md_catalog_error(const struct md_catalog *cat) __attribute__((nonnull));
@@ -431,6 +445,7 @@ struct md_catalog {
 	size_t nreclaims, cap_reclaims;
 	char err[512];
 	uint64_t min_free;   /* md_catalog_set_min_free */
+	unsigned full_pct;   /* md_catalog_set_full_ratio */
 	bool growing;        /* the request being served grows the catalog for a user */
 	bool write_failed;   /* a RocksDB write failed: no more writes until a restart */
 	char write_err[256]; /* its error */

@@ -28,6 +28,7 @@ int main(int argc, char **argv)
 	int64_t down_out = MD_DEFAULT_DOWN_OUT;
 	int64_t watch_timeout = 30;
 	uint64_t min_free = MD_MIN_FREE;
+	int64_t full_ratio = MD_FULL_RATIO;
 	int npos = 0;
 	const struct st_flag flags[] = {
 		{"listen", ST_FLAG_STRING, &listen, "HOST:PORT",
@@ -42,6 +43,9 @@ int main(int argc, char **argv)
 		 "refuse new pools, volumes, snapshots and clones with ENOSPC while the catalog's "
 		 "file system has less than SIZE available, and every catalog change below a "
 		 "quarter of it (default 64M, 0: off)"},
+		{"full-ratio", ST_FLAG_INT, &full_ratio, "PCT",
+		 "a node with PCT % of its capacity used is marked full: writes to its PGs are "
+		 "refused with ENOSPC until it is below PCT - 2 % (default 95, 100: off)"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
@@ -56,7 +60,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	st_log_init("meta", (enum st_log_level)lvl);
-	if (data == NULL || npos != 0 || down_out < 0 || watch_timeout <= 0) {
+	if (data == NULL || npos != 0 || down_out < 0 || watch_timeout <= 0 || full_ratio < 1 ||
+	    full_ratio > 100) {
 		fprintf(stderr, "strata-meta: %s\n",
 			data == NULL ? "--data DIR is required" : "invalid arguments (see --help)");
 		return 2;
@@ -68,6 +73,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	md_catalog_set_min_free(cat, min_free);
+	md_catalog_set_full_ratio(cat, (unsigned)full_ratio);
 	if ((rc = st_reactor_create(&g_reactor, 0)) < 0) {
 		fprintf(stderr, "strata-meta: io_uring: %s\n", strerror(-rc));
 		goto out_catalog;

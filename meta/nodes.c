@@ -121,6 +121,21 @@ int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity
 	return 0;
 }
 
+/* Is a node with this much used full (see md_catalog_set_full_ratio)? A node already full
+ * stays so until it is below the ratio less the hysteresis. */
+static bool node_full(const struct md_catalog *cat, const struct md_node *n, uint64_t used,
+		      uint64_t capacity)
+{
+	if (cat->full_pct >= 100 || capacity == 0) {
+		return false;
+	}
+	unsigned pct = n->full && cat->full_pct > MD_FULL_HYSTERESIS
+			       ? cat->full_pct - MD_FULL_HYSTERESIS
+			       : cat->full_pct;
+	/* capacity * pct / 100, without overflow */
+	return used >= capacity / 100 * pct + capacity % 100 * pct / 100;
+}
+
 int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64_t capacity,
 		      uint64_t now_ms)
 {
@@ -131,12 +146,26 @@ int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64
 	n->last_hb_ms = now_ms;
 	n->used = used;
 	bool cap_changed = capacity != 0 && capacity != n->capacity;
-	if (n->state == STRATA__META__NODE_STATE__NODE_UP && !cap_changed) {
+	bool full = node_full(cat, n, used, cap_changed ? capacity : n->capacity);
+	if (n->state == STRATA__META__NODE_STATE__NODE_UP && !cap_changed && full == n->full) {
 		return 0;
 	}
 	struct rocksdb_writebatch_t *b = md_batch();
 	if (cap_changed) {
 		n->capacity = capacity;
+	}
+	if (full != n->full) {
+		if (full) {
+			st_warn("node %u (%s) is full: %llu of %llu bytes used (full ratio %u%%): "
+				"writes to its PGs are refused with ENOSPC",
+				id, n->addr, (unsigned long long)used,
+				(unsigned long long)n->capacity, cat->full_pct);
+		} else {
+			st_warn("node %u (%s) has room again: %llu of %llu bytes used", id, n->addr,
+				(unsigned long long)used, (unsigned long long)n->capacity);
+		}
+		n->full = full;
+		md_batch_bump_epoch(cat, b); /* the primaries learn it from the map */
 	}
 	if (n->state != STRATA__META__NODE_STATE__NODE_UP) {
 		st_info("node %u is up again", id);

@@ -137,6 +137,7 @@ static bool fill_map(struct md_server *s, struct arena *a, Strata__Meta__Cluster
 		nv[i].state = nodes[i]->state;
 		nv[i].down_since = nodes[i]->down_since;
 		nv[i].joining = nodes[i]->joining;
+		nv[i].full = nodes[i]->full;
 		npv[i] = &nv[i];
 	}
 	for (size_t i = 0; i < np; i++) {
@@ -467,6 +468,7 @@ static int do_status(struct md_server *s, struct st_conn *c, const struct st_fra
 		case STRATA__META__NODE_STATE__NODE_UP:
 			m.nodes_up++;
 			m.nodes_joining += nodes[i]->joining;
+			m.nodes_full += nodes[i]->full;
 			m.capacity += nodes[i]->capacity;
 			m.used += nodes[i]->used;
 			break;

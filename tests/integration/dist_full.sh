@@ -41,7 +41,8 @@ command -v qemu-io >/dev/null || fail "qemu-io is missing (run scripts/bootstrap
 /usr/bin/python3 -c 'import nbd' || fail "python3-libnbd is missing (run scripts/bootstrap)"
 FULL=${FULL:-primary}
 case "$FULL" in primary | replica) ;; *) fail "FULL=$FULL: primary or replica" ;; esac
-start_meta
+# The hard wall is what this tests (test_dist_full_ratio tests the full ratio).
+start_meta --full-ratio 100
 start_node 0 48M
 start_node 1 1G
 wait_up 2

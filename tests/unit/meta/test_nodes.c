@@ -76,6 +76,48 @@ Test(nodes, down_and_out)
 	cr_assert_eq(md_node_heartbeat(cat, 99, 0, 0, 30000), -ENOENT);
 }
 
+/* The full ratio: set at the ratio with one epoch bump, cleared only below ratio - 2 %, kept
+ * across a restart, and never set when the ratio is 100 (off). */
+Test(nodes, full_ratio_with_hysteresis)
+{
+	const struct md_node *n;
+	uint64_t cap = 1000ull << 20;
+	cr_assert_eq(md_node_register(cat, "127.0.0.1:7800", cap, 1, "u", 1000, &n), 0);
+	uint32_t id = n->id;
+	uint64_t e = md_catalog_epoch(cat);
+	uint64_t pct = cap / 100; /* 1 % of the capacity */
+	cr_assert_eq(md_node_heartbeat(cat, id, 95 * pct - 1, 0, 2000), 0);
+	cr_assert(!n->full, "just below the default 95 %%");
+	cr_assert_eq(md_catalog_epoch(cat), e);
+	cr_assert_eq(md_node_heartbeat(cat, id, 95 * pct, 0, 3000), 0);
+	cr_assert(n->full, "at 95 %%");
+	cr_assert_eq(md_catalog_epoch(cat), e + 1, "the map carries the flag");
+	cr_assert_eq(md_node_heartbeat(cat, id, 94 * pct, 0, 4000), 0);
+	cr_assert(n->full, "still full at 94 %%: the hysteresis");
+	cr_assert_eq(md_node_heartbeat(cat, id, 93 * pct, 0, 5000), 0);
+	cr_assert(n->full, "still full at 93 %%");
+	cr_assert_eq(md_catalog_epoch(cat), e + 1, "no bump while it stays");
+	cr_assert_eq(md_node_heartbeat(cat, id, 93 * pct - 1, 0, 6000), 0);
+	cr_assert(!n->full, "room again below 93 %%");
+	cr_assert_eq(md_catalog_epoch(cat), e + 2);
+	/* Persisted with the node. */
+	cr_assert_eq(md_node_heartbeat(cat, id, 99 * pct, 0, 7000), 0);
+	cr_assert(n->full);
+	md_catalog_close(cat);
+	cr_assert_eq(md_catalog_open(dir, &cat), 0);
+	const struct md_node *const *nodes;
+	cr_assert_eq(md_nodes(cat, &nodes), 1);
+	cr_assert(nodes[0]->full, "the flag survives a restart");
+	/* Off: 100 % never marks a node full, and clears one that was. */
+	md_catalog_set_full_ratio(cat, 100);
+	cr_assert_eq(md_node_heartbeat(cat, id, cap, 0, 8000), 0);
+	cr_assert(!nodes[0]->full, "100 %% is off");
+	/* A lower ratio: 50 %. */
+	md_catalog_set_full_ratio(cat, 50);
+	cr_assert_eq(md_node_heartbeat(cat, id, 50 * pct, 0, 9000), 0);
+	cr_assert(nodes[0]->full);
+}
+
 Test(nodes, a_new_node_at_an_up_nodes_address_marks_it_down)
 {
 	const struct md_node *old, *other, *fresh;
