@@ -279,6 +279,44 @@ static const char *node_state(const Strata__Meta__Node *n)
 								 : "out";
 }
 
+/* `config get` and `config set KEY VALUE`: the cluster's run-time settings (meta's Config). */
+static int cmd_config(struct cli *c, bool set)
+{
+	Strata__Meta__Config *m;
+	if (set) {
+		need_args(c, 2, 2, "config set KEY VALUE");
+		Strata__Meta__ConfigSetReq r = STRATA__META__CONFIG_SET_REQ__INIT;
+		r.key = c->args[0];
+		r.value = c->args[1];
+		m = (void *)call(c, MT(CONFIG_SET), &r.base, &strata__meta__config__descriptor);
+	} else {
+		need_args(c, 0, 0, "config get [--json]");
+		Strata__Meta__Empty r = STRATA__META__EMPTY__INIT;
+		m = (void *)call(c, MT(CONFIG_GET), &r.base, &strata__meta__config__descriptor);
+	}
+	if (c->json) {
+		struct cli_json j;
+		cli_json_init(&j, stdout);
+		cli_json_obj_begin(&j, NULL);
+		cli_json_u64(&j, "full_ratio", m->full_ratio);
+		cli_json_obj_end(&j);
+	} else {
+		printf("full-ratio  %u\n", m->full_ratio);
+	}
+	protobuf_c_message_free_unpacked(&m->base, NULL);
+	return 0;
+}
+
+static int cmd_config_get(struct cli *c)
+{
+	return cmd_config(c, false);
+}
+
+static int cmd_config_set(struct cli *c)
+{
+	return cmd_config(c, true);
+}
+
 /* The STATE column: "full" for an up node at meta's full ratio (its PGs refuse writes). */
 static const char *node_state_text(const Strata__Meta__Node *n)
 {
@@ -748,6 +786,7 @@ static int cmd_status(struct cli *c)
 		cli_json_u64(&j, "nodes_out", s->nodes_out);
 		cli_json_u64(&j, "nodes_joining", s->nodes_joining); /* of nodes_up */
 		cli_json_u64(&j, "nodes_full", s->nodes_full);       /* of nodes_up */
+		cli_json_u64(&j, "full_ratio", s->full_ratio);       /* % */
 		cli_json_u64(&j, "pools", s->pools);
 		cli_json_u64(&j, "capacity", s->capacity);
 		cli_json_u64(&j, "used", s->used);
@@ -794,8 +833,9 @@ static int cmd_status(struct cli *c)
 		}
 		printf(", %u down, %u out\n", s->nodes_down, s->nodes_out);
 		printf("pools:     %u\n", s->pools);
-		printf("capacity:  %s used of %s\n", hsize(s->used, b1, sizeof(b1)),
-		       hsize(s->capacity, b2, sizeof(b2)));
+		printf("capacity:  %s used of %s (a node is full at %u%%)\n",
+		       hsize(s->used, b1, sizeof(b1)), hsize(s->capacity, b2, sizeof(b2)),
+		       s->full_ratio);
 		printf("volumes:   %u (%s provisioned), %u snapshots\n", s->volumes,
 		       hsize(s->provisioned, b3, sizeof(b3)), s->snapshots);
 		for (size_t i = 0; i < s->n_pg_pools; i++) {
@@ -999,6 +1039,14 @@ static const char help_status[] =
 	"(objects copied / still to copy). Each PG is reported by its primary in its\n"
 	"heartbeat, so figures lag by up to a second. --json adds all_clean.\n";
 
+static const char help_config[] =
+	"Cluster settings that strata-meta keeps in its catalog and applies at once:\n"
+	"  full-ratio PCT   a node with PCT % of its capacity used is marked full in the map,\n"
+	"                   and the primaries of its PGs refuse writes with ENOSPC (trims and\n"
+	"                   write-zeroes go on) until it is below PCT - 2 %. 1-100, 100: off;\n"
+	"                   default 95. Raising it lets writes in again at once; free space or\n"
+	"                   add nodes before the data files fill.\n";
+
 static const struct command commands[] = {
 	{"pool", "create", cmd_pool_create,
 	 "pool create POOL [--replicas N] [--object-size 4M] [--pgs N]", NULL},
@@ -1023,6 +1071,8 @@ static const struct command commands[] = {
 	{"flatten", NULL, cmd_flatten, "flatten POOL/VOL", NULL},
 	{"tree", NULL, cmd_tree, "tree POOL/VOL [--json]", NULL},
 	{"status", NULL, cmd_status, "status [--json]", help_status},
+	{"config", "get", cmd_config_get, "config get [--json]", help_config},
+	{"config", "set", cmd_config_set, "config set KEY VALUE", help_config},
 	{"scrub", NULL, cmd_scrub, "scrub POOL [--max-mbps N] [--json]",
 	 "Each blockd node compares the objects of the PGs it is primary of with the other\n"
 	 "members and repairs a copy that differs from the good one. --max-mbps N reads at most\n"

@@ -241,6 +241,7 @@ static void put_counters(rocksdb_writebatch_t *b, const struct md_counters *c)
 	m.next_volume = c->next_volume;
 	m.next_layer = c->next_layer;
 	m.next_family = c->next_family;
+	m.full_ratio = c->full_ratio;
 	size_t len = protobuf_c_message_get_packed_size(&m.base);
 	uint8_t buf[128];
 	protobuf_c_message_pack(&m.base, buf);
@@ -265,9 +266,9 @@ void md_catalog_set_min_free(struct md_catalog *cat, uint64_t bytes)
 	cat->min_free = bytes;
 }
 
-void md_catalog_set_full_ratio(struct md_catalog *cat, unsigned pct)
+unsigned md_full_ratio(const struct md_catalog *cat)
 {
-	cat->full_pct = pct > 100 ? 100 : pct;
+	return cat->ctr.full_ratio ? cat->ctr.full_ratio : MD_FULL_RATIO;
 }
 
 void md_catalog_set_growing(struct md_catalog *cat, bool growing)
@@ -601,7 +602,8 @@ static int load_record(struct md_catalog *cat, const uint8_t *k, size_t klen, co
 			return md_fail(cat, -EUCLEAN, "corrupt counters record");
 		}
 		cat->ctr = (struct md_counters){m->epoch,       m->next_pool,  m->next_node,
-						m->next_volume, m->next_layer, m->next_family};
+						m->next_volume, m->next_layer, m->next_family,
+						m->full_ratio};
 		strata__meta__counters__free_unpacked(m, NULL);
 		return 0;
 	}
@@ -827,7 +829,6 @@ int md_catalog_open(const char *dir, struct md_catalog **out)
 	}
 	cat->dir = strdup(dir);
 	cat->min_free = MD_MIN_FREE;
-	cat->full_pct = MD_FULL_RATIO;
 	cat->opts = rocksdb_options_create();
 	rocksdb_options_set_create_if_missing(cat->opts, 1);
 	/* RocksDB reserves 1.1 x write_buffer_size (70 MiB by default) of disk for each WAL

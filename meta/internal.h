@@ -98,7 +98,7 @@ struct md_node {
 	uint32_t state;      /* STRATA__META__NODE_STATE__* */
 	uint64_t down_since; /* unix seconds */
 	bool joining;        /* up, catching up: not a primary while a caught-up member is up */
-	bool full;           /* used reached the full ratio: see md_catalog_set_full_ratio */
+	bool full;           /* used reached the full ratio: see md_full_ratio */
 	uint64_t last_hb_ms; /* in memory: monotonic time of the last heartbeat */
 };
 
@@ -138,7 +138,12 @@ void md_catalog_set_min_free(struct md_catalog *cat, uint64_t bytes) __attribute
  */
 #define MD_FULL_RATIO      95
 #define MD_FULL_HYSTERESIS 2
-void md_catalog_set_full_ratio(struct md_catalog *cat, unsigned pct) __attribute__((nonnull));
+/* The ratio in effect: the last one set (md_set_full_ratio, kept in the catalog), else
+ * MD_FULL_RATIO. */
+unsigned md_full_ratio(const struct md_catalog *cat) __attribute__((nonnull));
+/* Set the full ratio (1..100) and keep it, and mark every up node against it at once: one
+ * epoch bump if any node's flag moved (meta/nodes.c). 0 or -errno (-EINVAL: out of range). */
+int md_set_full_ratio(struct md_catalog *cat, unsigned pct) __attribute__((nonnull));
 void md_catalog_set_growing(struct md_catalog *cat, bool growing) __attribute__((nonnull));
 /* The message describing the last failure (valid until the next call). */
 const char *md_catalog_error(const struct md_catalog *cat) __attribute__((nonnull));
@@ -424,6 +429,7 @@ struct md_counters {
 	uint64_t epoch;
 	uint32_t next_pool, next_node;
 	uint64_t next_volume, next_layer, next_family;
+	uint32_t full_ratio; /* md_set_full_ratio's (0: never set) */
 };
 
 struct md_catalog {
@@ -445,7 +451,6 @@ struct md_catalog {
 	size_t nreclaims, cap_reclaims;
 	char err[512];
 	uint64_t min_free;   /* md_catalog_set_min_free */
-	unsigned full_pct;   /* md_catalog_set_full_ratio */
 	bool growing;        /* the request being served grows the catalog for a user */
 	bool write_failed;   /* a RocksDB write failed: no more writes until a restart */
 	char write_err[256]; /* its error */

@@ -28,7 +28,7 @@ int main(int argc, char **argv)
 	int64_t down_out = MD_DEFAULT_DOWN_OUT;
 	int64_t watch_timeout = 30;
 	uint64_t min_free = MD_MIN_FREE;
-	int64_t full_ratio = MD_FULL_RATIO;
+	int64_t full_ratio = 0; /* not given: the catalog's, else MD_FULL_RATIO */
 	int npos = 0;
 	const struct st_flag flags[] = {
 		{"listen", ST_FLAG_STRING, &listen, "HOST:PORT",
@@ -45,7 +45,8 @@ int main(int argc, char **argv)
 		 "quarter of it (default 64M, 0: off)"},
 		{"full-ratio", ST_FLAG_INT, &full_ratio, "PCT",
 		 "a node with PCT % of its capacity used is marked full: writes to its PGs are "
-		 "refused with ENOSPC until it is below PCT - 2 % (default 95, 100: off)"},
+		 "refused with ENOSPC until it is below PCT - 2 % (100: off). Kept in the catalog, "
+		 "as `strata config set full-ratio` sets it at run time; default 95"},
 		{"log-level", ST_FLAG_STRING, &level, "LEVEL", "debug, info, warn or error"},
 		{NULL, 0, NULL, NULL, NULL},
 	};
@@ -60,7 +61,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	st_log_init("meta", (enum st_log_level)lvl);
-	if (data == NULL || npos != 0 || down_out < 0 || watch_timeout <= 0 || full_ratio < 1 ||
+	if (data == NULL || npos != 0 || down_out < 0 || watch_timeout <= 0 || full_ratio < 0 ||
 	    full_ratio > 100) {
 		fprintf(stderr, "strata-meta: %s\n",
 			data == NULL ? "--data DIR is required" : "invalid arguments (see --help)");
@@ -73,7 +74,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	md_catalog_set_min_free(cat, min_free);
-	md_catalog_set_full_ratio(cat, (unsigned)full_ratio);
+	if (full_ratio != 0 && md_set_full_ratio(cat, (unsigned)full_ratio) < 0) {
+		fprintf(stderr, "strata-meta: --full-ratio: %s\n", md_catalog_error(cat));
+		rc = -EINVAL;
+		goto out_catalog;
+	}
 	if ((rc = st_reactor_create(&g_reactor, 0)) < 0) {
 		fprintf(stderr, "strata-meta: io_uring: %s\n", strerror(-rc));
 		goto out_catalog;

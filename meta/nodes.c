@@ -121,19 +121,60 @@ int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity
 	return 0;
 }
 
-/* Is a node with this much used full (see md_catalog_set_full_ratio)? A node already full
- * stays so until it is below the ratio less the hysteresis. */
+/* Is a node with this much used full (see md_full_ratio)? A node already full stays so until
+ * it is below the ratio less the hysteresis. */
 static bool node_full(const struct md_catalog *cat, const struct md_node *n, uint64_t used,
 		      uint64_t capacity)
 {
-	if (cat->full_pct >= 100 || capacity == 0) {
+	unsigned ratio = md_full_ratio(cat);
+	if (ratio >= 100 || capacity == 0) {
 		return false;
 	}
-	unsigned pct = n->full && cat->full_pct > MD_FULL_HYSTERESIS
-			       ? cat->full_pct - MD_FULL_HYSTERESIS
-			       : cat->full_pct;
+	unsigned pct = n->full && ratio > MD_FULL_HYSTERESIS ? ratio - MD_FULL_HYSTERESIS : ratio;
 	/* capacity * pct / 100, without overflow */
 	return used >= capacity / 100 * pct + capacity % 100 * pct / 100;
+}
+
+/* Flip n's full flag in batch b, with the epoch bump that tells the primaries (the map). */
+static void mark_full(struct md_catalog *cat, struct md_node *n, bool full, rocksdb_writebatch_t *b)
+{
+	if (full) {
+		st_warn("node %u (%s) is full: %llu of %llu bytes used (full ratio %u%%): writes "
+			"to "
+			"its PGs are refused with ENOSPC",
+			n->id, n->addr, (unsigned long long)n->used,
+			(unsigned long long)n->capacity, md_full_ratio(cat));
+	} else {
+		st_warn("node %u (%s) has room again: %llu of %llu bytes used (full ratio %u%%)",
+			n->id, n->addr, (unsigned long long)n->used,
+			(unsigned long long)n->capacity, md_full_ratio(cat));
+	}
+	n->full = full;
+	md_batch_bump_epoch(cat, b);
+	md_batch_put_node(b, n);
+}
+
+int md_set_full_ratio(struct md_catalog *cat, unsigned pct)
+{
+	if (pct < 1 || pct > 100) {
+		return md_fail(cat, -EINVAL, "full ratio %u%% is out of range (1-100)", pct);
+	}
+	if (pct == md_full_ratio(cat) && cat->ctr.full_ratio != 0) {
+		return 0;
+	}
+	rocksdb_writebatch_t *b = md_batch();
+	uint32_t old = cat->ctr.full_ratio;
+	cat->ctr.full_ratio = pct; /* written with the counters by md_commit */
+	for (size_t i = 0; i < cat->nnodes; i++) {
+		struct md_node *n = cat->nodes[i];
+		bool full = n->state == STRATA__META__NODE_STATE__NODE_UP &&
+			    node_full(cat, n, n->used, n->capacity);
+		if (full != n->full) {
+			mark_full(cat, n, full, b);
+		}
+	}
+	st_info("full ratio %u%% (was %u%%)", pct, old ? old : MD_FULL_RATIO);
+	return md_commit(cat, b);
 }
 
 int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64_t capacity,
@@ -155,17 +196,7 @@ int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64
 		n->capacity = capacity;
 	}
 	if (full != n->full) {
-		if (full) {
-			st_warn("node %u (%s) is full: %llu of %llu bytes used (full ratio %u%%): "
-				"writes to its PGs are refused with ENOSPC",
-				id, n->addr, (unsigned long long)used,
-				(unsigned long long)n->capacity, cat->full_pct);
-		} else {
-			st_warn("node %u (%s) has room again: %llu of %llu bytes used", id, n->addr,
-				(unsigned long long)used, (unsigned long long)n->capacity);
-		}
-		n->full = full;
-		md_batch_bump_epoch(cat, b); /* the primaries learn it from the map */
+		mark_full(cat, n, full, b);
 	}
 	if (n->state != STRATA__META__NODE_STATE__NODE_UP) {
 		st_info("node %u is up again", id);

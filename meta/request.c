@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -46,6 +47,8 @@ static const struct req_kind kinds[] = {
 	{T(STATUS), &strata__meta__list_req__descriptor},
 	{T(RECLAIM_LIST), &strata__meta__list_req__descriptor},
 	{T(RECLAIM_DONE), &strata__meta__reclaim_done_req__descriptor},
+	{T(CONFIG_GET), &strata__meta__empty__descriptor},
+	{T(CONFIG_SET), &strata__meta__config_set_req__descriptor},
 	{T(PR_GET), &strata__meta__pr_get_req__descriptor},
 	{T(PR_UPDATE), &strata__meta__pr_update_req__descriptor},
 	{T(PR_WATCH), &strata__meta__pr_watch_req__descriptor},
@@ -240,6 +243,23 @@ static int validate(uint16_t type, const ProtobufCMessage *m, char *why, size_t 
 			return bad(why, len, -EINVAL,
 				   "PR_WATCH with known_seq %llu but no instance",
 				   (unsigned long long)r->known_seq);
+		}
+		return 0;
+	}
+	case T(CONFIG_SET): {
+		const Strata__Meta__ConfigSetReq *r = (const void *)m;
+		if (strcmp(r->key, "full-ratio") != 0) {
+			return bad(why, len, -EINVAL, "unknown setting '%.64s' (known: full-ratio)",
+				   r->key);
+		}
+		char *end = NULL;
+		errno = 0;
+		unsigned long v = strtoul(r->value, &end, 10);
+		if (errno || end == r->value || *end != '\0' || r->value[0] == '-' || v < 1 ||
+		    v > 100) {
+			return bad(why, len, -EINVAL,
+				   "full-ratio '%.32s': want a whole percentage, 1 to 100",
+				   r->value);
 		}
 		return 0;
 	}

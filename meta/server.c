@@ -462,6 +462,7 @@ static int do_status(struct md_server *s, struct st_conn *c, const struct st_fra
 	const struct md_pool *const *pools;
 	size_t nn = md_nodes(s->cat, &nodes);
 	m.epoch = md_catalog_epoch(s->cat);
+	m.full_ratio = md_full_ratio(s->cat);
 	m.pools = (uint32_t)md_pools(s->cat, &pools);
 	for (size_t i = 0; i < nn; i++) {
 		switch (nodes[i]->state) {
@@ -891,6 +892,18 @@ static int dispatch(struct md_server *s, struct st_conn *c, const struct st_fram
 			return rc;
 		}
 		return reply(c, f, &empty);
+	}
+	case STRATA__META__META_MSG_TYPE__META_CONFIG_SET: {
+		const Strata__Meta__ConfigSetReq *r = (const void *)msg; /* checked: request.c */
+		if ((rc = md_set_full_ratio(s->cat, (unsigned)strtoul(r->value, NULL, 10))) < 0) {
+			return rc;
+		}
+		__attribute__((fallthrough)); /* the reply is the configuration now */
+	}
+	case STRATA__META__META_MSG_TYPE__META_CONFIG_GET: {
+		Strata__Meta__Config m = STRATA__META__CONFIG__INIT;
+		m.full_ratio = md_full_ratio(s->cat);
+		return reply(c, f, &m);
 	}
 	case STRATA__META__META_MSG_TYPE__META_PR_GET:
 	case STRATA__META__META_MSG_TYPE__META_PR_UPDATE:

@@ -11,7 +11,9 @@
 #      and well before node 0's data file is exhausted.
 #   2. node ls, status and both nodes' logs say node 0 is full; every PG of p refuses writes.
 #   3. Every acknowledged write reads back.
-#   4. q/w: writes to PGs led by node 1 succeed, those led by node 0 are refused.
+#   4. q/w: writes to PGs led by node 1 succeed, those led by node 0 are refused. A ratio
+#      raised at run time (`strata config set full-ratio 90`) lets them all in at once, and
+#      lowering it back marks node 0 full again.
 #   5. A trim of p/v's first 24 MiB succeeds, node 0 leaves the full state, and the refused
 #      writes of p and q are admitted again. Scrub finds p's copies identical.
 . "$(dirname "$0")/lib.sh"
@@ -127,6 +129,36 @@ read -r ok refused <<<"$(q_writes)" || fail "q writes"
 echo "q/w: $ok written, $refused refused"
 [ "$ok" -gt 0 ] || fail "no write to a PG led by node 1 succeeded"
 [ "$refused" -gt 0 ] || fail "no write to a PG led by node 0 was refused"
+
+echo "== 4b. the ratio changed at run time applies at once"
+out=$(cli config set full-ratio 0 2>&1) && fail "a full ratio of 0 was accepted"
+grep -q "1 to 100" <<<"$out" || fail "no clear error for a ratio of 0: $out"
+out=$(cli config set full-raito 90 2>&1) && fail "an unknown setting was accepted"
+grep -q "unknown setting" <<<"$out" || fail "no clear error for an unknown setting: $out"
+cli config set full-ratio 90 | grep -q "full-ratio  90" || fail "config set full-ratio 90"
+[ "$(node0 full)" = false ] || fail "node 0 still full at a 90 % ratio: $(cli node ls)"
+cli status | grep -q "full at 90%" || fail "status does not show the ratio: $(cli status)"
+nbd_py p/v <<PY || fail "a write to p was refused at a 90 % ratio"
+deadline = time.monotonic() + 10  # the map reaches the primaries within a round trip
+while True:
+    try:
+        h.pwrite(bytes([$acked + 1]) * (1 << 20), $acked << 20)
+        break
+    except nbd.Error as e:
+        if e.errnum != errno.ENOSPC or time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+PY
+read -r ok refused <<<"$(q_writes)" || fail "q writes at 90 %"
+if [ "$ok" != 16 ] || [ "$refused" != 0 ]; then
+	fail "q/w at a 90 % ratio: $ok written, $refused refused"
+fi
+cli config set full-ratio 50 >/dev/null || fail "config set full-ratio 50"
+[ "$(node0 full)" = true ] || fail "node 0 not full again at 50 %: $(cli node ls)"
+cli config get --json | python3 -c 'import json, sys; assert json.load(sys.stdin)["full_ratio"] == 50'
+wait_for 10 sh -c "[ \$(grep -c 'node $id0 is full: writes' '$TEST_TMP/blockd0.log') -ge 2 ]" ||
+	fail "blockd 0 did not see node 0 full again"
+acked=$((acked + 1))
 
 echo "== 5. a trim frees node 0, and writes are admitted again"
 nbd_py p/v <<'PY' || fail "trim on a full node failed"

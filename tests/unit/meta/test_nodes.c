@@ -77,7 +77,8 @@ Test(nodes, down_and_out)
 }
 
 /* The full ratio: set at the ratio with one epoch bump, cleared only below ratio - 2 %, kept
- * across a restart, and never set when the ratio is 100 (off). */
+ * across a restart; a ratio set at run time is kept too and re-marks the nodes at once (100:
+ * off). */
 Test(nodes, full_ratio_with_hysteresis)
 {
 	const struct md_node *n;
@@ -108,13 +109,26 @@ Test(nodes, full_ratio_with_hysteresis)
 	const struct md_node *const *nodes;
 	cr_assert_eq(md_nodes(cat, &nodes), 1);
 	cr_assert(nodes[0]->full, "the flag survives a restart");
-	/* Off: 100 % never marks a node full, and clears one that was. */
-	md_catalog_set_full_ratio(cat, 100);
+	/* Set at run time: kept, and applied to every up node at once (no heartbeat needed). */
+	uint64_t e2 = md_catalog_epoch(cat);
+	cr_assert_eq(md_full_ratio(cat), MD_FULL_RATIO);
+	cr_assert_eq(md_set_full_ratio(cat, 100), 0);
+	cr_assert(!nodes[0]->full, "100 %% is off, and clears a full node at once");
+	cr_assert_eq(md_catalog_epoch(cat), e2 + 1);
 	cr_assert_eq(md_node_heartbeat(cat, id, cap, 0, 8000), 0);
-	cr_assert(!nodes[0]->full, "100 %% is off");
-	/* A lower ratio: 50 %. */
-	md_catalog_set_full_ratio(cat, 50);
-	cr_assert_eq(md_node_heartbeat(cat, id, 50 * pct, 0, 9000), 0);
+	cr_assert(!nodes[0]->full, "not even at 100 %% used");
+	cr_assert_eq(md_set_full_ratio(cat, 50), 0);
+	cr_assert(nodes[0]->full, "99 %% used is full at 50 %%");
+	cr_assert_eq(md_catalog_epoch(cat), e2 + 2);
+	cr_assert_eq(md_set_full_ratio(cat, 50), 0);
+	cr_assert_eq(md_catalog_epoch(cat), e2 + 2, "the same ratio again moves nothing");
+	cr_assert_eq(md_set_full_ratio(cat, 0), -EINVAL);
+	cr_assert_eq(md_set_full_ratio(cat, 101), -EINVAL);
+	cr_assert_eq(md_full_ratio(cat), 50);
+	md_catalog_close(cat);
+	cr_assert_eq(md_catalog_open(dir, &cat), 0);
+	cr_assert_eq(md_full_ratio(cat), 50, "the ratio set survives a restart");
+	cr_assert_eq(md_nodes(cat, &nodes), 1);
 	cr_assert(nodes[0]->full);
 }
 
