@@ -255,8 +255,8 @@ static int validate(uint16_t type, const ProtobufCMessage *m, char *why, size_t 
 		char *end = NULL;
 		errno = 0;
 		unsigned long v = strtoul(r->value, &end, 10);
-		if (errno || end == r->value || *end != '\0' || r->value[0] == '-' || v < 1 ||
-		    v > 100) {
+		if (r->value[0] < '0' || r->value[0] > '9' || errno || *end != '\0' || v < 1 ||
+		    v > 100) { /* strtoul alone takes a sign and leading blanks */
 			return bad(why, len, -EINVAL,
 				   "full-ratio '%.32s': want a whole percentage, 1 to 100",
 				   r->value);

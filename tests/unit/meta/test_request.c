@@ -115,3 +115,25 @@ Test(request, field_number_zero_refused_at_any_depth)
 		     "%s", why);
 	md_request_free(&req);
 }
+
+Test(request, config_set_checks_key_and_value)
+{
+	char why[256];
+	Strata__Meta__ConfigSetReq r = STRATA__META__CONFIG_SET_REQ__INIT;
+	r.key = "full-ratio";
+	const char *good[] = {"1", "95", "100"};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		r.value = (char *)good[i];
+		cr_assert_eq(decode_msg(MT(CONFIG_SET), &r.base, why), 0, "%s: %s", good[i], why);
+	}
+	const char *bad[] = {"", "0", "101", "-5", "95%", "9x", " 95", "99999999999999999999"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r.value = (char *)bad[i];
+		cr_assert_eq(decode_msg(MT(CONFIG_SET), &r.base, why), -EINVAL, "'%s'", bad[i]);
+		cr_assert(strstr(why, "1 to 100") != NULL, "%s", why);
+	}
+	r.key = "nearfull";
+	r.value = "90";
+	cr_assert_eq(decode_msg(MT(CONFIG_SET), &r.base, why), -EINVAL);
+	cr_assert(strstr(why, "unknown setting 'nearfull'") != NULL, "%s", why);
+}
