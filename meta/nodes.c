@@ -135,7 +135,8 @@ static bool node_full(const struct md_catalog *cat, const struct md_node *n, uin
 	return used >= capacity / 100 * pct + capacity % 100 * pct / 100;
 }
 
-/* Flip n's full flag in batch b, with the epoch bump that tells the primaries (the map). */
+/* Flip n's full flag in batch b. The caller bumps the epoch: the primaries learn it from the
+ * map. */
 static void mark_full(struct md_catalog *cat, struct md_node *n, bool full, rocksdb_writebatch_t *b)
 {
 	if (full) {
@@ -150,7 +151,6 @@ static void mark_full(struct md_catalog *cat, struct md_node *n, bool full, rock
 			(unsigned long long)n->capacity, md_full_ratio(cat));
 	}
 	n->full = full;
-	md_batch_bump_epoch(cat, b);
 	md_batch_put_node(b, n);
 }
 
@@ -165,13 +165,18 @@ int md_set_full_ratio(struct md_catalog *cat, unsigned pct)
 	rocksdb_writebatch_t *b = md_batch();
 	uint32_t old = cat->ctr.full_ratio;
 	cat->ctr.full_ratio = pct; /* written with the counters by md_commit */
+	bool moved = false;
 	for (size_t i = 0; i < cat->nnodes; i++) {
 		struct md_node *n = cat->nodes[i];
 		bool full = n->state == STRATA__META__NODE_STATE__NODE_UP &&
 			    node_full(cat, n, n->used, n->capacity);
 		if (full != n->full) {
 			mark_full(cat, n, full, b);
+			moved = true;
 		}
+	}
+	if (moved) {
+		md_batch_bump_epoch(cat, b);
 	}
 	st_info("full ratio %u%% (was %u%%)", pct, old ? old : MD_FULL_RATIO);
 	return md_commit(cat, b);
@@ -197,6 +202,7 @@ int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64
 	}
 	if (full != n->full) {
 		mark_full(cat, n, full, b);
+		md_batch_bump_epoch(cat, b);
 	}
 	if (n->state != STRATA__META__NODE_STATE__NODE_UP) {
 		st_info("node %u is up again", id);
