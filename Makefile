@@ -42,7 +42,7 @@ test-asan: bootstrap
 	@# for them: they exit without tearing every connection down (UB and memory errors abort).
 	@# Fewer rounds of the crash and shutdown loops than `make test` runs, for CI's time.
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=0 SHUTDOWN_ROUNDS=1 ROUNDS=20 ctest --output-on-failure -R \
-		'integration/test_(nbd_protocol|nbd_qemu|iscsi_tools|iscsi_pr_multi|blockd_enospc|blockd_crash|blockd_wire|snapshot_live|dist_failover|dist_growth|dist_pipeline|dist_primary_full|dist_full_ratio|dist_shutdown|blockd_fs_full|meta_fs_full|client_restart)$$'
+		'integration/test_(nbd_protocol|nbd_qemu|iscsi_tools|iscsi_pr_multi|blockd_enospc|blockd_crash|blockd_wire|snapshot_live|dist_failover|dist_growth|dist_pipeline|dist_primary_full|dist_shutdown|blockd_fs_full|meta_fs_full|client_restart)$$'
 
 # Build the libFuzzer targets with clang and run each for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 30
