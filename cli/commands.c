@@ -784,9 +784,10 @@ static int cmd_status(struct cli *c)
 		cli_json_u64(&j, "nodes_up", s->nodes_up);
 		cli_json_u64(&j, "nodes_down", s->nodes_down);
 		cli_json_u64(&j, "nodes_out", s->nodes_out);
-		cli_json_u64(&j, "nodes_joining", s->nodes_joining); /* of nodes_up */
-		cli_json_u64(&j, "nodes_full", s->nodes_full);       /* of nodes_up */
-		cli_json_u64(&j, "full_ratio", s->full_ratio);       /* % */
+		cli_json_u64(&j, "nodes_joining", s->nodes_joining);   /* of nodes_up */
+		cli_json_u64(&j, "nodes_full", s->nodes_full);         /* of nodes_up */
+		cli_json_u64(&j, "full_ratio", s->full_ratio);         /* % */
+		cli_json_u64(&j, "nodes_nearfull", s->nodes_nearfull); /* within 10 % of it */
 		cli_json_u64(&j, "pools", s->pools);
 		cli_json_u64(&j, "capacity", s->capacity);
 		cli_json_u64(&j, "used", s->used);
@@ -830,6 +831,10 @@ static int cmd_status(struct cli *c)
 		}
 		if (s->nodes_full) {
 			printf(" (%u full: writes to their PGs are refused)", s->nodes_full);
+		}
+		if (s->nodes_nearfull) {
+			printf(" (%u nearly full: within 10 points of the full ratio)",
+			       s->nodes_nearfull);
 		}
 		printf(", %u down, %u out\n", s->nodes_down, s->nodes_out);
 		printf("pools:     %u\n", s->pools);

@@ -144,6 +144,11 @@ unsigned md_full_ratio(const struct md_catalog *cat) __attribute__((nonnull));
 /* Set the full ratio (1..100) and keep it, and mark every up node against it at once: one
  * epoch bump if any node's flag moved (meta/nodes.c). 0 or -errno (-EINVAL: out of range). */
 int md_set_full_ratio(struct md_catalog *cat, unsigned pct) __attribute__((nonnull));
+/* An up node that is not full but within MD_NEARFULL_MARGIN % of the ratio: `strata status`
+ * warns about it while writes still land (Ceph's nearfull). */
+#define MD_NEARFULL_MARGIN 10
+bool md_node_nearfull(const struct md_catalog *cat, const struct md_node *n)
+	__attribute__((nonnull));
 void md_catalog_set_growing(struct md_catalog *cat, bool growing) __attribute__((nonnull));
 /* The message describing the last failure (valid until the next call). */
 const char *md_catalog_error(const struct md_catalog *cat) __attribute__((nonnull));

@@ -121,6 +121,12 @@ int md_node_register(struct md_catalog *cat, const char *addr, uint64_t capacity
 	return 0;
 }
 
+/* used >= pct % of capacity, without overflow */
+static bool at_pct(uint64_t used, uint64_t capacity, unsigned pct)
+{
+	return used >= capacity / 100 * pct + capacity % 100 * pct / 100;
+}
+
 /* Is a node with this much used full (see md_full_ratio)? A node already full stays so until
  * it is below the ratio less the hysteresis. */
 static bool node_full(const struct md_catalog *cat, const struct md_node *n, uint64_t used,
@@ -131,8 +137,15 @@ static bool node_full(const struct md_catalog *cat, const struct md_node *n, uin
 		return false;
 	}
 	unsigned pct = n->full && ratio > MD_FULL_HYSTERESIS ? ratio - MD_FULL_HYSTERESIS : ratio;
-	/* capacity * pct / 100, without overflow */
-	return used >= capacity / 100 * pct + capacity % 100 * pct / 100;
+	return at_pct(used, capacity, pct);
+}
+
+bool md_node_nearfull(const struct md_catalog *cat, const struct md_node *n)
+{
+	unsigned ratio = md_full_ratio(cat);
+	return n->state == STRATA__META__NODE_STATE__NODE_UP && !n->full && n->capacity != 0 &&
+	       at_pct(n->used, n->capacity,
+		      ratio > MD_NEARFULL_MARGIN ? ratio - MD_NEARFULL_MARGIN : 0);
 }
 
 /* Flip n's full flag in batch b. The caller bumps the epoch: the primaries learn it from the
@@ -140,9 +153,8 @@ static bool node_full(const struct md_catalog *cat, const struct md_node *n, uin
 static void mark_full(struct md_catalog *cat, struct md_node *n, bool full, rocksdb_writebatch_t *b)
 {
 	if (full) {
-		st_warn("node %u (%s) is full: %llu of %llu bytes used (full ratio %u%%): writes "
-			"to "
-			"its PGs are refused with ENOSPC",
+		st_warn("node %u (%s) is full: %llu of %llu bytes used (full ratio %u%%): "
+			"writes to its PGs are refused with ENOSPC",
 			n->id, n->addr, (unsigned long long)n->used,
 			(unsigned long long)n->capacity, md_full_ratio(cat));
 	} else {

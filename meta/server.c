@@ -470,6 +470,7 @@ static int do_status(struct md_server *s, struct st_conn *c, const struct st_fra
 			m.nodes_up++;
 			m.nodes_joining += nodes[i]->joining;
 			m.nodes_full += nodes[i]->full;
+			m.nodes_nearfull += md_node_nearfull(s->cat, nodes[i]);
 			m.capacity += nodes[i]->capacity;
 			m.used += nodes[i]->used;
 			break;

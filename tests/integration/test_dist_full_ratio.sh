@@ -12,8 +12,9 @@
 #   2. node ls, status and both nodes' logs say node 0 is full; every PG of p refuses writes.
 #   3. Every acknowledged write reads back.
 #   4. q/w: writes to PGs led by node 1 succeed, those led by node 0 are refused. A ratio
-#      raised at run time (`strata config set full-ratio 90`) lets them all in at once, and
-#      lowering it back marks node 0 full again.
+#      raised at run time (`strata config set full-ratio`) lets them all in at once; 5 points
+#      above node 0's use, status warns that it is nearly full. Lowering the ratio back marks
+#      node 0 full again.
 #   5. A trim of p/v's first 24 MiB succeeds, node 0 leaves the full state, and the refused
 #      writes of p and q are admitted again. Scrub finds p's copies identical.
 . "$(dirname "$0")/lib.sh"
@@ -135,6 +136,13 @@ out=$(cli config set full-ratio 0 2>&1) && fail "a full ratio of 0 was accepted"
 grep -q "1 to 100" <<<"$out" || fail "no clear error for a ratio of 0: $out"
 out=$(cli config set full-raito 90 2>&1) && fail "an unknown setting was accepted"
 grep -q "unknown setting" <<<"$out" || fail "no clear error for an unknown setting: $out"
+# 5 points above what node 0 uses: below the ratio less its 2 points of hysteresis, and within
+# the 10 points under it where status warns.
+mid=$(($(node0 used) * 100 / cap + 5))
+cli config set full-ratio "$mid" >/dev/null || fail "config set full-ratio $mid"
+[ "$(node0 full)" = false ] || fail "node 0 still full at a $mid % ratio: $(cli node ls)"
+cli status | grep -q "1 nearly full" ||
+	fail "status does not warn of a nearly full node at $mid %: $(cli status)"
 cli config set full-ratio 90 | grep -q "full-ratio  90" || fail "config set full-ratio 90"
 [ "$(node0 full)" = false ] || fail "node 0 still full at a 90 % ratio: $(cli node ls)"
 cli status | grep -q "full at 90%" || fail "status does not show the ratio: $(cli status)"

@@ -87,11 +87,15 @@ Test(nodes, full_ratio_with_hysteresis)
 	uint32_t id = n->id;
 	uint64_t e = md_catalog_epoch(cat);
 	uint64_t pct = cap / 100; /* 1 % of the capacity */
+	cr_assert_eq(md_node_heartbeat(cat, id, 85 * pct - 1, 0, 1500), 0);
+	cr_assert(!md_node_nearfull(cat, n), "below 85 %%");
 	cr_assert_eq(md_node_heartbeat(cat, id, 95 * pct - 1, 0, 2000), 0);
 	cr_assert(!n->full, "just below the default 95 %%");
+	cr_assert(md_node_nearfull(cat, n), "within 10 points of the ratio");
 	cr_assert_eq(md_catalog_epoch(cat), e);
 	cr_assert_eq(md_node_heartbeat(cat, id, 95 * pct, 0, 3000), 0);
 	cr_assert(n->full, "at 95 %%");
+	cr_assert(!md_node_nearfull(cat, n), "full, so not nearly full");
 	cr_assert_eq(md_catalog_epoch(cat), e + 1, "the map carries the flag");
 	cr_assert_eq(md_node_heartbeat(cat, id, 94 * pct, 0, 4000), 0);
 	cr_assert(n->full, "still full at 94 %%: the hysteresis");
