@@ -756,7 +756,7 @@ struct bd_pool_stats {
 	uint32_t pool;
 	uint32_t primary, clean, degraded, recovering, member, stray;
 	uint32_t down; /* primary here, every holder of its data down (not served) */
-	uint32_t full; /* primary here, refusing writes: a member is out of space (full_member) */
+	uint32_t full; /* primary here, refusing writes: a member is out of space (dist_pg_full) */
 	uint32_t pg_count;
 	uint8_t *held; /* malloc'd: bit g set when this node holds PG g's data (version > 0) */
 };

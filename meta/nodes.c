@@ -127,17 +127,16 @@ static bool at_pct(uint64_t used, uint64_t capacity, unsigned pct)
 	return used >= capacity / 100 * pct + capacity % 100 * pct / 100;
 }
 
-/* Is a node with this much used full (see md_full_ratio)? A node already full stays so until
- * it is below the ratio less the hysteresis. */
-static bool node_full(const struct md_catalog *cat, const struct md_node *n, uint64_t used,
-		      uint64_t capacity)
+/* Is n full (see md_full_ratio), its used bytes against this capacity? A node already full
+ * stays so until it is below the ratio less the hysteresis. */
+static bool node_full(const struct md_catalog *cat, const struct md_node *n, uint64_t capacity)
 {
 	unsigned ratio = md_full_ratio(cat);
 	if (ratio >= 100 || capacity == 0) {
 		return false;
 	}
 	unsigned pct = n->full && ratio > MD_FULL_HYSTERESIS ? ratio - MD_FULL_HYSTERESIS : ratio;
-	return at_pct(used, capacity, pct);
+	return at_pct(n->used, capacity, pct);
 }
 
 bool md_node_nearfull(const struct md_catalog *cat, const struct md_node *n)
@@ -148,9 +147,9 @@ bool md_node_nearfull(const struct md_catalog *cat, const struct md_node *n)
 		      ratio > MD_NEARFULL_MARGIN ? ratio - MD_NEARFULL_MARGIN : 0);
 }
 
-/* Flip n's full flag in batch b. The caller bumps the epoch: the primaries learn it from the
- * map. */
-static void mark_full(struct md_catalog *cat, struct md_node *n, bool full, rocksdb_writebatch_t *b)
+/* Flip n's full flag and log it. The caller writes the node and bumps the epoch in its batch:
+ * the primaries learn it from the map. */
+static void mark_full(struct md_catalog *cat, struct md_node *n, bool full)
 {
 	if (full) {
 		st_warn("node %u (%s) is full: %llu of %llu bytes used (full ratio %u%%): "
@@ -163,7 +162,6 @@ static void mark_full(struct md_catalog *cat, struct md_node *n, bool full, rock
 			(unsigned long long)n->capacity, md_full_ratio(cat));
 	}
 	n->full = full;
-	md_batch_put_node(b, n);
 }
 
 int md_set_full_ratio(struct md_catalog *cat, unsigned pct)
@@ -181,9 +179,10 @@ int md_set_full_ratio(struct md_catalog *cat, unsigned pct)
 	for (size_t i = 0; i < cat->nnodes; i++) {
 		struct md_node *n = cat->nodes[i];
 		bool full = n->state == STRATA__META__NODE_STATE__NODE_UP &&
-			    node_full(cat, n, n->used, n->capacity);
+			    node_full(cat, n, n->capacity);
 		if (full != n->full) {
-			mark_full(cat, n, full, b);
+			mark_full(cat, n, full);
+			md_batch_put_node(b, n);
 			moved = true;
 		}
 	}
@@ -204,7 +203,7 @@ int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64
 	n->last_hb_ms = now_ms;
 	n->used = used;
 	bool cap_changed = capacity != 0 && capacity != n->capacity;
-	bool full = node_full(cat, n, used, cap_changed ? capacity : n->capacity);
+	bool full = node_full(cat, n, cap_changed ? capacity : n->capacity);
 	if (n->state == STRATA__META__NODE_STATE__NODE_UP && !cap_changed && full == n->full) {
 		return 0;
 	}
@@ -213,7 +212,7 @@ int md_node_heartbeat(struct md_catalog *cat, uint32_t id, uint64_t used, uint64
 		n->capacity = capacity;
 	}
 	if (full != n->full) {
-		mark_full(cat, n, full, b);
+		mark_full(cat, n, full); /* the node is written below */
 		md_batch_bump_epoch(cat, b);
 	}
 	if (n->state != STRATA__META__NODE_STATE__NODE_UP) {
